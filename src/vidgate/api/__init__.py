@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket edge: parse, authenticate, call a service, map errors. No business logic."""

@@ -1,0 +1,109 @@
+"""FastAPI factory and lifespan: wires database, storage, locks and the upload service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+
+from vidgate import __version__
+from vidgate.api import health, uploads
+from vidgate.api.deps import Services
+from vidgate.api.errors import install_error_handlers
+from vidgate.auth import count_active_keys, create_key
+from vidgate.config import DatabaseBackend, Settings, load_settings
+from vidgate.db import migrate
+from vidgate.db.engine import Database
+from vidgate.storage import LocalBlobStore, PartStore
+from vidgate.uploads.locks import FileLocker
+from vidgate.uploads.service import UploadService
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutdated(Exception):
+    """The database is not at the newest migration."""
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.database_url, echo=settings.database.echo)
+    root = settings.storage_dir
+    service = UploadService(
+        settings=settings,
+        db=db,
+        parts=PartStore(root),
+        blobs=LocalBlobStore(root),
+        locker=FileLocker(root / "locks"),
+    )
+    return Services(settings=settings, db=db, uploads=service)
+
+
+def prepare_database(settings: Settings, db: Database) -> None:
+    """SQLite (embedded) migrates itself; PostgreSQL must be migrated with ``vidgate migrate``."""
+    if settings.database_backend is DatabaseBackend.SQLITE:
+        migrate.upgrade(db)
+        return
+    head = ScriptDirectory.from_config(migrate.alembic_config(db.url)).get_current_head()
+    with db.engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise SchemaOutdated(f"The database is at revision {current}, not {head}: run `vidgate migrate` first.")
+
+
+def ensure_dev_key(settings: Settings, db: Database) -> str | None:
+    """On the embedded default with no key yet, create one for user 'dev' and save it beside the data."""
+    if settings.database_backend is not DatabaseBackend.SQLITE or not settings.auth.create_dev_key:
+        return None
+    if count_active_keys(db):
+        return None
+    key, _ = create_key(db, "dev", label="development key created at first start")
+    path = Path(settings.server.data_dir) / "dev-api-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+async def _periodic_cleanup(services: Services) -> None:
+    interval = services.settings.upload.cleanup_interval_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(services.uploads.cleanup)
+        except Exception:
+            log.exception("periodic cleanup failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        prepare_database(settings, services.db)
+        app.state.services = services
+        cleanup_task = asyncio.create_task(_periodic_cleanup(services))
+        try:
+            yield
+        finally:
+            cleanup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleanup_task
+            services.db.dispose()
+
+    app = FastAPI(
+        title="vidgate",
+        version=__version__,
+        summary="Resumable video uploads with validation, dedup, processing and live progress.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(uploads.router)
+    return app

@@ -1,0 +1,113 @@
+"""API keys: created by ``vidgate keys create``, stored only as SHA-256, looked up per request."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from vidgate.db.engine import Database
+from vidgate.db.models import ApiKey, UserAccount, utcnow
+from vidgate.errors import NotFound, Unauthenticated
+
+KEY_PREFIX = "vg_"
+
+
+class Principal(BaseModel):
+    """The authenticated caller."""
+
+    user_id: str
+    username: str
+
+
+class KeyInfo(BaseModel):
+    id: str
+    username: str
+    key_prefix: str
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(db: Database, username: str, label: str | None = None) -> tuple[str, KeyInfo]:
+    """Create a key for ``username`` (creating the user if new). The key is returned only here."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.session() as session:
+        user = session.scalar(select(UserAccount).where(UserAccount.username == username))
+        if user is None:
+            user = UserAccount(username=username)
+            session.add(user)
+            session.flush()
+        row = ApiKey(user_id=user.id, key_hash=hash_key(key), key_prefix=key[:10], label=label)
+        session.add(row)
+        session.flush()
+        info = KeyInfo(
+            id=row.id,
+            username=username,
+            key_prefix=row.key_prefix,
+            label=label,
+            created_at=row.created_at,
+            revoked_at=None,
+        )
+    return key, info
+
+
+def list_keys(db: Database) -> list[KeyInfo]:
+    with db.session() as session:
+        rows = session.execute(select(ApiKey, UserAccount.username).join(UserAccount).order_by(ApiKey.created_at)).all()
+        return [
+            KeyInfo(
+                id=key.id,
+                username=username,
+                key_prefix=key.key_prefix,
+                label=key.label,
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+            for key, username in rows
+        ]
+
+
+def revoke_key(db: Database, key_id_or_prefix: str) -> KeyInfo:
+    with db.session() as session:
+        rows = session.scalars(
+            select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.key_prefix == key_id_or_prefix))
+        ).all()
+        if len(rows) != 1:
+            raise NotFound(f"no single key matches {key_id_or_prefix!r} (found {len(rows)})")
+        row = rows[0]
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+        username = session.get_one(UserAccount, row.user_id).username
+        return KeyInfo(
+            id=row.id,
+            username=username,
+            key_prefix=row.key_prefix,
+            label=row.label,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+def count_active_keys(db: Database) -> int:
+    with db.session() as session:
+        return len(session.scalars(select(ApiKey.id).where(ApiKey.revoked_at.is_(None))).all())
+
+
+def authenticate(db: Database, key: str | None) -> Principal:
+    if not key:
+        raise Unauthenticated("Send an API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
+    digest = hash_key(key)
+    with db.session() as session:
+        row = session.execute(select(ApiKey, UserAccount).join(UserAccount).where(ApiKey.key_hash == digest)).first()
+    if row is None or row[0].revoked_at is not None or not hmac.compare_digest(row[0].key_hash, digest):
+        raise Unauthenticated("The API key is unknown or revoked.")
+    return Principal(user_id=row[1].id, username=row[1].username)

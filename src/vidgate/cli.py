@@ -1,0 +1,152 @@
+"""``vidgate serve | migrate | cleanup | keys | settings``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Annotated
+
+import typer
+
+from vidgate.config import Settings, SettingsError, all_env_names, load_settings
+
+app = typer.Typer(help="vidgate: resumable video ingest.", no_args_is_help=True, add_completion=False)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _settings(**overrides: Mapping[str, object]) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        typer.echo(f"vidgate: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from vidgate.app import prepare_database
+    from vidgate.db.engine import Database
+
+    db = Database(settings.database_url)
+    try:
+        prepare_database(settings, db)
+    except Exception as exc:
+        typer.echo(f"vidgate: database not ready: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default VIDGATE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default VIDGATE_PORT).")] = None,
+) -> None:
+    """Start the API server (embedded default: SQLite + local disk, nothing else needed)."""
+    import uvicorn
+
+    from vidgate.app import create_app, ensure_dev_key
+
+    server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(server=server)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    db = _database(settings)
+    key = ensure_dev_key(settings, db)
+    db.dispose()
+    if key:
+        typer.echo(f"Development API key for user 'dev' (also saved in {settings.server.data_dir}/dev-api-key):")
+        typer.echo(f"  {key}")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.server.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Create or update the database tables (Alembic)."""
+    from vidgate.db import migrate as migrations
+    from vidgate.db.engine import Database
+
+    settings = _settings()
+    db = Database(settings.database_url)
+    migrations.upgrade(db)
+    db.dispose()
+    typer.echo(f"database at {db.engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+@app.command()
+def cleanup() -> None:
+    """Expire old sessions and remove their part files and orphans, once."""
+    from vidgate.app import build_services
+
+    settings = _settings()
+    _database(settings).dispose()
+    services = build_services(settings)
+    report = services.uploads.cleanup()
+    services.db.dispose()
+    typer.echo(report.model_dump_json(indent=2))
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option("--user", help="User name the key belongs to.")],
+    label: Annotated[str | None, typer.Option(help="A note to recognise the key by.")] = None,
+) -> None:
+    """Create an API key and print it (it is stored only as a hash: copy it now)."""
+    from vidgate.auth import create_key
+
+    db = _database(_settings())
+    key, info = create_key(db, user, label)
+    db.dispose()
+    typer.echo(key)
+    typer.echo(f"created key {info.id} ({info.key_prefix}...) for user {user}", err=True)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefix, user, state); never the keys themselves."""
+    from vidgate.auth import list_keys
+
+    db = _database(_settings())
+    for info in list_keys(db):
+        state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+        typer.echo(f"{info.id}  {info.key_prefix}...  {info.username:<20} {state:<24} {info.label or ''}")
+    db.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix (as `keys list` shows).")]) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from vidgate.auth import revoke_key
+    from vidgate.errors import NotFound
+
+    db = _database(_settings())
+    try:
+        info = revoke_key(db, key)
+    except NotFound as exc:
+        typer.echo(f"vidgate: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"revoked {info.id} ({info.key_prefix}...) of {info.username}")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print every setting with its environment variable and current value."""
+    settings = _settings()
+    for env, (group, field) in sorted(all_env_names().items()):
+        value = getattr(getattr(settings, group), field)
+        typer.echo(f"{env}={value}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

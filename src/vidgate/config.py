@@ -1,0 +1,272 @@
+"""Every setting of vidgate, in one place.
+
+Settings come from environment variables (and an optional ``.env`` file). The seed's
+variable names are kept as they are (``UPLOAD_MAX_FILE_SIZE``, ``ENABLE_DEDUPLICATION``,
+``CELERY_BROKER_URL`` ...). Each group is its own ``BaseSettings`` with an env prefix;
+:func:`load_settings` builds them all and turns any invalid value, or any unknown
+variable carrying one of our prefixes (a typo such as ``UPLOAD_MAX_FILESIZE``), into one
+:class:`SettingsError` with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ByteSize, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_FILE = ".env"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=ENV_FILE,
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+
+class UploadSettings(BaseSettings):
+    """Limits and lifetime of upload sessions (seed: UploadSettings)."""
+
+    model_config = _config("UPLOAD_")
+
+    max_file_size: ByteSize = Field(
+        ByteSize(500 * 1024 * 1024), gt=0, description="Largest accepted file (bytes, or e.g. 500MiB)."
+    )
+    max_chunk_size: ByteSize = Field(ByteSize(10 * 1024 * 1024), gt=0, description="Largest accepted chunk body.")
+    max_chunks: int = Field(100, ge=1, description="Most chunks one session may announce.")
+    session_timeout_hours: float = Field(24.0, gt=0, description="A session expires this long after its last chunk.")
+    max_filename_length: int = Field(255, ge=1, le=1024, description="Longest accepted file name (characters).")
+    cleanup_interval_seconds: float = Field(
+        600.0, gt=0, description="How often `vidgate serve` sweeps expired sessions and orphan part files."
+    )
+    assembly_stall_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A session stuck in `assembling` this long (a crashed process) is assembled again by cleanup.",
+    )
+    fsync: bool = Field(
+        False, description="fdatasync each chunk before acknowledging it (survives power loss, costs speed)."
+    )
+    enable_deduplication: bool = Field(
+        True,
+        validation_alias=AliasChoices("ENABLE_DEDUPLICATION", "enable_deduplication"),
+        description="Answer an identical file from the stored copy instead of storing it again.",
+    )
+
+    @model_validator(mode="after")
+    def _chunk_fits_file(self) -> UploadSettings:
+        if self.max_chunk_size > self.max_file_size:
+            raise ValueError("UPLOAD_MAX_CHUNK_SIZE must not exceed UPLOAD_MAX_FILE_SIZE")
+        return self
+
+
+class ValidationSettings(BaseSettings):
+    """What a file must look like to be accepted (deepened by the validation issue)."""
+
+    model_config = _config("VALIDATION_")
+
+    allowed_extensions: list[str] = Field(
+        default_factory=lambda: ["mp4", "avi", "mov", "mkv", "webm", "ogg"],
+        description='Extensions accepted (comma list in JSON form, e.g. \'["mp4","mkv"]\').',
+    )
+
+
+class ProcessingSettings(BaseSettings):
+    """Priorities and concurrency of the processing queue (seed: ProcessingSettings)."""
+
+    model_config = _config("PROCESSING_")
+
+    default_priority: int = Field(
+        5,
+        validation_alias=AliasChoices("DEFAULT_PROCESSING_PRIORITY", "default_priority"),
+        description="Priority of an upload that names none.",
+    )
+    min_priority: int = Field(1, description="Lowest accepted priority.")
+    max_priority: int = Field(10, description="Highest accepted priority.")
+    max_concurrent_jobs: int = Field(5, ge=1, description="Most videos processed at once.")
+    default_model_type: str = Field(
+        "resnet50",
+        validation_alias=AliasChoices("DEFAULT_MODEL_TYPE", "default_model_type"),
+        description="Embedding model used when an upload names none.",
+    )
+
+    @model_validator(mode="after")
+    def _priority_range(self) -> ProcessingSettings:
+        if not self.min_priority <= self.default_priority <= self.max_priority:
+            raise ValueError(
+                "DEFAULT_PROCESSING_PRIORITY must lie between PROCESSING_MIN_PRIORITY and PROCESSING_MAX_PRIORITY"
+            )
+        return self
+
+
+class WebSocketSettings(BaseSettings):
+    model_config = _config("WEBSOCKET_")
+
+    enabled: bool = Field(True, description="Serve live events on /ws.")
+    heartbeat_interval: float = Field(30.0, gt=0, description="Seconds between heartbeat events.")
+
+
+class CelerySettings(BaseSettings):
+    model_config = _config("CELERY_")
+
+    broker_url: str = Field("redis://localhost:6379/0", description="Celery broker (distributed mode).")
+    result_backend: str = Field("redis://localhost:6379/0", description="Celery result backend (distributed mode).")
+
+
+class StorageSettings(BaseSettings):
+    model_config = _config("STORAGE_")
+
+    dir: Path | None = Field(None, description="Where part files and blobs live (default: VIDGATE_DATA_DIR/storage).")
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _config("DATABASE_")
+
+    url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite file in VIDGATE_DATA_DIR).")
+    echo: bool = Field(False, description="Log every SQL statement.")
+
+
+class AuthSettings(BaseSettings):
+    model_config = _config("AUTH_")
+
+    create_dev_key: bool = Field(
+        True,
+        description="On an embedded (SQLite) start with no API key yet, create one for user 'dev' and print it.",
+    )
+
+
+class ServerSettings(BaseSettings):
+    model_config = _config("VIDGATE_")
+
+    data_dir: Path = Field(Path("vidgate-data"), description="Base directory of the embedded default.")
+    host: str = Field("127.0.0.1", description="Address `vidgate serve` binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `vidgate serve` binds.")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+
+
+class DatabaseBackend(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+class Settings(BaseModel):
+    """All groups together; build it with :func:`load_settings`."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    upload: UploadSettings = Field(default_factory=UploadSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @property
+    def storage_dir(self) -> Path:
+        return (self.storage.dir or self.server.data_dir / "storage").resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.server.data_dir / 'vidgate.db').resolve()}"
+
+    @property
+    def database_backend(self) -> DatabaseBackend:
+        url = self.database_url
+        return DatabaseBackend.SQLITE if url.startswith("sqlite") else DatabaseBackend.POSTGRESQL
+
+    @property
+    def session_timeout_seconds(self) -> float:
+        return self.upload.session_timeout_hours * 3600.0
+
+
+class SettingsError(Exception):
+    """Raised at start-up when a setting is invalid or unknown."""
+
+
+_GROUPS: dict[str, type[BaseSettings]] = {
+    "server": ServerSettings,
+    "upload": UploadSettings,
+    "validation": ValidationSettings,
+    "processing": ProcessingSettings,
+    "websocket": WebSocketSettings,
+    "celery": CelerySettings,
+    "storage": StorageSettings,
+    "database": DatabaseSettings,
+    "auth": AuthSettings,
+}
+# Prefixes that belong to vidgate alone: an unknown variable with one of them is a typo.
+_OWNED_PREFIXES = ("UPLOAD_", "VALIDATION_", "PROCESSING_", "WEBSOCKET_", "STORAGE_", "AUTH_", "VIDGATE_")
+
+
+def env_names(group: type[BaseSettings]) -> dict[str, str]:
+    """Map each environment variable of ``group`` to its field name."""
+    prefix = str(group.model_config.get("env_prefix", ""))
+    names: dict[str, str] = {}
+    for field_name, field in group.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            env = str(alias.choices[0])
+        elif isinstance(alias, str):
+            env = alias
+        else:
+            env = prefix + field_name
+        names[env.upper()] = field_name
+    return names
+
+
+def all_env_names() -> dict[str, tuple[str, str]]:
+    """Every environment variable vidgate reads -> (group, field)."""
+    return {env: (group, field) for group, cls in _GROUPS.items() for env, field in env_names(cls).items()}
+
+
+def _unknown_variables(environ: dict[str, str]) -> list[str]:
+    known = all_env_names()
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(_OWNED_PREFIXES) and upper not in known:
+            hint = difflib.get_close_matches(upper, list(known), n=1)
+            suffix = f" (did you mean {hint[0]}?)" if hint else ""
+            problems.append(f"unknown setting {name}{suffix}")
+    return problems
+
+
+def _describe(group: type[BaseSettings], error: ValidationError) -> list[str]:
+    names = {field: env for env, field in env_names(group).items()}
+    messages = []
+    for item in error.errors():
+        loc = item.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        env = names.get(field, field.upper() or group.__name__)
+        value = item.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        messages.append(f"invalid setting {env}{shown}: {item['msg']}")
+    return messages
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read every group from the environment; raise :class:`SettingsError` on any problem.
+
+    ``overrides`` maps a group name to a dict of field values (used by tests and the CLI).
+    """
+    problems = _unknown_variables(dict(os.environ))
+    groups: dict[str, BaseSettings] = {}
+    for name, cls in _GROUPS.items():
+        try:
+            groups[name] = cls(**overrides.get(name, {}))
+        except ValidationError as exc:
+            problems.extend(_describe(cls, exc))
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return Settings(**groups)

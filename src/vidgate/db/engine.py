@@ -1,0 +1,68 @@
+"""Engine and session factory for SQLite (embedded) and PostgreSQL (distributed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def _normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    url = _normalise_url(url)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin).
+            dbapi_connection.isolation_level = None
+            # WAL lets readers run beside the single writer; busy_timeout waits instead of failing.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            # Take the write lock up front: a read-then-write transaction can then never fail
+            # half-way with "database is locked", and concurrent chunk commits serialise cleanly.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """Owns the engine and hands out short transactional sessions."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = _normalise_url(url)
+        self.engine = create_db_engine(url, echo=echo)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back on error."""
+        with self._factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,188 @@
+"""Tables of vidgate: the seed's upload_session / upload_chunk / upload_progress_log,
+plus video (one row per stored content hash), user_account and api_key."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite drops the zone; we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON().with_variant(JSONB(), "postgresql"), datetime: UTCDateTime()}
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    ASSEMBLING = "assembling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED}
+)
+
+
+class VideoStatus(StrEnum):
+    UPLOADED = "uploaded"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda members: [m.value for m in members], validate_strings=True)
+
+
+class UserAccount(Base):
+    __tablename__ = "user_account"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, stored only as its SHA-256 (keys are 256-bit random, so no KDF needed)."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Video(Base):
+    """One row per stored content (SHA-256); owners are the users with a completed session for it."""
+
+    __tablename__ = "video"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    first_user_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[VideoStatus] = mapped_column(_enum(VideoStatus, "video_status"), default=VideoStatus.UPLOADED)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UploadSession(Base):
+    __tablename__ = "upload_session"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(String(128), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_hash: Mapped[str | None] = mapped_column(String(128))
+    total_chunks: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int | None] = mapped_column(BigInteger)
+    chunks_received: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[SessionStatus] = mapped_column(
+        _enum(SessionStatus, "upload_session_status"), default=SessionStatus.ACTIVE, index=True
+    )
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    username: Mapped[str] = mapped_column(String(100))
+    upload_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    video_id: Mapped[str | None] = mapped_column(ForeignKey("video.id"), index=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_updated: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    completed_at: Mapped[datetime | None]
+
+
+class UploadChunk(Base):
+    __tablename__ = "upload_chunk"
+    __table_args__ = (UniqueConstraint("session_id", "chunk_index", name="uq_upload_chunk_session_index"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("upload_session.session_id", ondelete="CASCADE"))
+    chunk_index: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int] = mapped_column(BigInteger)
+    chunk_hash: Mapped[str] = mapped_column(String(128))
+    storage_path: Mapped[str] = mapped_column(String(512))
+    received: Mapped[bool] = mapped_column(Boolean, default=False)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime | None]
+    verified_at: Mapped[datetime | None]
+
+
+class UploadProgressLog(Base):
+    __tablename__ = "upload_progress_log"
+    __table_args__ = (Index("ix_upload_progress_log_session_created", "session_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("upload_session.session_id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    chunks_received: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_percentage: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,163 @@
+"""Every error vidgate reports, as a value with its stable code and HTTP status.
+
+Domain code raises these; the API maps them to ``{"success": false, "error": {...}}``
+in one exception handler. Nothing below the API edge raises ``HTTPException``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class VidgateError(Exception):
+    """Base of every expected failure. ``code`` is stable; ``message`` is for people."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# 400: the request itself is malformed
+class BadRequest(VidgateError):
+    code = "bad_request"
+    status = 400
+
+
+class InvalidParameter(BadRequest):
+    code = "invalid_parameter"
+
+
+class InvalidOptions(BadRequest):
+    code = "invalid_options"
+
+
+class MissingFile(BadRequest):
+    code = "missing_file"
+
+
+class MalformedMultipart(BadRequest):
+    code = "malformed_multipart"
+
+
+class ChunkIndexOutOfRange(BadRequest):
+    code = "chunk_index_out_of_range"
+
+
+class TotalChunksMismatch(BadRequest):
+    code = "total_chunks_mismatch"
+
+
+class ChunkSizeMismatch(BadRequest):
+    code = "chunk_size_mismatch"
+
+
+class EmptyChunk(BadRequest):
+    code = "empty_chunk"
+
+
+class InvalidFilename(BadRequest):
+    code = "invalid_filename"
+
+
+# 401 / 404
+class Unauthenticated(VidgateError):
+    code = "unauthenticated"
+    status = 401
+
+
+class NotFound(VidgateError):
+    code = "not_found"
+    status = 404
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class VideoNotFound(NotFound):
+    code = "video_not_found"
+
+
+# 409: conflicts with what the server already holds
+class Conflict(VidgateError):
+    code = "conflict"
+    status = 409
+
+
+class ChunkConflict(Conflict):
+    code = "chunk_conflict"
+
+
+class ChunkInProgress(Conflict):
+    code = "chunk_in_progress"
+
+
+class SessionNotActive(Conflict):
+    code = "session_not_active"
+
+
+class SessionIdTaken(Conflict):
+    code = "session_id_taken"
+
+
+# 413 / 415 / 422
+class TooLarge(VidgateError):
+    code = "too_large"
+    status = 413
+
+
+class FileTooLarge(TooLarge):
+    code = "file_too_large"
+
+
+class ChunkTooLarge(TooLarge):
+    code = "chunk_too_large"
+
+
+class TooManyChunks(TooLarge):
+    code = "too_many_chunks"
+
+
+class UnsupportedMediaType(VidgateError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class ExtensionNotAllowed(UnsupportedMediaType):
+    code = "extension_not_allowed"
+
+
+class InvalidContent(VidgateError):
+    code = "invalid_content"
+    status = 422
+
+
+class FileHashMismatch(InvalidContent):
+    code = "file_hash_mismatch"
+
+
+# 507: the server cannot store what it was sent
+class InsufficientStorage(VidgateError):
+    code = "insufficient_storage"
+    status = 507
+
+
+# 503: a dependency is down; try again later
+class ServiceUnavailable(VidgateError):
+    code = "service_unavailable"
+    status = 503
+
+
+def all_error_classes() -> list[type[VidgateError]]:
+    """Every concrete error class, for documentation and tests."""
+    seen: list[type[VidgateError]] = []
+    stack: list[type[VidgateError]] = [VidgateError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return sorted(seen, key=lambda c: (c.status, c.code))

@@ -1,0 +1,128 @@
+"""Local-disk storage: the part area for uploads in progress and the default blob store."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from vidgate.errors import InsufficientStorage, VidgateError
+
+
+def translate_os_error(exc: OSError) -> VidgateError:
+    """Map disk errors to domain errors at the storage boundary."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("The server's storage is full; the upload can be resumed later.")
+    return VidgateError(f"storage error: {exc.strerror or exc}")
+
+
+class PartStore:
+    """Part files (``parts/<upload>.part``) that chunks are written into at their offsets, and a
+    staging area (``staging/<upload>/``) for the rare chunk whose offset is not yet known."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.parts_dir = root / "parts"
+        self.staging_dir = root / "staging"
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+
+    def part_path(self, upload_id: str) -> Path:
+        return self.parts_dir / f"{upload_id}.part"
+
+    def staging_path(self, upload_id: str, name: str) -> Path:
+        directory = self.staging_dir / upload_id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / name
+
+    def open_part(self, upload_id: str, reserve: int | None = None) -> int:
+        """Open (creating if needed) the part file for writing; reserve ``reserve`` bytes of disk
+        up front so a full disk is reported on the first chunk, not in the middle of one."""
+        path = self.part_path(upload_id)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise translate_os_error(exc) from exc
+        if reserve:
+            try:
+                os.posix_fallocate(fd, 0, reserve)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                    return os.open(path, os.O_RDWR)
+                raise translate_os_error(exc) from exc
+        return fd
+
+    def truncate_part(self, upload_id: str, size: int) -> None:
+        """Cut preallocated space beyond the real end of the file."""
+        os.truncate(self.part_path(upload_id), size)
+
+    def remove(self, upload_id: str) -> None:
+        """Delete everything of one upload (part file and staged chunks)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.part_path(upload_id).unlink()
+        shutil.rmtree(self.staging_dir / upload_id, ignore_errors=True)
+
+    def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
+        """Every upload id that has a part file or staging folder, with its last change time."""
+        seen: set[str] = set()
+        for entry in self.parts_dir.iterdir():
+            if entry.suffix == ".part":
+                seen.add(entry.stem)
+                yield entry.stem, entry.stat().st_mtime
+        for entry in self.staging_dir.iterdir():
+            if entry.is_dir() and entry.name not in seen:
+                yield entry.name, entry.stat().st_mtime
+
+
+class LocalBlobStore:
+    """Content-addressed files under ``blobs/<hh>/<sha256>`` (two-hex shards keep folders small)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "blobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a SHA-256 key: {key!r}")
+        return self.root / key[:2] / key
+
+    def path(self, key: str) -> Path:
+        return self._path(key)
+
+    def put_file(self, content_hash: str, source: Path) -> str:
+        target = self._path(content_hash)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            source.unlink()
+            return content_hash
+        try:
+            source.replace(target)  # same filesystem: a rename, no copy
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise translate_os_error(exc) from exc
+            shutil.move(source, target)
+        target.chmod(0o440)
+        return content_hash
+
+    def exists(self, content_hash: str) -> bool:
+        return self._path(content_hash).exists()
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def check(self) -> None:
+        probe = self.root / ".probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()

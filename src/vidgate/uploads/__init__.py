@@ -1,0 +1,1 @@
+"""Upload sessions: chunks, resume, assembly and expiry. Knows nothing of HTTP."""

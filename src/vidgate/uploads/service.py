@@ -1,0 +1,711 @@
+"""Upload sessions: receive chunks at their offsets, resume, assemble, cancel and expire.
+
+A chunk goes through three steps: :meth:`UploadService.begin_chunk` (checks the request
+against the session and the limits, locks the chunk, opens the part file),
+:meth:`UploadService.open_sink` (the caller streams the bytes into it) and
+:meth:`UploadService.finish_chunk` (records the chunk; the last one assembles the file).
+:meth:`UploadService.abort_chunk` undoes a chunk that broke off: it leaves no row, so the
+chunk simply counts as missing and the client sends it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vidgate.auth import Principal
+from vidgate.config import Settings
+from vidgate.db.engine import Database
+from vidgate.db.models import (
+    TERMINAL_STATUSES,
+    SessionStatus,
+    UploadChunk,
+    UploadProgressLog,
+    UploadSession,
+    Video,
+    VideoStatus,
+    utcnow,
+)
+from vidgate.errors import (
+    ChunkConflict,
+    ChunkSizeMismatch,
+    ChunkTooLarge,
+    EmptyChunk,
+    FileHashMismatch,
+    FileTooLarge,
+    InvalidParameter,
+    SessionNotActive,
+    SessionNotFound,
+    TotalChunksMismatch,
+    VidgateError,
+)
+from vidgate.hashing import new_sha256, normalise_sha256, update_from_fd
+from vidgate.storage import BlobStore, PartStore, translate_os_error
+from vidgate.uploads.frontier import HashFrontier
+from vidgate.uploads.locks import Locker
+from vidgate.uploads.models import ChunkReceipt, ChunkRequest, CleanupReport, SessionView
+from vidgate.uploads.writer import ChunkSink, SinkResult
+from vidgate.validation import UploadLimits, sanitize_filename
+
+log = logging.getLogger(__name__)
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+ORPHAN_GRACE_SECONDS = 300.0
+
+
+class WriteMode(StrEnum):
+    DIRECT = "direct"  # straight into the part file at the chunk's offset
+    STAGED = "staged"  # offset unknown yet (chunk size not learnt): a staging file, placed at assembly
+    VERIFY = "verify"  # index already received: hash only and compare
+
+
+@dataclass
+class ChunkPlan:
+    """Everything decided before a chunk's bytes are read."""
+
+    upload_id: str
+    session_id: str
+    chunk_index: int
+    total_chunks: int
+    mode: WriteMode
+    offset: int
+    limit: int
+    path: Path
+    fd: int | None = None
+    existing_hash: str | None = None
+    frontier_hasher: Any | None = None
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.locks.close()
+
+
+class UploadService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        parts: PartStore,
+        blobs: BlobStore,
+        locker: Locker,
+        frontier: HashFrontier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.parts = parts
+        self.blobs = blobs
+        self.locker = locker
+        self.frontier = frontier or HashFrontier()
+        self.limits = UploadLimits.from_settings(settings)
+
+    # ------------------------------------------------------------------ begin
+    def begin_chunk(self, principal: Principal, request: ChunkRequest) -> ChunkPlan:
+        """Check the request, create or find its session, lock the chunk and open its target."""
+        priority = request.priority if request.priority is not None else self.settings.processing.default_priority
+        self.limits.check_priority(priority)
+        file_hash = None
+        if request.file_hash:
+            file_hash = normalise_sha256(request.file_hash)
+            if file_hash is None:
+                raise InvalidParameter("file_hash must be a SHA-256 in hex (64 characters, optionally 'sha256:...').")
+        if request.session_id is not None and not _SESSION_ID.match(request.session_id):
+            raise InvalidParameter(
+                "session_id must be 1-128 characters of letters, digits, '_', '-', '.', ':' "
+                "and start with a letter or digit."
+            )
+        for name in ("chunk_index", "total_chunks", "chunk_size", "file_size"):
+            value = getattr(request, name)
+            if value is not None and value < 0:
+                raise InvalidParameter(f"{name} must not be negative, got {value}.")
+
+        for attempt in range(2):
+            try:
+                plan = self._plan(principal, request, priority, file_hash)
+                break
+            except IntegrityError:
+                # Two first chunks of a new session raced to create it: the second reads it now.
+                if attempt == 1 or request.session_id is None:
+                    raise
+        try:
+            plan.locks.enter_context(self.locker.hold(plan.upload_id, f"chunk-{plan.chunk_index}"))
+            if plan.mode is WriteMode.DIRECT:
+                reserve = plan.offset + plan.limit if plan.total_chunks > 1 else None
+                plan.fd = self.parts.open_part(plan.upload_id, reserve=reserve if plan.limit < (1 << 40) else None)
+                plan.frontier_hasher = self.frontier.claim(plan.upload_id, plan.offset)
+            elif plan.mode is WriteMode.STAGED:
+                try:
+                    plan.fd = os.open(plan.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                except OSError as exc:
+                    raise translate_os_error(exc) from exc
+        except BaseException:
+            plan.close()
+            raise
+        return plan
+
+    def _plan(self, principal: Principal, request: ChunkRequest, priority: int, file_hash: str | None) -> ChunkPlan:
+        settings = self.settings
+        with self.db.session() as session:
+            row = None
+            if request.session_id is not None:
+                row = session.scalar(
+                    select(UploadSession).where(UploadSession.session_id == request.session_id).with_for_update()
+                )
+                if row is not None and row.user_id != principal.user_id:
+                    raise SessionNotFound(f"No upload session {request.session_id!r}.")
+            if row is None:
+                row = self._create_session(session, principal, request, priority, file_hash)
+            else:
+                self._check_against_session(row, request, file_hash)
+            index = request.chunk_index if request.chunk_index is not None else 0
+            self.limits.check_chunk_index(index, row.total_chunks)
+
+            existing = session.scalar(
+                select(UploadChunk).where(UploadChunk.session_id == row.session_id, UploadChunk.chunk_index == index)
+            )
+            if row.status is not SessionStatus.ACTIVE and not (row.status is SessionStatus.COMPLETED and existing):
+                raise SessionNotActive(
+                    f"Upload session {row.session_id!r} is {row.status.value}; it takes no more chunks."
+                    + (f" ({row.error_message})" if row.error_message else "")
+                )
+            now = utcnow()
+            if row.status is SessionStatus.ACTIVE:
+                row.last_updated = now
+                row.expires_at = now + timedelta(seconds=settings.session_timeout_seconds)
+
+            part_path = self.parts.part_path(row.id)
+            if existing is not None:
+                return ChunkPlan(
+                    upload_id=row.id,
+                    session_id=row.session_id,
+                    chunk_index=index,
+                    total_chunks=row.total_chunks,
+                    mode=WriteMode.VERIFY,
+                    offset=0,
+                    limit=existing.chunk_size,
+                    path=part_path,
+                    existing_hash=existing.chunk_hash,
+                )
+            if row.total_chunks == 1:
+                limit = row.file_size if row.file_size is not None else self.limits.max_file_size
+                return ChunkPlan(
+                    upload_id=row.id,
+                    session_id=row.session_id,
+                    chunk_index=0,
+                    total_chunks=1,
+                    mode=WriteMode.DIRECT,
+                    offset=0,
+                    limit=limit,
+                    path=part_path,
+                )
+            if row.chunk_size is not None:
+                offset = index * row.chunk_size
+                limit = row.chunk_size
+                if row.file_size is not None and index == row.total_chunks - 1:
+                    limit = row.file_size - offset
+                return ChunkPlan(
+                    upload_id=row.id,
+                    session_id=row.session_id,
+                    chunk_index=index,
+                    total_chunks=row.total_chunks,
+                    mode=WriteMode.DIRECT,
+                    offset=offset,
+                    limit=min(limit, self.limits.max_file_size - offset),
+                    path=part_path,
+                )
+            limit = min(self.limits.max_chunk_size, self.limits.max_file_size)
+            if index == 0:
+                # Chunk 0 teaches the chunk size; until then it is the only chunk in the part file.
+                return ChunkPlan(
+                    upload_id=row.id,
+                    session_id=row.session_id,
+                    chunk_index=0,
+                    total_chunks=row.total_chunks,
+                    mode=WriteMode.DIRECT,
+                    offset=0,
+                    limit=limit,
+                    path=part_path,
+                )
+            return ChunkPlan(
+                upload_id=row.id,
+                session_id=row.session_id,
+                chunk_index=index,
+                total_chunks=row.total_chunks,
+                mode=WriteMode.STAGED,
+                offset=0,
+                limit=limit,
+                path=self.parts.staging_path(row.id, f"{index}.chunk"),
+            )
+
+    def _create_session(
+        self, session: Session, principal: Principal, request: ChunkRequest, priority: int, file_hash: str | None
+    ) -> UploadSession:
+        total = request.total_chunks if request.total_chunks is not None else 1
+        self.limits.check_announced(total, request.chunk_size, request.file_size)
+        if total > 1 and request.chunk_index is None:
+            raise InvalidParameter("chunk_index is required when total_chunks is more than 1.")
+        safe = sanitize_filename(
+            request.filename,
+            max_length=self.settings.upload.max_filename_length,
+            allowed_extensions=self.settings.validation.allowed_extensions,
+        )
+        now = utcnow()
+        row = UploadSession(
+            session_id=request.session_id or secrets.token_hex(16),
+            filename=safe.name,
+            content_type=(request.content_type or None) and request.content_type[:100],
+            file_size=request.file_size,
+            file_hash=file_hash,
+            total_chunks=total,
+            chunk_size=request.chunk_size if total > 1 else request.file_size,
+            user_id=principal.user_id,
+            username=principal.username,
+            upload_options=request.options,
+            priority=priority,
+            status=SessionStatus.ACTIVE,
+            created_at=now,
+            last_updated=now,
+            expires_at=now + timedelta(seconds=self.settings.session_timeout_seconds),
+        )
+        session.add(row)
+        session.flush()
+        self._log(session, row, "upload_started", "session created")
+        log.info("upload session %s created by %s (%d chunks)", row.session_id, principal.username, total)
+        return row
+
+    def _check_against_session(self, row: UploadSession, request: ChunkRequest, file_hash: str | None) -> None:
+        if request.total_chunks is not None and request.total_chunks != row.total_chunks:
+            raise TotalChunksMismatch(
+                f"total_chunks is {request.total_chunks} but session {row.session_id!r} was started with "
+                f"{row.total_chunks}."
+            )
+        if file_hash is not None and row.file_hash is not None and file_hash != row.file_hash:
+            raise InvalidParameter(f"file_hash differs from the one session {row.session_id!r} was started with.")
+        if request.chunk_size is not None and request.chunk_size != row.chunk_size and row.total_chunks > 1:
+            raise ChunkSizeMismatch(
+                f"chunk_size {request.chunk_size} differs from the session's "
+                f"{row.chunk_size if row.chunk_size is not None else '(not announced with its first chunk)'}."
+            )
+        if request.file_size is not None and row.file_size is not None and request.file_size != row.file_size:
+            raise InvalidParameter(f"file_size {request.file_size} differs from the session's {row.file_size}.")
+
+    # ------------------------------------------------------------------ stream
+    def open_sink(self, plan: ChunkPlan) -> ChunkSink:
+        if plan.mode is WriteMode.VERIFY:
+            too_large: VidgateError = ChunkConflict(
+                f"Chunk {plan.chunk_index} was already received with different bytes (it is longer)."
+            )
+        elif plan.total_chunks == 1:
+            too_large = FileTooLarge(f"The file is larger than the limit of {plan.limit} bytes.")
+        else:
+            too_large = ChunkTooLarge(f"Chunk {plan.chunk_index} is larger than {plan.limit} bytes.")
+        return ChunkSink(
+            plan.fd,
+            plan.offset,
+            plan.limit,
+            too_large,
+            extra_hasher=plan.frontier_hasher,
+            fsync=self.settings.upload.fsync,
+        )
+
+    def abort_chunk(self, plan: ChunkPlan) -> None:
+        """The chunk broke off or was refused: keep no trace of it, so it counts as missing."""
+        if plan.frontier_hasher is not None:
+            self.frontier.rollback(plan.upload_id)
+        if plan.mode is WriteMode.STAGED:
+            with contextlib.suppress(FileNotFoundError):
+                plan.path.unlink()
+        plan.close()
+
+    # ------------------------------------------------------------------ finish
+    def finish_chunk(self, plan: ChunkPlan, result: SinkResult) -> ChunkReceipt:
+        """Record a fully received chunk; when it is the last one, assemble the file."""
+        try:
+            receipt, complete = self._record(plan, result)
+        except BaseException:
+            self.abort_chunk(plan)
+            raise
+        if plan.frontier_hasher is not None:
+            self.frontier.commit(plan.upload_id, result.size)
+        plan.close()
+        if complete:
+            self.assemble(plan.upload_id)
+            return receipt.model_copy(update=self._view(plan.session_id).model_dump())
+        return receipt
+
+    def _record(self, plan: ChunkPlan, result: SinkResult) -> tuple[ChunkReceipt, bool]:
+        with self.db.session() as session:
+            row = session.scalar(select(UploadSession).where(UploadSession.id == plan.upload_id).with_for_update())
+            if row is None:
+                raise SessionNotFound(f"No upload session {plan.session_id!r}.")
+            if plan.mode is WriteMode.VERIFY:
+                if result.sha256 != plan.existing_hash:
+                    raise ChunkConflict(
+                        f"Chunk {plan.chunk_index} was already received with different bytes; "
+                        "a received chunk cannot be replaced."
+                    )
+                return self._receipt(session, row, plan, result, duplicate=True), False
+            if row.status is not SessionStatus.ACTIVE:
+                raise SessionNotActive(f"Upload session {row.session_id!r} is {row.status.value}.")
+            self._check_chunk_size(session, row, plan, result.size)
+            now = utcnow()
+            session.add(
+                UploadChunk(
+                    session_id=row.session_id,
+                    chunk_index=plan.chunk_index,
+                    chunk_size=result.size,
+                    chunk_hash=result.sha256,
+                    storage_path=str(plan.path),
+                    received=True,
+                    verified=True,
+                    received_at=now,
+                    verified_at=now,
+                )
+            )
+            if plan.mode is WriteMode.DIRECT and plan.chunk_index == 0 and row.total_chunks > 1 and not row.chunk_size:
+                row.chunk_size = result.size
+            session.flush()
+            count, total_bytes = session.execute(
+                select(func.count(), func.coalesce(func.sum(UploadChunk.chunk_size), 0)).where(
+                    UploadChunk.session_id == row.session_id
+                )
+            ).one()
+            if total_bytes > self.limits.max_file_size:
+                raise FileTooLarge(
+                    f"With this chunk the file would be {total_bytes} bytes; the limit is "
+                    f"{self.limits.max_file_size} bytes."
+                )
+            row.chunks_received = count
+            row.bytes_received = total_bytes
+            row.last_updated = now
+            complete = count == row.total_chunks
+            if complete:
+                row.status = SessionStatus.ASSEMBLING
+            self._log(session, row, "upload_progress", f"chunk {plan.chunk_index} received")
+            return self._receipt(session, row, plan, result, duplicate=False), complete
+
+    def _check_chunk_size(self, session: Session, row: UploadSession, plan: ChunkPlan, size: int) -> None:
+        if size == 0:
+            raise EmptyChunk("The file is empty." if row.total_chunks == 1 else f"Chunk {plan.chunk_index} is empty.")
+        last = plan.chunk_index == row.total_chunks - 1
+        if row.total_chunks == 1:
+            if row.file_size is not None and size != row.file_size:
+                raise InvalidParameter(f"The file has {size} bytes but file_size announced {row.file_size}.")
+            return
+        chunk_size = row.chunk_size
+        if chunk_size is None:
+            # Not learnt yet: compare with the chunks staged so far (all but the last share one size).
+            sizes = session.execute(
+                select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(UploadChunk.session_id == row.session_id)
+            ).all()
+            full = {s for i, s in sizes if i != row.total_chunks - 1}
+            tail = [s for i, s in sizes if i == row.total_chunks - 1]
+            if not last and full and size not in full:
+                raise ChunkSizeMismatch(f"Chunk {plan.chunk_index} has {size} bytes; earlier chunks have {min(full)}.")
+            if not last and tail and size < tail[0]:
+                raise ChunkSizeMismatch(
+                    f"Chunk {plan.chunk_index} has {size} bytes, fewer than the last chunk's {tail[0]}."
+                )
+            if last and full and size > min(full):
+                raise ChunkSizeMismatch(f"The last chunk has {size} bytes, more than the chunk size {min(full)}.")
+            return
+        if not last and size != chunk_size:
+            raise ChunkSizeMismatch(
+                f"Chunk {plan.chunk_index} has {size} bytes; every chunk but the last must have {chunk_size}."
+            )
+        if last:
+            expected = row.file_size - plan.chunk_index * chunk_size if row.file_size is not None else None
+            if expected is not None and size != expected:
+                raise ChunkSizeMismatch(f"The last chunk has {size} bytes; file_size requires {expected}.")
+            if size > chunk_size:
+                raise ChunkSizeMismatch(f"The last chunk has {size} bytes, more than the chunk size {chunk_size}.")
+
+    # ------------------------------------------------------------------ assembly
+    def assemble(self, upload_id: str) -> None:
+        """Turn the received chunks of an ``assembling`` session into a stored, hash-checked file.
+
+        Safe to run again after a crash at any point (cleanup does so for stalled sessions).
+        """
+        with self.db.session() as session:
+            row = session.get(UploadSession, upload_id)
+            if row is None or row.status is not SessionStatus.ASSEMBLING:
+                return
+            chunks = session.scalars(
+                select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
+            ).all()
+            snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
+            session_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
+            known_hash = row.content_hash
+        part = self.parts.part_path(upload_id)
+        if not part.exists():
+            if known_hash and self.blobs.exists(known_hash):
+                self._complete(upload_id, known_hash, sum(size for _, size, _ in snapshot))
+                return
+            self._fail(upload_id, "assembly_failed", "The received data was lost before it could be assembled.")
+            return
+        chunk_size = max(size for _, size, _ in snapshot)
+        file_size = sum(size for _, size, _ in snapshot)
+        if len(snapshot) != total:
+            self._fail(upload_id, "assembly_failed", "Chunks are missing at assembly.")
+            return
+        try:
+            fd = os.open(part, os.O_RDWR)
+            try:
+                for index, size, path in snapshot:
+                    if path != str(part):
+                        _place(Path(path), fd, index * chunk_size, size)
+                os.ftruncate(fd, file_size)
+                hasher, upto = self.frontier.take(upload_id)
+                if upto > file_size:
+                    hasher, upto = new_sha256(), 0
+                update_from_fd(hasher, fd, upto, file_size)
+                if self.settings.upload.fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise translate_os_error(exc) from exc
+        digest = str(hasher.hexdigest())
+        if file_hash is not None and digest != file_hash:
+            message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
+            self._fail(upload_id, FileHashMismatch.code, message)
+            raise FileHashMismatch(message, session_id=session_id)
+        with self.db.session() as session:
+            session.execute(
+                update(UploadSession)
+                .where(UploadSession.id == upload_id)
+                .values(content_hash=digest, file_size=file_size, last_updated=utcnow())
+            )
+            session.execute(
+                update(UploadChunk).where(UploadChunk.session_id == session_id).values(storage_path=str(part))
+            )
+        self.blobs.put_file(digest, part)
+        self._complete(upload_id, digest, file_size)
+
+    def _complete(self, upload_id: str, digest: str, file_size: int) -> None:
+        with self.db.session() as session:
+            row = session.get_one(UploadSession, upload_id)
+            video = session.scalar(select(Video).where(Video.content_hash == digest))
+            if video is None:
+                try:
+                    with session.begin_nested():
+                        video = Video(
+                            content_hash=digest,
+                            file_size=file_size,
+                            storage_key=digest,
+                            content_type=row.content_type,
+                            filename=row.filename,
+                            first_user_id=row.user_id,
+                            status=VideoStatus.UPLOADED,
+                            priority=row.priority,
+                        )
+                        session.add(video)
+                except IntegrityError:
+                    video = session.scalars(select(Video).where(Video.content_hash == digest)).one()
+            now = utcnow()
+            row.video_id = video.id
+            row.status = SessionStatus.COMPLETED
+            row.completed_at = now
+            row.last_updated = now
+            self._log(session, row, "upload_completed", f"stored as {digest}")
+        self.parts.remove(upload_id)
+        self.locker.release_all(upload_id)
+        log.info("upload %s completed: sha256 %s, %d bytes", upload_id, digest, file_size)
+
+    def _fail(self, upload_id: str, code: str, message: str) -> None:
+        self._end(upload_id, SessionStatus.FAILED, code, message)
+        log.warning("upload %s failed: %s", upload_id, message)
+
+    def _end(self, upload_id: str, status: SessionStatus, code: str | None, message: str | None) -> None:
+        """Move a session to a terminal state and delete its data (chunk rows, part, staging)."""
+        with self.db.session() as session:
+            row = session.get_one(UploadSession, upload_id)
+            row.status = status
+            row.error_code = code
+            row.error_message = message
+            row.last_updated = utcnow()
+            session.execute(delete(UploadChunk).where(UploadChunk.session_id == row.session_id))
+            event = {SessionStatus.FAILED: "upload_failed", SessionStatus.EXPIRED: "session_expired"}.get(
+                status, "upload_cancelled"
+            )
+            self._log(session, row, event, message)
+        self.frontier.drop(upload_id)
+        self.parts.remove(upload_id)
+        self.locker.release_all(upload_id)
+
+    # ------------------------------------------------------------------ queries and commands
+    def get_session(self, principal: Principal, session_id: str) -> SessionView:
+        view = self._view(session_id)
+        with self.db.session() as session:
+            owner = session.scalar(select(UploadSession.user_id).where(UploadSession.session_id == session_id))
+        if owner != principal.user_id:
+            raise SessionNotFound(f"No upload session {session_id!r}.")
+        return view
+
+    def cancel_session(self, principal: Principal, session_id: str) -> SessionView:
+        with self.db.session() as session:
+            row = session.scalar(select(UploadSession).where(UploadSession.session_id == session_id).with_for_update())
+            if row is None or row.user_id != principal.user_id:
+                raise SessionNotFound(f"No upload session {session_id!r}.")
+            status, upload_id = row.status, row.id
+        if status in (SessionStatus.COMPLETED, SessionStatus.ASSEMBLING):
+            raise SessionNotActive(f"Upload session {session_id!r} is {status.value}; it can no longer be cancelled.")
+        if status is SessionStatus.ACTIVE:
+            self._end(upload_id, SessionStatus.CANCELLED, "cancelled", "Cancelled by the client.")
+            log.info("upload session %s cancelled", session_id)
+        return self._view(session_id)
+
+    def _view(self, session_id: str) -> SessionView:
+        with self.db.session() as session:
+            row = session.scalar(select(UploadSession).where(UploadSession.session_id == session_id))
+            if row is None:
+                raise SessionNotFound(f"No upload session {session_id!r}.")
+            received = set(
+                session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == session_id)).all()
+            )
+            return _to_view(row, received)
+
+    def _receipt(
+        self, session: Session, row: UploadSession, plan: ChunkPlan, result: SinkResult, *, duplicate: bool
+    ) -> ChunkReceipt:
+        received = set(
+            session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == row.session_id)).all()
+        )
+        return ChunkReceipt(
+            **_to_view(row, received).model_dump(),
+            chunk_index=plan.chunk_index,
+            chunk_hash=result.sha256,
+            chunk_bytes=result.size,
+            duplicate_chunk=duplicate,
+        )
+
+    def _log(self, session: Session, row: UploadSession, event_type: str, message: str | None) -> None:
+        session.add(
+            UploadProgressLog(
+                session_id=row.session_id,
+                event_type=event_type,
+                chunks_received=row.chunks_received or 0,
+                bytes_received=row.bytes_received or 0,
+                progress_percentage=_percentage(row.chunks_received or 0, row.total_chunks),
+                message=message,
+            )
+        )
+
+    # ------------------------------------------------------------------ cleanup
+    def cleanup(self, now: datetime | None = None, orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS) -> CleanupReport:
+        """Expire sessions past ``expires_at``, re-run stalled assemblies, purge finished chunk rows
+        and remove part files no live session owns. Never touches a live session's data."""
+        now = now or utcnow()
+        report = CleanupReport()
+        with self.db.session() as session:
+            expired = session.scalars(
+                select(UploadSession.id).where(
+                    UploadSession.status == SessionStatus.ACTIVE, UploadSession.expires_at < now
+                )
+            ).all()
+            stalled = session.scalars(
+                select(UploadSession.id).where(
+                    UploadSession.status == SessionStatus.ASSEMBLING,
+                    UploadSession.last_updated < now - timedelta(seconds=self.settings.upload.assembly_stall_seconds),
+                )
+            ).all()
+            finished = select(UploadSession.session_id).where(
+                UploadSession.status.in_([s.value for s in TERMINAL_STATUSES]), UploadSession.expires_at < now
+            )
+            purged = session.execute(delete(UploadChunk).where(UploadChunk.session_id.in_(finished)))
+            report.purged_chunk_rows = int(getattr(purged, "rowcount", 0) or 0)
+        for upload_id in expired:
+            self._end(upload_id, SessionStatus.EXPIRED, "session_expired", "The session expired before it completed.")
+            report.expired_sessions += 1
+        for upload_id in stalled:
+            try:
+                self.assemble(upload_id)
+                report.reassembled_sessions += 1
+            except VidgateError:
+                report.failed_assemblies += 1
+        report.orphan_uploads_removed = self._sweep_orphans(now, orphan_grace_seconds)
+        if report.expired_sessions or report.orphan_uploads_removed or report.reassembled_sessions:
+            log.info("cleanup: %s", report.model_dump())
+        return report
+
+    def _sweep_orphans(self, now: datetime, grace_seconds: float) -> int:
+        on_disk = list(self.parts.upload_ids_on_disk())
+        if not on_disk:
+            return 0
+        with self.db.session() as session:
+            live = set(
+                session.scalars(
+                    select(UploadSession.id).where(
+                        UploadSession.id.in_([upload_id for upload_id, _ in on_disk]),
+                        UploadSession.status.in_([SessionStatus.ACTIVE.value, SessionStatus.ASSEMBLING.value]),
+                    )
+                ).all()
+            )
+        removed = 0
+        cutoff = now.timestamp() - grace_seconds
+        for upload_id, mtime in on_disk:
+            if upload_id not in live and mtime < cutoff:
+                self.parts.remove(upload_id)
+                self.locker.release_all(upload_id)
+                removed += 1
+        return removed
+
+
+def _percentage(received: int, total: int) -> float:
+    return round(100.0 * received / total, 2) if total else 0.0
+
+
+def _to_view(row: UploadSession, received: set[int]) -> SessionView:
+    done = row.status is SessionStatus.COMPLETED
+    return SessionView(
+        session_id=row.session_id,
+        upload_id=row.session_id,
+        filename=row.filename,
+        content_type=row.content_type,
+        status=row.status,
+        total_chunks=row.total_chunks,
+        chunk_size=row.chunk_size,
+        chunks_received=row.total_chunks if done else len(received),
+        missing_chunks=[] if done else [i for i in range(row.total_chunks) if i not in received],
+        bytes_received=row.bytes_received,
+        file_size=row.file_size,
+        progress_percentage=100.0 if done else _percentage(len(received), row.total_chunks),
+        priority=row.priority,
+        file_hash=row.file_hash,
+        content_hash=row.content_hash,
+        video_id=row.video_id,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        created_at=row.created_at,
+        last_updated=row.last_updated,
+        expires_at=row.expires_at,
+        completed_at=row.completed_at,
+    )
+
+
+def _place(source: Path, fd: int, offset: int, size: int) -> None:
+    """Copy a staged chunk into the part file inside the kernel (no user-space copy)."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        copied = 0
+        while copied < size:
+            n = os.copy_file_range(src, fd, size - copied, copied, offset + copied)
+            if n == 0:
+                raise OSError(f"staged chunk {source} ended early")
+            copied += n
+    finally:
+        os.close(src)

@@ -1,0 +1,124 @@
+"""Write a byte stream at an offset of a file while hashing it, off the event loop.
+
+The event loop keeps parsing HTTP while one worker thread hashes and writes the previous
+block: ``hashlib`` and ``os.pwrite`` both release the GIL, so on two cores the parsing and
+the hashing overlap. At most ``max_pending`` blocks wait for the thread, which bounds the
+memory one upload can hold (``block_size * (max_pending + 1)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from vidgate.errors import VidgateError
+from vidgate.hashing import new_sha256
+from vidgate.storage.local import translate_os_error
+
+BLOCK_SIZE = 1 << 20
+MAX_PENDING = 4
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    size: int
+    sha256: str
+
+
+class ChunkSink:
+    """Streams bytes to ``fd`` at ``offset`` (or only hashes them when ``fd`` is None).
+
+    ``limit`` is the most bytes accepted: one more raises ``too_large`` (built by the caller)
+    before anything past the limit is written. ``extra_hasher`` also receives the bytes (the
+    running whole-file hash while chunks arrive in order).
+    """
+
+    def __init__(
+        self,
+        fd: int | None,
+        offset: int,
+        limit: int,
+        too_large: VidgateError,
+        *,
+        extra_hasher: Any | None = None,
+        fsync: bool = False,
+    ) -> None:
+        self._fd = fd
+        self._offset = offset
+        self._limit = limit
+        self._too_large = too_large
+        self._extra = extra_hasher
+        self._fsync = fsync
+        self._hasher = new_sha256()
+        self._size = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._pending: deque[Future[None]] = deque()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-sink")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _write_block(self, block: bytes, position: int) -> None:
+        self._hasher.update(block)
+        if self._extra is not None:
+            self._extra.update(block)
+        if self._fd is None:
+            return
+        view = memoryview(block)
+        while view:
+            try:
+                written = os.pwrite(self._fd, view, position)
+            except OSError as exc:
+                raise translate_os_error(exc) from exc
+            view = view[written:]
+            position += written
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._size + self._buffered + len(data) > self._limit:
+            raise self._too_large
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= BLOCK_SIZE:
+            await self._submit()
+
+    async def _submit(self) -> None:
+        if not self._buffer:
+            return
+        block = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        position = self._offset + self._size
+        self._size += len(block)
+        self._pending.append(self._executor.submit(self._write_block, block, position))
+        while len(self._pending) > MAX_PENDING:
+            await asyncio.wrap_future(self._pending.popleft())
+
+    async def finish(self) -> SinkResult:
+        """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
+        try:
+            await self._submit()
+            while self._pending:
+                await asyncio.wrap_future(self._pending.popleft())
+            if self._fsync and self._fd is not None:
+                await asyncio.to_thread(os.fdatasync, self._fd)
+        finally:
+            self._executor.shutdown(wait=False)
+        return SinkResult(size=self._size, sha256=self._hasher.hexdigest())
+
+    async def abort(self) -> None:
+        """Stop: wait for blocks already handed to the thread (they may still write) and drop the rest."""
+        self._buffer.clear()
+        while self._pending:
+            future = self._pending.popleft()
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(future)
+        self._executor.shutdown(wait=False)
