@@ -66,9 +66,7 @@ def test_chunked_upload_in_any_order(
     session_id = new_session_id()
     extra = {"chunk_size": CHUNK} if announce_chunk_size else {}
     with server.client() as client:
-        last = upload_chunks(
-            client, data, CHUNK, session_id=session_id, order=indexes, file_hash=sha256(data), **extra
-        )
+        last = upload_chunks(client, data, CHUNK, session_id=session_id, order=indexes, file_hash=sha256(data), **extra)
     receipt = last.json()["data"]
     assert receipt["status"] == "completed", receipt
     assert receipt["content_hash"] == sha256(data)
@@ -96,7 +94,9 @@ def test_chunks_sent_in_parallel(server: RunningServer, unique_video: Path) -> N
 
         def send(index: int) -> httpx.Response:
             with server.client() as own:
-                return post_chunk(own, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks))
+                return post_chunk(
+                    own, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks)
+                )
 
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(send, range(1, len(chunks))))
@@ -282,8 +282,12 @@ def test_authentication_is_required(server: RunningServer) -> None:
         ({"file_hash": "abc"}, "clip.mp4", 400, "invalid_parameter"),
         ({"session_id": "../etc/passwd"}, "clip.mp4", 400, "invalid_parameter"),
         ({"file_size": str(600 * 1024 * 1024)}, "clip.mp4", 413, "file_too_large"),
-        ({"chunk_size": str(11 * 1024 * 1024), "total_chunks": "2", "chunk_index": "0"}, "clip.mp4", 413,
-         "chunk_too_large"),
+        (
+            {"chunk_size": str(11 * 1024 * 1024), "total_chunks": "2", "chunk_index": "0"},
+            "clip.mp4",
+            413,
+            "chunk_too_large",
+        ),
         ({}, "clip.mp4.exe", 415, "extension_not_allowed"),
         ({}, "", 400, "invalid_filename"),
     ],

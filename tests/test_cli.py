@@ -1,0 +1,187 @@
+"""The `vidgate` command as a user runs it: real processes, real ports, real databases."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from tests.conftest import database_url_for, free_port
+from tests.helpers import UPLOAD, post_chunk, sha256, split
+from vidgate.config import all_env_names
+from vidgate.db.engine import Database
+from vidgate.db.models import SessionStatus, UploadSession, utcnow
+
+CHUNK = 64 * 1024
+
+
+def vidgate_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in all_env_names()}
+    env["VIDGATE_DATA_DIR"] = str(data_dir)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidgate", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], port: int, cwd: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vidgate serve exited: {process.stdout.read() if process.stdout else ''}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("vidgate serve did not become healthy")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    env = vidgate_env(tmp_path)
+    created = run_cli("keys", "create", "--user", "dave", "--label", "laptop", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("vg_")
+    listed = run_cli("keys", "list", env=env)
+    assert "dave" in listed.stdout and "laptop" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout
+    prefix = key[:10]
+    revoked = run_cli("keys", "revoke", prefix, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in run_cli("keys", "list", env=env).stdout
+    missing = run_cli("keys", "revoke", "vg_nothing", env=env)
+    assert missing.returncode == 1
+    assert "no single key" in missing.stderr
+
+
+def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:
+    result = run_cli("serve", env=vidgate_env(tmp_path, UPLOAD_MAX_FILESIZE="10", UPLOAD_MAX_CHUNKS="many"))
+    assert result.returncode == 2
+    assert "unknown setting UPLOAD_MAX_FILESIZE (did you mean UPLOAD_MAX_FILE_SIZE?)" in result.stderr
+    assert "invalid setting UPLOAD_MAX_CHUNKS='many'" in result.stderr
+
+
+def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Path) -> None:
+    """What the README's first command does: SQLite + local disk, a development key printed."""
+    port = free_port()
+    env = {k: v for k, v in vidgate_env(tmp_path).items() if k != "VIDGATE_DATA_DIR"}
+    with serve(env, port, cwd=tmp_path):
+        key = (tmp_path / "vidgate-data" / "dev-api-key").read_text().strip()
+        data = video_file.read_bytes()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+            receipt = post_chunk(client, data).json()["data"]
+    assert receipt["content_hash"] == sha256(data)
+    assert (tmp_path / "vidgate-data" / "vidgate.db").exists()
+    blob = tmp_path / "vidgate-data" / "storage" / "blobs" / sha256(data)[:2] / sha256(data)
+    assert blob.read_bytes() == data
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_server_killed_mid_upload_resumes_after_restart(tmp_path: Path, backend: str, video_file: Path) -> None:
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    session_id = f"restart-{uuid.uuid4().hex}"
+    with database_url_for(backend, tmp_path) as url:
+        env = vidgate_env(tmp_path, url, AUTH_CREATE_DEV_KEY="false")
+        assert run_cli("migrate", env=env).returncode == 0
+        key = run_cli("keys", "create", "--user", "erin", env=env).stdout.strip()
+        port = free_port()
+        headers = {"X-API-Key": key}
+        with serve(env, port) as process:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+                for index in range(3):
+                    response = post_chunk(
+                        client, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks)
+                    )
+                    assert response.status_code == 200
+            process.kill()  # SIGKILL: no shutdown handler runs
+            process.wait()
+        with serve(env, port), httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+            view = client.get(f"{UPLOAD}/session/{session_id}").json()["data"]
+            assert view["status"] == "active"
+            assert view["missing_chunks"] == list(range(3, len(chunks)))
+            for index in view["missing_chunks"]:
+                last = post_chunk(
+                    client, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks)
+                )
+                assert last.status_code == 200, last.text
+        assert last.json()["data"]["status"] == "completed"
+        assert last.json()["data"]["content_hash"] == sha256(data)
+
+
+def test_serve_sweeps_expired_sessions_periodically(tmp_path: Path, video_file: Path) -> None:
+    chunks = split(video_file.read_bytes(), CHUNK)
+    env = vidgate_env(tmp_path, AUTH_CREATE_DEV_KEY="false", UPLOAD_CLEANUP_INTERVAL_SECONDS="0.2")
+    key = run_cli("keys", "create", "--user", "frank", env=env).stdout.strip()
+    port = free_port()
+    db = Database(f"sqlite:///{tmp_path / 'vidgate.db'}")
+    with serve(env, port), httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
+        post_chunk(client, chunks[0], session_id="old-one", chunk_index=0, total_chunks=len(chunks))
+        with db.session() as session:
+            session.execute(
+                update(UploadSession)
+                .where(UploadSession.session_id == "old-one")
+                .values(expires_at=utcnow() - timedelta(minutes=1))
+            )
+            upload_id = session.scalar(select(UploadSession.id).where(UploadSession.session_id == "old-one"))
+        deadline = time.monotonic() + 10
+        while client.get(f"{UPLOAD}/session/old-one").json()["data"]["status"] != SessionStatus.EXPIRED:
+            assert time.monotonic() < deadline, "the session was not expired by the periodic cleanup"
+            time.sleep(0.1)
+    db.dispose()
+    assert not (tmp_path / "storage" / "parts" / f"{upload_id}.part").exists()
+
+
+def test_cleanup_command_prints_its_report(tmp_path: Path) -> None:
+    result = run_cli("cleanup", env=vidgate_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["expired_sessions"] == 0
+
+
+def test_postgresql_must_be_migrated_first(tmp_path: Path) -> None:
+    with database_url_for("postgresql", tmp_path) as url:
+        env = vidgate_env(tmp_path, url)
+        refused = run_cli("serve", "--port", str(free_port()), env=env)
+        assert refused.returncode == 1
+        assert "run `vidgate migrate` first" in refused.stderr
+        migrated = run_cli("migrate", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert "up to date" in migrated.stdout

@@ -1,0 +1,193 @@
+"""The upload service without HTTP: write modes, expiry, orphans and crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.helpers import sha256, split
+from vidgate.auth import Principal, create_key
+from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
+from vidgate.errors import ChunkInProgress, SessionNotActive
+from vidgate.uploads.models import ChunkReceipt, ChunkRequest
+from vidgate.uploads.service import UploadService, WriteMode
+
+CHUNK = 64 * 1024
+ALICE = Principal(user_id="u-alice", username="alice")
+
+
+def send(service: UploadService, data: bytes, **fields: Any) -> ChunkReceipt:
+    """Drive one chunk through begin -> stream -> finish, as the API does."""
+    plan = service.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", **fields))
+
+    async def stream() -> Any:
+        sink = service.open_sink(plan)
+        for piece in split(data, 10_000):
+            await sink.write(piece)
+        return await sink.finish()
+
+    return service.finish_chunk(plan, asyncio.run(stream()))
+
+
+def test_write_modes(services_for: Callable[..., Any], video_file: Path) -> None:
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    total = len(chunks)
+    with services_for() as services:
+        uploads: UploadService = services.uploads
+        common = {"session_id": "modes", "total_chunks": total}
+        # Chunk size unknown: a later chunk waits in staging...
+        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
+        assert plan.mode is WriteMode.STAGED
+        uploads.abort_chunk(plan)
+        # ...and chunk 0 goes straight into the part file and teaches the chunk size.
+        send(uploads, chunks[0], chunk_index=0, **common)
+        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
+        assert (plan.mode, plan.offset) == (WriteMode.DIRECT, 2 * CHUNK)
+        # The same index twice at once: the second is refused while the first holds the lock.
+        with pytest.raises(ChunkInProgress):
+            uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
+        uploads.abort_chunk(plan)
+        # An index already received is only verified.
+        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=0, **common))
+        assert plan.mode is WriteMode.VERIFY
+        uploads.abort_chunk(plan)
+        for index in range(1, total):
+            receipt = send(uploads, chunks[index], chunk_index=index, **common)
+        assert receipt.status is SessionStatus.COMPLETED
+        assert receipt.content_hash == sha256(data)
+
+
+def test_in_order_chunks_need_no_second_read(services_for: Callable[..., Any], video_file: Path) -> None:
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    with services_for() as services:
+        uploads: UploadService = services.uploads
+        for index, chunk in enumerate(chunks[:-1]):
+            send(uploads, chunk, session_id="frontier", chunk_index=index, total_chunks=len(chunks))
+        plan = uploads.begin_chunk(
+            ALICE, ChunkRequest(filename="clip.mp4", session_id="frontier", chunk_index=0, total_chunks=len(chunks))
+        )
+        uploads.abort_chunk(plan)
+        hasher, upto = uploads.frontier.take(plan.upload_id)
+        assert upto == len(data) - len(chunks[-1])
+        assert hasher.hexdigest() == sha256(data[:upto])
+
+
+def _start_session(uploads: UploadService, session_id: str, chunks: list[bytes], count: int) -> str:
+    for index in range(count):
+        send(uploads, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks))
+    with uploads.db.session() as session:
+        upload_id = session.scalar(select(UploadSession.id).where(UploadSession.session_id == session_id))
+    assert upload_id
+    return upload_id
+
+
+def test_cleanup_expires_old_sessions_only(services_for: Callable[..., Any], video_file: Path) -> None:
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    with services_for() as services:
+        uploads: UploadService = services.uploads
+        old = _start_session(uploads, "old", chunks, 2)
+        live = _start_session(uploads, "live", chunks, 2)
+        with uploads.db.session() as session:
+            session.execute(
+                update(UploadSession).where(UploadSession.id == old).values(expires_at=utcnow() - timedelta(hours=1))
+            )
+        report = uploads.cleanup()
+        assert report.expired_sessions == 1
+        assert not uploads.parts.part_path(old).exists()
+        assert uploads.parts.part_path(live).exists()
+        with uploads.db.session() as session:
+            statuses = dict(session.execute(select(UploadSession.session_id, UploadSession.status)).all())
+            old_rows = session.scalar(select(func.count()).where(UploadChunk.session_id == "old"))
+        assert statuses == {"old": SessionStatus.EXPIRED, "live": SessionStatus.ACTIVE}
+        assert old_rows == 0
+        with pytest.raises(SessionNotActive):
+            send(uploads, chunks[2], session_id="old", chunk_index=2, total_chunks=len(chunks))
+        # The live session was not touched: it completes with the right bytes.
+        for index in range(2, len(chunks)):
+            receipt = send(uploads, chunks[index], session_id="live", chunk_index=index, total_chunks=len(chunks))
+        assert receipt.content_hash == sha256(data)
+
+
+def test_cleanup_removes_orphans_and_purges_finished_chunks(services_for: Callable[..., Any], video_file: Path) -> None:
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    with services_for() as services:
+        uploads: UploadService = services.uploads
+        live = _start_session(uploads, "live", chunks, 1)
+        stale = uploads.parts.part_path("0" * 8 + "-stale")
+        stale.write_bytes(b"left by a crash")
+        hour_ago = time.time() - 3600
+        os.utime(stale, (hour_ago, hour_ago))
+        os.utime(uploads.parts.part_path(live), (hour_ago, hour_ago))
+        fresh = uploads.parts.part_path("0" * 8 + "-fresh")
+        fresh.write_bytes(b"just created")
+        for index in range(len(chunks)):
+            send(uploads, chunks[index], session_id="done", chunk_index=index, total_chunks=len(chunks))
+        report = uploads.cleanup()
+        assert report.orphan_uploads_removed == 1
+        assert not stale.exists()
+        assert fresh.exists()  # younger than the grace period: may belong to a session being created
+        assert uploads.parts.part_path(live).exists()  # old, but its session is active
+        # Chunk rows of a completed session stay until it would have expired, then go.
+        later = utcnow() + timedelta(hours=48)
+        report = uploads.cleanup(now=later, orphan_grace_seconds=0)
+        with uploads.db.session() as session:
+            remaining = session.scalar(select(func.count()).where(UploadChunk.session_id == "done"))
+        assert report.purged_chunk_rows == len(chunks)
+        assert remaining == 0
+
+
+def test_interrupted_assembly_is_finished_by_cleanup(services_for: Callable[..., Any], video_file: Path) -> None:
+    """A process that dies between the last chunk and the stored file leaves `assembling`."""
+    data = video_file.read_bytes()
+    chunks = split(data, CHUNK)
+    with services_for() as services:
+        uploads: UploadService = services.uploads
+        crashed = uploads.assemble
+        uploads.assemble = lambda upload_id: None  # type: ignore[method-assign]  # the process "dies" here
+        for index in range(len(chunks)):
+            send(uploads, chunks[index], session_id="crash", chunk_index=index, total_chunks=len(chunks))
+        uploads.assemble = crashed  # type: ignore[method-assign]
+        with uploads.db.session() as session:
+            row = session.scalars(select(UploadSession).where(UploadSession.session_id == "crash")).one()
+            assert row.status is SessionStatus.ASSEMBLING
+            session.execute(
+                update(UploadSession)
+                .where(UploadSession.id == row.id)
+                .values(last_updated=utcnow() - timedelta(hours=1))
+            )
+        uploads.frontier.drop(row.id)  # a restarted process has no in-memory hash state
+        report = uploads.cleanup()
+        assert report.reassembled_sessions == 1
+        view = uploads.get_session(ALICE, "crash")
+        assert view.status is SessionStatus.COMPLETED
+        assert view.content_hash == sha256(data)
+
+
+def test_keys_are_stored_hashed(services_for: Callable[..., Any]) -> None:
+    from vidgate.auth import authenticate, list_keys, revoke_key
+    from vidgate.errors import Unauthenticated
+
+    with services_for() as services:
+        key, info = create_key(services.db, "carol")
+        assert authenticate(services.db, key).username == "carol"
+        with services.db.session() as session:
+            from vidgate.db.models import ApiKey
+
+            stored = session.scalars(select(ApiKey.key_hash)).all()
+        assert key not in stored and sha256(key.encode()) in stored
+        assert [k.key_prefix for k in list_keys(services.db)] == [info.key_prefix]
+        revoke_key(services.db, info.key_prefix)
+        with pytest.raises(Unauthenticated):
+            authenticate(services.db, key)
