@@ -146,7 +146,8 @@ class UploadService:
             if plan.mode is WriteMode.DIRECT:
                 reserve = plan.offset + plan.limit if plan.total_chunks > 1 else None
                 plan.fd = self.parts.open_part(plan.upload_id, reserve=reserve if plan.limit < (1 << 40) else None)
-                plan.frontier_hasher = self.frontier.claim(plan.upload_id, plan.offset)
+                if plan.total_chunks > 1:  # a single chunk's own hash is already the file's hash
+                    plan.frontier_hasher = self.frontier.claim(plan.upload_id, plan.offset)
             elif plan.mode is WriteMode.STAGED:
                 try:
                     plan.fd = os.open(plan.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -448,6 +449,7 @@ class UploadService:
                 select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
             ).all()
             snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
+            single_hash = chunks[0].chunk_hash if len(chunks) == 1 else None
             session_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
             known_hash = row.content_hash
         part = self.parts.part_path(upload_id)
@@ -469,17 +471,13 @@ class UploadService:
                     if path != str(part):
                         _place(Path(path), fd, index * chunk_size, size)
                 os.ftruncate(fd, file_size)
-                hasher, upto = self.frontier.take(upload_id)
-                if upto > file_size:
-                    hasher, upto = new_sha256(), 0
-                update_from_fd(hasher, fd, upto, file_size)
+                digest = single_hash or self._file_hash(upload_id, fd, file_size)
                 if self.settings.upload.fsync:
                     os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise translate_os_error(exc) from exc
-        digest = str(hasher.hexdigest())
         if file_hash is not None and digest != file_hash:
             message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
             self._fail(upload_id, FileHashMismatch.code, message)
@@ -495,6 +493,14 @@ class UploadService:
             )
         self.blobs.put_file(digest, part)
         self._complete(upload_id, digest, file_size)
+
+    def _file_hash(self, upload_id: str, fd: int, file_size: int) -> str:
+        """Continue the running hash from where in-order chunks left it; read only the rest."""
+        hasher, upto = self.frontier.take(upload_id)
+        if upto > file_size:
+            hasher, upto = new_sha256(), 0
+        update_from_fd(hasher, fd, upto, file_size)
+        return str(hasher.hexdigest())
 
     def _complete(self, upload_id: str, digest: str, file_size: int) -> None:
         with self.db.session() as session:

@@ -1,9 +1,10 @@
 """Write a byte stream at an offset of a file while hashing it, off the event loop.
 
-The event loop keeps parsing HTTP while one worker thread hashes and writes the previous
-block: ``hashlib`` and ``os.pwrite`` both release the GIL, so on two cores the parsing and
-the hashing overlap. At most ``max_pending`` blocks wait for the thread, which bounds the
-memory one upload can hold (``block_size * (max_pending + 1)``).
+The event loop keeps parsing HTTP while two worker threads handle the previous blocks, one
+hashing and one writing: ``hashlib`` and ``os.pwrite`` both release the GIL, so parsing,
+hashing and the kernel's copy into the page cache overlap. At most ``MAX_PENDING`` blocks
+wait for the threads, which bounds the memory one upload holds
+(``BLOCK_SIZE * (MAX_PENDING + 1)``).
 """
 
 from __future__ import annotations
@@ -58,19 +59,23 @@ class ChunkSink:
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._pending: deque[Future[None]] = deque()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-sink")
+        self._pending: deque[tuple[Future[None], Future[None] | None]] = deque()
+        self._hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")
+        self._write_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if fd is not None else None
+        )
 
     @property
     def size(self) -> int:
         return self._size
 
-    def _write_block(self, block: bytes, position: int) -> None:
+    def _hash_block(self, block: bytes) -> None:
         self._hasher.update(block)
         if self._extra is not None:
             self._extra.update(block)
-        if self._fd is None:
-            return
+
+    def _write_block(self, block: bytes, position: int) -> None:
+        assert self._fd is not None
         view = memoryview(block)
         while view:
             try:
@@ -98,27 +103,41 @@ class ChunkSink:
         self._buffered = 0
         position = self._offset + self._size
         self._size += len(block)
-        self._pending.append(self._executor.submit(self._write_block, block, position))
+        hashed = self._hash_thread.submit(self._hash_block, block)
+        written = self._write_thread.submit(self._write_block, block, position) if self._write_thread else None
+        self._pending.append((hashed, written))
         while len(self._pending) > MAX_PENDING:
-            await asyncio.wrap_future(self._pending.popleft())
+            await self._wait_oldest()
+
+    async def _wait_oldest(self) -> None:
+        hashed, written = self._pending.popleft()
+        await asyncio.wrap_future(hashed)
+        if written is not None:
+            await asyncio.wrap_future(written)
+
+    def _shutdown(self) -> None:
+        self._hash_thread.shutdown(wait=False)
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=False)
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
         try:
             await self._submit()
             while self._pending:
-                await asyncio.wrap_future(self._pending.popleft())
+                await self._wait_oldest()
             if self._fsync and self._fd is not None:
                 await asyncio.to_thread(os.fdatasync, self._fd)
         finally:
-            self._executor.shutdown(wait=False)
+            self._shutdown()
         return SinkResult(size=self._size, sha256=self._hasher.hexdigest())
 
     async def abort(self) -> None:
         """Stop: wait for blocks already handed to the thread (they may still write) and drop the rest."""
         self._buffer.clear()
         while self._pending:
-            future = self._pending.popleft()
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(future)
-        self._executor.shutdown(wait=False)
+            for future in self._pending.popleft():
+                if future is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wrap_future(future)
+        self._shutdown()
