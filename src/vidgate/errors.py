@@ -78,10 +78,6 @@ class SessionNotFound(NotFound):
     code = "session_not_found"
 
 
-class VideoNotFound(NotFound):
-    code = "video_not_found"
-
-
 # 409: conflicts with what the server already holds
 class Conflict(VidgateError):
     code = "conflict"
@@ -98,10 +94,6 @@ class ChunkInProgress(Conflict):
 
 class SessionNotActive(Conflict):
     code = "session_not_active"
-
-
-class SessionIdTaken(Conflict):
-    code = "session_id_taken"
 
 
 # 413 / 415 / 422
@@ -144,12 +136,6 @@ class FileHashMismatch(InvalidContent):
 class InsufficientStorage(VidgateError):
     code = "insufficient_storage"
     status = 507
-
-
-# 503: a dependency is down; try again later
-class ServiceUnavailable(VidgateError):
-    code = "service_unavailable"
-    status = 503
 
 
 def all_error_classes() -> list[type[VidgateError]]:
