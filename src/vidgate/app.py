@@ -71,13 +71,14 @@ def ensure_dev_key(settings: Settings, db: Database) -> str | None:
 
 
 async def _periodic_cleanup(services: Services) -> None:
+    """Sweep at start (finishing what a crashed process left) and then every interval."""
     interval = services.settings.upload.cleanup_interval_seconds
     while True:
-        await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(services.uploads.cleanup)
         except Exception:
             log.exception("periodic cleanup failed")
+        await asyncio.sleep(interval)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

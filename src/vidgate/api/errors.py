@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from vidgate.api.schemas import ErrorBody, ErrorEnvelope
 from vidgate.errors import VidgateError
@@ -52,6 +53,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-body (a dropped connection): routine for resumable uploads,
+        # the chunk simply counts as missing. Nobody will read this answer.
+        log.info("%s %s: client disconnected before the body ended", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "The client disconnected before the body ended.")
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> JSONResponse:
