@@ -1,24 +1,142 @@
-"""Real video files for tests, encoded with PyAV (milliseconds each)."""
+"""Real media files for tests, encoded with PyAV (milliseconds each), and hostile variants
+of them built byte by byte. Nothing here is a committed blob."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+# container -> (PyAV format, video codec, file extension)
+CONTAINERS = {
+    "mp4": ("mp4", "libx264", "mp4"),
+    "mov": ("mov", "libx264", "mov"),
+    "mkv": ("matroska", "libx264", "mkv"),
+    "webm": ("webm", "libvpx-vp9", "webm"),
+    "avi": ("avi", "mpeg4", "avi"),
+    "ogg": ("ogg", "libvpx", "ogg"),
+}
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def _frames(count: int, width: int, height: int, seed: int) -> list[av.VideoFrame]:
+    rng = np.random.default_rng(seed)
+    return [
+        av.VideoFrame.from_ndarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), format="rgb24")
+        for _ in range(count)
+    ]
+
+
+def make_video(
+    path: Path,
+    container: str = "mp4",
+    *,
+    frames: int = 50,
+    width: int = 160,
+    height: int = 120,
+    seed: int = 1,
+    options: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Encode ``frames`` noise frames (about 9 KB each at 160x120 in H.264) into ``container``."""
+    fmt, codec, _ = CONTAINERS[container]
+    with av.open(str(path), "w", format=fmt, options=options or {}) as output:
+        if metadata:
+            output.metadata.update(metadata)
+        stream = output.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in _frames(frames, width, height, seed):
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
 
 def make_mp4(path: Path, *, frames: int = 50, width: int = 160, height: int = 120, seed: int = 1) -> Path:
-    """Encode ``frames`` noise frames as H.264 in MP4. Noise keeps the file large enough to chunk
-    (about 9 KB per 160x120 frame) and makes every seed's bytes different."""
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for _ in range(frames):
-            image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
+    return make_video(path, "mp4", frames=frames, width=width, height=height, seed=seed)
+
+
+def make_audio_only(path: Path, fmt: str = "mp4", codec: str = "aac") -> Path:
+    """A real file with one audio stream and no video."""
+    with av.open(str(path), "w", format=fmt) as output:
+        stream = output.add_stream(codec, rate=48000)
+        stream.layout = "mono"
+        samples = np.zeros((1, 960), dtype=np.float32)
+        for index in range(50):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 48000
+            frame.pts = index * 960
+            for packet in stream.encode(frame):
+                output.mux(packet)
         for packet in stream.encode():
-            container.mux(packet)
+            output.mux(packet)
     return path
+
+
+def make_long_clip(path: Path, hours: float = 48.0) -> Path:
+    """Three frames spread over ``hours``: a tiny file that claims a very long duration."""
+    with av.open(str(path), "w", format="matroska") as output:
+        stream = output.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, 1)
+        stream.time_base = Fraction(1, 1000)
+        step = int(hours * 3600 / 2)
+        for index, frame in enumerate(_frames(3, 64, 48, 3)):
+            frame.pts = index * step
+            frame.time_base = Fraction(1, 1)
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path
+
+
+def make_huge_dimensions_avi(path: Path, claimed: int = 100_000) -> Path:
+    """A small raw-video AVI whose headers claim ``claimed`` x ``claimed`` pixel frames: a
+    decoder trusting them would allocate gigabytes per frame (a decompression bomb)."""
+    with av.open(str(path), "w", format="avi") as output:
+        stream = output.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for frame in _frames(3, 160, 120, 4):
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    data = bytearray(path.read_bytes())
+    header = data[:4096]
+    original, forged = struct.pack("<ii", 160, 120), struct.pack("<ii", claimed, claimed)
+    assert original in header
+    data[:4096] = header.replace(original, forged)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def pe_executable() -> bytes:
+    """The first bytes of a Windows PE: MZ header pointing at a PE signature."""
+    dos = bytearray(b"MZ" + b"\x90\x00" * 29)
+    dos += b"\x00" * (0x3C - len(dos)) + struct.pack("<I", 0x80)
+    dos += b"\x00" * (0x80 - len(dos)) + b"PE\x00\x00" + b"\x4c\x01" + b"\x00" * 200
+    return bytes(dos)
+
+
+def elf_executable() -> bytes:
+    return b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00" + b"\x00" * 200
+
+
+def zip_archive() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("META-INF/MANIFEST.MF", "Main-Class: Evil\n")
+        archive.writestr("Evil.class", b"\xca\xfe\xba\xbe" + b"\x00" * 64)
+    return buffer.getvalue()
+
+
+def iso_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload

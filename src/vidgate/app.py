@@ -23,6 +23,7 @@ from vidgate.db.engine import Database
 from vidgate.storage import LocalBlobStore, PartStore
 from vidgate.uploads.locks import FileLocker
 from vidgate.uploads.service import UploadService
+from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def build_services(settings: Settings) -> Services:
         parts=PartStore(root),
         blobs=LocalBlobStore(root),
         locker=FileLocker(root / "locks"),
+        validator=FileValidator(settings.validation),
     )
     return Services(settings=settings, db=db, uploads=service)
 

@@ -75,8 +75,43 @@ class ValidationSettings(BaseSettings):
 
     allowed_extensions: list[str] = Field(
         default_factory=lambda: ["mp4", "avi", "mov", "mkv", "webm", "ogg"],
-        description='Extensions accepted (comma list in JSON form, e.g. \'["mp4","mkv"]\').',
+        description="Extensions accepted (JSON list).",
     )
+    blocked_extensions: list[str] = Field(
+        default_factory=lambda: [
+            "exe",
+            "dll",
+            "com",
+            "scr",
+            "bat",
+            "cmd",
+            "msi",
+            "ps1",
+            "vbs",
+            "js",
+            "jar",
+            "sh",
+            "php",
+            "html",
+            "htm",
+            "svg",
+            "apk",
+            "app",
+            "lnk",
+            "zip",
+        ],
+        description="Extensions refused wherever they appear in a name (clip.exe.mp4 too), JSON list.",
+    )
+    max_duration_seconds: float = Field(6 * 3600.0, gt=0, description="Longest accepted video.")
+    max_width: int = Field(7680, ge=16, description="Widest accepted frame (pixels).")
+    max_height: int = Field(4320, ge=16, description="Tallest accepted frame (pixels).")
+    probe_enabled: bool = Field(True, description="Probe every assembled file with PyAV (in a child process).")
+    probe_timeout_seconds: float = Field(120.0, gt=0, description="Wall-clock limit of one probe.")
+    probe_memory_mb: int = Field(1024, ge=256, description="Address-space limit of the probe process.")
+    clamd_socket: str | None = Field(
+        None, description="ClamAV daemon: a unix socket path or host:port; unset skips the virus scan."
+    )
+    clamd_timeout_seconds: float = Field(120.0, gt=0, description="Time limit of one ClamAV scan.")
 
 
 class ProcessingSettings(BaseSettings):

@@ -14,6 +14,9 @@ class VidgateError(Exception):
 
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
+    #: True when the refusal is about the file's content: its upload session is failed and its
+    #: data deleted, since sending the same bytes again cannot succeed.
+    fails_session: ClassVar[bool] = False
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -123,19 +126,72 @@ class ExtensionNotAllowed(UnsupportedMediaType):
     code = "extension_not_allowed"
 
 
+class ExtensionBlocked(UnsupportedMediaType):
+    code = "extension_blocked"
+
+
+class UnrecognizedFormat(UnsupportedMediaType):
+    code = "unrecognized_format"
+    fails_session = True
+
+
+class FormatMismatch(UnsupportedMediaType):
+    code = "format_mismatch"
+    fails_session = True
+
+
 class InvalidContent(VidgateError):
     code = "invalid_content"
     status = 422
+    fails_session = True
 
 
 class FileHashMismatch(InvalidContent):
     code = "file_hash_mismatch"
 
 
+class DangerousContent(InvalidContent):
+    code = "dangerous_content"
+
+
+class TrailingData(InvalidContent):
+    code = "trailing_data"
+
+
+class TruncatedFile(InvalidContent):
+    code = "truncated_file"
+
+
+class NoVideoStream(InvalidContent):
+    code = "no_video_stream"
+
+
+class UndecodableVideo(InvalidContent):
+    code = "undecodable_video"
+
+
+class DurationTooLong(InvalidContent):
+    code = "duration_too_long"
+
+
+class DimensionsTooLarge(InvalidContent):
+    code = "dimensions_too_large"
+
+
+class MalwareDetected(InvalidContent):
+    code = "malware_detected"
+
+
 # 507: the server cannot store what it was sent
 class InsufficientStorage(VidgateError):
     code = "insufficient_storage"
     status = 507
+
+
+# 503: a required dependency is down; the upload is kept and checked again later
+class ScannerUnavailable(VidgateError):
+    code = "scanner_unavailable"
+    status = 503
 
 
 def all_error_classes() -> list[type[VidgateError]]:

@@ -288,7 +288,8 @@ def test_authentication_is_required(server: RunningServer) -> None:
             413,
             "chunk_too_large",
         ),
-        ({}, "clip.mp4.exe", 415, "extension_not_allowed"),
+        ({}, "clip.mp4.exe", 415, "extension_blocked"),
+        ({}, "clip.txt", 415, "extension_not_allowed"),
         ({}, "", 400, "invalid_filename"),
     ],
 )

@@ -1,6 +1,6 @@
 """The seed's upload API: POST /v1/upload/video, GET/DELETE /v1/upload/video/session/{id}.
 
-The multipart body is parsed as it streams in (streaming-form-data, in C): the form fields
+The multipart body is parsed as it streams in (python-multipart): the form fields
 that precede the file part are read first, then the file's bytes go straight to their
 offset in the session's part file. Nothing is spooled, so each byte is written once.
 """
@@ -13,11 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
-from streaming_form_data import StreamingFormDataParser
-from streaming_form_data.parser import ParseFailedException
-from streaming_form_data.targets import BaseTarget
 
 from vidgate.api.deps import CurrentUser, ServicesDep
+from vidgate.api.multipart import Event, MultipartEvents, PartData, PartStart
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.errors import (
@@ -84,73 +82,83 @@ _UPLOAD_FORM_SCHEMA = {
 }
 
 
-class _FieldTarget(BaseTarget):  # type: ignore[misc]
+class _Field:
     """A small form field, kept in memory up to a hard limit."""
 
     def __init__(self, name: str, limit: int) -> None:
-        super().__init__()
         self.name = name
         self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
+        self.value = bytearray()
         self.seen = False
 
-    def on_start(self) -> None:
-        self.seen = True
-
-    async def on_start_async(self) -> None:
-        self.seen = True
-
-    def on_data_received(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limit:
+    def append(self, data: bytes) -> None:
+        if len(self.value) + len(data) > self.limit:
             raise InvalidParameter(f"Form field {self.name!r} is longer than {self.limit} bytes.")
-        self.parts.append(chunk)
-
-    async def on_data_received_async(self, chunk: bytes) -> None:
-        self.on_data_received(chunk)
+        self.value += data
 
     @property
     def text(self) -> str | None:
         if not self.seen:
             return None
         try:
-            return b"".join(self.parts).decode("utf-8").strip()
+            return self.value.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
             raise InvalidParameter(f"Form field {self.name!r} is not UTF-8 text.") from exc
 
 
-class _FileTarget(BaseTarget):  # type: ignore[misc]
-    """The file part: at its start the fields read so far become a chunk plan, then its bytes
-    stream into the plan's sink."""
+class _UploadReader:
+    """Consumes multipart events: fields first, then the file part streamed into a chunk sink."""
 
-    def __init__(self, principal: Principal, service: UploadService, fields: dict[str, _FieldTarget]) -> None:
-        super().__init__()
+    def __init__(self, principal: Principal, service: UploadService) -> None:
         self.principal = principal
         self.service = service
-        self.fields = fields
+        self.fields = {name: _Field(name, limit) for name, limit in FIELD_LIMITS.items()}
+        self.fields_seen_at_start: set[str] = set()
+        self.current: _Field | None = None
+        self.in_file = False
         self.plan: ChunkPlan | None = None
         self.sink: ChunkSink | None = None
-        self.fields_seen_at_start: set[str] = set()
         self.done = False
 
-    async def on_start_async(self) -> None:
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, PartData):
+            if self.in_file:
+                assert self.sink is not None
+                await self.sink.write(event.data)
+            elif self.current is not None:
+                self.current.append(event.data)
+        elif isinstance(event, PartStart):
+            if event.name == "file":
+                await self._start_file(event)
+            else:
+                self.current = self.fields.get(event.name)
+                if self.current is not None:
+                    self.current.seen = True
+        elif self.in_file:  # PartEnd
+            self.in_file, self.done = False, True
+        else:
+            self.current = None
+
+    async def _start_file(self, event: PartStart) -> None:
         if self.plan is not None:
             raise BadRequest("Send exactly one file part per request.")
-        self.fields_seen_at_start = {name for name, target in self.fields.items() if target.seen}
-        request = _chunk_request(self.fields, self.multipart_filename, self.multipart_content_type)
+        self.fields_seen_at_start = {name for name, field in self.fields.items() if field.seen}
+        request = _chunk_request(self.fields, event.filename, event.content_type)
         self.plan = await run_in_threadpool(self.service.begin_chunk, self.principal, request)
         self.sink = self.service.open_sink(self.plan)
+        self.in_file = True
 
-    async def on_data_received_async(self, chunk: bytes) -> None:
-        assert self.sink is not None
-        await self.sink.write(chunk)
+    def late_fields(self) -> set[str]:
+        return {name for name, field in self.fields.items() if field.seen} - self.fields_seen_at_start
 
-    async def on_finish_async(self) -> None:
-        self.done = True
+    async def abandon(self, error: BaseException) -> None:
+        if self.sink is not None:
+            await self.sink.abort()
+        if self.plan is not None:
+            await run_in_threadpool(self.service.abort_chunk, self.plan, error)
 
 
-def _chunk_request(fields: dict[str, _FieldTarget], filename: str | None, content_type: str | None) -> ChunkRequest:
+def _chunk_request(fields: dict[str, _Field], filename: str | None, content_type: str | None) -> ChunkRequest:
     values: dict[str, Any] = {}
     for name in INT_FIELDS:
         text = fields[name].text
@@ -195,45 +203,29 @@ async def receive_upload(request: Request, principal: Principal, service: Upload
         raise FileTooLarge(
             f"The request is {content_length} bytes; files are limited to {service.limits.max_file_size} bytes."
         )
-    try:
-        parser = StreamingFormDataParser(headers=request.headers)
-    except ParseFailedException as exc:
-        raise MalformedMultipart(f"Send the upload as multipart/form-data with a 'file' part ({exc}).") from exc
-    fields = {name: _FieldTarget(name, limit) for name, limit in FIELD_LIMITS.items()}
-    for name, target in fields.items():
-        parser.register(name, target)
-    file_target = _FileTarget(principal, service, fields)
-    parser.register("file", file_target)
-
+    events = MultipartEvents(request.headers.get("content-type", ""))
+    reader = _UploadReader(principal, service)
     try:
         async for data in request.stream():
-            await parser.adata_received(data)
-        if file_target.plan is None:
+            for event in events.feed(data):
+                await reader.handle(event)
+        if reader.plan is None:
             raise MissingFile("The request has no 'file' part.")
-        if not file_target.done:
+        if not reader.done or not events.complete:
             raise MalformedMultipart("The multipart body ended before the file part was complete.")
-        late = {name for name, t in fields.items() if t.seen} - file_target.fields_seen_at_start
+        late = reader.late_fields()
         if late:
             raise BadRequest(
                 f"Form fields {sorted(late)} came after the file; send every field before the 'file' part."
             )
-        assert file_target.sink is not None
-        result = await file_target.sink.finish()
+        assert reader.sink is not None
+        result = await reader.sink.finish()
     except BaseException as exc:
-        await _abandon(file_target)
-        if isinstance(exc, ParseFailedException):
-            raise MalformedMultipart(f"The multipart body could not be parsed: {exc}.") from exc
+        await reader.abandon(exc)
         if isinstance(exc, VidgateError):
             await _drain(request, DRAIN_LIMIT)
         raise
-    return await run_in_threadpool(service.finish_chunk, file_target.plan, result)
-
-
-async def _abandon(target: _FileTarget) -> None:
-    if target.sink is not None:
-        await target.sink.abort()
-    if target.plan is not None:
-        await run_in_threadpool(target.service.abort_chunk, target.plan)
+    return await run_in_threadpool(service.finish_chunk, reader.plan, result)
 
 
 @router.post(

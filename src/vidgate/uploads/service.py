@@ -15,9 +15,11 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,8 @@ from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest, CleanupReport, SessionView
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.validation import UploadLimits, sanitize_filename
+from vidgate.validation.formats import HEAD_BYTES, check_head
+from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,10 @@ class ChunkPlan:
     fd: int | None = None
     existing_hash: str | None = None
     frontier_hasher: Any | None = None
+    head_check: Callable[[bytes], None] | None = None
+    #: the session was made by this request under a server-chosen id nobody else knows yet:
+    #: if the request fails, nobody can resume it, so it is failed and deleted at once
+    anonymous_new_session: bool = False
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
@@ -103,9 +111,11 @@ class UploadService:
         parts: PartStore,
         blobs: BlobStore,
         locker: Locker,
+        validator: FileValidator,
         frontier: HashFrontier | None = None,
     ) -> None:
         self.settings = settings
+        self.validator = validator
         self.db = db
         self.parts = parts
         self.blobs = blobs
@@ -136,6 +146,7 @@ class UploadService:
         for attempt in range(2):
             try:
                 plan = self._plan(principal, request, priority, file_hash)
+                plan.anonymous_new_session = plan.anonymous_new_session and request.session_id is None
                 break
             except IntegrityError:
                 # Two first chunks of a new session raced to create it: the second reads it now.
@@ -159,7 +170,6 @@ class UploadService:
         return plan
 
     def _plan(self, principal: Principal, request: ChunkRequest, priority: int, file_hash: str | None) -> ChunkPlan:
-        settings = self.settings
         with self.db.session() as session:
             row = None
             if request.session_id is not None:
@@ -168,89 +178,100 @@ class UploadService:
                 )
                 if row is not None and row.user_id != principal.user_id:
                     raise SessionNotFound(f"No upload session {request.session_id!r}.")
+            created = row is None
             if row is None:
                 row = self._create_session(session, principal, request, priority, file_hash)
             else:
                 self._check_against_session(row, request, file_hash)
-            index = request.chunk_index if request.chunk_index is not None else 0
-            self.limits.check_chunk_index(index, row.total_chunks)
+            plan = self._choose_target(session, row, request)
+            plan.anonymous_new_session = created
+            if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
+                extension = row.filename.rpartition(".")[2].lower()
+                plan.head_check = partial(_check_head, extension=extension, content_type=row.content_type)
+            return plan
 
-            existing = session.scalar(
-                select(UploadChunk).where(UploadChunk.session_id == row.session_id, UploadChunk.chunk_index == index)
+    def _choose_target(self, session: Session, row: UploadSession, request: ChunkRequest) -> ChunkPlan:
+        """Where this chunk's bytes go: its offset in the part file, a staging file, or nowhere."""
+        settings = self.settings
+        index = request.chunk_index if request.chunk_index is not None else 0
+        self.limits.check_chunk_index(index, row.total_chunks)
+
+        existing = session.scalar(
+            select(UploadChunk).where(UploadChunk.session_id == row.session_id, UploadChunk.chunk_index == index)
+        )
+        if row.status is not SessionStatus.ACTIVE and not (row.status is SessionStatus.COMPLETED and existing):
+            raise SessionNotActive(
+                f"Upload session {row.session_id!r} is {row.status.value}; it takes no more chunks."
+                + (f" ({row.error_message})" if row.error_message else "")
             )
-            if row.status is not SessionStatus.ACTIVE and not (row.status is SessionStatus.COMPLETED and existing):
-                raise SessionNotActive(
-                    f"Upload session {row.session_id!r} is {row.status.value}; it takes no more chunks."
-                    + (f" ({row.error_message})" if row.error_message else "")
-                )
-            now = utcnow()
-            if row.status is SessionStatus.ACTIVE:
-                row.last_updated = now
-                row.expires_at = now + timedelta(seconds=settings.session_timeout_seconds)
+        now = utcnow()
+        if row.status is SessionStatus.ACTIVE:
+            row.last_updated = now
+            row.expires_at = now + timedelta(seconds=settings.session_timeout_seconds)
 
-            part_path = self.parts.part_path(row.id)
-            if existing is not None:
-                return ChunkPlan(
-                    upload_id=row.id,
-                    session_id=row.session_id,
-                    chunk_index=index,
-                    total_chunks=row.total_chunks,
-                    mode=WriteMode.VERIFY,
-                    offset=0,
-                    limit=existing.chunk_size,
-                    path=part_path,
-                    existing_hash=existing.chunk_hash,
-                )
-            if row.total_chunks == 1:
-                limit = row.file_size if row.file_size is not None else self.limits.max_file_size
-                return ChunkPlan(
-                    upload_id=row.id,
-                    session_id=row.session_id,
-                    chunk_index=0,
-                    total_chunks=1,
-                    mode=WriteMode.DIRECT,
-                    offset=0,
-                    limit=limit,
-                    path=part_path,
-                )
-            if row.chunk_size is not None:
-                offset = index * row.chunk_size
-                limit = row.chunk_size
-                if row.file_size is not None and index == row.total_chunks - 1:
-                    limit = row.file_size - offset
-                return ChunkPlan(
-                    upload_id=row.id,
-                    session_id=row.session_id,
-                    chunk_index=index,
-                    total_chunks=row.total_chunks,
-                    mode=WriteMode.DIRECT,
-                    offset=offset,
-                    limit=min(limit, self.limits.max_file_size - offset),
-                    path=part_path,
-                )
-            limit = min(self.limits.max_chunk_size, self.limits.max_file_size)
-            if index == 0:
-                # Chunk 0 teaches the chunk size; until then it is the only chunk in the part file.
-                return ChunkPlan(
-                    upload_id=row.id,
-                    session_id=row.session_id,
-                    chunk_index=0,
-                    total_chunks=row.total_chunks,
-                    mode=WriteMode.DIRECT,
-                    offset=0,
-                    limit=limit,
-                    path=part_path,
-                )
+        part_path = self.parts.part_path(row.id)
+        if existing is not None:
             return ChunkPlan(
                 upload_id=row.id,
                 session_id=row.session_id,
                 chunk_index=index,
                 total_chunks=row.total_chunks,
-                mode=WriteMode.STAGED,
+                mode=WriteMode.VERIFY,
+                offset=0,
+                limit=existing.chunk_size,
+                path=part_path,
+                existing_hash=existing.chunk_hash,
+            )
+        if row.total_chunks == 1:
+            limit = row.file_size if row.file_size is not None else self.limits.max_file_size
+            return ChunkPlan(
+                upload_id=row.id,
+                session_id=row.session_id,
+                chunk_index=0,
+                total_chunks=1,
+                mode=WriteMode.DIRECT,
                 offset=0,
                 limit=limit,
-                path=self.parts.staging_path(row.id, f"{index}.chunk"),
+                path=part_path,
             )
+        if row.chunk_size is not None:
+            offset = index * row.chunk_size
+            limit = row.chunk_size
+            if row.file_size is not None and index == row.total_chunks - 1:
+                limit = row.file_size - offset
+            return ChunkPlan(
+                upload_id=row.id,
+                session_id=row.session_id,
+                chunk_index=index,
+                total_chunks=row.total_chunks,
+                mode=WriteMode.DIRECT,
+                offset=offset,
+                limit=min(limit, self.limits.max_file_size - offset),
+                path=part_path,
+            )
+        limit = min(self.limits.max_chunk_size, self.limits.max_file_size)
+        if index == 0:
+            # Chunk 0 teaches the chunk size; until then it is the only chunk in the part file.
+            return ChunkPlan(
+                upload_id=row.id,
+                session_id=row.session_id,
+                chunk_index=0,
+                total_chunks=row.total_chunks,
+                mode=WriteMode.DIRECT,
+                offset=0,
+                limit=limit,
+                path=part_path,
+            )
+        return ChunkPlan(
+            upload_id=row.id,
+            session_id=row.session_id,
+            chunk_index=index,
+            total_chunks=row.total_chunks,
+            mode=WriteMode.STAGED,
+            offset=0,
+            limit=limit,
+            path=self.parts.staging_path(row.id, f"{index}.chunk"),
+        )
 
     def _create_session(
         self, session: Session, principal: Principal, request: ChunkRequest, priority: int, file_hash: str | None
@@ -263,6 +284,7 @@ class UploadService:
             request.filename,
             max_length=self.settings.upload.max_filename_length,
             allowed_extensions=self.settings.validation.allowed_extensions,
+            blocked_extensions=self.settings.validation.blocked_extensions,
         )
         now = utcnow()
         row = UploadSession(
@@ -321,24 +343,42 @@ class UploadService:
             too_large,
             extra_hasher=plan.frontier_hasher,
             fsync=self.settings.upload.fsync,
+            head_check=plan.head_check,
+            head_bytes=HEAD_BYTES,
         )
 
-    def abort_chunk(self, plan: ChunkPlan) -> None:
-        """The chunk broke off or was refused: keep no trace of it, so it counts as missing."""
+    def abort_chunk(self, plan: ChunkPlan, error: BaseException | None = None) -> None:
+        """The chunk broke off or was refused: keep no trace of it, so it counts as missing.
+
+        A refusal of the content itself (``error.fails_session``) fails the whole session, as
+        does any failure of a session nobody else knows the id of yet."""
         if plan.frontier_hasher is not None:
             self.frontier.rollback(plan.upload_id)
         if plan.mode is WriteMode.STAGED:
             with contextlib.suppress(FileNotFoundError):
                 plan.path.unlink()
         plan.close()
+        refused = isinstance(error, VidgateError) and error.fails_session
+        if refused or plan.anonymous_new_session:
+            code = error.code if isinstance(error, VidgateError) else "upload_interrupted"
+            message = error.message if isinstance(error, VidgateError) else "The upload broke off."
+            self._fail(plan.upload_id, code, message)
+        elif plan.mode is WriteMode.DIRECT and not self._has_chunks(plan.session_id):
+            self.parts.remove(plan.upload_id)  # nothing acknowledged lives in it yet
+
+    def _has_chunks(self, session_id: str) -> bool:
+        with self.db.session() as session:
+            return (
+                session.scalar(select(UploadChunk.id).where(UploadChunk.session_id == session_id).limit(1)) is not None
+            )
 
     # ------------------------------------------------------------------ finish
     def finish_chunk(self, plan: ChunkPlan, result: SinkResult) -> ChunkReceipt:
         """Record a fully received chunk; when it is the last one, assemble the file."""
         try:
             receipt, complete = self._record(plan, result)
-        except BaseException:
-            self.abort_chunk(plan)
+        except BaseException as exc:
+            self.abort_chunk(plan, exc)
             raise
         if plan.frontier_hasher is not None:
             self.frontier.commit(plan.upload_id, result.size)
@@ -379,6 +419,11 @@ class UploadService:
             )
             if plan.mode is WriteMode.DIRECT and plan.chunk_index == 0 and row.total_chunks > 1 and not row.chunk_size:
                 row.chunk_size = result.size
+                if (row.total_chunks - 1) * result.size >= self.limits.max_file_size:
+                    raise FileTooLarge(
+                        f"{row.total_chunks} chunks of {result.size} bytes exceed the limit of "
+                        f"{self.limits.max_file_size} bytes."
+                    )
             session.flush()
             count, total_bytes = session.execute(
                 select(func.count(), func.coalesce(func.sum(UploadChunk.chunk_size), 0)).where(
@@ -401,7 +446,8 @@ class UploadService:
 
     def _check_chunk_size(self, session: Session, row: UploadSession, plan: ChunkPlan, size: int) -> None:
         if size == 0:
-            raise EmptyChunk("The file is empty." if row.total_chunks == 1 else f"Chunk {plan.chunk_index} is empty.")
+            what = "The file" if row.total_chunks == 1 else f"Chunk {plan.chunk_index}"
+            raise EmptyChunk(f"{what} is empty (0 bytes); send its bytes in the 'file' part.")
         last = plan.chunk_index == row.total_chunks - 1
         if row.total_chunks == 1:
             if row.file_size is not None and size != row.file_size:
@@ -451,6 +497,7 @@ class UploadService:
             snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
             single_hash = chunks[0].chunk_hash if len(chunks) == 1 else None
             session_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
+            filename, content_type = row.filename, row.content_type
             known_hash = row.content_hash
         part = self.parts.part_path(upload_id)
         if not part.exists():
@@ -482,6 +529,13 @@ class UploadService:
             message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
             self._fail(upload_id, FileHashMismatch.code, message)
             raise FileHashMismatch(message, session_id=session_id)
+        try:
+            info = self.validator.validate(part, filename.rpartition(".")[2].lower(), content_type)
+        except VidgateError as exc:
+            if exc.fails_session:
+                self._fail(upload_id, exc.code, exc.message)
+            raise  # anything else (the scanner is down): the session stays assembling, retried later
+        log.info("upload %s validated: %s", session_id, info.model_dump(exclude_none=True))
         with self.db.session() as session:
             session.execute(
                 update(UploadSession)
@@ -669,6 +723,10 @@ class UploadService:
                 self.locker.release_all(upload_id)
                 removed += 1
         return removed
+
+
+def _check_head(head: bytes, *, extension: str, content_type: str | None) -> None:
+    check_head(head, extension, content_type)
 
 
 def _percentage(received: int, total: int) -> float:

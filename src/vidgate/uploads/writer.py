@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,8 @@ class ChunkSink:
 
     ``limit`` is the most bytes accepted: one more raises ``too_large`` (built by the caller)
     before anything past the limit is written. ``extra_hasher`` also receives the bytes (the
-    running whole-file hash while chunks arrive in order).
+    running whole-file hash while chunks arrive in order). ``head_check`` sees the first
+    ``head_bytes`` before any byte is written, and may refuse the stream by raising.
     """
 
     def __init__(
@@ -48,6 +50,8 @@ class ChunkSink:
         *,
         extra_hasher: Any | None = None,
         fsync: bool = False,
+        head_check: Callable[[bytes], None] | None = None,
+        head_bytes: int = 4096,
     ) -> None:
         self._fd = fd
         self._offset = offset
@@ -55,6 +59,8 @@ class ChunkSink:
         self._too_large = too_large
         self._extra = extra_hasher
         self._fsync = fsync
+        self._head_check = head_check
+        self._head_bytes = head_bytes
         self._hasher = new_sha256()
         self._size = 0
         self._buffer: list[bytes] = []
@@ -92,8 +98,15 @@ class ChunkSink:
             raise self._too_large
         self._buffer.append(data)
         self._buffered += len(data)
+        if self._head_check is not None and self._buffered >= self._head_bytes:
+            self._run_head_check()
         if self._buffered >= BLOCK_SIZE:
             await self._submit()
+
+    def _run_head_check(self) -> None:
+        check, self._head_check = self._head_check, None
+        if check is not None:
+            check(b"".join(self._buffer)[: self._head_bytes])
 
     async def _submit(self) -> None:
         if not self._buffer:
@@ -123,6 +136,8 @@ class ChunkSink:
     async def finish(self) -> SinkResult:
         """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
         try:
+            if self._buffered:  # an empty stream is refused as empty by the caller, not as unknown
+                self._run_head_check()
             await self._submit()
             while self._pending:
                 await self._wait_oldest()

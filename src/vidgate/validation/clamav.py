@@ -1,0 +1,41 @@
+"""Optional virus scan through a ClamAV daemon (clamav-client), streamed with INSTREAM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from clamav_client.clamd import ClamdError, ClamdNetworkSocket, ClamdUnixSocket
+
+from vidgate.errors import MalwareDetected, ScannerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ClamAVScanner:
+    """``address`` is a unix socket path or ``host:port``."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def _client(self) -> ClamdNetworkSocket:
+        if ":" in self.address and not self.address.startswith("/"):
+            host, port = self.address.rsplit(":", 1)
+            return ClamdNetworkSocket(host=host, port=int(port), timeout=int(self.timeout))
+        return ClamdUnixSocket(path=self.address, timeout=int(self.timeout))
+
+    def scan(self, path: Path) -> None:
+        try:
+            with path.open("rb") as handle:
+                results = self._client().instream(handle)
+        except (ClamdError, OSError) as exc:
+            raise ScannerUnavailable(
+                f"The virus scanner at {self.address} could not be reached ({exc}); the upload is kept "
+                "and checked again later."
+            ) from exc
+        status, signature = (results or {}).get("stream", ("OK", None))
+        if status == "FOUND":
+            raise MalwareDetected(f"The virus scanner found {signature} in the file; it was refused.")
+        if status != "OK":
+            raise ScannerUnavailable(f"The virus scanner answered {status} {signature or ''}".strip() + ".")

@@ -1,0 +1,185 @@
+"""The checks an assembled file must pass before it is stored, in order of cost.
+
+1. first bytes: container family agrees with the name and declared type (again, for files
+   assembled from staged chunks or after a restart);
+2. structure walk: nothing missing (truncation), nothing appended, no payload in opaque boxes,
+   no ZIP directory at the end (polyglot);
+3. probe in a child process: a video stream, sane dimensions and duration, a decodable first
+   frame, media that runs to the declared end; attachments that are fonts or images only;
+4. ClamAV, when a daemon is configured.
+Each failure raises its own :class:`~vidgate.errors.VidgateError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from vidgate.config import ValidationSettings
+from vidgate.errors import (
+    DangerousContent,
+    DimensionsTooLarge,
+    DurationTooLong,
+    NoVideoStream,
+    TrailingData,
+    TruncatedFile,
+    UndecodableVideo,
+)
+from vidgate.validation import probe as probe_module
+from vidgate.validation.clamav import ClamAVScanner
+from vidgate.validation.formats import HEAD_BYTES, check_head
+from vidgate.validation.signatures import dangerous_inside, dangerous_prefix, zip_end_record
+from vidgate.validation.structure import walk
+
+log = logging.getLogger(__name__)
+
+OPAQUE_SCAN_LIMIT = 16 << 20  # bytes of each opaque region searched for payloads
+ZIP_TAIL = 65_557  # largest possible ZIP end-of-central-directory record with its comment
+SAFE_ATTACHMENT_TYPES = (
+    "font/",
+    "application/x-truetype-font",
+    "application/vnd.ms-opentype",
+    "application/x-font",
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+)
+
+
+class MediaInfo(BaseModel):
+    """What validation learnt about an accepted file."""
+
+    container: str
+    codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+
+
+class FileValidator:
+    def __init__(self, settings: ValidationSettings) -> None:
+        self.settings = settings
+        self.scanner = (
+            ClamAVScanner(settings.clamd_socket, settings.clamd_timeout_seconds) if settings.clamd_socket else None
+        )
+        if self.scanner is None:
+            log.info("virus scan skipped: VALIDATION_CLAMD_SOCKET is not set")
+
+    def validate(self, path: Path, extension: str, content_type: str | None) -> MediaInfo:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            detected = check_head(os.pread(fd, HEAD_BYTES, 0), extension, content_type)
+            self._check_structure(fd, size, detected.name)
+        finally:
+            os.close(fd)
+        info = MediaInfo(container=detected.name)
+        if self.settings.probe_enabled:
+            info = self._probe(path, info)
+        if self.scanner is not None:
+            self.scanner.scan(path)
+        else:
+            log.debug("virus scan skipped for %s (no clamd configured)", path.name)
+        return info
+
+    def _check_structure(self, fd: int, size: int, container: str) -> None:
+        structure = walk(fd, size, container)
+        if structure.truncated:
+            raise TruncatedFile(f"The file is incomplete: {structure.truncated}.")
+        if structure.end < size:
+            trailing = os.pread(fd, min(OPAQUE_SCAN_LIMIT, size - structure.end), structure.end)
+            found = dangerous_inside(trailing)
+            if found:
+                raise DangerousContent(
+                    f"The file carries {found} after the end of its video data "
+                    f"({size - structure.end} bytes); it was refused."
+                )
+            raise TrailingData(
+                f"{size - structure.end} bytes follow the end of the {container} data; such files are refused."
+            )
+        for offset, length, label in structure.opaque_regions:
+            found = dangerous_inside(os.pread(fd, min(length, OPAQUE_SCAN_LIMIT), offset))
+            if found:
+                raise DangerousContent(f"The file hides {found} in its {label}; it was refused.")
+        tail_start = max(0, size - ZIP_TAIL)
+        if zip_end_record(os.pread(fd, size - tail_start, tail_start)):
+            raise DangerousContent("The file is also a ZIP/JAR archive (a polyglot); it was refused.")
+
+    def _probe(self, path: Path, info: MediaInfo) -> MediaInfo:
+        limits = {
+            "memory_bytes": self.settings.probe_memory_mb << 20,
+            "cpu_seconds": max(1, int(self.settings.probe_timeout_seconds)),
+            "max_width": self.settings.max_width,
+            "max_height": self.settings.max_height,
+            "max_duration": self.settings.max_duration_seconds,
+        }
+        command = [sys.executable, probe_module.__file__, str(path), json.dumps(limits)]
+        try:
+            completed = subprocess.run(
+                command, capture_output=True, text=True, timeout=self.settings.probe_timeout_seconds, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise UndecodableVideo(
+                f"Probing the file took longer than {self.settings.probe_timeout_seconds:.0f} s; it was refused."
+            ) from exc
+        if completed.returncode != 0 or not completed.stdout.strip():
+            log.warning("probe of %s failed (exit %s): %s", path.name, completed.returncode, completed.stderr[-500:])
+            raise UndecodableVideo("The file could not be read safely (its parser failed or hit its limits).")
+        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        self._judge(result)
+        return info.model_copy(
+            update={
+                "codec": result.get("codec"),
+                "width": result.get("width"),
+                "height": result.get("height"),
+                "duration": result.get("duration"),
+            }
+        )
+
+    def _judge(self, result: dict[str, Any]) -> None:
+        error = result.get("error")
+        s = self.settings
+        if error == "open":
+            message = str(result.get("message", ""))
+            if "moov" in message:
+                raise TruncatedFile("The file is incomplete: its index ('moov' box) is missing.")
+            raise UndecodableVideo(f"The file cannot be opened as video ({message}).")
+        if error == "no_video":
+            kinds = sorted({str(stream["type"]) for stream in result.get("streams", [])}) or ["no streams"]
+            raise NoVideoStream(f"The file has no video stream (it has: {', '.join(kinds)}).")
+        if error == "dimensions":
+            raise DimensionsTooLarge(
+                f"The video is {result.get('width')}x{result.get('height')} pixels; at most "
+                f"{s.max_width}x{s.max_height} is accepted."
+            )
+        if error == "duration":
+            hours = float(result.get("duration") or result.get("declared_duration") or 0) / 3600
+            raise DurationTooLong(
+                f"The video lasts {hours:.1f} h; at most {s.max_duration_seconds / 3600:.1f} h is accepted."
+            )
+        if error == "decode":
+            raise UndecodableVideo(f"The first video frame cannot be decoded ({result.get('message')}).")
+        if error == "truncated":
+            raise TruncatedFile(f"The media data breaks off ({result.get('message')}).")
+        for attachment in result.get("attachments", []):
+            mimetype = str(attachment.get("mimetype") or "")
+            head = bytes.fromhex(str(attachment.get("head") or ""))
+            danger = dangerous_prefix(head)
+            if danger or not mimetype.startswith(SAFE_ATTACHMENT_TYPES):
+                kind = danger or mimetype or "unknown type"
+                raise DangerousContent(
+                    f"The file carries an attachment {attachment.get('name')!r} ({kind}); "
+                    "only fonts and cover images are accepted."
+                )
+        declared, end = result.get("declared_duration"), result.get("end_time")
+        if declared and end is not None and declared - end > max(1.0, 0.05 * declared):
+            raise TruncatedFile(
+                f"The media data ends at {end:.1f} s but the file declares {declared:.1f} s: it was cut off."
+            )

@@ -1,0 +1,94 @@
+"""Container probe with PyAV (its own FFmpeg), run in a child process.
+
+Hostile files are exactly what FFmpeg's parsers are attacked with, so the probe never runs
+inside the API process: a child limits its own address space and CPU time before importing
+PyAV, checks stream parameters *before* decoding anything (a 100000x100000 frame is refused
+from its header, not allocated), decodes one frame, then demuxes every packet to find where
+the media really ends. The parent reads one JSON line; a crash or a limit hit is a refusal.
+
+This file runs as a script (``python probe.py FILE LIMITS``): it imports only the standard
+library and ``av``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Result:
+    import av
+
+    try:
+        container = av.open(path)
+    except av.FFmpegError as exc:
+        return {"error": "open", "message": str(exc)}
+    with container:
+        declared = container.duration / av.time_base if container.duration else None
+        result: Result = {
+            "format": container.format.name,
+            "declared_duration": declared,
+            "streams": [
+                {"type": s.type, "codec": s.codec_context.name if s.codec_context else None} for s in container.streams
+            ],
+            "attachments": [
+                {
+                    "name": s.metadata.get("filename"),
+                    "mimetype": s.mimetype,  # type: ignore[attr-defined]
+                    "head": bytes(s.data[:64]).hex() if s.data else "",  # type: ignore[attr-defined]
+                }
+                for s in container.streams
+                if s.type == "attachment"
+            ],
+        }
+        videos = list(container.streams.video)
+        if not videos:
+            return {**result, "error": "no_video"}
+        video = videos[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        result.update(width=width, height=height, codec=video.codec_context.name)
+        if width > max_width or height > max_height:
+            return {**result, "error": "dimensions"}
+        if declared is not None and declared > max_duration:
+            return {**result, "error": "duration", "duration": declared}
+        if not width or not height:
+            message = "the video stream declares no usable frame size (FFmpeg refuses sizes it cannot allocate)"
+            return {**result, "error": "decode", "message": message}
+        try:
+            frame = next(container.decode(video), None)
+        except av.FFmpegError as exc:
+            return {**result, "error": "decode", "message": str(exc)}
+        if frame is None:
+            return {**result, "error": "decode", "message": "no frame could be decoded"}
+        if frame.width > max_width or frame.height > max_height:
+            return {**result, "error": "dimensions", "width": frame.width, "height": frame.height}
+        end = 0.0
+        try:
+            for packet in container.demux():
+                if packet.pts is not None and packet.time_base is not None:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        except av.FFmpegError as exc:
+            return {**result, "error": "truncated", "message": str(exc), "end_time": end}
+        result.update(end_time=end, duration=max(declared or 0.0, end))
+        if result["duration"] > max_duration:
+            return {**result, "error": "duration"}
+        return result
+
+
+def main() -> None:
+    path, limits_json = sys.argv[1], sys.argv[2]
+    limits = json.loads(limits_json)
+    memory = int(limits["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    cpu = int(limits["cpu_seconds"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    result = probe(path, int(limits["max_width"]), int(limits["max_height"]), float(limits["max_duration"]))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
