@@ -107,7 +107,7 @@ class ValidationSettings(BaseSettings):
     max_height: int = Field(4320, ge=16, description="Tallest accepted frame (pixels).")
     probe_enabled: bool = Field(True, description="Probe every assembled file with PyAV (in a child process).")
     probe_timeout_seconds: float = Field(120.0, gt=0, description="Wall-clock limit of one probe.")
-    probe_memory_mb: int = Field(1024, ge=256, description="Address-space limit of the probe process.")
+    probe_memory_mb: int = Field(1024, ge=64, description="Address-space limit of the probe process.")
     clamd_socket: str | None = Field(
         None, description="ClamAV daemon: a unix socket path or host:port; unset skips the virus scan."
     )

@@ -1,0 +1,87 @@
+"""Container detection, the first-bytes check and the structure walk, on real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.media import CONTAINERS, iso_box, make_video, pe_executable
+from vidgate.config import ValidationSettings
+from vidgate.errors import DangerousContent, FormatMismatch, UndecodableVideo, UnrecognizedFormat
+from vidgate.validation.formats import HEAD_BYTES, check_head, detect_format
+from vidgate.validation.pipeline import FileValidator
+from vidgate.validation.signatures import dangerous_inside, zip_end_record
+from vidgate.validation.structure import walk
+
+EXPECTED = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm", "avi": "avi", "ogg": "ogg"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("formats")
+    return {name: make_video(root / f"clip.{ext}", name) for name, (_, _, ext) in CONTAINERS.items()}
+
+
+@pytest.mark.parametrize("container", list(CONTAINERS))
+def test_detects_every_container_and_walks_it_to_its_exact_end(files: dict[str, Path], container: str) -> None:
+    path = files[container]
+    data = path.read_bytes()
+    detected = detect_format(data[:HEAD_BYTES])
+    assert detected is not None and detected.name == EXPECTED[container]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        structure = walk(fd, len(data), detected.name)
+    finally:
+        os.close(fd)
+    assert structure.truncated is None
+    assert structure.end == len(data)
+
+
+def test_head_check_names_both_sides_of_a_mismatch(files: dict[str, Path]) -> None:
+    head = files["mkv"].read_bytes()[:HEAD_BYTES]
+    with pytest.raises(FormatMismatch, match=r"Matroska.*\.mp4"):
+        check_head(head, "mp4", None)
+    mp4 = files["mp4"].read_bytes()[:HEAD_BYTES]
+    with pytest.raises(FormatMismatch, match=r"MP4.*video/webm"):
+        check_head(mp4, "mp4", "video/webm")
+    assert check_head(mp4, "mp4", "video/mp4; codecs=avc1").name == "mp4"
+    assert check_head(mp4, "mov", "application/octet-stream").name == "mp4"
+    with pytest.raises(UnrecognizedFormat):
+        check_head(b"\x00" * 64, "mp4", None)
+    with pytest.raises(DangerousContent, match="Windows executable"):
+        check_head(pe_executable(), "mp4", None)
+
+
+def test_signature_helpers() -> None:
+    assert dangerous_inside(b"\x00" * 100 + pe_executable()) == "a Windows executable (MZ/PE)"
+    assert dangerous_inside(b"...<ScRiPt src=x>...") == "HTML/script code"
+    assert dangerous_inside(b"an MZ inside, but no PE header" + b"\x00" * 100) is None
+    assert dangerous_inside(b"MZ at the start of a region") == "a Windows executable (MZ/PE)"
+    comment = b"hello"
+    eocd = b"PK\x05\x06" + b"\x00" * 16 + len(comment).to_bytes(2, "little") + comment
+    assert zip_end_record(b"video data" + eocd)
+    assert not zip_end_record(b"video data" + eocd + b"more")
+
+
+def test_opaque_boxes_are_reported(files: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "boxed.mp4"
+    path.write_bytes(files["mp4"].read_bytes() + iso_box(b"free", b"x" * 10) + iso_box(b"zzzz", b"y" * 4))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        structure = walk(fd, path.stat().st_size, "mp4")
+    finally:
+        os.close(fd)
+    assert [label for _, _, label in structure.opaque_regions][-2:] == ["'free' box", "'zzzz' box"]
+    assert structure.end == path.stat().st_size
+
+
+def test_a_probe_that_hits_its_limits_is_a_refusal(files: dict[str, Path]) -> None:
+    """The probe child limits its own address space and time: when it cannot finish, the file
+    is refused, and the API process is unharmed."""
+    with pytest.raises(UndecodableVideo, match="could not be read safely"):
+        FileValidator(ValidationSettings(probe_memory_mb=64)).validate(files["mp4"], "mp4", None)
+    with pytest.raises(UndecodableVideo, match="took longer than"):
+        FileValidator(ValidationSettings(probe_timeout_seconds=0.001)).validate(files["mp4"], "mp4", None)
+    assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
