@@ -140,3 +140,52 @@ def zip_archive() -> bytes:
 
 def iso_box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def make_scene_video(
+    path: Path,
+    *,
+    seconds: float = 8.0,
+    width: int = 320,
+    height: int = 180,
+    fps: int = 25,
+    codec: str = "libx264",
+    fmt: str = "mp4",
+    scene_seconds: float = 4.0,
+    seed: int = 11,
+    start: float = 0.0,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Natural-looking content for perceptual tests: smooth scenes (a coloured gradient with a
+    moving bright square) that change every ``scene_seconds``. ``start`` skips the first
+    seconds, so a trimmed copy shows exactly the same pictures at the same times minus
+    ``start``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    scenes = []
+    for _ in range(int(np.ceil((seconds + start) / scene_seconds)) + 1):
+        a, b, c = rng.uniform(0.2, 1.0, 3)
+        angle = rng.uniform(0, np.pi)
+        ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height) % 1.0
+        base = np.stack([ramp * a, (1 - ramp) * b, (ramp * c + 0.3) % 1.0], axis=-1)
+        scenes.append((base * 255).astype(np.uint8))
+    with av.open(str(path), "w", format=fmt) as output:
+        stream = output.add_stream(
+            codec, rate=fps, options=options or {"preset": "veryfast"} if codec == "libx264" else options
+        )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        first = round(start * fps)
+        for index in range(first, first + round(seconds * fps)):
+            t = index / fps
+            image = scenes[int(t // scene_seconds)].copy()
+            size = max(4, height // 5)
+            x = int((t * width / 6) % (width - size))
+            y = int((height - size) / 2 + (height / 4) * np.sin(t))
+            image[y : y + size, x : x + size] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index - first
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    return path

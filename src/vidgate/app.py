@@ -13,13 +13,15 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 
 from vidgate import __version__
-from vidgate.api import health, uploads
+from vidgate.api import health, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
+from vidgate.processing.queue import InlineQueue, TaskQueue
+from vidgate.processing.service import ProcessingService
 from vidgate.storage import LocalBlobStore, PartStore
 from vidgate.uploads.locks import FileLocker
 from vidgate.uploads.service import UploadService
@@ -32,18 +34,39 @@ class SchemaOutdated(Exception):
     """The database is not at the newest migration."""
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, start_queue: bool = False) -> Services:
+    """Wire everything. ``start_queue`` starts the task queue this process feeds jobs into (the
+    API server does; CLI commands and Celery workers do not)."""
     db = Database(settings.database_url, echo=settings.database.echo)
     root = settings.storage_dir
-    service = UploadService(
+    blobs = LocalBlobStore(root)
+    processing = ProcessingService(settings, db, blobs)
+    queue: TaskQueue | None = None
+    if start_queue:
+        queue = make_queue(settings, processing)
+        processing.queue = queue
+    uploads = UploadService(
         settings=settings,
         db=db,
         parts=PartStore(root),
-        blobs=LocalBlobStore(root),
+        blobs=blobs,
         locker=FileLocker(root / "locks"),
         validator=FileValidator(settings.validation),
+        on_video_queued=processing.dispatch,
     )
-    return Services(settings=settings, db=db, uploads=service)
+    return Services(settings=settings, db=db, uploads=uploads, processing=processing, queue=queue)
+
+
+def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
+    if settings.processing.queue == "celery":
+        from vidgate.processing.celery_app import CeleryQueue
+
+        return CeleryQueue(settings)
+
+    def job(video_id: str, attempt: int) -> float | None:
+        return processing.run(video_id, attempt).retry_in
+
+    return InlineQueue(job, settings.processing.max_concurrent_jobs)
 
 
 def prepare_database(settings: Settings, db: Database) -> None:
@@ -72,6 +95,18 @@ def ensure_dev_key(settings: Settings, db: Database) -> str | None:
     return key
 
 
+async def _periodic_dispatch(services: Services) -> None:
+    """Offer queued videos the broker has not taken (it was down, or the process restarted)."""
+    if services.settings.processing.queue == "inline":
+        await asyncio.to_thread(services.processing.requeue_abandoned)
+    while True:
+        try:
+            await asyncio.to_thread(services.processing.dispatch_pending)
+        except Exception:
+            log.exception("dispatching queued videos failed")
+        await asyncio.sleep(services.settings.processing.dispatch_interval_seconds)
+
+
 async def _periodic_cleanup(services: Services) -> None:
     """Sweep at start (finishing what a crashed process left) and then every interval."""
     interval = services.settings.upload.cleanup_interval_seconds
@@ -88,17 +123,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, start_queue=True)
         prepare_database(settings, services.db)
         app.state.services = services
-        cleanup_task = asyncio.create_task(_periodic_cleanup(services))
+        tasks = [asyncio.create_task(_periodic_cleanup(services)), asyncio.create_task(_periodic_dispatch(services))]
         try:
             yield
         finally:
-            cleanup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleanup_task
-            services.db.dispose()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(services.close)
 
     app = FastAPI(
         title="vidgate",
@@ -109,4 +145,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(uploads.router)
+    app.include_router(videos.router)
     return app

@@ -70,6 +70,32 @@ def serve(
 
 
 @app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs at once (default PROCESSING_MAX_CONCURRENT_JOBS).")
+    ] = None,
+    beat: Annotated[bool, typer.Option(help="Also run the beat schedule (session cleanup).")] = False,
+) -> None:
+    """Start a Celery worker for the distributed mode (Redis from CELERY_BROKER_URL)."""
+    settings = _settings()
+    _database(settings).dispose()
+    from vidgate.processing.celery_app import app as celery
+
+    argv = [
+        "worker",
+        f"--loglevel={settings.server.log_level.upper()}",
+        f"--concurrency={concurrency or settings.processing.max_concurrent_jobs}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        schedule = settings.server.data_dir / "celerybeat-schedule"
+        schedule.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={schedule}"]
+    celery.worker_main(argv)
+
+
+@app.command()
 def migrate() -> None:
     """Create or update the database tables (Alembic)."""
     from vidgate.db import migrate as migrations

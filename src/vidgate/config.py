@@ -14,7 +14,7 @@ import difflib
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ByteSize, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,7 +126,31 @@ class ProcessingSettings(BaseSettings):
     )
     min_priority: int = Field(1, description="Lowest accepted priority.")
     max_priority: int = Field(10, description="Highest accepted priority.")
-    max_concurrent_jobs: int = Field(5, ge=1, description="Most videos processed at once.")
+    max_concurrent_jobs: int = Field(5, ge=1, description="Most videos processed at once (per worker process).")
+    queue: Literal["inline", "celery"] = Field(
+        "inline", description="inline: a worker pool inside `vidgate serve`; celery: Redis + `vidgate worker`."
+    )
+    model_dir: Path | None = Field(None, description="Directory of ONNX models (default: VIDGATE_DATA_DIR/models).")
+    model_files: dict[str, str] = Field(
+        default_factory=dict,
+        description='Model type -> file name in PROCESSING_MODEL_DIR (JSON); default "<type>.onnx".',
+    )
+    embedding_batch_size: int = Field(16, ge=1, le=256, description="Frames per ONNX Runtime batch.")
+    sample_interval_seconds: float = Field(1.0, gt=0, description="One sampled frame per this many seconds.")
+    decode_threads: int = Field(0, ge=0, description="Decoder threads per job (0: FFmpeg decides).")
+    max_retries: int = Field(3, ge=0, description="Retries of a job after a transient failure.")
+    retry_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; doubles each retry.")
+    job_timeout_seconds: float = Field(
+        3600.0, gt=0, description="Longest job; the Redis visibility timeout is twice this."
+    )
+    dispatch_interval_seconds: float = Field(
+        5.0, gt=0, description="How often queued videos the broker did not take (Redis down) are offered again."
+    )
+    similarity_scope: Literal["owner", "shared"] = Field(
+        "owner", description="Near-duplicates among the caller's own videos, or in one shared library."
+    )
+    similarity_max_distance: int = Field(12, ge=0, le=32, description="Hamming distance at which two frames match.")
+    similarity_min_score: float = Field(0.3, ge=0, le=1, description="Share of matching frames to report a video.")
     default_model_type: str = Field(
         "resnet50",
         validation_alias=AliasChoices("DEFAULT_MODEL_TYPE", "default_model_type"),

@@ -11,6 +11,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from vidgate.auth import Principal, authenticate
 from vidgate.config import Settings
 from vidgate.db.engine import Database
+from vidgate.processing.queue import TaskQueue
+from vidgate.processing.service import ProcessingService
 from vidgate.uploads.service import UploadService
 
 
@@ -21,6 +23,13 @@ class Services:
     settings: Settings
     db: Database
     uploads: UploadService
+    processing: ProcessingService
+    queue: TaskQueue | None
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        self.db.dispose()
 
 
 def get_services(request: Request) -> Services:

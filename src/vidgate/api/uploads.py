@@ -27,6 +27,7 @@ from vidgate.errors import (
     MissingFile,
     VidgateError,
 )
+from vidgate.processing.models import VideoAnalysisResult
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest, SessionView
 from vidgate.uploads.service import ChunkPlan, UploadService
 from vidgate.uploads.writer import ChunkSink
@@ -228,22 +229,31 @@ async def receive_upload(request: Request, principal: Principal, service: Upload
     return await run_in_threadpool(service.finish_chunk, reader.plan, result)
 
 
+class UploadResponse(ChunkReceipt):
+    """A chunk receipt; when the upload completed as known content, the cached result too."""
+
+    result: VideoAnalysisResult | None = None
+
+
 @router.post(
     "/video",
-    response_model=Envelope[ChunkReceipt],
+    response_model=Envelope[UploadResponse],
     responses=ERROR_RESPONSES,
     openapi_extra=_UPLOAD_FORM_SCHEMA,
     summary="Upload a whole video, or one chunk of a session",
 )
-async def upload_video(request: Request, principal: CurrentUser, services: ServicesDep) -> Envelope[ChunkReceipt]:
+async def upload_video(request: Request, principal: CurrentUser, services: ServicesDep) -> Envelope[UploadResponse]:
     receipt = await receive_upload(request, principal, services.uploads)
+    response = UploadResponse(**receipt.model_dump())
+    if receipt.status == "completed" and receipt.duplicate and receipt.video_id:
+        response.result = await run_in_threadpool(services.processing.stored_result, receipt.video_id)
     if receipt.status == "completed":
-        message = "Upload complete"
+        message = "Upload complete" + (": known content, answered from the stored result" if response.result else "")
     elif receipt.duplicate_chunk:
         message = f"Chunk {receipt.chunk_index} was already received"
     else:
         message = f"Chunk {receipt.chunk_index} received ({receipt.chunks_received}/{receipt.total_chunks})"
-    return Envelope(data=receipt, message=message)
+    return Envelope(data=response, message=message)
 
 
 @router.get(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -120,11 +121,54 @@ class Video(Base):
     content_type: Mapped[str | None] = mapped_column(String(100))
     filename: Mapped[str | None] = mapped_column(String(255))
     first_user_id: Mapped[str] = mapped_column(String(128))
-    status: Mapped[VideoStatus] = mapped_column(_enum(VideoStatus, "video_status"), default=VideoStatus.UPLOADED)
+    status: Mapped[VideoStatus] = mapped_column(
+        _enum(VideoStatus, "video_status"), default=VideoStatus.UPLOADED, index=True
+    )
     priority: Mapped[int] = mapped_column(Integer, default=5)
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    media_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    processing_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stage: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime | None]
+    dispatched_at: Mapped[datetime | None] = mapped_column(index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class VideoAnalysisResultRow(Base):
+    """One stored analysis per video (unique: a redelivered job cannot store it twice)."""
+
+    __tablename__ = "video_analysis_result"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), unique=True)
+    pipeline_version: Mapped[str] = mapped_column(String(16))
+    model_type: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column()
+    processing_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FrameHash(Base):
+    """A sampled frame's 64-bit perceptual hash, split into four indexed 16-bit bands so
+    near-duplicate search is an index lookup per band (multi-index hashing), on SQLite and
+    plain PostgreSQL alike."""
+
+    __tablename__ = "frame_hash"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), index=True)
+    timestamp: Mapped[float] = mapped_column(Float)
+    hash: Mapped[int] = mapped_column(BigInteger)
+    band0: Mapped[int] = mapped_column(Integer, index=True)
+    band1: Mapped[int] = mapped_column(Integer, index=True)
+    band2: Mapped[int] = mapped_column(Integer, index=True)
+    band3: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class UploadSession(Base):
@@ -149,6 +193,7 @@ class UploadSession(Base):
     priority: Mapped[int] = mapped_column(Integer, default=5)
     content_hash: Mapped[str | None] = mapped_column(String(64))
     video_id: Mapped[str | None] = mapped_column(ForeignKey("video.id"), index=True)
+    is_duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -46,6 +46,7 @@ class SessionView(BaseModel):
     file_hash: str | None
     content_hash: str | None
     video_id: str | None
+    duplicate: bool = Field(False, description="The content was already stored: no new processing job was queued.")
     error_code: str | None
     error_message: str | None
     created_at: datetime

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vidgate import dedup
 from vidgate.auth import Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
@@ -113,9 +114,12 @@ class UploadService:
         locker: Locker,
         validator: FileValidator,
         frontier: HashFrontier | None = None,
+        on_video_queued: Callable[[str], object] | None = None,
     ) -> None:
         self.settings = settings
         self.validator = validator
+        #: called after commit with the id of a video that needs processing
+        self.on_video_queued = on_video_queued
         self.db = db
         self.parts = parts
         self.blobs = blobs
@@ -502,7 +506,7 @@ class UploadService:
         part = self.parts.part_path(upload_id)
         if not part.exists():
             if known_hash and self.blobs.exists(known_hash):
-                self._complete(upload_id, known_hash, sum(size for _, size, _ in snapshot))
+                self._complete(upload_id, known_hash, sum(size for _, size, _ in snapshot), {})
                 return
             self._fail(upload_id, "assembly_failed", "The received data was lost before it could be assembled.")
             return
@@ -546,7 +550,7 @@ class UploadService:
                 update(UploadChunk).where(UploadChunk.session_id == session_id).values(storage_path=str(part))
             )
         self.blobs.put_file(digest, part)
-        self._complete(upload_id, digest, file_size)
+        self._complete(upload_id, digest, file_size, info.model_dump(exclude_none=True))
 
     def _file_hash(self, upload_id: str, fd: int, file_size: int) -> str:
         """Continue the running hash from where in-order chunks left it; read only the rest."""
@@ -556,10 +560,12 @@ class UploadService:
         update_from_fd(hasher, fd, upto, file_size)
         return str(hasher.hexdigest())
 
-    def _complete(self, upload_id: str, digest: str, file_size: int) -> None:
+    def _complete(self, upload_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:
+        """Link the session to the video of its content; queue processing unless it is known."""
         with self.db.session() as session:
             row = session.get_one(UploadSession, upload_id)
-            video = session.scalar(select(Video).where(Video.content_hash == digest))
+            video = session.scalar(select(Video).where(Video.content_hash == digest).with_for_update())
+            is_new = video is None
             if video is None:
                 try:
                     with session.begin_nested():
@@ -572,19 +578,39 @@ class UploadService:
                             first_user_id=row.user_id,
                             status=VideoStatus.UPLOADED,
                             priority=row.priority,
+                            media_info=media_info,
                         )
                         session.add(video)
                 except IntegrityError:
-                    video = session.scalars(select(Video).where(Video.content_hash == digest)).one()
+                    is_new = False
+                    video = session.scalars(select(Video).where(Video.content_hash == digest).with_for_update()).one()
+            decision = dedup.decide(
+                video,
+                is_new=is_new,
+                enabled=self.settings.upload.enable_deduplication,
+                priority=row.priority,
+                options=row.upload_options,
+            )
             now = utcnow()
             row.video_id = video.id
             row.status = SessionStatus.COMPLETED
             row.completed_at = now
             row.last_updated = now
-            self._log(session, row, "upload_completed", f"stored as {digest}")
+            row.is_duplicate = decision.duplicate
+            event = "duplicate_detected" if decision.duplicate else "upload_completed"
+            self._log(session, row, event, f"stored as {digest}")
+            video_id = video.id
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
-        log.info("upload %s completed: sha256 %s, %d bytes", upload_id, digest, file_size)
+        log.info(
+            "upload %s completed: sha256 %s, %d bytes%s",
+            upload_id,
+            digest,
+            file_size,
+            " (known content)" if decision.duplicate else "",
+        )
+        if decision.queue_job and self.on_video_queued is not None:
+            self.on_video_queued(video_id)
 
     def _fail(self, upload_id: str, code: str, message: str) -> None:
         self._end(upload_id, SessionStatus.FAILED, code, message)
@@ -752,6 +778,7 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         file_hash=row.file_hash,
         content_hash=row.content_hash,
         video_id=row.video_id,
+        duplicate=bool(row.is_duplicate),
         error_code=row.error_code,
         error_message=row.error_message,
         created_at=row.created_at,

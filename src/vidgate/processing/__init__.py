@@ -1,0 +1,1 @@
+"""Background analysis of stored videos: the pipeline, its analyzers, the task queues."""

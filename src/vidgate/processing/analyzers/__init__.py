@@ -1,0 +1,1 @@
+"""One analyzer per concern; each works on plain arrays or an open container."""

@@ -1,0 +1,144 @@
+"""Celery on Redis for the distributed mode (``vidgate worker``), with the seed's task names.
+
+Tasks are thin and idempotent: they take ids, re-read the database, and are acknowledged
+only after they finish (``acks_late``), so a worker killed mid-job leaves its job to be
+delivered again (``task_reject_on_worker_lost``; the Redis visibility timeout is twice the
+longest job). Priority 1-10 maps to Redis priority steps (Redis runs the lowest step first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+from kombu.exceptions import OperationalError
+
+from vidgate.config import Settings, load_settings
+from vidgate.processing.queue import QueueUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "vidgate:events"
+PROCESS_TASK = "process_video_async"
+
+
+def redis_priority(priority: int, settings: Settings) -> int:
+    """vidgate 10 (most urgent) -> Redis step 0 (served first); vidgate 1 -> step 9."""
+    processing = settings.processing
+    span = max(1, processing.max_priority - processing.min_priority)
+    return round(9 * (processing.max_priority - priority) / span)
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("vidgate", broker=settings.celery.broker_url, backend=settings.celery.result_backend)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.processing.max_concurrent_jobs,
+        task_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+        task_default_priority=redis_priority(settings.processing.default_priority, settings),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        broker_transport_options={
+            "visibility_timeout": int(settings.processing.job_timeout_seconds * 2),
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+        },
+        task_time_limit=int(settings.processing.job_timeout_seconds),
+        beat_schedule={
+            "cleanup-expired-sessions": {
+                "task": "cleanup_expired_sessions",
+                "schedule": settings.upload.cleanup_interval_seconds,
+            }
+        },
+    )
+    return app
+
+
+settings = load_settings()
+app = create_celery(settings)
+_services: Any = None
+
+
+def services() -> Any:
+    """The worker's services, built once per worker process (after the fork)."""
+    global _services
+    if _services is None:
+        from vidgate.app import build_services
+
+        _services = build_services(settings, start_queue=True)
+    return _services
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: Any) -> None:
+    global _services
+    _services = None  # connections must not be shared with the parent
+
+
+class TransientProcessingError(Exception):
+    """A job failed for a reason that may pass (retried with backoff)."""
+
+
+@app.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None)
+def process_video_async(self: Task, video_id: str) -> str:
+    """Analyse one stored video and store its result (once)."""
+    outcome = services().processing.run(video_id, attempt=self.request.retries)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in, exc=TransientProcessingError(video_id))
+    return str(outcome.status)
+
+
+@app.task(name="process_video_batch")
+def process_video_batch(video_ids: list[str]) -> int:
+    """Queue many videos at once (each as its own job, with its own priority)."""
+    processing = services().processing
+    return sum(1 for video_id in video_ids if processing.requeue(video_id))
+
+
+@app.task(name="cleanup_expired_sessions")
+def cleanup_expired_sessions() -> dict[str, int]:
+    """Expire old sessions and sweep orphans (on the beat schedule)."""
+    return dict(services().uploads.cleanup().model_dump())
+
+
+@app.task(name="send_websocket_notification")
+def send_websocket_notification(event: dict[str, Any]) -> int:
+    """Publish an event to the API processes' sockets through Redis pub/sub; returns receivers."""
+    import redis
+
+    client = redis.Redis.from_url(settings.celery.broker_url)
+    try:
+        return int(client.publish(EVENTS_CHANNEL, json.dumps(event)))
+    finally:
+        client.close()
+
+
+class CeleryQueue:
+    """``TaskQueue`` over Celery: enqueueing fails fast (no retry loop) when Redis is down, so
+    the upload still succeeds and the dispatcher offers the video again later."""
+
+    def __init__(self, app_settings: Settings) -> None:
+        self.settings = app_settings
+        self.celery = app if app_settings == settings else create_celery(app_settings)
+
+    def enqueue(self, video_id: str, priority: int) -> None:
+        try:
+            self.celery.send_task(
+                PROCESS_TASK,
+                args=[video_id],
+                priority=redis_priority(priority, self.settings),
+                retry=False,
+            )
+        except (OperationalError, OSError) as exc:
+            raise QueueUnavailable(f"the broker is unreachable ({exc})") from exc
+
+    def close(self) -> None:
+        self.celery.close()

@@ -1,0 +1,103 @@
+"""The analysis result of one video, as stored and served."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class VideoStreamInfo(BaseModel):
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    pix_fmt: str | None
+    rotation: int = Field(0, description="Degrees the display matrix rotates the picture.")
+    frames: int | None = None
+    bitrate: int | None = None
+
+
+class AudioStreamInfo(BaseModel):
+    codec: str
+    sample_rate: int | None
+    channels: int | None
+    language: str | None = None
+
+
+class MediaMetadata(BaseModel):
+    container: str
+    duration: float | None
+    bitrate: int | None
+    size_bytes: int
+    video: VideoStreamInfo
+    audio: list[AudioStreamInfo]
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+
+
+class FrameSample(BaseModel):
+    timestamp: float
+    phash: str = Field(description="64-bit DCT perceptual hash, hex.")
+    mean_luma: float
+    motion: float = Field(description="Mean absolute luma change from the previous sample (0-255).")
+
+
+class KeyframeIndex(BaseModel):
+    count: int
+    timestamps: list[float]
+    mean_interval: float | None
+
+
+class FrameStatistics(BaseModel):
+    decoded_frames: int
+    sampling: Literal["seek", "sequential"]
+    scene_cuts: list[float]
+    black_segments: list[Segment]
+    frozen_segments: list[Segment]
+    mean_motion: float
+    max_motion: float
+
+
+class EmbeddingResult(BaseModel):
+    status: Literal["ok", "unavailable", "failed"]
+    model_type: str
+    model_file: str | None = None
+    reason: str | None = None
+    dimension: int | None = None
+    frames: int = 0
+    video_embedding: list[float] | None = Field(None, description="Mean of the frame embeddings, L2-normalised.")
+
+
+class StageTiming(BaseModel):
+    name: str
+    seconds: float
+
+
+class SimilarVideo(BaseModel):
+    video_id: str
+    similarity: float = Field(description="Share of this video's sampled frames found in the other (0-1).")
+    matched_frames: int
+    hamming_threshold: int
+
+
+class VideoAnalysisResult(BaseModel):
+    video_id: str
+    content_hash: str
+    pipeline_version: str
+    metadata: MediaMetadata
+    keyframes: KeyframeIndex
+    samples: list[FrameSample]
+    statistics: FrameStatistics
+    fingerprint: str = Field(description="64-bit video fingerprint: the bitwise majority of the frame hashes.")
+    embeddings: EmbeddingResult
+    stages: list[StageTiming]
+    processing_seconds: float
+    created_at: datetime
+    similar_videos: list[SimilarVideo] = Field(
+        default_factory=list, description="Near-duplicates among the videos the caller may see (filled when served)."
+    )
