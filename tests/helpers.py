@@ -55,3 +55,16 @@ def error_code(response: httpx.Response) -> str:
     body = response.json()
     assert body["success"] is False, body
     return str(body["error"]["code"])
+
+
+def wait_for_video(client: httpx.Client, video_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll GET /v1/videos/{id} until processing ends; return the video."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        video: dict[str, Any] = client.get(f"/v1/videos/{video_id}").json()["data"]
+        if video["status"] in ("completed", "failed"):
+            return video
+        assert time.monotonic() < deadline, f"video {video_id} still {video['status']} after {timeout} s"
+        time.sleep(0.1)

@@ -167,7 +167,11 @@ def make_scene_video(
         a, b, c = rng.uniform(0.2, 1.0, 3)
         angle = rng.uniform(0, np.pi)
         ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height) % 1.0
-        base = np.stack([ramp * a, (1 - ramp) * b, (ramp * c + 0.3) % 1.0], axis=-1)
+        # Large soft blobs, different in every scene: the structure a perceptual hash sees.
+        blobs = rng.random((4, 6)).astype(np.float32)
+        field = blobs[(yy * 4 / height).astype(int), (xx * 6 / width).astype(int)]
+        ramp = 0.15 * ramp + 0.85 * field
+        base = np.stack([ramp * a, ramp * b, ramp * c], axis=-1)  # luma follows the blobs
         scenes.append((base * 255).astype(np.uint8))
     with av.open(str(path), "w", format=fmt) as output:
         stream = output.add_stream(

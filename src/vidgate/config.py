@@ -149,8 +149,8 @@ class ProcessingSettings(BaseSettings):
     similarity_scope: Literal["owner", "shared"] = Field(
         "owner", description="Near-duplicates among the caller's own videos, or in one shared library."
     )
-    similarity_max_distance: int = Field(12, ge=0, le=32, description="Hamming distance at which two frames match.")
-    similarity_min_score: float = Field(0.3, ge=0, le=1, description="Share of matching frames to report a video.")
+    similarity_max_distance: int = Field(10, ge=0, le=32, description="Hamming distance at which two frames match.")
+    similarity_min_score: float = Field(0.5, ge=0, le=1, description="Share of matching frames to report a video.")
     default_model_type: str = Field(
         "resnet50",
         validation_alias=AliasChoices("DEFAULT_MODEL_TYPE", "default_model_type"),

@@ -81,6 +81,10 @@ class SessionNotFound(NotFound):
     code = "session_not_found"
 
 
+class VideoNotFound(NotFound):
+    code = "video_not_found"
+
+
 # 409: conflicts with what the server already holds
 class Conflict(VidgateError):
     code = "conflict"
@@ -97,6 +101,10 @@ class ChunkInProgress(Conflict):
 
 class SessionNotActive(Conflict):
     code = "session_not_active"
+
+
+class ResultNotReady(Conflict):
+    code = "result_not_ready"
 
 
 # 413 / 415 / 422
@@ -191,6 +199,13 @@ class InsufficientStorage(VidgateError):
 # 503: a required dependency is down; the upload is kept and checked again later
 class ScannerUnavailable(VidgateError):
     code = "scanner_unavailable"
+    status = 503
+
+
+class QueueUnavailable(VidgateError):
+    """The broker cannot take a job now; the video stays queued and is offered again later."""
+
+    code = "queue_unavailable"
     status = 503
 
 

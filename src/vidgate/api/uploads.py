@@ -245,7 +245,8 @@ class UploadResponse(ChunkReceipt):
 async def upload_video(request: Request, principal: CurrentUser, services: ServicesDep) -> Envelope[UploadResponse]:
     receipt = await receive_upload(request, principal, services.uploads)
     response = UploadResponse(**receipt.model_dump())
-    if receipt.status == "completed" and receipt.duplicate and receipt.video_id:
+    answer_from_cache = services.settings.upload.enable_deduplication
+    if receipt.status == "completed" and receipt.duplicate and receipt.video_id and answer_from_cache:
         response.result = await run_in_threadpool(services.processing.stored_result, receipt.video_id)
     if receipt.status == "completed":
         message = "Upload complete" + (": known content, answered from the stored result" if response.result else "")

@@ -14,16 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from vidgate.errors import VidgateError
+from vidgate.errors import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
-
-class QueueUnavailable(VidgateError):
-    """The broker cannot take the job now; the video stays queued and is offered again later."""
-
-    code = "queue_unavailable"
-    status = 503
+__all__ = ["InlineQueue", "QueueUnavailable", "TaskQueue"]
 
 
 class TaskQueue(Protocol):

@@ -29,7 +29,7 @@ from vidgate.db.models import (
     VideoStatus,
     utcnow,
 )
-from vidgate.errors import Conflict, NotFound
+from vidgate.errors import ResultNotReady, VideoNotFound
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
@@ -40,14 +40,6 @@ from vidgate.storage.local import LocalBlobStore
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
-
-
-class VideoNotFound(NotFound):
-    code = "video_not_found"
-
-
-class ResultNotReady(Conflict):
-    code = "result_not_ready"
 
 
 @dataclass
