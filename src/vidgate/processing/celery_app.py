@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from vidgate.config import Settings, load_settings
 from vidgate.processing.queue import QueueUnavailable
@@ -87,7 +88,7 @@ class TransientProcessingError(Exception):
     """A job failed for a reason that may pass (retried with backoff)."""
 
 
-@app.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None)
+@app.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def process_video_async(self: Task, video_id: str) -> str:
     """Analyse one stored video and store its result (once)."""
     outcome = services().processing.run(video_id, attempt=self.request.retries)
@@ -136,8 +137,9 @@ class CeleryQueue:
                 args=[video_id],
                 priority=redis_priority(priority, self.settings),
                 retry=False,
+                ignore_result=True,  # the database holds the outcome; the result backend is not needed
             )
-        except (OperationalError, OSError) as exc:
+        except (OperationalError, OSError, RedisError) as exc:
             raise QueueUnavailable(f"the broker is unreachable ({exc})") from exc
 
     def close(self) -> None:

@@ -140,6 +140,8 @@ class ProcessingService:
             options = dict(video.processing_options or {})
         model_type = str(options.get("model_type") or self.settings.processing.default_model_type)
         try:
+            if not path.is_file():  # storage not mounted, or being restored: may pass
+                raise FileNotFoundError(f"the stored file {path} is missing")
             result = analyze(
                 path,
                 video_id=video_id,
