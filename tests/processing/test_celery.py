@@ -89,7 +89,7 @@ class Cluster:
         self.workers: list[subprocess.Popen[str]] = []
 
     def start_worker(self, *args: str) -> subprocess.Popen[str]:
-        log = open(self.server.settings.server.data_dir / f"worker-{len(self.workers)}.log", "w")  # noqa: SIM115
+        log = (self.server.settings.server.data_dir / f"worker-{len(self.workers)}.log").open("w")
         process = subprocess.Popen(
             [sys.executable, "-m", "vidgate", "worker", *args],
             env=self.env,
@@ -270,3 +270,30 @@ def test_uploads_go_on_while_redis_is_down(backend: str, tmp_path: Path) -> None
         with own_redis(port, tmp_path / "redis"):
             for video_id in during:
                 assert running.wait(video_id, timeout=120)["status"] == "completed", running.worker_logs()
+
+
+def test_worker_concurrency_and_retries_come_from_settings(backend: str, tmp_path: Path, broker: str) -> None:
+    with cluster(backend, tmp_path, broker, max_concurrent_jobs=2, max_retries=1, retry_backoff_seconds=0.2) as running:
+        ids = [
+            running.upload(make_scene_video(tmp_path / f"c{i}.mp4", seconds=10, width=640, height=360, seed=400 + i))
+            for i in range(6)
+        ]
+        doomed = running.upload(make_video(tmp_path / "doomed.mp4", seed=77))
+        with running.server.db.session() as session:
+            key = session.get(Video, doomed).storage_key
+        blob = running.server.settings.storage_dir / "blobs" / key[:2] / key
+        blob.rename(tmp_path / "moved-away")  # its stored file vanishes before any worker runs
+        running.start_worker()  # concurrency from PROCESSING_MAX_CONCURRENT_JOBS
+        for video_id in ids:
+            assert running.wait(video_id)["status"] == "completed", running.worker_logs()
+        failed = running.wait(doomed)
+        assert failed["status"] == "failed" and failed["attempts"] == 2  # one retry, then given up
+        assert "gave up after 2 attempts" in str(failed["error_message"])
+        with running.server.db.session() as session:
+            spans = session.execute(select(Video.started_at, Video.finished_at).where(Video.id.in_(ids))).all()
+        edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+        running_now, peak = 0, 0
+        for _, step in edges:
+            running_now += step
+            peak = max(peak, running_now)
+        assert peak == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def test_transient_failures_retry_with_backoff_then_fail(services_for: Callable[
         assert video.status is VideoStatus.FAILED
         assert "gave up after 3 attempts" in (video.error_message or "")
         assert video.attempts == 3
-        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # the delay doubles
 
 
