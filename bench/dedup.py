@@ -148,24 +148,9 @@ def main() -> None:
         for label, db in dbs:
             rows = fill(db, args.videos)
             picks = [random.choice(rows) for _ in range(args.lookups)]
-            by_key = iter(picks)
-            by_hash = iter(picks)
-
-            def primary_key() -> object:
-                video_id, _ = next(by_key)
-                with db.session() as session:
-                    return session.get(Video, video_id)
-
-            def decision() -> object:
-                _, digest = next(by_hash)
-                with db.session() as session:
-                    video = session.scalar(select(Video).where(Video.content_hash == digest).with_for_update())
-                    assert video is not None
-                    return dedup.decide(video, is_new=False, enabled=True, priority=5, options={})
-
             for name, action in (
-                ("baseline: row by primary key", primary_key),
-                ("dedup: by SHA-256 + decide", decision),
+                ("baseline: row by primary key", primary_key(db, iter(picks))),
+                ("dedup: by SHA-256 + decide", decision(db, iter(picks))),
             ):
                 samples = sorted(timed(action, args.lookups))
                 p50 = statistics.median(samples)
