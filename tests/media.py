@@ -193,3 +193,37 @@ def make_scene_video(
         for packet in stream.encode():
             output.mux(packet)
     return path
+
+
+def make_video_with_audio(path: Path, *, seconds: int = 2) -> Path:
+    """H.264 video with an AAC stereo audio track, in MP4."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = output.add_stream("aac", rate=48000)
+        audio.layout = "stereo"
+        for frame in _frames(25 * seconds, 160, 120, 8):
+            for packet in video.encode(frame):
+                output.mux(packet)
+        samples = np.zeros((2, 1024), dtype=np.float32)
+        for index in range(48000 * seconds // 1024):
+            chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, index * 1024
+            for packet in audio.encode(chunk):
+                output.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                output.mux(packet)
+    return path
+
+
+def rotate_mp4(path: Path) -> Path:
+    """Set the video track's display matrix (tkhd) to a 90 degree rotation, as phones record."""
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
+    rotated = struct.pack(">9I", 0, 0x00010000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0
+    data[at : at + 36] = rotated
+    path.write_bytes(bytes(data))
+    return path

@@ -142,3 +142,12 @@ def test_phash_helpers() -> None:
     assert phash(gradient.T) != value
     assert bands(0x0123456789ABCDEF) == [0x0123, 0x4567, 0x89AB, 0xCDEF]
     assert majority([0b1100, 0b1010, 0b1000]) == 0b1000
+
+
+def test_audio_streams_and_rotation_are_reported(tmp_path: Path) -> None:
+    from tests.media import make_video, make_video_with_audio, rotate_mp4
+
+    with_audio = run(make_video_with_audio(tmp_path / "audio.mp4"), tmp_path).metadata  # type: ignore[attr-defined]
+    assert [(a.codec, a.sample_rate, a.channels) for a in with_audio.audio] == [("aac", 48000, 2)]
+    rotated = run(rotate_mp4(make_video(tmp_path / "phone.mp4", frames=10)), tmp_path).metadata  # type: ignore[attr-defined]
+    assert abs(rotated.video.rotation) == 90
