@@ -78,6 +78,16 @@ class RunningServer:
     settings: Settings
     db: Database
     keys: dict[str, str]
+    app: Any = None
+
+    @property
+    def services(self) -> Any:
+        """The server's own wired services (its event bus, queue, ...)."""
+        return self.app.state.services
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/ws"
 
     def client(self, user: str = "alice") -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers={"X-API-Key": self.keys[user]}, timeout=30)
@@ -121,7 +131,9 @@ def running_server(settings: Settings) -> Iterator[RunningServer]:
     db = Database(settings.database_url)
     migrate.upgrade(db)
     with ServerThread(settings) as thread:
-        server = RunningServer(base_url=f"http://127.0.0.1:{thread.port}", settings=settings, db=db, keys={})
+        server = RunningServer(
+            base_url=f"http://127.0.0.1:{thread.port}", settings=settings, db=db, keys={}, app=thread.server.config.app
+        )
         server.key_for("alice")
         server.key_for("bob")
         try:

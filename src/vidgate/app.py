@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 
 from vidgate import __version__
+from vidgate.api import events as events_api
 from vidgate.api import health, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
@@ -20,6 +21,10 @@ from vidgate.auth import count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
+from vidgate.events.bus import EventBus, LocalBus, RedisBus
+from vidgate.events.hub import Hub
+from vidgate.events.publisher import EventPublisher
+from vidgate.events.webhooks import WebhookOutbox, WebhookSender
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.storage import LocalBlobStore, PartStore
@@ -40,7 +45,15 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
     db = Database(settings.database_url, echo=settings.database.echo)
     root = settings.storage_dir
     blobs = LocalBlobStore(root)
-    processing = ProcessingService(settings, db, blobs)
+    bus = make_bus(settings)
+    events = EventPublisher(
+        bus,
+        db,
+        progress_interval=settings.websocket.progress_interval_seconds,
+        webhooks=WebhookOutbox(db, settings.webhook),
+    )
+    processing = ProcessingService(settings, db, blobs, events=events)
+    events.result_lookup = processing.stored_result_json
     queue: TaskQueue | None = None
     if start_queue:
         queue = make_queue(settings, processing)
@@ -53,8 +66,18 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         locker=FileLocker(root / "locks"),
         validator=FileValidator(settings.validation),
         on_video_queued=processing.dispatch,
+        events=events,
     )
-    return Services(settings=settings, db=db, uploads=uploads, processing=processing, queue=queue)
+    return Services(
+        settings=settings, db=db, uploads=uploads, processing=processing, queue=queue, bus=bus, events=events
+    )
+
+
+def make_bus(settings: Settings) -> EventBus:
+    ws = settings.websocket
+    if settings.event_bus == "redis":
+        return RedisBus(ws.redis_url or settings.celery.broker_url, ws.replay_size, ws.replay_ttl_seconds)
+    return LocalBus(ws.replay_size, ws.replay_ttl_seconds)
 
 
 def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
@@ -107,6 +130,19 @@ async def _periodic_dispatch(services: Services) -> None:
         await asyncio.sleep(services.settings.processing.dispatch_interval_seconds)
 
 
+async def _deliver_webhooks(services: Services) -> None:
+    sender = WebhookSender(services.db, services.settings.webhook)
+    try:
+        while True:
+            try:
+                await asyncio.to_thread(sender.deliver_due)
+            except Exception:
+                log.exception("webhook delivery round failed")
+            await asyncio.sleep(services.settings.webhook.poll_interval_seconds)
+    finally:
+        sender.close()
+
+
 async def _periodic_cleanup(services: Services) -> None:
     """Sweep at start (finishing what a crashed process left) and then every interval."""
     interval = services.settings.upload.cleanup_interval_seconds
@@ -125,8 +161,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, start_queue=True)
         prepare_database(settings, services.db)
+        services.hub = Hub(settings.websocket.queue_size, settings.websocket.heartbeat_interval)
         app.state.services = services
-        tasks = [asyncio.create_task(_periodic_cleanup(services)), asyncio.create_task(_periodic_dispatch(services))]
+        tasks = [
+            asyncio.create_task(_periodic_cleanup(services)),
+            asyncio.create_task(_periodic_dispatch(services)),
+            asyncio.create_task(_deliver_webhooks(services)),
+        ]
+        if settings.websocket.enabled and services.bus is not None:
+            tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver)))
+            tasks.append(asyncio.create_task(services.hub.heartbeats()))
         try:
             yield
         finally:
@@ -146,4 +190,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(videos.router)
+    if settings.websocket.enabled:
+        app.include_router(events_api.router)
     return app

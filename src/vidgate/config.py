@@ -171,6 +171,34 @@ class WebSocketSettings(BaseSettings):
 
     enabled: bool = Field(True, description="Serve live events on /ws.")
     heartbeat_interval: float = Field(30.0, gt=0, description="Seconds between heartbeat events.")
+    bus: Literal["auto", "local", "redis"] = Field(
+        "auto",
+        description="Event bus: local (one process), redis (pub/sub between processes); auto follows PROCESSING_QUEUE.",
+    )
+    redis_url: str | None = Field(None, description="Redis of the event bus (default: CELERY_BROKER_URL).")
+    queue_size: int = Field(
+        256, ge=1, description="Events buffered per client; a client further behind is closed (4008)."
+    )
+    replay_size: int = Field(500, ge=0, description="Events kept per session or video for clients that reconnect.")
+    replay_ttl_seconds: float = Field(3600.0, gt=0, description="How long kept events can be replayed.")
+    progress_interval_seconds: float = Field(
+        0.5, ge=0, description="At most one upload_progress / processing_progress per subject per this interval."
+    )
+
+
+class WebhookSettings(BaseSettings):
+    """Signed HTTP callbacks for servers that cannot hold a socket."""
+
+    model_config = _config("WEBHOOK_")
+
+    event_types: list[str] = Field(
+        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected"],
+        description="Events sent to a user's webhook URL (JSON list).",
+    )
+    max_attempts: int = Field(8, ge=1, description="Deliveries tried before one is given up.")
+    retry_backoff_seconds: float = Field(5.0, gt=0, description="First retry delay; doubles each attempt.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Time limit of one delivery.")
+    poll_interval_seconds: float = Field(1.0, gt=0, description="How often due deliveries are sent.")
 
 
 class CelerySettings(BaseSettings):
@@ -224,6 +252,7 @@ class Settings(BaseModel):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -245,6 +274,12 @@ class Settings(BaseModel):
         return DatabaseBackend.SQLITE if url.startswith("sqlite") else DatabaseBackend.POSTGRESQL
 
     @property
+    def event_bus(self) -> str:
+        if self.websocket.bus != "auto":
+            return self.websocket.bus
+        return "redis" if self.processing.queue == "celery" else "local"
+
+    @property
     def session_timeout_seconds(self) -> float:
         return self.upload.session_timeout_hours * 3600.0
 
@@ -259,13 +294,23 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "validation": ValidationSettings,
     "processing": ProcessingSettings,
     "websocket": WebSocketSettings,
+    "webhook": WebhookSettings,
     "celery": CelerySettings,
     "storage": StorageSettings,
     "database": DatabaseSettings,
     "auth": AuthSettings,
 }
 # Prefixes that belong to vidgate alone: an unknown variable with one of them is a typo.
-_OWNED_PREFIXES = ("UPLOAD_", "VALIDATION_", "PROCESSING_", "WEBSOCKET_", "STORAGE_", "AUTH_", "VIDGATE_")
+_OWNED_PREFIXES = (
+    "UPLOAD_",
+    "VALIDATION_",
+    "PROCESSING_",
+    "WEBSOCKET_",
+    "WEBHOOK_",
+    "STORAGE_",
+    "AUTH_",
+    "VIDGATE_",
+)
 
 
 def env_names(group: type[BaseSettings]) -> dict[str, str]:

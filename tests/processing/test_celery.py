@@ -23,7 +23,9 @@ from tests.helpers import post_chunk, wait_for_video
 from tests.media import make_scene_video, make_video
 from vidgate.config import all_env_names
 from vidgate.db.models import UploadSession, Video, VideoAnalysisResultRow, VideoStatus, utcnow
-from vidgate.processing.celery_app import EVENTS_CHANNEL, create_celery
+from vidgate.events.bus import EVENTS_CHANNEL
+from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
+from vidgate.processing.celery_app import create_celery
 
 
 @contextlib.contextmanager
@@ -226,10 +228,18 @@ def test_the_seed_tasks(backend: str, tmp_path: Path, broker: str) -> None:
         subscriber = redis.Redis.from_url(broker).pubsub()
         subscriber.subscribe(EVENTS_CHANNEL)
         subscriber.get_message(timeout=1)
-        event = {"event_type": "processing_completed", "video_id": ids[0]}
-        assert celery.send_task("send_websocket_notification", args=[event]).get(timeout=30) == 1
-        message = subscriber.get_message(timeout=5)
-        assert message is not None and json.loads(message["data"]) == event
+        event = json.loads(
+            to_wire(ProcessingFailed(video_id=ids[0], audience=["u1"], data=FailureData(error_code="x", message="y")))
+        )
+        published = celery.send_task("send_websocket_notification", args=[event]).get(timeout=30)
+        assert published["event_id"] == event["event_id"] and published["sequence"] >= 1
+        seen: list[str] = []  # other events (the batch's processing) share the channel
+        deadline = time.monotonic() + 10
+        while event["event_id"] not in seen:
+            assert time.monotonic() < deadline, seen
+            message = subscriber.get_message(timeout=1)
+            if message is not None:
+                seen.append(json.loads(message["data"])["event_id"])
         # cleanup_expired_sessions runs on the beat schedule: an expired session gets swept.
         with running.server.client() as client:
             post_chunk(client, b"\x00" * 10, session_id="stale", chunk_index=1, total_chunks=3)

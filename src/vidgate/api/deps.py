@@ -11,6 +11,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from vidgate.auth import Principal, authenticate
 from vidgate.config import Settings
 from vidgate.db.engine import Database
+from vidgate.events.bus import EventBus
+from vidgate.events.hub import Hub
+from vidgate.events.publisher import EventPublisher
 from vidgate.processing.queue import TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.uploads.service import UploadService
@@ -25,10 +28,15 @@ class Services:
     uploads: UploadService
     processing: ProcessingService
     queue: TaskQueue | None
+    bus: EventBus | None
+    events: EventPublisher
+    hub: Hub | None = None
 
     def close(self) -> None:
         if self.queue is not None:
             self.queue.close()
+        if self.bus is not None:
+            self.bus.close()
         self.db.dispose()
 
 

@@ -18,11 +18,11 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from vidgate.config import Settings, load_settings
+from vidgate.events.schema import from_wire, to_wire
 from vidgate.processing.queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "vidgate:events"
 PROCESS_TASK = "process_video_async"
 
 
@@ -111,15 +111,15 @@ def cleanup_expired_sessions() -> dict[str, int]:
 
 
 @app.task(name="send_websocket_notification")
-def send_websocket_notification(event: dict[str, Any]) -> int:
-    """Publish an event to the API processes' sockets through Redis pub/sub; returns receivers."""
-    import redis
-
-    client = redis.Redis.from_url(settings.celery.broker_url)
-    try:
-        return int(client.publish(EVENTS_CHANNEL, json.dumps(event)))
-    finally:
-        client.close()
+def send_websocket_notification(event: dict[str, Any]) -> dict[str, Any]:
+    """Publish an event (the envelope of :mod:`vidgate.events.schema`, with ``audience``) through
+    the worker's event bus to every API process's sockets; returns it numbered."""
+    parsed = from_wire(json.dumps(event))
+    bus = services().bus
+    if bus is None:
+        raise RuntimeError("no event bus configured")
+    published: dict[str, Any] = json.loads(to_wire(bus.publish(parsed)))
+    return published
 
 
 class CeleryQueue:

@@ -30,6 +30,17 @@ from vidgate.db.models import (
     utcnow,
 )
 from vidgate.errors import ResultNotReady, VideoNotFound
+from vidgate.events.publisher import EventPublisher
+from vidgate.events.schema import (
+    FailureData,
+    ProcessingCompleted,
+    ProcessingCompletedData,
+    ProcessingFailed,
+    ProcessingInitiated,
+    ProcessingInitiatedData,
+    ProcessingProgress,
+    ProcessingProgressData,
+)
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
@@ -51,8 +62,16 @@ class JobOutcome:
 
 
 class ProcessingService:
-    def __init__(self, settings: Settings, db: Database, blobs: LocalBlobStore, queue: TaskQueue | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: LocalBlobStore,
+        queue: TaskQueue | None = None,
+        events: EventPublisher | None = None,
+    ) -> None:
         self.settings = settings
+        self.events = events
         self.db = db
         self.blobs = blobs
         self.queue = queue
@@ -138,6 +157,13 @@ class ProcessingService:
             path = self.blobs.path(video.storage_key)
             content_hash = video.content_hash
             options = dict(video.processing_options or {})
+            priority = video.priority
+        if self.events is not None:
+            self.events.to_video_owners(
+                ProcessingInitiated(
+                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=attempt + 1)
+                )
+            )
         model_type = str(options.get("model_type") or self.settings.processing.default_model_type)
         try:
             if not path.is_file():  # storage not mounted, or being restored: may pass
@@ -164,6 +190,19 @@ class ProcessingService:
             return JobOutcome("retry", retry_in=delay)
         self._store(result, model_type)
         log.info("video %s processed in %.2f s", video_id, result.processing_seconds)
+        if self.events is not None:
+            self.events.to_video_owners(
+                ProcessingCompleted(
+                    video_id=video_id,
+                    data=ProcessingCompletedData(
+                        processing_seconds=result.processing_seconds,
+                        fingerprint=result.fingerprint,
+                        duration=result.metadata.duration,
+                        result_url=f"/v1/videos/{video_id}/result",
+                        result=result.model_dump(mode="json"),
+                    ),
+                )
+            )
         return JobOutcome("completed")
 
     def _progress_writer(self, video_id: str) -> Any:
@@ -174,9 +213,14 @@ class ProcessingService:
             if now - last[0] < PROGRESS_EVERY_SECONDS and fraction < 1.0:
                 return
             last[0] = now
+            percent = round(fraction * 100, 1)
             with self.db.session() as session:
-                session.execute(
-                    update(Video).where(Video.id == video_id).values(stage=stage, progress=round(fraction * 100, 1))
+                session.execute(update(Video).where(Video.id == video_id).values(stage=stage, progress=percent))
+            if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
+                self.events.to_video_owners(
+                    ProcessingProgress(
+                        video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+                    )
                 )
 
         return write
@@ -238,6 +282,10 @@ class ProcessingService:
                 .where(Video.id == video_id)
                 .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=utcnow())
             )
+        if self.events is not None:
+            self.events.to_video_owners(
+                ProcessingFailed(video_id=video_id, data=FailureData(error_code="processing_failed", message=reason))
+            )
 
     # ------------------------------------------------------------------ reading
     def owned_video(self, principal: Principal, video_id: str) -> Video:
@@ -272,6 +320,13 @@ class ProcessingService:
             min_score=self.settings.processing.similarity_min_score,
         )
         return stored
+
+    def stored_result_json(self, video_id: str) -> dict[str, Any] | None:
+        with self.db.session() as session:
+            row = session.scalar(
+                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
+            )
+        return dict(row) if row is not None else None
 
     def stored_result(self, video_id: str) -> VideoAnalysisResult | None:
         with self.db.session() as session:

@@ -54,6 +54,21 @@ from vidgate.errors import (
     TotalChunksMismatch,
     VidgateError,
 )
+from vidgate.events.publisher import EventPublisher
+from vidgate.events.schema import (
+    DuplicateDetected,
+    DuplicateDetectedData,
+    FailureData,
+    SessionExpired,
+    SessionExpiredData,
+    UploadCompleted,
+    UploadCompletedData,
+    UploadFailed,
+    UploadProgress,
+    UploadProgressData,
+    UploadStarted,
+    UploadStartedData,
+)
 from vidgate.hashing import new_sha256, normalise_sha256, update_from_fd
 from vidgate.storage import BlobStore, PartStore, translate_os_error
 from vidgate.uploads.frontier import HashFrontier
@@ -95,6 +110,7 @@ class ChunkPlan:
     #: the session was made by this request under a server-chosen id nobody else knows yet:
     #: if the request fails, nobody can resume it, so it is failed and deleted at once
     anonymous_new_session: bool = False
+    created: bool = False  # this request created the session
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
@@ -115,7 +131,9 @@ class UploadService:
         validator: FileValidator,
         frontier: HashFrontier | None = None,
         on_video_queued: Callable[[str], object] | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
+        self.events = events
         self.settings = settings
         self.validator = validator
         #: called after commit with the id of a video that needs processing
@@ -156,6 +174,17 @@ class UploadService:
                 # Two first chunks of a new session raced to create it: the second reads it now.
                 if attempt == 1 or request.session_id is None:
                     raise
+        if plan.created and self.events is not None:
+            view = self._view(plan.session_id)
+            self.events.to_user(
+                UploadStarted(
+                    session_id=plan.session_id,
+                    data=UploadStartedData(
+                        filename=view.filename, total_chunks=view.total_chunks, file_size=view.file_size
+                    ),
+                ),
+                principal.user_id,
+            )
         try:
             plan.locks.enter_context(self.locker.hold(plan.upload_id, f"chunk-{plan.chunk_index}"))
             if plan.mode is WriteMode.DIRECT:
@@ -188,7 +217,7 @@ class UploadService:
             else:
                 self._check_against_session(row, request, file_hash)
             plan = self._choose_target(session, row, request)
-            plan.anonymous_new_session = created
+            plan.anonymous_new_session = plan.created = created
             if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
                 extension = row.filename.rpartition(".")[2].lower()
                 plan.head_check = partial(_check_head, extension=extension, content_type=row.content_type)
@@ -387,6 +416,23 @@ class UploadService:
         if plan.frontier_hasher is not None:
             self.frontier.commit(plan.upload_id, result.size)
         plan.close()
+        if (
+            self.events is not None
+            and not receipt.duplicate_chunk
+            and self.events.progress_due(f"upload:{plan.session_id}", final=complete)
+        ):
+            self.events.to_user(
+                UploadProgress(
+                    session_id=plan.session_id,
+                    data=UploadProgressData(
+                        chunks_received=receipt.chunks_received,
+                        total_chunks=receipt.total_chunks,
+                        bytes_received=receipt.bytes_received,
+                        progress_percentage=receipt.progress_percentage,
+                    ),
+                ),
+                self._owner(plan.session_id),
+            )
         if complete:
             self.assemble(plan.upload_id)
             return receipt.model_copy(update=self._view(plan.session_id).model_dump())
@@ -599,7 +645,7 @@ class UploadService:
             row.is_duplicate = decision.duplicate
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
             self._log(session, row, event, f"stored as {digest}")
-            video_id = video.id
+            video_id, session_id, user_id = video.id, row.session_id, row.user_id
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
         log.info(
@@ -609,17 +655,49 @@ class UploadService:
             file_size,
             " (known content)" if decision.duplicate else "",
         )
+        if self.events is not None:
+            self.events.to_user(
+                UploadCompleted(
+                    session_id=session_id,
+                    video_id=video_id,
+                    data=UploadCompletedData(video_id=video_id, content_hash=digest, file_size=file_size),
+                ),
+                user_id,
+            )
+            if decision.duplicate:
+                self.events.to_user(
+                    DuplicateDetected(
+                        session_id=session_id,
+                        video_id=video_id,
+                        data=DuplicateDetectedData(
+                            video_id=video_id,
+                            content_hash=digest,
+                            cached_result=self.events.result_lookup(video_id)
+                            if self.settings.upload.enable_deduplication
+                            else None,
+                        ),
+                    ),
+                    user_id,
+                )
         if decision.queue_job and self.on_video_queued is not None:
             self.on_video_queued(video_id)
 
     def _fail(self, upload_id: str, code: str, message: str) -> None:
-        self._end(upload_id, SessionStatus.FAILED, code, message)
+        session_id, user_id, _, _ = self._end(upload_id, SessionStatus.FAILED, code, message)
         log.warning("upload %s failed: %s", upload_id, message)
+        if self.events is not None:
+            self.events.to_user(
+                UploadFailed(session_id=session_id, data=FailureData(error_code=code, message=message)), user_id
+            )
 
-    def _end(self, upload_id: str, status: SessionStatus, code: str | None, message: str | None) -> None:
-        """Move a session to a terminal state and delete its data (chunk rows, part, staging)."""
+    def _end(
+        self, upload_id: str, status: SessionStatus, code: str | None, message: str | None
+    ) -> tuple[str, str, int, int]:
+        """Move a session to a terminal state and delete its data (chunk rows, part, staging);
+        return its (session id, user id, chunks received, total chunks)."""
         with self.db.session() as session:
             row = session.get_one(UploadSession, upload_id)
+            ended = (row.session_id, row.user_id, row.chunks_received, row.total_chunks)
             row.status = status
             row.error_code = code
             row.error_message = message
@@ -632,6 +710,11 @@ class UploadService:
         self.frontier.drop(upload_id)
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
+        return ended
+
+    def _owner(self, session_id: str) -> str:
+        with self.db.session() as session:
+            return str(session.scalar(select(UploadSession.user_id).where(UploadSession.session_id == session_id)))
 
     # ------------------------------------------------------------------ queries and commands
     def get_session(self, principal: Principal, session_id: str) -> SessionView:
@@ -715,8 +798,17 @@ class UploadService:
             purged = session.execute(delete(UploadChunk).where(UploadChunk.session_id.in_(finished)))
             report.purged_chunk_rows = int(getattr(purged, "rowcount", 0) or 0)
         for upload_id in expired:
-            self._end(upload_id, SessionStatus.EXPIRED, "session_expired", "The session expired before it completed.")
+            session_id, user_id, received, total = self._end(
+                upload_id, SessionStatus.EXPIRED, "session_expired", "The session expired before it completed."
+            )
             report.expired_sessions += 1
+            if self.events is not None:
+                self.events.to_user(
+                    SessionExpired(
+                        session_id=session_id, data=SessionExpiredData(chunks_received=received, total_chunks=total)
+                    ),
+                    user_id,
+                )
         for upload_id in stalled:
             try:
                 self.assemble(upload_id)

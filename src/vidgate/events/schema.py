@@ -1,0 +1,205 @@
+"""One Pydantic model per event type, in one envelope:
+``event_type, event_id, sequence, session_id, video_id, timestamp, data``.
+
+``sequence`` counts per subject (a session or a video) so a client that reconnects can ask
+for what it missed after the last number it saw. ``audience`` (the user ids allowed to see
+the event) travels between processes but is never sent to clients.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class EventType(StrEnum):
+    UPLOAD_STARTED = "upload_started"
+    UPLOAD_PROGRESS = "upload_progress"
+    UPLOAD_COMPLETED = "upload_completed"
+    UPLOAD_FAILED = "upload_failed"
+    PROCESSING_INITIATED = "processing_initiated"
+    PROCESSING_PROGRESS = "processing_progress"
+    PROCESSING_COMPLETED = "processing_completed"
+    PROCESSING_FAILED = "processing_failed"
+    DUPLICATE_DETECTED = "duplicate_detected"
+    SESSION_EXPIRED = "session_expired"
+    ERROR = "error"
+    HEARTBEAT = "heartbeat"
+
+
+class AnyEvent(BaseModel):
+    event_type: str
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    sequence: int = 0
+    session_id: str | None = None
+    video_id: str | None = None
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    audience: list[str] = Field(default_factory=list, exclude=True)
+
+    @property
+    def subject(self) -> str | None:
+        """What the sequence counts: the session for upload events, else the video."""
+        return (
+            f"session:{self.session_id}" if self.session_id else (f"video:{self.video_id}" if self.video_id else None)
+        )
+
+
+class UploadStartedData(BaseModel):
+    filename: str
+    total_chunks: int
+    file_size: int | None = None
+
+
+class UploadStarted(AnyEvent):
+    event_type: Literal["upload_started"] = "upload_started"
+    data: UploadStartedData
+
+
+class UploadProgressData(BaseModel):
+    chunks_received: int
+    total_chunks: int
+    bytes_received: int
+    progress_percentage: float
+
+
+class UploadProgress(AnyEvent):
+    event_type: Literal["upload_progress"] = "upload_progress"
+    data: UploadProgressData
+
+
+class UploadCompletedData(BaseModel):
+    video_id: str
+    content_hash: str
+    file_size: int
+
+
+class UploadCompleted(AnyEvent):
+    event_type: Literal["upload_completed"] = "upload_completed"
+    data: UploadCompletedData
+
+
+class FailureData(BaseModel):
+    error_code: str
+    message: str
+
+
+class UploadFailed(AnyEvent):
+    event_type: Literal["upload_failed"] = "upload_failed"
+    data: FailureData
+
+
+class ProcessingInitiatedData(BaseModel):
+    priority: int
+    attempt: int
+
+
+class ProcessingInitiated(AnyEvent):
+    event_type: Literal["processing_initiated"] = "processing_initiated"
+    data: ProcessingInitiatedData
+
+
+class ProcessingProgressData(BaseModel):
+    stage: str
+    progress_percentage: float
+
+
+class ProcessingProgress(AnyEvent):
+    event_type: Literal["processing_progress"] = "processing_progress"
+    data: ProcessingProgressData
+
+
+class ProcessingCompletedData(BaseModel):
+    processing_seconds: float
+    fingerprint: str
+    duration: float | None
+    result_url: str
+    result: dict[str, Any] = Field(description="The VideoAnalysisResult.")
+
+
+class ProcessingCompleted(AnyEvent):
+    event_type: Literal["processing_completed"] = "processing_completed"
+    data: ProcessingCompletedData
+
+
+class ProcessingFailed(AnyEvent):
+    event_type: Literal["processing_failed"] = "processing_failed"
+    data: FailureData
+
+
+class DuplicateDetectedData(BaseModel):
+    video_id: str
+    content_hash: str
+    cached_result: dict[str, Any] | None = Field(None, description="The stored result, when processing has finished.")
+
+
+class DuplicateDetected(AnyEvent):
+    event_type: Literal["duplicate_detected"] = "duplicate_detected"
+    data: DuplicateDetectedData
+
+
+class SessionExpiredData(BaseModel):
+    chunks_received: int
+    total_chunks: int
+
+
+class SessionExpired(AnyEvent):
+    event_type: Literal["session_expired"] = "session_expired"
+    data: SessionExpiredData
+
+
+class ErrorData(BaseModel):
+    code: str
+    message: str
+
+
+class Error(AnyEvent):
+    event_type: Literal["error"] = "error"
+    data: ErrorData
+
+
+class HeartbeatData(BaseModel):
+    interval_seconds: float
+
+
+class Heartbeat(AnyEvent):
+    event_type: Literal["heartbeat"] = "heartbeat"
+    data: HeartbeatData
+
+
+Event = Annotated[
+    UploadStarted
+    | UploadProgress
+    | UploadCompleted
+    | UploadFailed
+    | ProcessingInitiated
+    | ProcessingProgress
+    | ProcessingCompleted
+    | ProcessingFailed
+    | DuplicateDetected
+    | SessionExpired
+    | Error
+    | Heartbeat,
+    Field(discriminator="event_type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def to_wire(event: AnyEvent) -> str:
+    """JSON for the bus between processes (keeps the audience, which clients never see)."""
+    payload = event.model_dump(mode="json")
+    payload["audience"] = event.audience
+    return json.dumps(payload)
+
+
+def from_wire(text: str | bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(text)
+
+
+def to_client(event: AnyEvent) -> str:
+    """JSON for a WebSocket client or a webhook (no audience)."""
+    return event.model_dump_json()

@@ -1,0 +1,152 @@
+"""/ws over a real socket: what each user receives, replay after a reconnect, heartbeats, slow
+clients, authentication, and the switch that turns the endpoint off."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import RunningServer, database_url_for, make_settings, running_server
+from tests.helpers import post_chunk, split, wait_for_video
+from tests.media import make_video
+
+CHUNK = 64 * 1024
+
+
+def open_socket(server: RunningServer, user: str, query: str = "subscribe=all") -> ClientConnection:
+    return connect(f"{server.ws_url}?{query}", additional_headers={"X-API-Key": server.key_for(user)})
+
+
+def collect(socket: ClientConnection, until: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Events received until one of type ``until`` (heartbeats left out)."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {until} among {[e['event_type'] for e in events]}"
+        event = json.loads(socket.recv(timeout=remaining))
+        if event["event_type"] == "heartbeat":
+            continue
+        events.append(event)
+        if event["event_type"] == until:
+            return events
+
+
+def quiet(socket: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Everything but heartbeats received within ``seconds``."""
+    received = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            event = json.loads(socket.recv(timeout=remaining))
+        except TimeoutError:
+            break
+        if event["event_type"] != "heartbeat":
+            received.append(event)
+    return received
+
+
+def upload_in_chunks(server: RunningServer, user: str, data: bytes, session_id: str, indexes: list[int]) -> Any:
+    chunks = split(data, CHUNK)
+    with server.client(user) as client:
+        response = None
+        for index in indexes:
+            response = post_chunk(
+                client, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks)
+            )
+            assert response.status_code == 200, response.text
+    return response
+
+
+def test_the_owner_sees_every_step_and_nobody_else_does(server: RunningServer, tmp_path: Path) -> None:
+    data = make_video(tmp_path / "events.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+    session_id = f"ev-{uuid.uuid4().hex}"
+    with open_socket(server, "alice") as alice, open_socket(server, "bob") as bob:
+        time.sleep(0.2)
+        upload_in_chunks(server, "alice", data, session_id, list(range(len(split(data, CHUNK)))))
+        events = collect(alice, "processing_completed")
+        assert quiet(bob, 1.0) == []
+    types = [e["event_type"] for e in events]
+    assert types[0] == "upload_started"
+    assert "upload_progress" in types and "upload_completed" in types and "processing_initiated" in types
+    assert types.index("upload_completed") < types.index("processing_initiated")
+    upload_events = [e for e in events if e["session_id"] == session_id]
+    assert [e["sequence"] for e in upload_events] == list(range(1, len(upload_events) + 1))
+    completed = events[-1]
+    assert completed["data"]["result"]["video_id"] == completed["video_id"]
+    assert completed["data"]["result_url"] == f"/v1/videos/{completed['video_id']}/result"
+    assert "audience" not in completed
+    progress = [e for e in events if e["event_type"] == "upload_progress"]
+    assert progress[-1]["data"]["progress_percentage"] == 100.0
+
+
+def test_a_client_that_reconnects_gets_what_it_missed(server: RunningServer, tmp_path: Path) -> None:
+    data = make_video(tmp_path / "replay.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+    session_id = f"rp-{uuid.uuid4().hex}"
+    total = len(split(data, CHUNK))
+    upload_in_chunks(server, "alice", data, session_id, [0])
+    with open_socket(server, "alice", f"session_id={session_id}&since=0") as first:
+        seen = collect(first, "upload_progress", timeout=10)  # replayed: started, then progress
+        assert [e["event_type"] for e in seen][:1] == ["upload_started"]
+    last = seen[-1]["sequence"]
+    upload_in_chunks(server, "alice", data, session_id, list(range(1, total)))  # while disconnected
+    with open_socket(server, "alice", f"session_id={session_id}&since={last}") as again:
+        missed = collect(again, "upload_completed", timeout=10)
+    assert [e["sequence"] for e in missed] == list(range(last + 1, last + 1 + len(missed)))
+    with open_socket(server, "bob", "subscribe=none") as bob:
+        bob.send(json.dumps({"action": "subscribe", "session_id": session_id, "since": 0}))
+        refused = json.loads(bob.recv(timeout=5))
+    assert (refused["event_type"], refused["data"]["code"]) == ("error", "session_not_found")
+
+
+def test_a_bad_key_is_refused(server: RunningServer) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{server.ws_url}?api_key=vg_wrong").recv(timeout=2)
+    assert refused.value.response.status_code == 403
+    with connect(f"{server.ws_url}?api_key={server.key_for('alice')}&subscribe=all") as via_query:
+        via_query.send(json.dumps({"action": "dance"}))
+        answer = json.loads(via_query.recv(timeout=5))
+    assert answer["data"]["code"] == "invalid_message"
+
+
+@pytest.fixture(scope="module")
+def tuned_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp(f"ws-{backend}")
+    with database_url_for(backend, data_dir) as url:
+        settings = make_settings(data_dir, url, websocket={"heartbeat_interval": 0.2, "queue_size": 8})
+        with running_server(settings) as running:
+            yield running
+
+
+def test_heartbeats(tuned_server: RunningServer) -> None:
+    with open_socket(tuned_server, "alice") as socket:
+        beats = [json.loads(socket.recv(timeout=2)) for _ in range(3)]
+    assert [b["event_type"] for b in beats] == ["heartbeat"] * 3
+    assert beats[0]["data"]["interval_seconds"] == 0.2
+
+
+def test_the_endpoint_can_be_switched_off(backend: str, tmp_path: Path) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        settings = make_settings(tmp_path, url, websocket={"enabled": False})
+        with running_server(settings) as server, pytest.raises(InvalidStatus):
+            open_socket(server, "alice").recv(timeout=2)
+
+
+def test_duplicate_uploads_are_announced_with_the_cached_result(server: RunningServer, tmp_path: Path) -> None:
+    data = make_video(tmp_path / "dup.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+    with server.client() as client:
+        video_id = post_chunk(client, data).json()["data"]["video_id"]
+        wait_for_video(client, video_id)
+        with open_socket(server, "alice") as socket:
+            time.sleep(0.2)
+            post_chunk(client, data)
+            events = collect(socket, "duplicate_detected", timeout=10)
+    assert events[-1]["data"]["cached_result"]["video_id"] == video_id
