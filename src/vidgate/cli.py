@@ -14,6 +14,8 @@ from vidgate.config import Settings, SettingsError, all_env_names, load_settings
 app = typer.Typer(help="vidgate: resumable video ingest.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+webhooks_app = typer.Typer(help="Manage users' webhook URLs.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings(**overrides: Mapping[str, object]) -> Settings:
@@ -163,6 +165,41 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix (as `k
     finally:
         db.dispose()
     typer.echo(f"revoked {info.id} ({info.key_prefix}...) of {info.username}")
+
+
+@webhooks_app.command("set")
+def webhooks_set(
+    user: Annotated[str, typer.Option("--user", help="User name.")],
+    url: Annotated[str, typer.Option("--url", help="http(s) URL receiving signed POSTs.")],
+) -> None:
+    """Point a user's webhook at URL and print its new signing secret."""
+    from vidgate.errors import VidgateError
+    from vidgate.events.webhooks import set_webhook
+
+    db = _database(_settings())
+    try:
+        typer.echo(set_webhook(db, user, url))
+    except VidgateError as exc:
+        typer.echo(f"vidgate: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+
+
+@webhooks_app.command("clear")
+def webhooks_clear(user: Annotated[str, typer.Option("--user", help="User name.")]) -> None:
+    """Stop sending webhooks to a user."""
+    from vidgate.errors import VidgateError
+    from vidgate.events.webhooks import clear_webhook
+
+    db = _database(_settings())
+    try:
+        clear_webhook(db, user)
+    except VidgateError as exc:
+        typer.echo(f"vidgate: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
 
 
 @app.command("settings")

@@ -1,0 +1,85 @@
+"""Webhooks against a real local HTTP receiver: signed, retried with backoff, one event id."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningServer, database_url_for, make_settings, running_server
+from tests.helpers import post_chunk
+from tests.media import make_video
+from vidgate.events.webhooks import SIGNATURE_HEADER, set_webhook, verify
+
+
+class Receiver:
+    """Answers 500 to the first delivery of each event, 200 afterwards; records everything."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                first = not any(
+                    h["X-Vidgate-Event-Id"] == self.headers["X-Vidgate-Event-Id"] for h, _ in receiver.calls
+                )
+                receiver.calls.append((dict(self.headers), body))
+                self.send_response(500 if first else 200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hooked(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp(f"hooks-{backend}")
+    with database_url_for(backend, data_dir) as url:
+        settings = make_settings(data_dir, url, webhook={"retry_backoff_seconds": 0.3, "poll_interval_seconds": 0.1})
+        with running_server(settings) as running:
+            yield running
+
+
+def test_processing_events_are_posted_signed_and_retried(hooked: RunningServer, tmp_path: Path) -> None:
+    receiver = Receiver()
+    try:
+        secret = set_webhook(hooked.db, "alice", receiver.url)
+        data = make_video(tmp_path / "hook.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+        with hooked.client() as client:
+            post_chunk(client, data)
+        deadline = time.monotonic() + 30
+        while sum(1 for h, _ in receiver.calls if h["X-Vidgate-Event-Type"] == "processing_completed") < 2:
+            assert time.monotonic() < deadline, [h.get("X-Vidgate-Event-Type") for h, _ in receiver.calls]
+            time.sleep(0.05)
+        completed = [(h, b) for h, b in receiver.calls if h["X-Vidgate-Event-Type"] == "processing_completed"]
+        (first_headers, first_body), (second_headers, second_body) = completed[:2]
+        assert first_headers["X-Vidgate-Event-Id"] == second_headers["X-Vidgate-Event-Id"]  # receivers dedupe
+        assert first_body == second_body
+        assert verify(secret, second_headers[SIGNATURE_HEADER], second_body)
+        assert not verify("whsec_wrong", second_headers[SIGNATURE_HEADER], second_body)
+        event = json.loads(second_body)
+        assert event["event_type"] == "processing_completed" and "audience" not in event
+        assert all(
+            h["X-Vidgate-Event-Type"] in ("processing_completed", "duplicate_detected") for h, _ in receiver.calls
+        )
+        with hooked.client("bob") as bob:  # bob set no webhook: nothing for him
+            post_chunk(bob, make_video(tmp_path / "bob.mp4", seed=uuid.uuid4().int % 10_000).read_bytes())
+        time.sleep(2)
+        assert len({h["X-Vidgate-Event-Id"] for h, _ in receiver.calls}) == 1
+    finally:
+        receiver.close()
