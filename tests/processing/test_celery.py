@@ -307,3 +307,24 @@ def test_worker_concurrency_and_retries_come_from_settings(backend: str, tmp_pat
             running_now += step
             peak = max(peak, running_now)
         assert peak == 2
+
+
+def test_worker_events_reach_the_api_sockets_through_redis(backend: str, tmp_path: Path, broker: str) -> None:
+    from websockets.sync.client import connect
+
+    with cluster(backend, tmp_path, broker) as running:
+        assert running.server.settings.event_bus == "redis"
+        running.start_worker()
+        server = running.server
+        with connect(f"{server.ws_url}?subscribe=all", additional_headers={"X-API-Key": server.key_for("alice")}) as ws:
+            time.sleep(0.3)
+            video_id = running.upload(make_video(tmp_path / "ws.mp4", seed=91))
+            types: list[str] = []
+            deadline = time.monotonic() + 60
+            while "processing_completed" not in types:
+                assert time.monotonic() < deadline, (types, running.worker_logs())
+                event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                if event.get("video_id") == video_id:
+                    types.append(event["event_type"])
+    # published by the worker process, delivered by the API's hub
+    assert "processing_initiated" in types and types[-1] == "processing_completed"
