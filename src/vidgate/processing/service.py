@@ -90,17 +90,22 @@ class ProcessingService:
         if self.queue is None:
             return False
         with self.db.session() as session:
-            video = session.get(Video, video_id)
-            if video is None or video.status is not VideoStatus.QUEUED or video.dispatched_at is not None:
+            # Claim first: two dispatchers (the upload and the periodic loop) never both enqueue.
+            claimed = session.execute(
+                update(Video)
+                .where(Video.id == video_id, Video.status == VideoStatus.QUEUED, Video.dispatched_at.is_(None))
+                .values(dispatched_at=utcnow())
+            )
+            if not getattr(claimed, "rowcount", 0):
                 return False
-            priority = video.priority
+            priority = session.scalars(select(Video.priority).where(Video.id == video_id)).one()
         try:
             self.queue.enqueue(video_id, priority)
         except QueueUnavailable as exc:
             log.warning("video %s stays queued: %s", video_id, exc.message)
+            with self.db.session() as session:
+                session.execute(update(Video).where(Video.id == video_id).values(dispatched_at=None))
             return False
-        with self.db.session() as session:
-            session.execute(update(Video).where(Video.id == video_id).values(dispatched_at=utcnow()))
         return True
 
     def requeue(self, video_id: str) -> bool:
