@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
@@ -118,40 +118,38 @@ def ensure_dev_key(settings: Settings, db: Database) -> str | None:
     return key
 
 
+async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
+    """Run ``work`` in a thread now and then every ``seconds``; a failed round is logged, not fatal."""
+    while True:
+        try:
+            await asyncio.to_thread(work)
+        except Exception:
+            log.exception("%s failed", what)
+        await asyncio.sleep(seconds)
+
+
 async def _periodic_dispatch(services: Services) -> None:
     """Offer queued videos the broker has not taken (it was down, or the process restarted)."""
     if services.settings.processing.queue == "inline":
         await asyncio.to_thread(services.processing.requeue_abandoned)
-    while True:
-        try:
-            await asyncio.to_thread(services.processing.dispatch_pending)
-        except Exception:
-            log.exception("dispatching queued videos failed")
-        await asyncio.sleep(services.settings.processing.dispatch_interval_seconds)
+    await _every(
+        services.settings.processing.dispatch_interval_seconds,
+        services.processing.dispatch_pending,
+        "dispatching queued videos",
+    )
 
 
 async def _deliver_webhooks(services: Services) -> None:
     sender = WebhookSender(services.db, services.settings.webhook)
     try:
-        while True:
-            try:
-                await asyncio.to_thread(sender.deliver_due)
-            except Exception:
-                log.exception("webhook delivery round failed")
-            await asyncio.sleep(services.settings.webhook.poll_interval_seconds)
+        await _every(services.settings.webhook.poll_interval_seconds, sender.deliver_due, "webhook delivery round")
     finally:
         sender.close()
 
 
 async def _periodic_cleanup(services: Services) -> None:
     """Sweep at start (finishing what a crashed process left) and then every interval."""
-    interval = services.settings.upload.cleanup_interval_seconds
-    while True:
-        try:
-            await asyncio.to_thread(services.uploads.cleanup)
-        except Exception:
-            log.exception("periodic cleanup failed")
-        await asyncio.sleep(interval)
+    await _every(services.settings.upload.cleanup_interval_seconds, services.uploads.cleanup, "periodic cleanup")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

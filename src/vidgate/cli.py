@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from vidgate.config import Settings, SettingsError, all_env_names, load_settings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="vidgate: resumable video ingest.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -154,17 +156,23 @@ def keys_list() -> None:
 def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix (as `keys list` shows).")]) -> None:
     """Revoke a key: requests with it are refused from now on."""
     from vidgate.auth import revoke_key
-    from vidgate.errors import NotFound
+
+    info = _with_database(lambda db: revoke_key(db, key))
+    typer.echo(f"revoked {info.id} ({info.key_prefix}...) of {info.username}")
+
+
+def _with_database(action: Callable[[Any], T]) -> T:
+    """Run ``action(db)``; a refusal (unknown user, bad URL) becomes a message and exit code 1."""
+    from vidgate.errors import VidgateError
 
     db = _database(_settings())
     try:
-        info = revoke_key(db, key)
-    except NotFound as exc:
+        return action(db)
+    except VidgateError as exc:
         typer.echo(f"vidgate: {exc.message}", err=True)
         raise typer.Exit(1) from exc
     finally:
         db.dispose()
-    typer.echo(f"revoked {info.id} ({info.key_prefix}...) of {info.username}")
 
 
 @webhooks_app.command("set")
@@ -173,33 +181,17 @@ def webhooks_set(
     url: Annotated[str, typer.Option("--url", help="http(s) URL receiving signed POSTs.")],
 ) -> None:
     """Point a user's webhook at URL and print its new signing secret."""
-    from vidgate.errors import VidgateError
     from vidgate.events.webhooks import set_webhook
 
-    db = _database(_settings())
-    try:
-        typer.echo(set_webhook(db, user, url))
-    except VidgateError as exc:
-        typer.echo(f"vidgate: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        db.dispose()
+    typer.echo(_with_database(lambda db: set_webhook(db, user, url)))
 
 
 @webhooks_app.command("clear")
 def webhooks_clear(user: Annotated[str, typer.Option("--user", help="User name.")]) -> None:
     """Stop sending webhooks to a user."""
-    from vidgate.errors import VidgateError
     from vidgate.events.webhooks import clear_webhook
 
-    db = _database(_settings())
-    try:
-        clear_webhook(db, user)
-    except VidgateError as exc:
-        typer.echo(f"vidgate: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        db.dispose()
+    _with_database(lambda db: clear_webhook(db, user))
 
 
 @app.command("settings")

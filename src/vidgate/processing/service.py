@@ -334,8 +334,5 @@ class ProcessingService:
         return dict(row) if row is not None else None
 
     def stored_result(self, video_id: str) -> VideoAnalysisResult | None:
-        with self.db.session() as session:
-            row = session.scalar(
-                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
-            )
+        row = self.stored_result_json(video_id)
         return VideoAnalysisResult.model_validate(row) if row is not None else None

@@ -718,12 +718,7 @@ class UploadService:
 
     # ------------------------------------------------------------------ queries and commands
     def get_session(self, principal: Principal, session_id: str) -> SessionView:
-        view = self._view(session_id)
-        with self.db.session() as session:
-            owner = session.scalar(select(UploadSession.user_id).where(UploadSession.session_id == session_id))
-        if owner != principal.user_id:
-            raise SessionNotFound(f"No upload session {session_id!r}.")
-        return view
+        return self._view(session_id, owner=principal.user_id)
 
     def cancel_session(self, principal: Principal, session_id: str) -> SessionView:
         with self.db.session() as session:
@@ -738,24 +733,19 @@ class UploadService:
             log.info("upload session %s cancelled", session_id)
         return self._view(session_id)
 
-    def _view(self, session_id: str) -> SessionView:
+    def _view(self, session_id: str, owner: str | None = None) -> SessionView:
+        """The session as clients see it; with ``owner``, another user's session is not found."""
         with self.db.session() as session:
             row = session.scalar(select(UploadSession).where(UploadSession.session_id == session_id))
-            if row is None:
+            if row is None or (owner is not None and row.user_id != owner):
                 raise SessionNotFound(f"No upload session {session_id!r}.")
-            received = set(
-                session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == session_id)).all()
-            )
-            return _to_view(row, received)
+            return _to_view(row, _received(session, session_id))
 
     def _receipt(
         self, session: Session, row: UploadSession, plan: ChunkPlan, result: SinkResult, *, duplicate: bool
     ) -> ChunkReceipt:
-        received = set(
-            session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == row.session_id)).all()
-        )
         return ChunkReceipt(
-            **_to_view(row, received).model_dump(),
+            **_to_view(row, _received(session, row.session_id)).model_dump(),
             chunk_index=plan.chunk_index,
             chunk_hash=result.sha256,
             chunk_bytes=result.size,
@@ -849,6 +839,11 @@ def _check_head(head: bytes, *, extension: str, content_type: str | None) -> Non
 
 def _percentage(received: int, total: int) -> float:
     return round(100.0 * received / total, 2) if total else 0.0
+
+
+def _received(session: Session, session_id: str) -> set[int]:
+    """Indexes of the chunks a session holds."""
+    return set(session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == session_id)).all())
 
 
 def _to_view(row: UploadSession, received: set[int]) -> SessionView:
