@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from tests.media import make_mp4
-from vidgate.app import build_services, create_app
+from vidgate.app import build_services, uvicorn_config
 from vidgate.auth import create_key
 from vidgate.config import Settings, load_settings
 from vidgate.db import migrate
@@ -104,9 +104,7 @@ class ServerThread(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
         self.port = free_port()
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, http="httptools", log_level="warning"
-        )
+        config = uvicorn_config(settings, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:

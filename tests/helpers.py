@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,11 @@ def wait_for_video(client: httpx.Client, video_id: str, timeout: float = 60.0) -
             return video
         assert time.monotonic() < deadline, f"video {video_id} still {video['status']} after {timeout} s"
         time.sleep(0.1)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)

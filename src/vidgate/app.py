@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
@@ -191,3 +192,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.websocket.enabled:
         app.include_router(events_api.router)
     return app
+
+
+def uvicorn_config(
+    settings: Settings, *, host: str | None = None, port: int | None = None, log_level: str | None = None
+) -> uvicorn.Config:
+    """How ``vidgate serve`` (and the tests) run the app: uvloop and httptools for speed, and
+    WebSocket pings every heartbeat interval so a client that vanished without closing (no pong
+    within one more interval) is dropped."""
+    heartbeat = settings.websocket.heartbeat_interval
+    return uvicorn.Config(
+        create_app(settings),
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        ws_ping_interval=heartbeat,
+        ws_ping_timeout=heartbeat,
+        log_level=(log_level or settings.server.log_level).lower(),
+        timeout_graceful_shutdown=10,
+    )

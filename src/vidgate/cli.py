@@ -49,7 +49,7 @@ def serve(
     """Start the API server (embedded default: SQLite + local disk, nothing else needed)."""
     import uvicorn
 
-    from vidgate.app import create_app, ensure_dev_key
+    from vidgate.app import ensure_dev_key, uvicorn_config
 
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(server=server)
@@ -62,15 +62,7 @@ def serve(
     if key:
         typer.echo(f"Development API key for user 'dev' (also saved in {settings.server.data_dir}/dev-api-key):")
         typer.echo(f"  {key}")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.server.log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.Server(uvicorn_config(settings)).run()
 
 
 @app.command()

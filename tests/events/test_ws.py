@@ -3,10 +3,14 @@ clients, authentication, and the switch that turns the endpoint off."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
-from tests.helpers import post_chunk, split, wait_for_video
+from tests.helpers import post_chunk, split, wait_for_video, wait_until
 from tests.media import make_video
+from vidgate.events.schema import FailureData, UploadFailed
 
 CHUNK = 64 * 1024
 
@@ -150,3 +155,86 @@ def test_duplicate_uploads_are_announced_with_the_cached_result(server: RunningS
             post_chunk(client, data)
             events = collect(socket, "duplicate_detected", timeout=10)
     assert events[-1]["data"]["cached_result"]["video_id"] == video_id
+
+
+@pytest.fixture
+def small_buffer_server(backend: str, tmp_path: Path) -> Iterator[RunningServer]:
+    with (
+        database_url_for(backend, tmp_path) as url,
+        running_server(make_settings(tmp_path, url, websocket={"queue_size": 8})) as running,
+    ):
+        yield running
+
+
+def test_a_client_that_stops_reading_is_closed_without_holding_up_others(small_buffer_server: RunningServer) -> None:
+    """The slow client reads nothing, so the kernel buffers fill and its queue of 8 overflows;
+    the server drops it with 4008 while a second client of the same user gets every event."""
+    server = small_buffer_server
+    services = server.services
+    slow = raw_socket_that_never_reads(server, "alice")
+    with slow, open_socket(server, "alice") as fast:
+        time.sleep(0.2)
+        assert len(services.hub.connections) == 2
+        alice_id = next(iter(services.hub.connections)).user_id
+        session_id = f"flood-{uuid.uuid4().hex}"
+        total = 2000
+        reason = b"the client could not keep up"
+        close_frame = bytes([0x88, 2 + len(reason)]) + (4008).to_bytes(2, "big") + reason
+
+        def publish() -> None:
+            for n in range(total):
+                failure = FailureData(error_code="flood", message=f"{n} {'x' * 4000}")
+                services.bus.publish(UploadFailed(session_id=session_id, audience=[alice_id], data=failure))
+                time.sleep(0.002)  # a steady 8 MB/s that a reading client keeps up with
+
+        received: list[int] = []
+
+        def read_fast() -> None:
+            while len(received) < total:
+                event = json.loads(fast.recv(timeout=10))
+                if event["event_type"] == "upload_failed":
+                    received.append(int(event["data"]["message"].split()[0]))
+
+        with ThreadPoolExecutor(2) as pool:
+            published, read = pool.submit(publish), pool.submit(read_fast)
+            wait_until(lambda: len(services.hub.connections) == 1, timeout=10)
+            slow.settimeout(10)
+            tail = b""
+            while not tail.endswith(close_frame):  # now read what the server sent, up to its close frame
+                block = slow.recv(1 << 20)
+                assert block, "the server hung up without a close frame"
+                tail = (tail + block)[-256:]
+            published.result(timeout=30)
+            read.result(timeout=30)
+    assert received == list(range(total))
+
+
+def test_a_client_that_vanished_is_dropped(tuned_server: RunningServer) -> None:
+    """No close, no FIN: the client just stops answering. The server's pings go unanswered and
+    it drops the connection within a heartbeat interval or two (0.2 s here)."""
+    hub = tuned_server.services.hub
+    with raw_socket_that_never_reads(tuned_server, "alice"):
+        wait_until(lambda: len(hub.connections) == 1, timeout=5)
+        wait_until(lambda: len(hub.connections) == 0, timeout=5)
+
+
+def raw_socket_that_never_reads(server: RunningServer, user: str) -> socket.socket:
+    """A WebSocket handshake by hand on a socket with a tiny receive buffer; nothing reads it after."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            "GET /ws?subscribe=all HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-API-Key: {server.key_for(user)}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return raw

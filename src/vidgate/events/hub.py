@@ -71,18 +71,31 @@ class Hub:
         self.queue_size = queue_size
         self.heartbeat_interval = heartbeat_interval
         self.connections: set[Connection] = set()
+        self._by_user: dict[str, set[Connection]] = {}
 
     def connect(self, user_id: str, websocket: Any) -> Connection:
         connection = Connection(user_id, websocket, asyncio.Queue(self.queue_size))
         self.connections.add(connection)
+        self._by_user.setdefault(user_id, set()).add(connection)
         return connection
 
     def disconnect(self, connection: Connection) -> None:
         self.connections.discard(connection)
+        mine = self._by_user.get(connection.user_id)
+        if mine is not None:
+            mine.discard(connection)
+            if not mine:
+                del self._by_user[connection.user_id]
         connection.closed.set()
 
     def deliver(self, event: AnyEvent) -> None:
-        for connection in list(self.connections):
+        """Offer ``event`` to the connections of its audience that asked for it (indexed by
+        user, so the cost of an event does not grow with everyone else's connections)."""
+        if event.event_type == "heartbeat":
+            targets: list[Connection] = list(self.connections)
+        else:
+            targets = [c for user in event.audience for c in self._by_user.get(user, ())]
+        for connection in targets:
             if connection.wants(event):
                 connection.offer(event)
 
