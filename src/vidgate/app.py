@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 
-from vidgate import __version__
+from vidgate import __version__, web
 from vidgate.api import events as events_api
 from vidgate.api import health, uploads, videos
 from vidgate.api.deps import Services
@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(videos.router)
     if settings.websocket.enabled:
         app.include_router(events_api.router)
+    web.install(app)
     return app
 
 
