@@ -12,10 +12,11 @@ import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
-from vidgate.api import health, uploads, videos
+from vidgate.api import health, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import count_active_keys, create_key
@@ -29,8 +30,9 @@ from vidgate.events.webhooks import WebhookOutbox, WebhookSender
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.storage import LocalBlobStore, PartStore
-from vidgate.uploads.locks import FileLocker
+from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 from vidgate.uploads.service import UploadService
+from vidgate.uploads.tus import TusService
 from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
@@ -64,14 +66,27 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         db=db,
         parts=PartStore(root),
         blobs=blobs,
-        locker=FileLocker(root / "locks"),
+        locker=make_locker(settings, root),
         validator=FileValidator(settings.validation),
         on_video_queued=processing.dispatch,
         events=events,
     )
     return Services(
-        settings=settings, db=db, uploads=uploads, processing=processing, queue=queue, bus=bus, events=events
+        settings=settings,
+        db=db,
+        uploads=uploads,
+        processing=processing,
+        queue=queue,
+        bus=bus,
+        events=events,
+        tus=TusService(uploads),
     )
+
+
+def make_locker(settings: Settings, root: Path) -> Locker:
+    if settings.upload_locks == "redis":
+        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url)
+    return FileLocker(root / "locks")
 
 
 def make_bus(settings: Settings) -> EventBus:
@@ -186,8 +201,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(tus.TusProtocolMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.server.cors_origins,
+        allow_methods=["GET", "POST", "HEAD", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=tus.EXPOSED_HEADERS,
+        max_age=3600,
+    )
     app.include_router(health.router)
     app.include_router(uploads.router)
+    app.include_router(tus.router)
     app.include_router(videos.router)
     if settings.websocket.enabled:
         app.include_router(events_api.router)

@@ -60,6 +60,11 @@ class UploadSettings(BaseSettings):
         validation_alias=AliasChoices("ENABLE_DEDUPLICATION", "enable_deduplication"),
         description="Answer an identical file from the stored copy instead of storing it again.",
     )
+    locks: Literal["auto", "file", "redis"] = Field(
+        "auto",
+        description="Upload write locks: file (flock, one host) or redis (several API hosts); "
+        "auto is redis when PROCESSING_QUEUE=celery.",
+    )
 
     @model_validator(mode="after")
     def _chunk_fits_file(self) -> UploadSettings:
@@ -237,6 +242,11 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `vidgate serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `vidgate serve` binds.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins allowed to call the API from a browser (JSON list). Keys travel in headers, "
+        "never cookies, so * exposes nothing a page could not already send with a key.",
+    )
 
 
 class DatabaseBackend(StrEnum):
@@ -280,6 +290,12 @@ class Settings(BaseModel):
         return "redis" if self.processing.queue == "celery" else "local"
 
     @property
+    def upload_locks(self) -> str:
+        if self.upload.locks != "auto":
+            return self.upload.locks
+        return "redis" if self.processing.queue == "celery" else "file"
+
+    @property
     def session_timeout_seconds(self) -> float:
         return self.upload.session_timeout_hours * 3600.0
 
@@ -311,6 +327,12 @@ _OWNED_PREFIXES = (
     "AUTH_",
     "VIDGATE_",
 )
+# Read by the upload client (`vidgate upload`, vidgate.client), never by the server. Known here so
+# a shell that exports them can still start the server; not settings, so not in all_env_names().
+CLIENT_URL_ENV = "VIDGATE_URL"
+CLIENT_API_KEY_ENV = "VIDGATE_API_KEY"
+CLIENT_STATE_DIR_ENV = "VIDGATE_CLIENT_STATE_DIR"
+CLIENT_ENV_NAMES = frozenset({CLIENT_URL_ENV, CLIENT_API_KEY_ENV, CLIENT_STATE_DIR_ENV})
 
 
 def env_names(group: type[BaseSettings]) -> dict[str, str]:
@@ -339,7 +361,7 @@ def _unknown_variables(environ: dict[str, str]) -> list[str]:
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if upper.startswith(_OWNED_PREFIXES) and upper not in known:
+        if upper.startswith(_OWNED_PREFIXES) and upper not in known and upper not in CLIENT_ENV_NAMES:
             hint = difflib.get_close_matches(upper, list(known), n=1)
             suffix = f" (did you mean {hint[0]}?)" if hint else ""
             problems.append(f"unknown setting {name}{suffix}")

@@ -196,6 +196,54 @@ class InsufficientStorage(VidgateError):
     status = 507
 
 
+# tus 1.0 statuses (the tus endpoint only)
+class Forbidden(VidgateError):
+    code = "forbidden"
+    status = 403
+
+
+class FinalUploadImmutable(Forbidden):
+    """tus: a final (concatenated) upload takes no PATCH."""
+
+    code = "final_upload_immutable"
+
+
+class UploadGone(VidgateError):
+    """tus: the upload existed but expired, was terminated or failed."""
+
+    code = "upload_gone"
+    status = 410
+
+
+class OffsetMismatch(Conflict):
+    """tus: the PATCH's Upload-Offset is not where the upload stands; HEAD tells where."""
+
+    code = "offset_mismatch"
+
+
+class TusVersionUnsupported(VidgateError):
+    code = "tus_version_unsupported"
+    status = 412
+
+
+class InvalidContentType(UnsupportedMediaType):
+    code = "invalid_content_type"
+
+
+class UploadLocked(VidgateError):
+    """tus: another request is writing this upload right now (clients retry 423)."""
+
+    code = "upload_locked"
+    status = 423
+
+
+class ChecksumMismatch(VidgateError):
+    """tus checksum extension: the body does not match Upload-Checksum; nothing was kept."""
+
+    code = "checksum_mismatch"
+    status = 460
+
+
 # 503: a required dependency is down; the upload is kept and checked again later
 class ScannerUnavailable(VidgateError):
     code = "scanner_unavailable"

@@ -17,6 +17,7 @@ from vidgate.events.publisher import EventPublisher
 from vidgate.processing.queue import TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.uploads.service import UploadService
+from vidgate.uploads.tus import TusService
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Services:
     queue: TaskQueue | None
     bus: EventBus | None
     events: EventPublisher
+    tus: TusService
     hub: Hub | None = None
 
     def close(self) -> None:

@@ -184,7 +184,7 @@ def _chunk_request(fields: dict[str, _Field], filename: str | None, content_type
     return ChunkRequest(filename=filename, content_type=content_type, **values)
 
 
-async def _drain(request: Request, limit: int) -> None:
+async def drain_request(request: Request, limit: int) -> None:
     """Read (and drop) what the client is still sending, up to ``limit``, so it reads our answer."""
     received = 0
     try:
@@ -224,7 +224,7 @@ async def receive_upload(request: Request, principal: Principal, service: Upload
     except BaseException as exc:
         await reader.abandon(exc)
         if isinstance(exc, VidgateError):
-            await _drain(request, DRAIN_LIMIT)
+            await drain_request(request, DRAIN_LIMIT)
         raise
     return await run_in_threadpool(service.finish_chunk, reader.plan, result)
 

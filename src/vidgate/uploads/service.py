@@ -533,7 +533,7 @@ class UploadService:
 
     # ------------------------------------------------------------------ assembly
     def assemble(self, upload_id: str) -> None:
-        """Turn the received chunks of an ``assembling`` session into a stored, hash-checked file.
+        """Turn the received data of an ``assembling`` session into a stored, hash-checked file.
 
         Safe to run again after a crash at any point (cleanup does so for stalled sessions).
         """
@@ -545,28 +545,30 @@ class UploadService:
                 select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
             ).all()
             snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
-            single_hash = chunks[0].chunk_hash if len(chunks) == 1 else None
+            single_hash = chunks[0].chunk_hash if len(chunks) == 1 and row.protocol != "tus" else None
             session_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
-            filename, content_type = row.filename, row.content_type
+            appended = row.protocol == "tus"
+            appended_size = row.file_size
             known_hash = row.content_hash
         part = self.parts.part_path(upload_id)
+        file_size = (appended_size or 0) if appended else sum(size for _, size, _ in snapshot)
         if not part.exists():
             if known_hash and self.blobs.exists(known_hash):
-                self._complete(upload_id, known_hash, sum(size for _, size, _ in snapshot), {})
+                self._complete(upload_id, known_hash, file_size, {})
                 return
             self._fail(upload_id, "assembly_failed", "The received data was lost before it could be assembled.")
             return
-        chunk_size = max(size for _, size, _ in snapshot)
-        file_size = sum(size for _, size, _ in snapshot)
-        if len(snapshot) != total:
+        if not appended and len(snapshot) != total:
             self._fail(upload_id, "assembly_failed", "Chunks are missing at assembly.")
             return
         try:
             fd = os.open(part, os.O_RDWR)
             try:
-                for index, size, path in snapshot:
-                    if path != str(part):
-                        _place(Path(path), fd, index * chunk_size, size)
+                if not appended:
+                    chunk_size = max(size for _, size, _ in snapshot)
+                    for index, size, path in snapshot:
+                        if path != str(part):
+                            _place(Path(path), fd, index * chunk_size, size)
                 os.ftruncate(fd, file_size)
                 digest = single_hash or self._file_hash(upload_id, fd, file_size)
                 if self.settings.upload.fsync:
@@ -579,6 +581,13 @@ class UploadService:
             message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
             self._fail(upload_id, FileHashMismatch.code, message)
             raise FileHashMismatch(message, session_id=session_id)
+        self._validate_and_store(upload_id, part, digest, file_size)
+
+    def _validate_and_store(self, upload_id: str, part: Path, digest: str, file_size: int) -> None:
+        """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
+        with self.db.session() as session:
+            row = session.get_one(UploadSession, upload_id)
+            session_id, filename, content_type = row.session_id, row.filename, row.content_type
         try:
             info = self.validator.validate(part, filename.rpartition(".")[2].lower(), content_type)
         except VidgateError as exc:
@@ -848,6 +857,10 @@ def _received(session: Session, session_id: str) -> set[int]:
 
 def _to_view(row: UploadSession, received: set[int]) -> SessionView:
     done = row.status is SessionStatus.COMPLETED
+    if row.protocol == "tus":  # appended at an offset: progress is in bytes, nothing is ever "missing"
+        percentage = 100.0 if done else (_percentage(row.bytes_received, row.file_size) if row.file_size else 0.0)
+    else:
+        percentage = 100.0 if done else _percentage(len(received), row.total_chunks)
     return SessionView(
         session_id=row.session_id,
         upload_id=row.session_id,
@@ -860,7 +873,7 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         missing_chunks=[] if done else [i for i in range(row.total_chunks) if i not in received],
         bytes_received=row.bytes_received,
         file_size=row.file_size,
-        progress_percentage=100.0 if done else _percentage(len(received), row.total_chunks),
+        progress_percentage=percentage,
         priority=row.priority,
         file_hash=row.file_hash,
         content_hash=row.content_hash,

@@ -147,6 +147,17 @@ class ChunkSink:
             self._shutdown()
         return SinkResult(size=self._size, sha256=self._hasher.hexdigest())
 
+    async def keep_written(self) -> SinkResult | None:
+        """The stream broke off: write what is buffered, wait for the threads and report what
+        is on disk (None when a write failed, so none of it can be trusted). The first-bytes
+        check is skipped: a short head proves nothing, and the whole file is validated anyway."""
+        self._head_check = None
+        try:
+            return await self.finish()
+        except Exception:
+            await self.abort()
+            return None
+
     async def abort(self) -> None:
         """Stop: wait for blocks already handed to the thread (they may still write) and drop the rest."""
         self._buffer.clear()

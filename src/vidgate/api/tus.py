@@ -1,0 +1,244 @@
+"""tus 1.0.0 on ``/v1/tus/``: the HTTP edge of :mod:`vidgate.uploads.tus`.
+
+Core (OPTIONS, HEAD, PATCH) with the extensions creation, creation-with-upload,
+creation-defer-length, expiration, checksum (sha1, sha256, md5), termination and
+concatenation. Every response carries ``Tus-Resumable``; a POST with
+``X-HTTP-Method-Override`` is handled as the method it names. Errors keep the API's JSON
+envelope, with tus's statuses (409 offset, 412 version, 415 content type, 423 locked,
+460 checksum). When an upload completes, ``Vidgate-Session-Id``, ``Vidgate-Video-Id``,
+``Vidgate-Content-Hash`` and ``Vidgate-Duplicate`` tell the client what became of it; the
+upload id is also the seed API's session id.
+"""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidgate.api.deps import CurrentUser, ServicesDep
+from vidgate.api.uploads import DRAIN_LIMIT, drain_request
+from vidgate.auth import Principal
+from vidgate.db.models import SessionStatus
+from vidgate.errors import InvalidContentType, InvalidParameter, TusVersionUnsupported, VidgateError
+from vidgate.uploads.tus import CHECKSUM_ALGORITHMS, EXTENSIONS, TUS_VERSION, TusService, TusUpload
+
+PREFIX = "/v1/tus"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+EXPOSED_HEADERS = [
+    "Location",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "Upload-Concat",
+    "Vidgate-Session-Id",
+    "Vidgate-Video-Id",
+    "Vidgate-Content-Hash",
+    "Vidgate-Duplicate",
+]
+
+router = APIRouter(prefix=PREFIX, tags=["tus"])
+
+
+class TusProtocolMiddleware:
+    """``X-HTTP-Method-Override`` for clients that can only send GET/POST, and
+    ``Tus-Resumable`` on every tus response (errors included)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        override = next((v for k, v in scope["headers"] if k == b"x-http-method-override"), None)
+        if override and scope["method"] == "POST":
+            scope = dict(scope, method=override.decode("latin-1").strip().upper())
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Tus-Resumable"] = TUS_VERSION
+                if message["status"] == TusVersionUnsupported.status:
+                    headers["Tus-Version"] = TUS_VERSION
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+def _require_version(request: Request) -> None:
+    version = request.headers.get("tus-resumable")
+    if version != TUS_VERSION:
+        raise TusVersionUnsupported(f"Send Tus-Resumable: {TUS_VERSION} (got {version!r}); this server speaks 1.0.0.")
+
+
+def _int_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidParameter(f"{name} must be a non-negative integer, got {value[:40]!r}.")
+    return int(value)
+
+
+def _upload_headers(request: Request, upload: TusUpload, *, location: bool = False) -> dict[str, str]:
+    headers = {"Upload-Offset": str(upload.offset), "Cache-Control": "no-store"}
+    if upload.length is not None:
+        headers["Upload-Length"] = str(upload.length)
+    else:
+        headers["Upload-Defer-Length"] = "1"
+    if upload.status is SessionStatus.ACTIVE:
+        headers["Upload-Expires"] = format_datetime(upload.expires_at, usegmt=True)
+    if upload.metadata:
+        headers["Upload-Metadata"] = upload.metadata
+    if upload.concat == "partial":
+        headers["Upload-Concat"] = "partial"
+    elif upload.concat == "final":
+        urls = " ".join(f"{PREFIX}/{part}" for part in upload.concat_parts)
+        headers["Upload-Concat"] = f"final;{urls}"
+    headers["Vidgate-Session-Id"] = upload.upload_id
+    if upload.video_id:
+        headers["Vidgate-Video-Id"] = upload.video_id
+        headers["Vidgate-Duplicate"] = "true" if upload.duplicate else "false"
+    if upload.content_hash:
+        headers["Vidgate-Content-Hash"] = upload.content_hash
+    if location:
+        headers["Location"] = str(request.url_for("tus_upload", upload_id=upload.upload_id))
+    return headers
+
+
+async def _receive_body(
+    request: Request,
+    principal: Principal,
+    tus: TusService,
+    upload_id: str,
+    offset: int,
+    *,
+    length: int | None,
+    checksum: str | None,
+) -> int:
+    """Stream the body to the upload at ``offset``; on a break-off keep what arrived."""
+    plan = await run_in_threadpool(tus.begin_patch, principal, upload_id, offset, length=length, checksum=checksum)
+    sink = tus.open_sink(plan)
+    try:
+        async for data in request.stream():
+            await sink.write(data)
+        result = await sink.finish()
+    except ClientDisconnect:
+        kept = await sink.keep_written()
+        await run_in_threadpool(tus.keep_received, plan, kept)
+        raise
+    except BaseException as exc:
+        await sink.abort()
+        await run_in_threadpool(tus.abort_patch, plan, exc)
+        if isinstance(exc, VidgateError):
+            await drain_request(request, DRAIN_LIMIT)
+        raise
+    return await run_in_threadpool(tus.finish_patch, plan, result)
+
+
+def _options_response(services: ServicesDep) -> Response:
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": ",".join(EXTENSIONS),
+            "Tus-Max-Size": str(services.tus.max_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+        },
+    )
+
+
+@router.options("/", status_code=204, summary="tus: server capabilities")
+def options_root(services: ServicesDep) -> Response:
+    return _options_response(services)
+
+
+@router.options("/{upload_id}", status_code=204, include_in_schema=False)
+def options_upload(upload_id: str, services: ServicesDep) -> Response:
+    return _options_response(services)
+
+
+@router.post("/", status_code=201, summary="tus: create an upload (optionally with its first bytes, or as final)")
+async def create_upload(request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+    _require_version(request)
+    tus = services.tus
+    concat = request.headers.get("upload-concat")
+    metadata = request.headers.get("upload-metadata")
+    if concat is not None and concat.startswith("final;"):
+        part_ids = [url.rstrip("/").rsplit("/", 1)[-1] for url in concat[len("final;") :].split()]
+        upload = await run_in_threadpool(tus.concatenate, principal, part_ids, metadata)
+        return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
+    if concat is not None and concat != "partial":
+        raise InvalidParameter("Upload-Concat must be 'partial' or 'final;<upload URLs>'.")
+    length = _int_header(request, "upload-length")
+    defer = request.headers.get("upload-defer-length")
+    if defer is not None and (defer != "1" or length is not None):
+        raise InvalidParameter("Upload-Defer-Length must be 1, and only without Upload-Length.")
+    if length is None and defer is None:
+        raise InvalidParameter("Send Upload-Length (or Upload-Defer-Length: 1).")
+    upload = await run_in_threadpool(
+        tus.create, principal, length=length, metadata_header=metadata, partial_upload=concat == "partial"
+    )
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if has_body and request.headers.get("content-type", "").split(";")[0].strip().lower() == OFFSET_CONTENT_TYPE:
+        await _receive_body(
+            request,
+            principal,
+            tus,
+            upload.upload_id,
+            0,
+            length=None,
+            checksum=request.headers.get("upload-checksum"),
+        )
+        upload = await run_in_threadpool(tus.get, principal, upload.upload_id)
+    return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
+
+
+@router.head("/{upload_id}", name="tus_upload", summary="tus: where an upload stands")
+def head_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+    _require_version(request)
+    upload = services.tus.get(principal, upload_id)
+    return Response(status_code=200, headers=_upload_headers(request, upload))
+
+
+@router.patch("/{upload_id}", status_code=204, summary="tus: append bytes at Upload-Offset")
+async def patch_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+    _require_version(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != OFFSET_CONTENT_TYPE:
+        raise InvalidContentType(f"PATCH bodies must be sent as Content-Type: {OFFSET_CONTENT_TYPE}.")
+    offset = _int_header(request, "upload-offset")
+    if offset is None:
+        raise InvalidParameter("Send Upload-Offset: the offset this body starts at (HEAD tells it).")
+    tus = services.tus
+    await _receive_body(
+        request,
+        principal,
+        tus,
+        upload_id,
+        offset,
+        length=_int_header(request, "upload-length"),
+        checksum=request.headers.get("upload-checksum"),
+    )
+    upload = await run_in_threadpool(tus.get, principal, upload_id)
+    headers = _upload_headers(request, upload)
+    return Response(status_code=204, headers=headers)
+
+
+@router.delete("/{upload_id}", status_code=204, summary="tus: terminate an unfinished upload")
+def delete_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+    _require_version(request)
+    services.tus.terminate(principal, upload_id)
+    return Response(status_code=204)
