@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, make_settings, running_server
 from tests.helpers import error_code, sha256, wait_until
 from tests.media import make_video
 from vidgate.db.models import UploadSession, utcnow
@@ -362,6 +362,18 @@ def test_a_patch_that_breaks_off_keeps_every_byte_that_arrived(server: RunningSe
 
 
 def test_concurrent_patches_are_serialised_with_423(server: RunningServer, tmp_path: Path) -> None:
+    second_patch_waits_for_the_first(server, tmp_path)
+
+
+def test_concurrent_patches_are_serialised_by_redis_locks_too(tmp_path: Path) -> None:
+    """UPLOAD_LOCKS=redis: the lock lives in Redis, so API processes on several hosts agree."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", upload={"locks": "redis"})
+    with running_server(settings) as server:
+        assert isinstance(server.services.uploads.locker, RedisLocker)
+        second_patch_waits_for_the_first(server, tmp_path)
+
+
+def second_patch_waits_for_the_first(server: RunningServer, tmp_path: Path) -> None:
     data = video_bytes(tmp_path)
     with server.client() as client:
         url = create(client, len(data))
