@@ -27,6 +27,7 @@ from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox, WebhookSender
+from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.storage import LocalBlobStore, PartStore
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(tus.TusProtocolMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.server.cors_origins,
@@ -236,5 +238,7 @@ def uvicorn_config(
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,
         log_level=(log_level or settings.server.log_level).lower(),
+        # JSON logs: uvicorn's own loggers propagate to the root handler set by configure_logging
+        log_config=None if settings.server.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=10,
     )

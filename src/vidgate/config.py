@@ -242,6 +242,11 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `vidgate serve` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `vidgate serve` binds.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias=AliasChoices("LOG_FORMAT", "log_format"),
+        description="text, or json: one JSON object per line with session_id / video_id fields.",
+    )
     cors_origins: list[str] = Field(
         default_factory=lambda: ["*"],
         description="Origins allowed to call the API from a browser (JSON list). Keys travel in headers, "

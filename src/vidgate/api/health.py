@@ -1,9 +1,21 @@
-"""Liveness: answers without authentication so load balancers can probe it."""
+"""Liveness (``/health``), readiness (``/ready``) and Prometheus metrics (``/metrics``).
+
+All three answer without authentication, as load balancers and scrapers expect; none of
+them reveals anything about uploads beyond counts.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from typing import Literal
+
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from vidgate import __version__, metrics
+from vidgate.api.deps import Services, ServicesDep
 
 router = APIRouter(tags=["health"])
 
@@ -13,8 +25,69 @@ class Health(BaseModel):
     version: str
 
 
-@router.get("/health", response_model=Health)
-async def health() -> Health:
-    from vidgate import __version__
+class Check(BaseModel):
+    ok: bool
+    detail: str | None = None
 
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Check]
+
+
+@router.get("/health", response_model=Health, summary="The process is up")
+async def health() -> Health:
     return Health(status="ok", version=__version__)
+
+
+def _check_all(services: Services) -> Readiness:
+    checks: dict[str, Check] = {}
+
+    def run(name: str, probe: Callable[[], object]) -> None:
+        try:
+            probe()
+            checks[name] = Check(ok=True)
+        except Exception as exc:
+            checks[name] = Check(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
+
+    def database() -> None:
+        with services.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    run("database", database)
+    run("storage", services.uploads.blobs.check)
+    settings = services.settings
+    if settings.processing.queue == "celery" or settings.event_bus == "redis" or settings.upload_locks == "redis":
+        import redis
+
+        url = settings.websocket.redis_url or settings.celery.broker_url
+
+        def ping() -> None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        run("redis", ping)
+    ready = all(check.ok for check in checks.values())
+    return Readiness(status="ready" if ready else "not_ready", checks=checks)
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+    summary="Database, storage and (distributed mode) Redis reachable",
+)
+async def ready(services: ServicesDep, response: Response) -> Readiness:
+    readiness = await run_in_threadpool(_check_all, services)
+    if readiness.status != "ready":
+        response.status_code = 503
+    return readiness
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics(services: ServicesDep) -> Response:
+    body = await run_in_threadpool(metrics.render, services.db)
+    return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidgate import metrics
 from vidgate.events.schema import AnyEvent, Heartbeat, HeartbeatData, to_client
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,12 @@ class Hub:
         connection = Connection(user_id, websocket, asyncio.Queue(self.queue_size))
         self.connections.add(connection)
         self._by_user.setdefault(user_id, set()).add(connection)
+        metrics.WEBSOCKET_CONNECTIONS.inc()
         return connection
 
     def disconnect(self, connection: Connection) -> None:
+        if connection in self.connections:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
         self.connections.discard(connection)
         mine = self._by_user.get(connection.user_id)
         if mine is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vidgate import metrics
 from vidgate.auth import Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
@@ -163,6 +164,12 @@ class ProcessingService:
             content_hash = video.content_hash
             options = dict(video.processing_options or {})
             priority = video.priority
+        log.info(
+            "processing %s started (attempt %d)",
+            video_id,
+            attempt + 1,
+            extra={"video_id": video_id, "event": "processing_initiated", "attempt": attempt + 1},
+        )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingInitiated(
@@ -183,18 +190,30 @@ class ProcessingService:
             )
         except PipelineError as exc:
             self.mark_failed(video_id, str(exc))
+            metrics.PROCESSING_JOBS.labels("failed").inc()
             return JobOutcome("failed")
         except Exception as exc:
             if attempt >= self.settings.processing.max_retries:
                 self.mark_failed(video_id, f"gave up after {attempt + 1} attempts: {exc}")
+                metrics.PROCESSING_JOBS.labels("failed").inc()
                 return JobOutcome("failed")
+            metrics.PROCESSING_JOBS.labels("retried").inc()
             delay = self.settings.processing.retry_backoff_seconds * (2**attempt)
             log.warning("processing %s failed (attempt %d), retrying in %.1f s: %s", video_id, attempt + 1, delay, exc)
             with self.db.session() as session:
                 session.execute(update(Video).where(Video.id == video_id).values(error_message=str(exc)))
             return JobOutcome("retry", retry_in=delay)
         self._store(result, model_type)
-        log.info("video %s processed in %.2f s", video_id, result.processing_seconds)
+        metrics.PROCESSING_JOBS.labels("completed").inc()
+        for stage in result.stages:
+            metrics.PROCESSING_STAGE.labels(stage.name).observe(stage.seconds)
+        metrics.PROCESSING_STAGE.labels("total").observe(result.processing_seconds)
+        log.info(
+            "video %s processed in %.2f s",
+            video_id,
+            result.processing_seconds,
+            extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
+        )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingCompleted(
@@ -280,7 +299,12 @@ class ProcessingService:
             )
 
     def mark_failed(self, video_id: str, reason: str) -> None:
-        log.warning("processing of %s failed: %s", video_id, reason)
+        log.warning(
+            "processing of %s failed: %s",
+            video_id,
+            reason,
+            extra={"video_id": video_id, "event": "processing_failed"},
+        )
         with self.db.session() as session:
             session.execute(
                 update(Video)

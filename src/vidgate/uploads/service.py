@@ -27,7 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vidgate import dedup
+from vidgate import dedup, metrics
 from vidgate.auth import Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
@@ -340,7 +340,13 @@ class UploadService:
         session.add(row)
         session.flush()
         self._log(session, row, "upload_started", "session created")
-        log.info("upload session %s created by %s (%d chunks)", row.session_id, principal.username, total)
+        log.info(
+            "upload session %s created by %s (%d chunks)",
+            row.session_id,
+            principal.username,
+            total,
+            extra={"session_id": row.session_id, "event": "session_created", "user": principal.username},
+        )
         return row
 
     def _check_against_session(self, row: UploadSession, request: ChunkRequest, file_hash: str | None) -> None:
@@ -488,6 +494,7 @@ class UploadService:
             row.chunks_received = count
             row.bytes_received = total_bytes
             row.last_updated = now
+            metrics.UPLOAD_BYTES.labels("chunks").inc(result.size)
             complete = count == row.total_chunks
             if complete:
                 row.status = SessionStatus.ASSEMBLING
@@ -655,14 +662,21 @@ class UploadService:
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
             self._log(session, row, event, f"stored as {digest}")
             video_id, session_id, user_id = video.id, row.session_id, row.user_id
+            protocol, took = row.protocol, (now - row.created_at).total_seconds()
+        metrics.UPLOADS.labels(protocol, "duplicate" if decision.duplicate else "completed").inc()
+        metrics.UPLOAD_DURATION.labels(protocol).observe(took)
+        metrics.DEDUP_LOOKUPS.inc()
+        if decision.duplicate:
+            metrics.DEDUP_HITS.inc()
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
         log.info(
             "upload %s completed: sha256 %s, %d bytes%s",
-            upload_id,
+            session_id,
             digest,
             file_size,
             " (known content)" if decision.duplicate else "",
+            extra={"session_id": session_id, "video_id": video_id, "event": event, "content_hash": digest},
         )
         if self.events is not None:
             self.events.to_user(
@@ -693,7 +707,14 @@ class UploadService:
 
     def _fail(self, upload_id: str, code: str, message: str) -> None:
         session_id, user_id, _, _ = self._end(upload_id, SessionStatus.FAILED, code, message)
-        log.warning("upload %s failed: %s", upload_id, message)
+        metrics.UPLOAD_FAILURES.labels(code).inc()
+        log.warning(
+            "upload %s failed (%s): %s",
+            session_id,
+            code,
+            message,
+            extra={"session_id": session_id, "event": "upload_failed", "error_code": code},
+        )
         if self.events is not None:
             self.events.to_user(
                 UploadFailed(session_id=session_id, data=FailureData(error_code=code, message=message)), user_id
@@ -707,6 +728,7 @@ class UploadService:
         with self.db.session() as session:
             row = session.get_one(UploadSession, upload_id)
             ended = (row.session_id, row.user_id, row.chunks_received, row.total_chunks)
+            metrics.UPLOADS.labels(row.protocol, status.value).inc()
             row.status = status
             row.error_code = code
             row.error_message = message
@@ -801,6 +823,11 @@ class UploadService:
                 upload_id, SessionStatus.EXPIRED, "session_expired", "The session expired before it completed."
             )
             report.expired_sessions += 1
+            log.info(
+                "upload session %s expired",
+                session_id,
+                extra={"session_id": session_id, "event": "session_expired"},
+            )
             if self.events is not None:
                 self.events.to_user(
                     SessionExpired(
@@ -815,6 +842,9 @@ class UploadService:
             except VidgateError:
                 report.failed_assemblies += 1
         report.orphan_uploads_removed = self._sweep_orphans(now, orphan_grace_seconds)
+        for action, count in report.model_dump().items():
+            if count:
+                metrics.CLEANUP.labels(action).inc(count)
         if report.expired_sessions or report.orphan_uploads_removed or report.reassembled_sessions:
             log.info("cleanup: %s", report.model_dump())
         return report

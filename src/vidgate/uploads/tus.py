@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from vidgate import metrics
 from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, new_id, utcnow
 from vidgate.errors import (
@@ -206,7 +207,13 @@ class TusService:
             session.flush()
             self.uploads._log(session, row, "upload_started", "tus upload created")
             session_id, upload_id = row.session_id, row.id
-        log.info("tus upload %s created by %s (%s bytes)", session_id, principal.username, length)
+        log.info(
+            "tus upload %s created by %s (%s bytes)",
+            session_id,
+            principal.username,
+            length,
+            extra={"session_id": session_id, "event": "session_created", "user": principal.username},
+        )
         if not partial_upload:
             self._announce(principal.user_id, session_id, filename, length)
         if length == 0 and not partial_upload:
@@ -483,6 +490,7 @@ class TusService:
                 row.total_chunks = row.chunks_received
                 row.bytes_received += result.size
                 row.last_updated = now
+                metrics.UPLOAD_BYTES.labels("tus").inc(result.size)
             complete = row.file_size is not None and row.bytes_received == row.file_size
             if complete and row.concat != "partial":
                 row.status = SessionStatus.ASSEMBLING

@@ -1,0 +1,119 @@
+"""Prometheus metrics of one vidgate process (``/metrics`` on the API, ``vidgate worker
+--metrics-port`` on a Celery worker).
+
+Counters live in the default registry of the process that does the work: uploads and
+cleanup in the API, processing stages where jobs run (the API with the inline queue, the
+worker with Celery). The queue length is read from the database at scrape time, since the
+``video`` table is the queue's outbox and every process sees the same number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidgate.db.engine import Database
+from vidgate.db.models import Video, VideoStatus
+
+__all__ = ["CONTENT_TYPE_LATEST", "render"]
+
+UPLOADS = Counter(
+    "vidgate_uploads",
+    "Uploads that ended, by protocol and outcome (completed, duplicate, failed, cancelled, expired).",
+    ["protocol", "outcome"],
+)
+UPLOAD_FAILURES = Counter("vidgate_upload_failures", "Refused or failed uploads, by error code.", ["code"])
+UPLOAD_DURATION = Histogram(
+    "vidgate_upload_duration_seconds",
+    "From session creation to the stored, validated file.",
+    ["protocol"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+UPLOAD_BYTES = Counter("vidgate_upload_received_bytes", "Bytes received into uploads.", ["protocol"])
+CLEANUP = Counter(
+    "vidgate_cleanup",
+    "What cleanup sweeps did: expired_sessions, reassembled_sessions, orphan_uploads_removed, purged_chunk_rows.",
+    ["action"],
+)
+DEDUP_LOOKUPS = Counter("vidgate_dedup_lookups", "Completed uploads checked against stored content.")
+DEDUP_HITS = Counter("vidgate_dedup_hits", "Completed uploads whose content was already stored.")
+WEBSOCKET_CONNECTIONS = Gauge("vidgate_websocket_connections", "Open /ws connections of this process.")
+PROCESSING_JOBS = Counter("vidgate_processing_jobs", "Processing attempts by outcome.", ["outcome"])
+PROCESSING_STAGE = Histogram(
+    "vidgate_processing_stage_seconds",
+    "Time spent per pipeline stage and per whole job (stage=total).",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+HTTP_REQUESTS = Counter(
+    "vidgate_http_requests", "HTTP requests by method, route template and status.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "vidgate_http_request_duration_seconds", "HTTP request time by route template.", ["method", "route"]
+)
+
+
+class _QueueCollector(Collector):
+    """Videos waiting for or in processing, per priority, read from the database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "vidgate_processing_queue_length",
+            "Videos queued or processing, by priority.",
+            labels=["priority", "status"],
+        )
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Video.priority, Video.status, func.count())
+                .where(Video.status.in_([VideoStatus.QUEUED.value, VideoStatus.PROCESSING.value]))
+                .group_by(Video.priority, Video.status)
+            ).all()
+        for priority, status, count in rows:
+            family.add_metric([str(priority), getattr(status, "value", str(status))], count)
+        yield family
+
+
+def render(db: Database) -> bytes:
+    """The process's metrics plus the queue length from ``db``, in the text exposition format."""
+    from prometheus_client import REGISTRY
+
+    queue = CollectorRegistry()
+    queue.register(_QueueCollector(db))
+    return generate_latest(REGISTRY) + generate_latest(queue)
+
+
+class HttpMetricsMiddleware:
+    """Counts requests by route template (not raw path, so ids do not explode the labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_and_see(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status[0])).inc()
+            HTTP_DURATION.labels(method, template).observe(time.perf_counter() - started)
