@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +179,74 @@ def test_the_page_is_served_from_the_package(web_server: RunningServer) -> None:
         assert "tus-js-client" in script.text  # bundled, nothing from a CDN
         assert client.get("/style.css").status_code == 200
         assert client.get("/health").status_code == 200  # API routes keep precedence
+
+
+def throttle_uploads(page: Any, bytes_per_second: int) -> None:
+    """Slow the browser's uploads down (Chromium's network emulation) so there is time to act."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second},
+    )
+
+
+def wait_sent(locator: Any, at_least: int) -> int:
+    locator.page.wait_for_function(
+        "([li, n]) => Number(li.dataset.bytesSent) >= n", arg=[locator.element_handle(), at_least], timeout=20_000
+    )
+    return int(locator.get_attribute("data-bytes-sent"))
+
+
+def server_offset(server: RunningServer, session_id: str) -> int:
+    with server.client("alice") as client:
+        head = client.head(f"/v1/tus/{session_id}", headers={"Tus-Resumable": "1.0.0"})
+    assert head.status_code == 200, head.status_code
+    return int(head.headers["Upload-Offset"])
+
+
+def test_uploads_pause_resume_and_survive_a_reload(page: Any, web_server: RunningServer, tmp_path: Path) -> None:
+    seed = uuid.uuid4().int % 100_000
+    video = make_video(tmp_path / f"slow-{seed}.mp4", seed=seed)
+    size = video.stat().st_size
+    open_with_key(page, web_server.key_for("alice"))
+    page.click("#upload-options summary")
+    page.fill("#chunk-size", "0.0625")  # 64 KiB PATCHes
+    page.dispatch_event("#chunk-size", "change")
+    throttle_uploads(page, 256 * 1024)
+    patches: list[dict[str, str]] = []
+    page.on("request", lambda r: patches.append(r.headers) if r.method == "PATCH" else None)
+
+    page.set_input_files("#file-input", str(video))
+    upload = item(page, video.name)
+    wait_sent(upload, size // 5)
+    assert shown(upload, "speed").endswith("/s")
+    upload.locator("button.pause").click()
+    upload.and_(page.locator('[data-state="paused"]')).wait_for()
+    session_id = upload.get_attribute("data-session-id")
+    page.wait_for_timeout(300)
+    paused_at = server_offset(web_server, session_id)
+    page.wait_for_timeout(500)
+    assert server_offset(web_server, session_id) == paused_at < size
+    assert upload.locator("button.pause").inner_text() == "Resume"
+    upload.locator("button.pause").click()
+    wait_sent(upload, size // 2)
+
+    # A reload stops the upload; the same file chosen again carries on from the server's offset.
+    page.reload()
+    page.wait_for_selector("#live-status[data-state=open]")
+    offset = server_offset(web_server, session_id)
+    assert 0 < offset < size and offset >= paused_at  # what the server acknowledged; the chunk in flight is lost
+    throttle_uploads(page, 256 * 1024)
+    patches.clear()
+    page.set_input_files("#file-input", str(video))
+    resumed = wait_state(page, video.name, "done")
+    assert resumed.get_attribute("data-session-id") == session_id
+    assert resumed.get_attribute("data-duplicate") == "false"
+    assert int(patches[0]["upload-offset"]) == offset
+    assert all(p["upload-checksum"].startswith("sha256 ") and p["x-api-key"] for p in patches)
+    with web_server.client("alice") as client:
+        session = client.get(f"/v1/upload/video/session/{session_id}").json()["data"]
+    assert session["content_hash"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    assert session["status"] == "completed"
+    assert page.errors == []

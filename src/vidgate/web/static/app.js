@@ -3900,8 +3900,13 @@
     tracker.uploadStarted(entry.id, null);
     try {
       const inUse = urlsInUse();
-      const previous = (await upload.findPreviousUploads()).filter((p) => !inUse.has(p.uploadUrl));
-      if (previous.length > 0) upload.resumeFromPreviousUpload(previous[0]);
+      const previous = (await upload.findPreviousUploads()).filter(
+        (p) => (p.uploadUrl || p.parallelUploadUrls) && !inUse.has(p.uploadUrl)
+      );
+      if (previous.length > 0) {
+        upload.resumeFromPreviousUpload(previous[0]);
+        if (previous[0].uploadUrl) tracker.uploadStarted(entry.id, sessionIdOf(previous[0].uploadUrl));
+      }
     } catch {
     }
     meter.reset();
@@ -3992,6 +3997,7 @@
   function render(entry) {
     const li = itemFor(entry);
     li.dataset.state = entry.state;
+    li.dataset.bytesSent = String(entry.bytesSent);
     li.dataset.duplicate = String(entry.duplicate);
     if (entry.sessionId) li.dataset.sessionId = entry.sessionId;
     if (entry.videoId) li.dataset.videoId = entry.videoId;
@@ -4000,6 +4006,7 @@
     const bar = li.querySelector(".upload-progress");
     bar.value = Math.min(1, fraction);
     bar.setAttribute("aria-valuetext", formatPercent(fraction));
+    li.querySelector(".numbers").hidden = !(entry.state === "uploading" || entry.state === "paused");
     field(li, "percent").textContent = formatPercent(fraction);
     field(li, "speed").textContent = entry.state === "uploading" ? formatSpeed(entry.speed) : "—";
     const remaining = entry.speed ? (entry.size - entry.bytesSent) / entry.speed : null;
