@@ -4011,7 +4011,9 @@
     field(li, "speed").textContent = entry.state === "uploading" ? formatSpeed(entry.speed) : "—";
     const remaining = entry.speed ? (entry.size - entry.bytesSent) / entry.speed : null;
     field(li, "eta").textContent = entry.state === "uploading" && remaining != null ? `${formatDuration(remaining)} left` : "";
-    field(li, "note").textContent = entry.note ?? "";
+    const note = field(li, "note");
+    note.textContent = entry.note ?? "";
+    note.hidden = entry.state === "error" || entry.state === "done" && entry.duplicate;
     const processing = li.querySelector(".processing-progress");
     processing.hidden = entry.state !== "processing";
     if (entry.processingProgress != null) processing.value = entry.processingProgress;
