@@ -1,15 +1,24 @@
-"""``vidgate serve | migrate | cleanup | keys | settings``."""
+"""``vidgate serve | migrate | cleanup | keys | settings | upload``."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from vidgate.config import Settings, SettingsError, all_env_names, load_settings
+from vidgate.config import (
+    CLIENT_API_KEY_ENV,
+    CLIENT_STATE_DIR_ENV,
+    CLIENT_URL_ENV,
+    Settings,
+    SettingsError,
+    all_env_names,
+    load_settings,
+)
 
 T = TypeVar("T")
 
@@ -193,6 +202,67 @@ def show_settings() -> None:
     for env, (group, field) in sorted(all_env_names().items()):
         value = getattr(getattr(settings, group), field)
         typer.echo(f"{env}={value}")
+
+
+def _byte_size(text: str) -> int:
+    """``10485760`` or ``10MiB``, as the server's size settings take them."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError as exc:
+        raise typer.BadParameter(f"{text!r} is not a size (bytes, or e.g. 8MiB)") from exc
+    if size < 1:
+        raise typer.BadParameter("must be at least 1 byte")
+    return size
+
+
+@app.command()
+def upload(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Video files.", metavar="FILE", exists=True, dir_okay=False, readable=True, show_default=False
+        ),
+    ],
+    parallel: Annotated[int, typer.Option(min=1, max=64, help="Chunks in flight at once.")] = 1,
+    priority: Annotated[
+        int | None, typer.Option(help="Processing priority, 1-10 (default: the server's).", show_default=False)
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow processing and print the analysis result as JSON.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option(envvar=CLIENT_URL_ENV, help="Server URL (default http://127.0.0.1:8000).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar=CLIENT_API_KEY_ENV, help="API key.", show_default=False)] = None,
+    chunk_size: Annotated[
+        int, typer.Option(parser=_byte_size, metavar="BYTES", help="Chunk size, in bytes or e.g. 8MiB.")
+    ] = 10 * 1024 * 1024,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=CLIENT_STATE_DIR_ENV,
+            file_okay=False,
+            help="Where resume state is kept (default ~/.cache/vidgate/uploads).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Upload videos to a running server: chunked, parallel if asked, resumed when run again."""
+    from vidgate.client.console import run_uploads
+
+    code = run_uploads(
+        files,
+        server=server,
+        api_key=api_key,
+        parallel=parallel,
+        priority=priority,
+        wait=wait,
+        chunk_size=chunk_size,
+        state_dir=state_dir,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -156,6 +156,7 @@ class VidgateClient:
         self.retries = retries
         self.retry_backoff = retry_backoff
         self.state = StateStore(state_dir)
+        self._answered = False  # has the server answered once? (then connection errors are worth retrying)
         # The last chunk's answer waits for assembly, validation and the probe: a long read timeout.
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -181,10 +182,9 @@ class VidgateClient:
             try:
                 response = self._http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise ServerUnreachable(f"{self.base_url}: {exc or type(exc).__name__}") from exc
-                time.sleep(self.retry_backoff * 2**attempt)
+                self._after_transport_error(exc, attempt)
                 continue
+            self._answered = True
             if response.is_success:
                 return response.json().get("data")
             error = _refusal(response, session_id)
@@ -192,6 +192,13 @@ class VidgateClient:
                 raise error
             time.sleep(self.retry_backoff * 2**attempt)
         raise AssertionError("unreachable")
+
+    def _after_transport_error(self, exc: httpx.TransportError, attempt: int) -> None:
+        """Wait before the next attempt, or give up: after the last retry, or at once when the server
+        has never answered (a wrong URL or a server that is down should fail fast, not retry)."""
+        if attempt == self.retries or (isinstance(exc, httpx.ConnectError) and not self._answered):
+            raise ServerUnreachable(f"{self.base_url}: {exc or type(exc).__name__}") from exc
+        time.sleep(self.retry_backoff * 2**attempt)
 
     def session(self, session_id: str) -> SessionInfo:
         """An upload session's state (``missing_chunks`` says what a resume must send)."""
@@ -471,10 +478,9 @@ class VidgateClient:
                     headers={"Content-Type": body.content_type, "Content-Length": str(len(body))},
                 )
             except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise ServerUnreachable(f"{self.base_url}: {exc or type(exc).__name__}") from exc
-                time.sleep(self.retry_backoff * 2**attempt)
+                self._after_transport_error(exc, attempt)
                 continue
+            self._answered = True
             if response.is_success:
                 tracker.acknowledged(index)
                 return ChunkReceipt.model_validate(response.json()["data"])
