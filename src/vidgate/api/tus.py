@@ -13,6 +13,7 @@ upload id is also the seed API's session id.
 from __future__ import annotations
 
 from email.utils import format_datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.api.deps import CurrentUser, ServicesDep
+from vidgate.api.schemas import ErrorEnvelope
 from vidgate.api.uploads import DRAIN_LIMIT, drain_request
 from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus
@@ -48,7 +50,33 @@ EXPOSED_HEADERS = [
     "Vidgate-Duplicate",
 ]
 
-router = APIRouter(prefix=PREFIX, tags=["tus"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope}
+    for status in (400, 401, 403, 404, 409, 410, 412, 413, 415, 422, 423, 460, 503, 507)
+}
+
+
+def _header(name: str, description: str, *, required: bool = False, integer: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": 0} if integer else {"type": "string"}
+    return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
+
+
+_VERSION_HEADER = {
+    "name": "Tus-Resumable",
+    "in": "header",
+    "required": True,
+    "description": "The protocol version; anything but 1.0.0 gets 412.",
+    "schema": {"type": "string", "enum": [TUS_VERSION]},
+}
+_CHECKSUM_HEADER = _header("Upload-Checksum", "'sha1|sha256|md5 <base64 digest>' of this body; 460 if it differs.")
+_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+router = APIRouter(prefix=PREFIX, tags=["tus"], responses=_ERRORS)
 
 
 class TusProtocolMiddleware:
@@ -170,7 +198,22 @@ def options_upload(upload_id: str, services: ServicesDep) -> Response:
     return _options_response(services)
 
 
-@router.post("/", status_code=201, summary="tus: create an upload (optionally with its first bytes, or as final)")
+@router.post(
+    "/",
+    status_code=201,
+    summary="tus: create an upload (optionally with its first bytes, or as final)",
+    openapi_extra={
+        "parameters": [
+            _VERSION_HEADER,
+            _header("Upload-Length", "Size of the whole upload in bytes.", integer=True),
+            _header("Upload-Defer-Length", "1: the length is sent with a later PATCH."),
+            _header("Upload-Metadata", "'filename <base64>,filetype <base64>,priority <base64>'."),
+            _header("Upload-Concat", "'partial', or 'final;<upload URL> <upload URL> ...'."),
+            _CHECKSUM_HEADER,
+        ],
+        **_BODY,
+    },
+)
 async def create_upload(request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
     _require_version(request)
     tus = services.tus
@@ -206,14 +249,37 @@ async def create_upload(request: Request, principal: CurrentUser, services: Serv
     return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
 
 
-@router.head("/{upload_id}", name="tus_upload", summary="tus: where an upload stands")
+@router.head(
+    "/{upload_id}",
+    name="tus_upload",
+    summary="tus: where an upload stands",
+    openapi_extra={"parameters": [_VERSION_HEADER]},
+)
 def head_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
     _require_version(request)
     upload = services.tus.get(principal, upload_id)
     return Response(status_code=200, headers=_upload_headers(request, upload))
 
 
-@router.patch("/{upload_id}", status_code=204, summary="tus: append bytes at Upload-Offset")
+@router.patch(
+    "/{upload_id}",
+    status_code=204,
+    summary="tus: append bytes at Upload-Offset",
+    openapi_extra={
+        "parameters": [
+            _VERSION_HEADER,
+            _header(
+                "Upload-Offset",
+                "Where this body starts; 409 unless it is where the upload stands.",
+                required=True,
+                integer=True,
+            ),
+            _header("Upload-Length", "The length, if it was deferred.", integer=True),
+            _CHECKSUM_HEADER,
+        ],
+        **_BODY,
+    },
+)
 async def patch_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
     _require_version(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -237,7 +303,12 @@ async def patch_upload(upload_id: str, request: Request, principal: CurrentUser,
     return Response(status_code=204, headers=headers)
 
 
-@router.delete("/{upload_id}", status_code=204, summary="tus: terminate an unfinished upload")
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    summary="tus: terminate an unfinished upload",
+    openapi_extra={"parameters": [_VERSION_HEADER]},
+)
 def delete_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
     _require_version(request)
     services.tus.terminate(principal, upload_id)

@@ -7,11 +7,24 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: paths that belong to the API: a wrong method there must get the API's 405, not the page's 404
+API_PATHS = ("/v1/", "/ws", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
+
+
+class PageMount(Mount):
+    """A mount at ``/`` that never claims an API path."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith(API_PATHS):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def install(app: FastAPI) -> None:
     """Serve the page last, so every API route keeps precedence over the static files."""
     if (STATIC_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
+        app.router.routes.append(PageMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="web"))
