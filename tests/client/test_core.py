@@ -47,6 +47,7 @@ def test_upload_stores_the_file_and_both_hashes_agree(
     assert (session.status, session.content_hash, session.video_id) == ("completed", upload.sha256, upload.video_id)
     assert blob_path(server.settings.storage_dir, upload.sha256).read_bytes() == data
     assert updates[-1].bytes_done == len(data) and updates[-1].chunks_done == upload.total_chunks
+    assert [u.phase for u in updates].count("verifying") >= 1  # every byte out, the server checking
     assert state_files(state_dir) == []  # nothing left to resume
 
 

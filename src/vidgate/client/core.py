@@ -103,7 +103,9 @@ class _Tracker:
         self._partial: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def _emit(self, phase: Literal["uploading", "verifying", "waiting"] = "uploading") -> None:
+    def _emit(self, phase: Literal["uploading", "verifying", "waiting"] | None = None) -> None:
+        if phase is None:  # every byte out: the server is assembling and checking the file
+            phase = "verifying" if self.bytes_done >= self.size and self.chunks_done < self.total else "uploading"
         if self.callback is not None:
             self.callback(ProgressUpdate(self.path, self.bytes_done, self.size, self.chunks_done, self.total, phase))
 
@@ -348,6 +350,8 @@ class VidgateClient:
                 session = None
             if session is not None and session.status == "assembling":
                 session = self._await_assembly(state.session_id)
+            if session is not None and session.status == "active" and not session.missing_chunks:
+                session = self._await_assembly(state.session_id)  # its last chunk is being recorded
             if session is not None and session.total_chunks == state.total_chunks:
                 if session.status == "active":
                     return state, sorted(session.missing_chunks), True, None
@@ -374,7 +378,9 @@ class VidgateClient:
     def _await_assembly(self, session_id: str, timeout: float = 120.0) -> SessionInfo:
         """The server is assembling (or re-checking) the file: wait for the verdict."""
         deadline = time.monotonic() + timeout
-        while (session := self.session(session_id)).status == "assembling":
+        while (session := self.session(session_id)).status == "assembling" or (
+            session.status == "active" and not session.missing_chunks
+        ):
             if time.monotonic() > deadline:
                 raise ClientError(f"session {session_id} is still being assembled; try again later")
             time.sleep(0.5)
@@ -404,7 +410,6 @@ class VidgateClient:
         now = os.fstat(fd)
         if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             raise FileChanged(f"{path} changed while it was being uploaded; run again to upload the new version")
-        tracker.phase("verifying")
         return self._send_chunk(fd, path, state, final, {**fields, "file_hash": digest}, hasher, tracker)
 
     def _send_parallel(
