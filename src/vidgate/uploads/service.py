@@ -104,6 +104,8 @@ class ChunkPlan:
     limit: int
     path: Path
     fd: int | None = None
+    #: bytes of disk to reserve in the part file up front (the whole file when its size is known)
+    reserve: int | None = None
     existing_hash: str | None = None
     frontier_hasher: Any | None = None
     head_check: Callable[[bytes], None] | None = None
@@ -188,8 +190,7 @@ class UploadService:
         try:
             plan.locks.enter_context(self.locker.hold(plan.upload_id, f"chunk-{plan.chunk_index}"))
             if plan.mode is WriteMode.DIRECT:
-                reserve = plan.offset + plan.limit if plan.total_chunks > 1 else None
-                plan.fd = self.parts.open_part(plan.upload_id, reserve=reserve if plan.limit < (1 << 40) else None)
+                plan.fd = self.parts.open_part(plan.upload_id, reserve=plan.reserve)
                 if plan.total_chunks > 1:  # a single chunk's own hash is already the file's hash
                     plan.frontier_hasher = self.frontier.claim(plan.upload_id, plan.offset)
             elif plan.mode is WriteMode.STAGED:
@@ -266,6 +267,7 @@ class UploadService:
                 offset=0,
                 limit=limit,
                 path=part_path,
+                reserve=row.file_size,
             )
         if row.chunk_size is not None:
             offset = index * row.chunk_size
@@ -281,6 +283,8 @@ class UploadService:
                 offset=offset,
                 limit=min(limit, self.limits.max_file_size - offset),
                 path=part_path,
+                # the whole file when its size is known, so a full disk shows on the first chunk
+                reserve=row.file_size if row.file_size is not None else offset + limit,
             )
         limit = min(self.limits.max_chunk_size, self.limits.max_file_size)
         if index == 0:
