@@ -177,6 +177,8 @@ def test_the_page_is_served_from_the_package(web_server: RunningServer) -> None:
         assert script.status_code == 200
         assert "javascript" in script.headers["content-type"]
         assert "tus-js-client" in script.text  # bundled, nothing from a CDN
+        assert script.headers["cache-control"] == "no-cache"
+        assert client.get("/app.js", headers={"If-None-Match": script.headers["etag"]}).status_code == 304
         assert client.get("/style.css").status_code == 200
         assert client.get("/health").status_code == 200  # API routes keep precedence
 
