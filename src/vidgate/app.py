@@ -86,7 +86,8 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
 
 def make_locker(settings: Settings, root: Path) -> Locker:
     if settings.upload_locks == "redis":
-        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url)
+        fallback = FileLocker(root / "locks")
+        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback)
     return FileLocker(root / "locks")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 from vidgate.errors import ChunkInProgress
+
+log = logging.getLogger(__name__)
 
 
 class Locker(Protocol):
@@ -58,20 +61,34 @@ class FileLocker:
 class RedisLocker:
     """Locks in Redis, for API processes on several hosts: ``SET NX`` with a lease that a
     background thread renews while the lock is held, so a crashed holder frees it within
-    ``lease_seconds`` and a long write keeps it."""
+    ``lease_seconds`` and a long write keeps it.
 
-    def __init__(self, url: str, lease_seconds: float = 30.0) -> None:
+    While Redis is unreachable, uploads go on under ``fallback`` (the file lock: still exclusive
+    between the processes of one host) rather than fail: losing uploads to a Redis outage would
+    be worse than weaker exclusion between hosts for its duration."""
+
+    def __init__(self, url: str, fallback: Locker, lease_seconds: float = 30.0) -> None:
         import redis
 
-        self._client = redis.Redis.from_url(url)
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        self._fallback = fallback
         self._lease = lease_seconds
 
     @contextlib.contextmanager
     def hold(self, upload_id: str, name: str) -> Iterator[None]:
+        from redis.exceptions import RedisError
+
         lock = self._client.lock(
             f"vidgate:lock:{upload_id}:{name}", timeout=self._lease, blocking=False, thread_local=False
         )
-        if not lock.acquire():
+        try:
+            acquired = lock.acquire()
+        except RedisError as exc:
+            log.warning("Redis unreachable for upload locks (%s); using the local file lock", exc)
+            with self._fallback.hold(upload_id, name):
+                yield
+            return
+        if not acquired:
             raise ChunkInProgress(f"Another request is still writing {name} of this upload; retry when it ends.")
         stop = threading.Event()
 
@@ -91,4 +108,5 @@ class RedisLocker:
                 lock.release()
 
     def release_all(self, upload_id: str) -> None:
-        """Nothing to do: Redis locks are released when their holder ends, or expire."""
+        """Redis locks are released when their holder ends, or expire; only fallback files remain."""
+        self._fallback.release_all(upload_id)
