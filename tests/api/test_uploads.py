@@ -236,6 +236,28 @@ def test_hash_mismatch_fails_the_session(server: RunningServer, unique_video: Pa
     assert not blob_path(server.settings.storage_dir, sha256(data)).exists()
 
 
+def test_a_file_hash_sent_only_with_the_last_chunk_is_checked(server: RunningServer, unique_video: Path) -> None:
+    """Clients that hash while sending know the hash only at the end (vidgate upload does this)."""
+    data = unique_video.read_bytes()
+    chunks = split(data, CHUNK)
+    with server.client() as client:
+        for file_hash, expected in ((sha256(b"other"), 422), (sha256(data), 200)):
+            session_id = new_session_id()
+            for index, chunk in enumerate(chunks[:-1]):
+                assert post_chunk(
+                    client, chunk, session_id=session_id, chunk_index=index, total_chunks=len(chunks)
+                ).is_success
+            last = post_chunk(
+                client,
+                chunks[-1],
+                session_id=session_id,
+                chunk_index=len(chunks) - 1,
+                total_chunks=len(chunks),
+                file_hash=file_hash,
+            )
+            assert last.status_code == expected, last.text
+
+
 def test_another_user_gets_404(server: RunningServer, unique_video: Path) -> None:
     data = unique_video.read_bytes()
     chunks = split(data, CHUNK)

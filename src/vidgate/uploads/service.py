@@ -217,6 +217,8 @@ class UploadService:
                 row = self._create_session(session, principal, request, priority, file_hash)
             else:
                 self._check_against_session(row, request, file_hash)
+                if file_hash is not None and row.file_hash is None:
+                    row.file_hash = file_hash  # sent with a later chunk (clients hash while sending)
             plan = self._choose_target(session, row, request)
             plan.anonymous_new_session = plan.created = created
             if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
