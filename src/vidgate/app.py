@@ -27,6 +27,7 @@ from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox, WebhookSender
+from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
@@ -230,7 +231,7 @@ def uvicorn_config(
     WebSocket pings every heartbeat interval so a client that vanished without closing (no pong
     within one more interval) is dropped."""
     heartbeat = settings.websocket.heartbeat_interval
-    return uvicorn.Config(
+    config = uvicorn.Config(
         create_app(settings),
         host=host or settings.server.host,
         port=port or settings.server.port,
@@ -243,3 +244,5 @@ def uvicorn_config(
         log_config=None if settings.server.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         timeout_graceful_shutdown=10,
     )
+    redact_server_logs()  # uvicorn configured its loggers just now
+    return config

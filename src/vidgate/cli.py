@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,6 +19,7 @@ from vidgate.config import (
     all_env_names,
     load_settings,
 )
+from vidgate.logs import configure_logging
 
 T = TypeVar("T")
 
@@ -62,9 +63,7 @@ def serve(
 
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(server=server)
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     db = _database(settings)
     key = ensure_dev_key(settings, db)
     db.dispose()
@@ -80,11 +79,22 @@ def worker(
         int | None, typer.Option(help="Jobs at once (default PROCESSING_MAX_CONCURRENT_JOBS).")
     ] = None,
     beat: Annotated[bool, typer.Option(help="Also run the beat schedule (session cleanup).")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus metrics (all pool processes) on this port.")
+    ] = None,
 ) -> None:
     """Start a Celery worker for the distributed mode (Redis from CELERY_BROKER_URL)."""
     settings = _settings()
+    if metrics_port is not None:  # first: before anything imports prometheus_client
+        _serve_worker_metrics(metrics_port)
     _database(settings).dispose()
+    from celery.signals import setup_logging
+
     from vidgate.processing.celery_app import app as celery
+
+    @setup_logging.connect  # type: ignore[untyped-decorator]
+    def _logging(**_: object) -> None:  # our format (LOG_FORMAT) instead of Celery's
+        configure_logging(settings)
 
     argv = [
         "worker",
@@ -98,6 +108,21 @@ def worker(
         schedule.parent.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", f"--schedule={schedule}"]
     celery.worker_main(argv)
+
+
+def _serve_worker_metrics(port: int) -> None:
+    """Prometheus multiprocess mode: pool processes write their counters to files that the
+    parent's endpoint adds up. Must run before prometheus_client is imported anywhere."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="vidgate-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, registry=registry)
 
 
 @app.command()

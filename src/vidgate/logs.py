@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -27,3 +28,26 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.server.log_level.upper())
+
+
+_SECRET_QUERY = re.compile(r"(api_key=)[^&\s\"']+", re.IGNORECASE)
+
+
+class RedactApiKeys(logging.Filter):
+    """Browsers cannot set headers on a WebSocket, so keys arrive as ``?api_key=``; uvicorn logs
+    request lines with their query strings. Keys never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message.lower():
+            record.msg = _SECRET_QUERY.sub(r"\1***", message)
+            record.args = ()
+        return True
+
+
+def redact_server_logs() -> None:
+    """Install the key filter on uvicorn's loggers (after uvicorn configured them)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactApiKeys) for f in logger.filters):
+            logger.addFilter(RedactApiKeys())

@@ -161,13 +161,13 @@ def test_duplicate_uploads_are_announced_with_the_cached_result(server: RunningS
 def small_buffer_server(backend: str, tmp_path: Path) -> Iterator[RunningServer]:
     with (
         database_url_for(backend, tmp_path) as url,
-        running_server(make_settings(tmp_path, url, websocket={"queue_size": 8})) as running,
+        running_server(make_settings(tmp_path, url, websocket={"queue_size": 64})) as running,
     ):
         yield running
 
 
 def test_a_client_that_stops_reading_is_closed_without_holding_up_others(small_buffer_server: RunningServer) -> None:
-    """The slow client reads nothing, so the kernel buffers fill and its queue of 8 overflows;
+    """The slow client reads nothing, so the kernel buffers fill and its queue of 64 overflows (8 MB are sent);
     the server drops it with 4008 while a second client of the same user gets every event."""
     server = small_buffer_server
     services = server.services

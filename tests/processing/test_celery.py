@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
 from tests.conftest import RunningServer, database_url_for, free_port, make_settings, running_server
@@ -157,13 +159,23 @@ def broker() -> Iterator[str]:
 
 
 def test_upload_is_processed_by_a_worker(backend: str, tmp_path: Path, broker: str) -> None:
+    metrics_port = free_port()
     with cluster(backend, tmp_path, broker) as running:
-        running.start_worker()
+        running.start_worker("--metrics-port", str(metrics_port))
         video_id = running.upload(make_video(tmp_path / "a.mp4", seed=31))
         video = running.wait(video_id)
         assert video["status"] == "completed", running.worker_logs()
         with running.server.client() as client:
             assert len(client.get(f"/v1/videos/{video_id}/result").json()["data"]["samples"]) == 2
+        # the job ran in a pool process; the worker's endpoint adds up every pool process's counters
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
+    assert samples.get(("vidgate_processing_jobs_total", (("outcome", "completed"),)), 0) >= 1, scraped
+    assert samples[("vidgate_processing_stage_seconds_count", (("stage", "total"),))] >= 1
 
 
 def test_priority_9_runs_before_twenty_priority_1_jobs(backend: str, tmp_path: Path, broker: str) -> None:

@@ -115,14 +115,16 @@ class Hub:
         while not connection.closed.is_set():
             getter = asyncio.ensure_future(connection.queue.get())
             closer = asyncio.ensure_future(connection.closed.wait())
-            done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this pump is cancelled: leave no waiter behind
+                for waiter in (getter, closer):
+                    if not waiter.done():
+                        waiter.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await waiter
             if getter not in done:
-                getter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getter
-                closer.cancel()
                 break
-            closer.cancel()
             event = getter.result()
             if connection.fresh(event):
                 await connection.websocket.send_text(to_client(event))
