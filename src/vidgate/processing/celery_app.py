@@ -51,6 +51,12 @@ def create_celery(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",
             "priority_steps": list(range(10)),
             "sep": ":",
+            # publishing: one quick retry, then QueueUnavailable (the dispatcher offers it again),
+            # so an upload during a Redis outage is not held up for seconds
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
         },
         task_time_limit=int(settings.processing.job_timeout_seconds),
         beat_schedule={
