@@ -1,20 +1,27 @@
-"""Ingest speed of the seed upload API against the bare stack, in one run, one table.
+"""Ingest speed of vidgate's upload APIs against the bare stack and the tus servers a user
+would pick instead, in one run, one table.
 
-    .venv/bin/python bench/ingest.py [--size-mib 256] [--runs 5]
+    .venv/bin/python bench/ingest.py [--size-mib 256] [--runs 5] [--only tus,tussi,...]
 
 Uploads the same generated real video (raw frames in Matroska, written by PyAV) over
-loopback to:
-  baseline      a bare FastAPI app under the same uvicorn (httptools + uvloop) that reads
-                the body and discards it: the ceiling of our stack;
-  single        vidgate, the whole file in one multipart POST;
-  chunked x1    vidgate, 10 MiB chunks one after another;
-  chunked x4    vidgate, 10 MiB chunks, 4 in flight.
-Each run starts a fresh server with empty storage after `sync`. Prints the median MB/s,
-the ratio to the baseline, the server's peak RSS growth and the bytes it wrote to and read
-from disk per uploaded byte (from /proc/PID/io). vidgate also verifies SHA-256 of every
-chunk and of the whole file; the baseline does nothing.
-
-Peers (tuspyserver, tussi, @tus/server) join this table in the benchmark issue.
+loopback to (keys for --only in brackets):
+  baseline      [baseline]  a bare FastAPI app under the same uvicorn (httptools + uvloop)
+                that reads the body and discards it: the ceiling of our stack;
+  single        [single]    vidgate, the whole file in one multipart POST;
+  chunked x1    [chunked1]  vidgate seed API, 10 MiB chunks one after another;
+  chunked x4    [chunked4]  vidgate seed API, 10 MiB chunks, 4 in flight;
+  tus           [tus]       vidgate's tus endpoint (/v1/tus/) with the tuspy client;
+  peers         [tuspyserver, tussi, tus-node]  the same tuspy client and chunk size against
+                tuspyserver and tussi (PyPI, each in its own venv under the same uvicorn with
+                uvloop + httptools) and the Node reference server @tus/server with
+                @tus/file-store (npm), each set up as its README shows, storing on local disk.
+The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
+into the project's environment. The runs are interleaved (round r uploads to every server in
+turn); each starts a fresh server with empty storage after `sync`. Prints the median MB/s, the
+ratio to the baseline and to the best peer, the server process's peak RSS (and its growth
+during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
+/proc/PID/io). Every server's result is checked: vidgate's content hash, the peers' stored
+file. A server that cannot be set up or fails gets a "not run"/"failed" row with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,13 +40,35 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+PEERS_DIR = BENCH / ".peers"  # git-ignored: the peers' venvs and node_modules
+PEER_SOURCES = BENCH / "peers"  # our few lines that set each peer up as its README shows
 PIECE = 1 << 20
+VIDEO_METADATA = {"filename": "bench.mkv", "filetype": "video/x-matroska"}
+
+# The peers, pinned so that a table can be reproduced; the ASGI server (and the web framework
+# where the peer uses one) is pinned to the versions vidgate runs on, so only the tus layer
+# differs between the Python rows.
+TUSPYSERVER = "tuspyserver==4.4.3"
+TUSSI = "tussi==3.1.0"
+NODE_PACKAGES = {"@tus/server": "2.4.5", "@tus/file-store": "2.1.1"}
+
+
+def _same_as_ours(*names: str) -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in names]
+
+
+PYTHON_PEERS: dict[str, list[str]] = {
+    "tuspyserver": [TUSPYSERVER, *_same_as_ours("fastapi", "starlette", "uvicorn", "uvloop", "httptools")],
+    "tussi": [TUSSI, *_same_as_ours("starlette", "uvicorn", "uvloop", "httptools")],
+}
 
 
 def make_video(path: Path, size_mib: int) -> Path:
@@ -69,51 +99,146 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# --- the peers' environments --------------------------------------------------------------
+
+
+class SetupFailed(Exception):
+    """A peer could not be installed or started: its row says why."""
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])[:300]
+
+
+def ensure_python_peer(name: str) -> Path:
+    """A venv of its own for ``name`` in bench/.peers/NAME, made once; its python."""
+    venv = PEERS_DIR / name
+    wanted = "\n".join(PYTHON_PEERS[name]) + "\n"
+    marker = venv / "bench-requirements.txt"
+    python = venv / "bin" / "python"
+    if marker.exists() and marker.read_text() == wanted and python.exists():
+        return python
+    print(f"setting up {name} in {venv} (once) ...", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    base = shutil.which("python3") or sys.executable
+    steps = [
+        [base, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PYTHON_PEERS[name]],
+    ]
+    for step in steps:
+        try:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired as exc:
+            raise SetupFailed(f"{' '.join(step[:4])} timed out") from exc
+        if done.returncode != 0:
+            raise SetupFailed(f"{' '.join(step[:4])} failed: {_last_lines(done.stderr or done.stdout)}")
+    marker.write_text(wanted)
+    return python
+
+
+def ensure_node_peer() -> Path:
+    """bench/.peers/node with @tus/server and @tus/file-store, made once; its folder."""
+    folder = PEERS_DIR / "node"
+    package = json.dumps({"private": True, "dependencies": NODE_PACKAGES}, indent=2) + "\n"
+    marker = folder / "bench-package.json"
+    if marker.exists() and marker.read_text() == package and (folder / "node_modules" / "@tus" / "server").is_dir():
+        return folder
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise SetupFailed("node and npm are not installed")
+    print(f"setting up @tus/server in {folder} (once) ...", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text(package)
+    try:
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, timeout=900
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SetupFailed("npm install timed out") from exc
+    if done.returncode != 0:
+        raise SetupFailed(f"npm install failed: {_last_lines(done.stderr or done.stdout)}")
+    marker.write_text(package)
+    return folder
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    return subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else "?"
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
     port: int
     key: str
     rss_at_start: int
+    tus_path: str
+    stored: Callable[[str], Path]  # upload id -> where the server keeps the finished file
 
     def proc(self, name: str) -> str:
         return Path(f"/proc/{self.process.pid}/{name}").read_text()
 
     def io(self) -> dict[str, int]:
+        """The process's I/O counters; the kernel adds in the children it has reaped."""
         return {k: int(v) for k, v in (line.split(": ") for line in self.proc("io").splitlines())}
 
     def peak_rss(self) -> int:
         return _status_kib(self.proc("status"), "VmHWM") * 1024
 
+    @property
+    def tus_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.tus_path}"
 
-def _status_kib(status: str, field: str) -> int:
+
+def _status_kib(status: str, field_name: str) -> int:
     for line in status.splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith(field_name + ":"):
             return int(line.split()[1])
-    raise KeyError(field)
+    raise KeyError(field_name)
 
 
-def start_server(kind: str, workdir: Path) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UPLOAD_", "VIDGATE_", "DATABASE_", "STORAGE_"))}
-    key = ""
+@dataclass
+class Launch:
+    command: list[str]
+    cwd: Path
+    env: dict[str, str]
+    ready: tuple[str, str]  # method and path that answer 2xx once the server is up
+    key: str = ""
+    tus_path: str = "/files/"
+    stored: Callable[[str], Path] = field(default=lambda upload_id: Path())
+
+
+def _uvicorn(python: str | Path, target: str, port: int) -> list[str]:
+    return [
+        str(python),
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+
+
+def prepare(kind: str, workdir: Path, port: int) -> Launch:
+    """How to start server ``kind`` on ``port`` with its storage in ``workdir`` (empty)."""
+    prefixes = ("UPLOAD_", "VIDGATE_", "DATABASE_", "STORAGE_", "PEER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     if kind == "baseline":
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "baseline_app:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-        ]
-        cwd = Path(__file__).parent
-    else:
+        return Launch(_uvicorn(sys.executable, "baseline_app:app", port), BENCH, env, ("GET", "/health"))
+    if kind == "vidgate":
         env["VIDGATE_DATA_DIR"] = str(workdir)
         env["AUTH_CREATE_DEV_KEY"] = "false"
         env["VIDGATE_LOG_LEVEL"] = "warning"
@@ -121,24 +246,84 @@ def start_server(kind: str, workdir: Path) -> Server:
         created = subprocess.run(
             [*vidgate, "keys", "create", "--user", "bench"], env=env, capture_output=True, text=True, check=True
         )
-        key = created.stdout.strip()
-        command = [*vidgate, "serve", "--port", str(port)]
-        cwd = workdir
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+        command = [*vidgate, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return Launch(command, workdir, env, ("GET", "/health"), key=created.stdout.strip(), tus_path="/v1/tus/")
+    env["PEER_FILES_DIR"] = str(workdir)
+    if kind == "tuspyserver":
+        python = ensure_python_peer("tuspyserver")
+        return Launch(
+            _uvicorn(python, "tuspyserver_app:app", port),
+            PEER_SOURCES,
+            env,
+            ("OPTIONS", "/files/"),
+            stored=lambda upload_id: workdir / upload_id,
+        )
+    if kind == "tussi":
+        python = ensure_python_peer("tussi")
+        return Launch(
+            _uvicorn(python, "tussi_app:tus", port),
+            PEER_SOURCES,
+            env,
+            ("OPTIONS", "/files/"),
+            stored=lambda upload_id: workdir / "completed" / upload_id,
+        )
+    if kind == "tus-node":
+        folder = ensure_node_peer()
+        shutil.copy(PEER_SOURCES / "tus_node_server.mjs", folder / "tus_node_server.mjs")
+        node = shutil.which("node") or "node"
+        return Launch(
+            [node, "tus_node_server.mjs", str(port), str(workdir)],
+            folder,
+            env,
+            ("OPTIONS", "/files"),
+            tus_path="/files",
+            stored=lambda upload_id: workdir / upload_id,
+        )
+    raise ValueError(kind)
+
+
+def start_server(kind: str, workdir: Path) -> Server:
+    port = free_port()
+    launch = prepare(kind, workdir, port)
+    log = (workdir.parent / f"{workdir.name}.log").open("wb")
+    process = subprocess.Popen(launch.command, env=launch.env, cwd=launch.cwd, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    method, path = launch.ready
+    started = time.monotonic()
+    deadline = started + 120
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                break
+            conn.request(method, path, headers={"Tus-Resumable": "1.0.0"})
+            status = conn.getresponse().status
+            conn.close()
+            if 200 <= status < 300:
+                rss = _status_kib(Path(f"/proc/{process.pid}/status").read_text(), "VmRSS") * 1024
+                return Server(process, port, launch.key, rss, launch.tus_path, launch.stored)
         except OSError:
             time.sleep(0.05)
-    else:
+    if process.poll() is None:
         process.kill()
-        raise RuntimeError(f"{kind} server did not start")
-    rss = _status_kib(Path(f"/proc/{process.pid}/status").read_text(), "VmRSS") * 1024
-    return Server(process, port, key, rss)
+    status = process.wait()
+    output = (workdir.parent / f"{workdir.name}.log").read_text(errors="replace")
+    waited = time.monotonic() - started
+    raise SetupFailed(
+        f"{kind} server did not start ({waited:.0f} s, exit {status}): {_last_lines(output) or 'no output'}"
+    )
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+# --- uploads --------------------------------------------------------------------------------
 
 
 def multipart_post(server: Server, path: Path, offset: int, length: int, fields: dict[str, str]) -> dict[str, object]:
@@ -183,7 +368,7 @@ def multipart_post(server: Server, path: Path, offset: int, length: int, fields:
     return result
 
 
-def upload(server: Server, path: Path, mode: str, chunk_size: int) -> dict[str, object]:
+def seed_upload(server: Server, path: Path, mode: str, chunk_size: int) -> dict[str, object]:
     size = path.stat().st_size
     if mode in ("baseline", "single"):
         return multipart_post(server, path, 0, size, {})
@@ -205,38 +390,124 @@ def upload(server: Server, path: Path, mode: str, chunk_size: int) -> dict[str, 
     return final[0]
 
 
+def tus_upload(server: Server, path: Path, chunk_size: int) -> tuple[str, dict[str, str]]:
+    """tuspy's plain Uploader, the same settings for every server: no checksum, no retries.
+    Returns the upload URL and the headers of the last PATCH's response."""
+    from tusclient.client import TusClient
+
+    client = TusClient(server.tus_url, headers={"X-API-Key": server.key} if server.key else {})
+    uploader = client.uploader(file_path=str(path), chunk_size=chunk_size, metadata=VIDEO_METADATA)
+    uploader.upload()
+    if uploader.offset != path.stat().st_size:
+        raise RuntimeError(f"tuspy stopped at offset {uploader.offset}")
+    return str(uploader.url), dict(uploader.request.response_headers)
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    label: str
+    kind: str  # which server
+    mode: str  # how the client uploads: baseline, single, chunked x1, chunked x4, tus
+
+    @property
+    def is_peer(self) -> bool:
+        return self.kind not in ("baseline", "vidgate")
+
+
+CASES = [
+    Case("baseline", "baseline (read+discard)", "baseline", "baseline"),
+    Case("single", "vidgate single POST", "vidgate", "single"),
+    Case("chunked1", "vidgate seed chunked x1", "vidgate", "chunked x1"),
+    Case("chunked4", "vidgate seed chunked x4", "vidgate", "chunked x4"),
+    Case("tus", "vidgate tus", "vidgate", "tus"),
+    Case("tuspyserver", f"tuspyserver {TUSPYSERVER.split('==')[1]}", "tuspyserver", "tus"),
+    Case("tussi", f"tussi {TUSSI.split('==')[1]}", "tussi", "tus"),
+    Case("tus-node", f"@tus/server {NODE_PACKAGES['@tus/server']}", "tus-node", "tus"),
+]
+
+
 @dataclass
 class Measurement:
     seconds: float
+    peak_rss: int
     rss_growth: int
     written: int
     read: int
 
 
-def measure(kind: str, mode: str, path: Path, chunk_size: int, digest: str) -> Measurement:
-    workdir = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
+def measure(case: Case, path: Path, chunk_size: int, digest: str, profile: Path | None = None) -> Measurement:
+    root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
+    workdir = root / "data"
+    workdir.mkdir()
     try:
         subprocess.run(["sync"], check=True)
-        server = start_server(kind, workdir)
+        server = start_server(case.kind, workdir)
+        spy = None
         try:
+            if profile is not None:
+                py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
+                spy = subprocess.Popen(
+                    [*py_spy, "--threads", "--nonblocking", "--pid", str(server.process.pid), "-o", str(profile)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)
             before = server.io()
             started = time.perf_counter()
-            result = upload(server, path, mode, chunk_size)
+            if case.mode == "tus":
+                url, headers = tus_upload(server, path, chunk_size)
+            else:
+                result = seed_upload(server, path, case.mode, chunk_size)
             seconds = time.perf_counter() - started
             after = server.io()
-            if kind != "baseline":
-                assert result["data"]["content_hash"] == digest, result  # type: ignore[index]
-            return Measurement(
+            measurement = Measurement(
                 seconds=seconds,
+                peak_rss=server.peak_rss(),
                 rss_growth=server.peak_rss() - server.rss_at_start,
                 written=after["write_bytes"] - before["write_bytes"],
                 read=after["read_bytes"] - before["read_bytes"],
             )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+            # check the outcome, outside the timing
+            if case.kind == "vidgate" and case.mode == "tus":
+                got = headers.get("vidgate-content-hash")
+                assert got == digest, f"vidgate tus: content hash {got} != {digest}"
+            elif case.kind == "vidgate":
+                got = result["data"]["content_hash"]  # type: ignore[index]
+                assert got == digest, f"vidgate {case.mode}: content hash {got} != {digest}"
+            elif case.is_peer:
+                stored = server.stored(url.rstrip("/").rsplit("/", 1)[-1])
+                assert stored.is_file(), f"{case.kind}: no file at {stored}"
+                assert sha256_of(stored) == digest, f"{case.kind}: stored file differs"
+            return measurement
         finally:
-            server.process.terminate()
-            server.process.wait(timeout=20)
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+                spy.wait()
+            stop_server(server)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Row:
+    case: Case
+    runs: list[Measurement] = field(default_factory=list)
+    problem: str = ""  # "not run: ..." or "failed: ..."
+
+    def speed(self, size: int) -> float:
+        return size / statistics.median(r.seconds for r in self.runs) / 1e6
 
 
 def main() -> None:
@@ -244,36 +515,97 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--chunk-mib", type=int, default=10)
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated rows to run (default all): {','.join(c.key for c in CASES)}"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="after the measured runs, one more (unmeasured) run per Python server under py-spy: DIR/KEY.txt",
+    )
     args = parser.parse_args()
     chunk_size = args.chunk_mib << 20
+    wanted = [key.strip() for key in args.only.split(",") if key.strip()]
+    unknown = set(wanted) - {c.key for c in CASES}
+    if unknown:
+        parser.error(f"unknown rows in --only: {', '.join(sorted(unknown))}")
+    cases = [c for c in CASES if not wanted or c.key in wanted]
+    rows = [Row(c) for c in cases]
+
+    for row in rows:  # install the peers first (once), so a broken one is known before measuring
+        try:
+            if row.case.kind in PYTHON_PEERS:
+                ensure_python_peer(row.case.kind)
+            elif row.case.kind == "tus-node":
+                ensure_node_peer()
+        except SetupFailed as exc:
+            row.problem = f"not run: {exc}"
 
     with tempfile.TemporaryDirectory(prefix="vidgate-bench-media-") as media:
         path = make_video(Path(media) / "bench.mkv", args.size_mib)
         size = path.stat().st_size
-        digest = hashlib.file_digest(path.open("rb"), "sha256").hexdigest()
-        print(f"file: {size / 1e6:.1f} MB real video (rawvideo in Matroska), {args.runs} runs each, loopback\n")
-        cases = [("baseline", "baseline"), ("vidgate", "single"), ("vidgate", "chunked x1"), ("vidgate", "chunked x4")]
-        rows = []
-        baseline_speed = None
-        for kind, mode in cases:
-            runs = [measure(kind, mode, path, chunk_size, digest) for _ in range(args.runs)]
-            median = statistics.median(r.seconds for r in runs)
-            speed = size / median / 1e6
-            if kind == "baseline":
-                baseline_speed = speed
-            rows.append(
-                (
-                    f"{kind} {mode}" if kind != "baseline" else "baseline (read+discard)",
-                    speed,
-                    speed / baseline_speed if baseline_speed else 1.0,
-                    max(r.rss_growth for r in runs) / (1 << 20),
-                    statistics.median(r.written for r in runs) / size,
-                    statistics.median(r.read for r in runs) / size,
-                )
-            )
-        print(f"{'server':<28}{'MB/s':>9}{'x base':>9}{'peak RSS +MiB':>15}{'disk w/B':>10}{'disk r/B':>10}")
-        for name, speed, ratio, rss, written, read in rows:
-            print(f"{name:<28}{speed:>9.1f}{ratio:>9.2f}{rss:>15.1f}{written:>10.2f}{read:>10.2f}")
+        digest = sha256_of(path)
+        for round_ in range(args.runs):
+            for row in rows:
+                if row.problem:
+                    continue
+                try:
+                    row.runs.append(measure(row.case, path, chunk_size, digest))
+                except SetupFailed as exc:
+                    row.problem = f"not run: {exc}"
+                except Exception as exc:  # the row reports it
+                    row.problem = f"failed in run {round_ + 1}: {type(exc).__name__}: {str(exc)[:200]}"
+        if args.py_spy:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
+            for row in rows:
+                if not row.problem and row.case.kind != "tus-node":
+                    measure(row.case, path, chunk_size, digest, profile=args.py_spy / f"{row.case.key}.txt")
+
+    print(
+        f"\nfile: {size / 1e6:.1f} MB real video (rawvideo in Matroska), {args.chunk_mib} MiB chunks, "
+        f"median of {args.runs} runs each (interleaved), loopback, {os.cpu_count()} cores\n"
+    )
+    speeds = {row.case.key: row.speed(size) for row in rows if row.runs and not row.problem}
+    base = speeds.get("baseline")
+    peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and r.case.key in speeds]
+    best_peer = max(peer_speeds) if peer_speeds else None
+    columns = [("MB/s", 8), ("x base", 8), ("x peer", 8), ("peak RSS", 10), ("+RSS", 8), ("disk w/B", 10)]
+    header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in [*columns, ("disk r/B", 10)])
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        label = row.case.label + (" (tuspy)" if row.case.mode == "tus" else "")
+        if row.problem:
+            print(f"{label:<32}{row.problem}")
+            continue
+        speed = speeds[row.case.key]
+        ratio_base = f"{speed / base:.2f}" if base else "-"
+        ratio_peer = f"{speed / best_peer:.2f}" if best_peer else "-"
+        rss = max(r.peak_rss for r in row.runs) / (1 << 20)
+        growth = max(r.rss_growth for r in row.runs) / (1 << 20)
+        written = statistics.median(r.written for r in row.runs) / size
+        read = statistics.median(r.read for r in row.runs) / size
+        print(
+            f"{label:<32}{speed:>8.1f}{ratio_base:>8}{ratio_peer:>8}{rss:>10.1f}{growth:>8.1f}"
+            f"{written:>10.2f}{read:>10.2f}"
+        )
+    print(
+        "\nx base: MB/s over the baseline's; x peer: over the fastest of tuspyserver, tussi and @tus/server."
+        "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
+        "\n  +RSS: its growth from when the server was ready. disk w/B, r/B: write_bytes and read_bytes"
+        "\n  of /proc/PID/io during the upload per uploaded byte (r/B counts only reads that missed the"
+        "\n  page cache)."
+        "\nvidgate hashes (SHA-256) every chunk and the whole file and validates it even though tuspy"
+        "\n  sends no Upload-Checksum (same client settings for every tus server); the peers hash nothing."
+        "\n  Durability as shipped: tussi fsyncs every PATCH (FilesystemStorage fsync=True default),"
+        "\n  vidgate does not (UPLOAD_FSYNC=false), tuspyserver flushes to the page cache, @tus/file-store"
+        "\n  writes a stream."
+        f"\nPeers: {TUSPYSERVER} and {TUSSI} under uvicorn {metadata.version('uvicorn')} (uvloop + httptools),"
+        f"\n  tuspyserver with fastapi {metadata.version('fastapi')}, tussi as a bare ASGI app;"
+        f"\n  @tus/server {NODE_PACKAGES['@tus/server']} + @tus/file-store {NODE_PACKAGES['@tus/file-store']}"
+        f" on node {node_version()}. Client: tuspy {metadata.version('tuspy')}."
+    )
 
 
 if __name__ == "__main__":
