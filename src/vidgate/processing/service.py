@@ -118,7 +118,10 @@ class ProcessingService:
             video.status = VideoStatus.QUEUED
             video.queued_at = utcnow()
             video.dispatched_at = None
-        return self.dispatch(video_id)
+        # Queued either way: by us now, or by the periodic dispatcher (which may claim it first,
+        # or later if the broker is down). Counting only our own dispatch made batches race it.
+        self.dispatch(video_id)
+        return True
 
     def dispatch_pending(self) -> int:
         """Offer every queued video the broker has not taken yet (oldest, most urgent first)."""
