@@ -223,7 +223,7 @@ class UploadService:
             plan.anonymous_new_session = plan.created = created
             if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
                 extension = row.filename.rpartition(".")[2].lower()
-                plan.head_check = partial(_check_head, extension=extension, content_type=row.content_type)
+                plan.head_check = partial(check_first_bytes, extension=extension, content_type=row.content_type)
             return plan
 
     def _choose_target(self, session: Session, row: UploadSession, request: ChunkRequest) -> ChunkPlan:
@@ -345,7 +345,7 @@ class UploadService:
         )
         session.add(row)
         session.flush()
-        self._log(session, row, "upload_started", "session created")
+        self.log_event(session, row, "upload_started", "session created")
         log.info(
             "upload session %s created by %s (%d chunks)",
             row.session_id,
@@ -407,7 +407,7 @@ class UploadService:
         if refused or plan.anonymous_new_session:
             code = error.code if isinstance(error, VidgateError) else "upload_interrupted"
             message = error.message if isinstance(error, VidgateError) else "The upload broke off."
-            self._fail(plan.upload_id, code, message)
+            self.fail(plan.upload_id, code, message)
         elif plan.mode is WriteMode.DIRECT and not self._has_chunks(plan.session_id):
             self.parts.remove(plan.upload_id)  # nothing acknowledged lives in it yet
 
@@ -504,7 +504,7 @@ class UploadService:
             complete = count == row.total_chunks
             if complete:
                 row.status = SessionStatus.ASSEMBLING
-            self._log(session, row, "upload_progress", f"chunk {plan.chunk_index} received")
+            self.log_event(session, row, "upload_progress", f"chunk {plan.chunk_index} received")
             return self._receipt(session, row, plan, result, duplicate=False), complete
 
     def _check_chunk_size(self, session: Session, row: UploadSession, plan: ChunkPlan, size: int) -> None:
@@ -569,10 +569,10 @@ class UploadService:
             if known_hash and self.blobs.exists(known_hash):
                 self._complete(upload_id, known_hash, file_size, {})
                 return
-            self._fail(upload_id, "assembly_failed", "The received data was lost before it could be assembled.")
+            self.fail(upload_id, "assembly_failed", "The received data was lost before it could be assembled.")
             return
         if not appended and len(snapshot) != total:
-            self._fail(upload_id, "assembly_failed", "Chunks are missing at assembly.")
+            self.fail(upload_id, "assembly_failed", "Chunks are missing at assembly.")
             return
         try:
             fd = os.open(part, os.O_RDWR)
@@ -581,7 +581,7 @@ class UploadService:
                     chunk_size = max(size for _, size, _ in snapshot)
                     for index, size, path in snapshot:
                         if path != str(part):
-                            _place(Path(path), fd, index * chunk_size, size)
+                            place_chunk(Path(path), fd, index * chunk_size, size)
                 os.ftruncate(fd, file_size)
                 digest = single_hash or self._file_hash(upload_id, fd, file_size)
                 if self.settings.upload.fsync:
@@ -592,7 +592,7 @@ class UploadService:
             raise translate_os_error(exc) from exc
         if file_hash is not None and digest != file_hash:
             message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
-            self._fail(upload_id, FileHashMismatch.code, message)
+            self.fail(upload_id, FileHashMismatch.code, message)
             raise FileHashMismatch(message, session_id=session_id)
         self._validate_and_store(upload_id, part, digest, file_size)
 
@@ -605,7 +605,7 @@ class UploadService:
             info = self.validator.validate(part, filename.rpartition(".")[2].lower(), content_type)
         except VidgateError as exc:
             if exc.fails_session:
-                self._fail(upload_id, exc.code, exc.message)
+                self.fail(upload_id, exc.code, exc.message)
             raise  # anything else (the scanner is down): the session stays assembling, retried later
         log.info("upload %s validated: %s", session_id, info.model_dump(exclude_none=True))
         with self.db.session() as session:
@@ -666,7 +666,7 @@ class UploadService:
             row.last_updated = now
             row.is_duplicate = decision.duplicate
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
-            self._log(session, row, event, f"stored as {digest}")
+            self.log_event(session, row, event, f"stored as {digest}")
             video_id, session_id, user_id = video.id, row.session_id, row.user_id
             protocol, took = row.protocol, (now - row.created_at).total_seconds()
         metrics.UPLOADS.labels(protocol, "duplicate" if decision.duplicate else "completed").inc()
@@ -711,7 +711,8 @@ class UploadService:
         if decision.queue_job and self.on_video_queued is not None:
             self.on_video_queued(video_id)
 
-    def _fail(self, upload_id: str, code: str, message: str) -> None:
+    def fail(self, upload_id: str, code: str, message: str) -> None:
+        """End a session as refused: data deleted, reason kept, ``upload_failed`` published."""
         session_id, user_id, _, _ = self._end(upload_id, SessionStatus.FAILED, code, message)
         metrics.UPLOAD_FAILURES.labels(code).inc()
         log.warning(
@@ -743,7 +744,7 @@ class UploadService:
             event = {SessionStatus.FAILED: "upload_failed", SessionStatus.EXPIRED: "session_expired"}.get(
                 status, "upload_cancelled"
             )
-            self._log(session, row, event, message)
+            self.log_event(session, row, event, message)
         self.frontier.drop(upload_id)
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
@@ -789,7 +790,8 @@ class UploadService:
             duplicate_chunk=duplicate,
         )
 
-    def _log(self, session: Session, row: UploadSession, event_type: str, message: str | None) -> None:
+    def log_event(self, session: Session, row: UploadSession, event_type: str, message: str | None) -> None:
+        """A row of upload_progress_log, in the caller's transaction."""
         session.add(
             UploadProgressLog(
                 session_id=row.session_id,
@@ -878,7 +880,7 @@ class UploadService:
         return removed
 
 
-def _check_head(head: bytes, *, extension: str, content_type: str | None) -> None:
+def check_first_bytes(head: bytes, *, extension: str, content_type: str | None) -> None:
     check_head(head, extension, content_type)
 
 
@@ -924,7 +926,7 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
     )
 
 
-def _place(source: Path, fd: int, offset: int, size: int) -> None:
+def place_chunk(source: Path, fd: int, offset: int, size: int) -> None:
     """Copy a staged chunk into the part file inside the kernel (no user-space copy)."""
     src = os.open(source, os.O_RDONLY)
     try:

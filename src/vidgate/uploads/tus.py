@@ -49,7 +49,7 @@ from vidgate.errors import (
 )
 from vidgate.events.schema import UploadProgress, UploadProgressData, UploadStarted, UploadStartedData
 from vidgate.storage import translate_os_error
-from vidgate.uploads.service import UploadService, _check_head, _place
+from vidgate.uploads.service import UploadService, check_first_bytes, place_chunk
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.validation import sanitize_filename
 from vidgate.validation.formats import HEAD_BYTES
@@ -205,7 +205,7 @@ class TusService:
             )
             session.add(row)
             session.flush()
-            self.uploads._log(session, row, "upload_started", "tus upload created")
+            self.uploads.log_event(session, row, "upload_started", "tus upload created")
             session_id, upload_id = row.session_id, row.id
         log.info(
             "tus upload %s created by %s (%s bytes)",
@@ -257,7 +257,7 @@ class TusService:
             try:
                 offset = 0
                 for upload_id, size in parts:
-                    _place(self.uploads.parts.part_path(upload_id), fd, offset, size)
+                    place_chunk(self.uploads.parts.part_path(upload_id), fd, offset, size)
                     offset += size
             except OSError as exc:
                 raise translate_os_error(exc) from exc
@@ -296,7 +296,7 @@ class TusService:
                 )
                 session.add(row)
                 session.flush()
-                self.uploads._log(session, row, "upload_started", f"tus final upload of {len(parts)} parts")
+                self.uploads.log_event(session, row, "upload_started", f"tus final upload of {len(parts)} parts")
         for upload_id, _ in parts:
             self.uploads.parts.remove(upload_id)
         self._announce(principal.user_id, final_id, filename, total)
@@ -405,7 +405,7 @@ class TusService:
                 plan.limit = end - offset
                 if offset == 0 and not plan.partial:
                     extension = row.filename.rpartition(".")[2].lower()
-                    plan.head_check = partial(_check_head, extension=extension, content_type=row.content_type)
+                    plan.head_check = partial(check_first_bytes, extension=extension, content_type=row.content_type)
                 reserve = row.file_size if offset == 0 and row.file_size else None
             plan.fd = self.uploads.parts.open_part(row.id, reserve=reserve)
             plan.frontier_hasher = self.uploads.frontier.claim(row.id, offset)
@@ -462,7 +462,7 @@ class TusService:
             self.uploads.frontier.rollback(plan.upload_id)
         plan.close()
         if isinstance(error, VidgateError) and error.fails_session:
-            self.uploads._fail(plan.upload_id, error.code, error.message)
+            self.uploads.fail(plan.upload_id, error.code, error.message)
 
     def _record(self, plan: PatchPlan, result: SinkResult) -> tuple[int, bool]:
         with self.db.session() as session:
@@ -494,7 +494,7 @@ class TusService:
             complete = row.file_size is not None and row.bytes_received == row.file_size
             if complete and row.concat != "partial":
                 row.status = SessionStatus.ASSEMBLING
-            self.uploads._log(session, row, "upload_progress", f"{result.size} bytes at offset {plan.offset}")
+            self.uploads.log_event(session, row, "upload_progress", f"{result.size} bytes at offset {plan.offset}")
             return row.bytes_received, complete
 
     def _after_record(self, plan: PatchPlan, offset: int, complete: bool) -> int:
