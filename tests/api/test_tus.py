@@ -418,3 +418,23 @@ def test_while_redis_is_down_the_file_lock_keeps_uploads_going_and_exclusive(tmp
         pass
     with second.hold("upload", "tus"):
         pass
+
+
+def test_expect_100_continue_is_answered_before_the_body(server: RunningServer, tmp_path: Path) -> None:
+    """curl sends `Expect: 100-continue` for bodies over 1 MiB and waits for the interim answer;
+    the server must send it (and not stall the client) once the request is accepted."""
+    data = video_bytes(tmp_path)
+    with server.client() as client:
+        url = create(client, len(data))
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            (
+                f"PATCH /{url.split('/', 3)[3]} HTTP/1.1\r\nHost: {host}\r\nTus-Resumable: 1.0.0\r\n"
+                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\nX-API-Key: {server.key_for('alice')}\r\n\r\n"
+            ).encode()
+        )
+        assert raw.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        raw.sendall(data)
+        assert b"204 No Content" in raw.recv(4096)
