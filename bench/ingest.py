@@ -570,8 +570,9 @@ def main() -> None:
     base = speeds.get("baseline")
     peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and r.case.key in speeds]
     best_peer = max(peer_speeds) if peer_speeds else None
-    columns = [("MB/s", 8), ("x base", 8), ("x peer", 8), ("peak RSS", 10), ("+RSS", 8), ("disk w/B", 10)]
-    header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in [*columns, ("disk r/B", 10)])
+    columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x peer", 8), ("peak RSS", 10), ("+RSS", 8)]
+    columns += [("disk w/B", 10), ("disk r/B", 10)]
+    header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -580,6 +581,8 @@ def main() -> None:
             print(f"{label:<32}{row.problem}")
             continue
         speed = speeds[row.case.key]
+        times = [r.seconds for r in row.runs]
+        spread = f"{100 * (max(times) - min(times)) / statistics.median(times):.0f}%"
         ratio_base = f"{speed / base:.2f}" if base else "-"
         ratio_peer = f"{speed / best_peer:.2f}" if best_peer else "-"
         rss = max(r.peak_rss for r in row.runs) / (1 << 20)
@@ -587,11 +590,12 @@ def main() -> None:
         written = statistics.median(r.written for r in row.runs) / size
         read = statistics.median(r.read for r in row.runs) / size
         print(
-            f"{label:<32}{speed:>8.1f}{ratio_base:>8}{ratio_peer:>8}{rss:>10.1f}{growth:>8.1f}"
+            f"{label:<32}{speed:>8.1f}{spread:>8}{ratio_base:>8}{ratio_peer:>8}{rss:>10.1f}{growth:>8.1f}"
             f"{written:>10.2f}{read:>10.2f}"
         )
     print(
-        "\nx base: MB/s over the baseline's; x peer: over the fastest of tuspyserver, tussi and @tus/server."
+        "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
+        "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
         "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
         "\n  +RSS: its growth from when the server was ready. disk w/B, r/B: write_bytes and read_bytes"
         "\n  of /proc/PID/io during the upload per uploaded byte (r/B counts only reads that missed the"
