@@ -80,8 +80,19 @@ def test_opaque_boxes_are_reported(files: dict[str, Path], tmp_path: Path) -> No
 def test_a_probe_that_hits_its_limits_is_a_refusal(files: dict[str, Path]) -> None:
     """The probe child limits its own address space and time: when it cannot finish, the file
     is refused, and the API process is unharmed."""
-    with pytest.raises(UndecodableVideo, match="could not be read safely"):
+    # out of memory, either as a crash of the child or as FFmpeg's own allocation error
+    with pytest.raises(UndecodableVideo, match=r"could not be read safely|cannot be opened"):
         FileValidator(ValidationSettings(probe_memory_mb=64)).validate(files["mp4"], "mp4", None)
     with pytest.raises(UndecodableVideo, match="took longer than"):
         FileValidator(ValidationSettings(probe_timeout_seconds=0.001)).validate(files["mp4"], "mp4", None)
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
+
+
+def test_the_fresh_interpreter_probe_gives_the_same_answer(files: dict[str, Path]) -> None:
+    """Where no child can be forked from the warm probe server (a daemonic pool process), the
+    probe runs as a script in a fresh interpreter: same limits, same answer."""
+    validator = FileValidator(ValidationSettings())
+    limits = {"memory_bytes": 1 << 30, "cpu_seconds": 60, "max_width": 7680, "max_height": 4320, "max_duration": 60}
+    result = validator._probe_in_fresh_interpreter(files["mp4"], limits)
+    assert result is not None and (result["width"], result["height"]) == (160, 120)
+    assert validator._probe_in_fresh_interpreter(files["mp4"], {**limits, "memory_bytes": 64 << 20}) is None

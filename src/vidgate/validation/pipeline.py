@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -120,19 +121,11 @@ class FileValidator:
             "max_height": self.settings.max_height,
             "max_duration": self.settings.max_duration_seconds,
         }
-        command = [sys.executable, probe_module.__file__, str(path), json.dumps(limits)]
-        try:
-            completed = subprocess.run(
-                command, capture_output=True, text=True, timeout=self.settings.probe_timeout_seconds, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise UndecodableVideo(
-                f"Probing the file took longer than {self.settings.probe_timeout_seconds:.0f} s; it was refused."
-            ) from exc
-        if completed.returncode != 0 or not completed.stdout.strip():
-            log.warning("probe of %s failed (exit %s): %s", path.name, completed.returncode, completed.stderr[-500:])
+        result = _probe_in_warm_child(path, limits, self.settings.probe_timeout_seconds)
+        if result is _NO_WARM_CHILD:
+            result = self._probe_in_fresh_interpreter(path, limits)
+        if not isinstance(result, dict):
             raise UndecodableVideo("The file could not be read safely (its parser failed or hit its limits).")
-        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
         self._judge(result)
         return info.model_copy(
             update={
@@ -142,6 +135,20 @@ class FileValidator:
                 "duration": result.get("duration"),
             }
         )
+
+    def _probe_in_fresh_interpreter(self, path: Path, limits: dict[str, Any]) -> dict[str, Any] | None:
+        command = [sys.executable, probe_module.__file__, str(path), json.dumps(limits)]
+        try:
+            completed = subprocess.run(
+                command, capture_output=True, text=True, timeout=self.settings.probe_timeout_seconds, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise _probe_timeout(self.settings.probe_timeout_seconds) from exc
+        if completed.returncode != 0 or not completed.stdout.strip():
+            log.warning("probe of %s failed (exit %s): %s", path.name, completed.returncode, completed.stderr[-500:])
+            return None
+        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        return result
 
     def _judge(self, result: dict[str, Any]) -> None:
         error = result.get("error")
@@ -183,3 +190,41 @@ class FileValidator:
             raise TruncatedFile(
                 f"The media data ends at {end:.1f} s but the file declares {declared:.1f} s: it was cut off."
             )
+
+
+_NO_WARM_CHILD = object()
+_WARM = multiprocessing.get_context("forkserver")
+_WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
+
+
+def _probe_timeout(seconds: float) -> UndecodableVideo:
+    return UndecodableVideo(f"Probing the file took longer than {seconds:.0f} s; it was refused.")
+
+
+def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float) -> object:
+    """Probe in a child of the warm probe server; a crash or a limit hit gives None, and
+    ``_NO_WARM_CHILD`` when no such child can be started here (a daemonic pool process)."""
+    receiver, sender = _WARM.Pipe(duplex=False)
+    try:
+        process = _WARM.Process(target=probe_module.in_forked_child, args=(sender, str(path), limits), daemon=True)
+        process.start()
+    except (AssertionError, OSError) as exc:
+        log.info("probing in a fresh interpreter: %s", exc)
+        receiver.close()
+        sender.close()
+        return _NO_WARM_CHILD
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            raise _probe_timeout(timeout)
+        try:
+            result: dict[str, Any] = receiver.recv()
+        except EOFError:  # the child died before answering: a crash or a limit
+            log.warning("probe of %s failed (exit %s)", path.name, process.exitcode)
+            return None
+        return result
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
