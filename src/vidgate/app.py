@@ -35,7 +35,7 @@ from vidgate.storage import LocalBlobStore, PartStore
 from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 from vidgate.uploads.service import UploadService
 from vidgate.uploads.tus import TusService
-from vidgate.validation.pipeline import FileValidator
+from vidgate.validation.pipeline import FileValidator, warm_up_probes
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.hub = Hub(settings.websocket.queue_size, settings.websocket.heartbeat_interval)
         app.state.services = services
         tasks = [
+            asyncio.create_task(asyncio.to_thread(warm_up_probes)),
             asyncio.create_task(_periodic_cleanup(services)),
             asyncio.create_task(_periodic_dispatch(services)),
             asyncio.create_task(_deliver_webhooks(services)),

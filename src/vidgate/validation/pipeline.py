@@ -197,6 +197,13 @@ _WARM = multiprocessing.get_context("forkserver")
 _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
 
+def warm_up_probes() -> None:
+    """Start the warm probe server now (about 0.4 s) rather than on the first upload."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 def _probe_timeout(seconds: float) -> UndecodableVideo:
     return UndecodableVideo(f"Probing the file took longer than {seconds:.0f} s; it was refused.")
 
