@@ -198,10 +198,14 @@ _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
 
 def warm_up_probes() -> None:
-    """Start the warm probe server now (about 0.4 s) rather than on the first upload."""
+    """Start the warm probe server now (about 0.4 s) rather than on the first upload; if it
+    cannot start here, probes will say so (or use a fresh interpreter) when they run."""
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except Exception:
+        log.exception("could not start the warm probe server")
 
 
 def _probe_timeout(seconds: float) -> UndecodableVideo:
