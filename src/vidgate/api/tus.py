@@ -155,8 +155,9 @@ async def _receive_body(
     *,
     length: int | None,
     checksum: str | None,
-) -> int:
-    """Stream the body to the upload at ``offset``; on a break-off keep what arrived."""
+) -> TusUpload:
+    """Stream the body to the upload at ``offset``; on a break-off keep what arrived. Returns
+    the upload as it stands after this body."""
     plan = await run_in_threadpool(tus.begin_patch, principal, upload_id, offset, length=length, checksum=checksum)
     sink = tus.open_sink(plan)
     try:
@@ -236,7 +237,7 @@ async def create_upload(request: Request, principal: CurrentUser, services: Serv
     )
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if has_body and request.headers.get("content-type", "").split(";")[0].strip().lower() == OFFSET_CONTENT_TYPE:
-        await _receive_body(
+        upload = await _receive_body(
             request,
             principal,
             tus,
@@ -245,7 +246,6 @@ async def create_upload(request: Request, principal: CurrentUser, services: Serv
             length=None,
             checksum=request.headers.get("upload-checksum"),
         )
-        upload = await run_in_threadpool(tus.get, principal, upload.upload_id)
     return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
 
 
@@ -288,19 +288,16 @@ async def patch_upload(upload_id: str, request: Request, principal: CurrentUser,
     offset = _int_header(request, "upload-offset")
     if offset is None:
         raise InvalidParameter("Send Upload-Offset: the offset this body starts at (HEAD tells it).")
-    tus = services.tus
-    await _receive_body(
+    upload = await _receive_body(
         request,
         principal,
-        tus,
+        services.tus,
         upload_id,
         offset,
         length=_int_header(request, "upload-length"),
         checksum=request.headers.get("upload-checksum"),
     )
-    upload = await run_in_threadpool(tus.get, principal, upload_id)
-    headers = _upload_headers(request, upload)
-    return Response(status_code=204, headers=headers)
+    return Response(status_code=204, headers=_upload_headers(request, upload))
 
 
 @router.delete(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -124,6 +124,15 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         raise InvalidParameter("Upload-Checksum: the digest is not base64.") from exc
 
 
+class _Recorded(NamedTuple):
+    """What one recorded PATCH left: the upload after it, and what its progress event needs."""
+
+    upload: TusUpload
+    chunks: int
+    user_id: str
+    complete: bool
+
+
 class _Tee:
     """Feeds one block to several hashers (the running file hash and the PATCH's checksum)."""
 
@@ -181,27 +190,20 @@ class TusService:
         if length is not None and length > self.max_size:
             raise FileTooLarge(f"Upload-Length {length} exceeds the limit of {self.max_size} bytes (Tus-Max-Size).")
         filename, content_type, priority = self._describe(metadata, partial_upload)
-        now = utcnow()
         with self.db.session() as session:
-            row = UploadSession(
+            row = self._new_row(
+                principal,
+                metadata_header,
                 session_id=secrets.token_hex(16),
                 filename=filename,
                 content_type=content_type,
+                priority=priority,
                 file_size=length,
                 total_chunks=0,
                 chunks_received=0,
                 bytes_received=0,
-                user_id=principal.user_id,
-                username=principal.username,
-                upload_options={},
-                priority=priority,
                 status=SessionStatus.ACTIVE,
-                protocol="tus",
                 concat="partial" if partial_upload else None,
-                upload_metadata=metadata_header,
-                created_at=now,
-                last_updated=now,
-                expires_at=now + timedelta(seconds=self.settings.session_timeout_seconds),
             )
             session.add(row)
             session.flush()
@@ -272,27 +274,21 @@ class TusService:
                         raise SessionNotActive(f"Partial upload {part_row.session_id!r} is {part_row.status.value}.")
                     part_row.status = SessionStatus.COMPLETED
                     part_row.completed_at = part_row.last_updated = now
-                row = UploadSession(
+                row = self._new_row(
+                    principal,
+                    metadata_header,
                     id=row_id,
                     session_id=final_id,
                     filename=filename,
                     content_type=content_type,
+                    priority=priority,
                     file_size=total,
                     total_chunks=len(parts),
                     chunks_received=len(parts),
                     bytes_received=total,
-                    user_id=principal.user_id,
-                    username=principal.username,
-                    upload_options={},
-                    priority=priority,
                     status=SessionStatus.ASSEMBLING,
-                    protocol="tus",
                     concat="final",
                     concat_parts=part_ids,
-                    upload_metadata=metadata_header,
-                    created_at=now,
-                    last_updated=now,
-                    expires_at=now + timedelta(seconds=self.settings.session_timeout_seconds),
                 )
                 session.add(row)
                 session.flush()
@@ -302,6 +298,21 @@ class TusService:
         self._announce(principal.user_id, final_id, filename, total)
         self.uploads.assemble(row_id)
         return self.get(principal, final_id)
+
+    def _new_row(self, principal: Principal, metadata_header: str | None, **fields: Any) -> UploadSession:
+        """A tus session row of ``principal``: what every tus row shares, plus ``fields``."""
+        now = utcnow()
+        return UploadSession(
+            user_id=principal.user_id,
+            username=principal.username,
+            upload_options={},
+            protocol="tus",
+            upload_metadata=metadata_header,
+            created_at=now,
+            last_updated=now,
+            expires_at=now + timedelta(seconds=self.settings.session_timeout_seconds),
+            **fields,
+        )
 
     def _describe(self, metadata: dict[str, str], partial_upload: bool) -> tuple[str, str | None, int]:
         """File name, type and priority from Upload-Metadata, checked like the seed API's fields."""
@@ -429,18 +440,18 @@ class TusService:
             head_bytes=HEAD_BYTES,
         )
 
-    def finish_patch(self, plan: PatchPlan, result: SinkResult) -> int:
+    def finish_patch(self, plan: PatchPlan, result: SinkResult) -> TusUpload:
         """Record a whole PATCH body; the one that reaches the length assembles the file.
-        Returns the new offset."""
+        Returns the upload as it stands after this PATCH."""
         try:
             checksum, hasher = plan.checksum, plan.checksum_hasher
             if checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
                 raise ChecksumMismatch(f"The body's {checksum[0]} does not match Upload-Checksum; nothing was kept.")
-            offset, complete = self._record(plan, result)
+            recorded = self._record(plan, result)
         except BaseException as exc:
             self.abort_patch(plan, exc)
             raise
-        return self._after_record(plan, offset, complete)
+        return self._after_record(plan, recorded)
 
     def keep_received(self, plan: PatchPlan, result: SinkResult | None) -> None:
         """The body broke off: keep and count every byte that reached the file (none with a
@@ -449,12 +460,13 @@ class TusService:
             self.abort_patch(plan, None)
             return
         try:
-            offset, complete = self._record(plan, result)
+            recorded = self._record(plan, result)
         except BaseException as exc:
             self.abort_patch(plan, exc)
             raise
+        offset = recorded.upload.offset
         log.info("tus upload %s broke off; kept %d bytes, now at %d", plan.session_id, result.size, offset)
-        self._after_record(plan, offset, complete)
+        self._after_record(plan, recorded)
 
     def abort_patch(self, plan: PatchPlan, error: BaseException | None) -> None:
         """Refused or lost: the offset stays where it was (bytes past it are overwritten later)."""
@@ -464,7 +476,7 @@ class TusService:
         if isinstance(error, VidgateError) and error.fails_session:
             self.uploads.fail(plan.upload_id, error.code, error.message)
 
-    def _record(self, plan: PatchPlan, result: SinkResult) -> tuple[int, bool]:
+    def _record(self, plan: PatchPlan, result: SinkResult) -> _Recorded:
         with self.db.session() as session:
             row = session.scalars(
                 select(UploadSession).where(UploadSession.id == plan.upload_id).with_for_update()
@@ -495,17 +507,17 @@ class TusService:
             if complete and row.concat != "partial":
                 row.status = SessionStatus.ASSEMBLING
             self.uploads.log_event(session, row, "upload_progress", f"{result.size} bytes at offset {plan.offset}")
-            return row.bytes_received, complete
+            return _Recorded(_to_upload(row), row.chunks_received, row.user_id, complete)
 
-    def _after_record(self, plan: PatchPlan, offset: int, complete: bool) -> int:
+    def _after_record(self, plan: PatchPlan, recorded: _Recorded) -> TusUpload:
+        upload, complete = recorded.upload, recorded.complete
+        offset, length = upload.offset, upload.length
         if plan.frontier_hasher is not None:
             self.uploads.frontier.commit(plan.upload_id, offset - plan.offset)
         plan.close()
         events = self.uploads.events
         if events is not None and not plan.partial and events.progress_due(f"upload:{plan.session_id}", final=complete):
-            with self.db.session() as session:
-                row = session.get_one(UploadSession, plan.upload_id)
-                length, chunks, user_id = row.file_size, row.chunks_received, row.user_id
+            chunks = recorded.chunks
             events.to_user(
                 UploadProgress(
                     session_id=plan.session_id,
@@ -516,11 +528,13 @@ class TusService:
                         progress_percentage=round(100.0 * offset / length, 2) if length else 0.0,
                     ),
                 ),
-                user_id,
+                recorded.user_id,
             )
         if complete and not plan.partial:
             self._complete_appended(plan.upload_id)
-        return offset
+            with self.db.session() as session:  # assembled: now with its video and content hash
+                return _to_upload(session.get_one(UploadSession, plan.upload_id))
+        return upload
 
     def _complete_appended(self, upload_id: str) -> None:
         with self.db.session() as session:
