@@ -95,6 +95,16 @@ class Outcome:
     acknowledged: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def answered(self, response: httpx.Response, expected: int, what: str) -> bool:
+        """Count a piece the server acknowledged; note anything else and back off a little."""
+        if response.status_code != expected:
+            self.errors.append(f"{what}: {response.status_code} {response.text[:200]}")
+            time.sleep(0.2)
+            return False
+        self.acknowledged += 1
+        time.sleep(PAUSE)
+        return True
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
@@ -144,12 +154,8 @@ def chunked_upload(
                 data={**common, "chunk_index": str(index)},
                 files={"file": ("crash.mp4", chunks[index], "video/mp4")},
             )
-            if response.status_code != 200:
-                outcome.errors.append(f"chunk {index}: {response.status_code} {response.text[:200]}")
-                time.sleep(0.2)
+            if not outcome.answered(response, 200, f"chunk {index}"):
                 return False
-            outcome.acknowledged += 1
-            time.sleep(PAUSE)
         return False
 
     with client:
@@ -181,12 +187,7 @@ def tus_upload(
             content=data[offset : offset + CHUNK],
             headers={"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
         )
-        if response.status_code != 204:
-            outcome.errors.append(f"PATCH at {offset}: {response.status_code} {response.text[:200]}")
-            time.sleep(0.2)
-            return False
-        outcome.acknowledged += 1
-        time.sleep(PAUSE)
+        outcome.answered(response, 204, f"PATCH at {offset}")
         return False
 
     with client:
