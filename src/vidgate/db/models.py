@@ -219,7 +219,7 @@ class UploadChunk(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("upload_session.session_id", ondelete="CASCADE"))
     chunk_index: Mapped[int] = mapped_column(Integer)
     chunk_size: Mapped[int] = mapped_column(BigInteger)
-    chunk_hash: Mapped[str] = mapped_column(String(128))
+    chunk_hash: Mapped[str | None] = mapped_column(String(128))  # None for a tus PATCH (migration 0005)
     storage_path: Mapped[str] = mapped_column(String(512))
     received: Mapped[bool] = mapped_column(Boolean, default=False)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)

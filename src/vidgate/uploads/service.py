@@ -386,7 +386,7 @@ class UploadService:
             plan.offset,
             plan.limit,
             too_large,
-            extra_hasher=plan.frontier_hasher,
+            extra_hashers=[plan.frontier_hasher],
             fsync=self.settings.upload.fsync,
             head_check=plan.head_check,
             head_bytes=HEAD_BYTES,

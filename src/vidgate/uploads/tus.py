@@ -133,17 +133,6 @@ class _Recorded(NamedTuple):
     complete: bool
 
 
-class _Tee:
-    """Feeds one block to several hashers (the running file hash and the PATCH's checksum)."""
-
-    def __init__(self, *hashers: Any) -> None:
-        self.hashers = [h for h in hashers if h is not None]
-
-    def update(self, block: bytes) -> None:
-        for hasher in self.hashers:
-            hasher.update(block)
-
-
 @dataclass
 class PatchPlan:
     upload_id: str
@@ -434,7 +423,8 @@ class TusService:
             plan.offset,
             plan.limit,
             FileTooLarge(f"The body goes past the upload's length (at most {plan.limit} more bytes)."),
-            extra_hasher=_Tee(plan.frontier_hasher, plan.checksum_hasher),
+            extra_hashers=[plan.frontier_hasher, plan.checksum_hasher],
+            hash_body=False,  # the running file hash (or assembly, after a restart) covers these bytes
             fsync=self.settings.upload.fsync,
             head_check=plan.head_check,
             head_bytes=HEAD_BYTES,

@@ -1,10 +1,11 @@
 """Write a byte stream at an offset of a file while hashing it, off the event loop.
 
 The event loop keeps parsing HTTP while two worker threads handle the previous blocks, one
-hashing and one writing: ``hashlib`` and ``os.pwrite`` both release the GIL, so parsing,
-hashing and the kernel's copy into the page cache overlap. At most ``MAX_PENDING`` blocks
-wait for the threads, which bounds the memory one upload holds
-(``BLOCK_SIZE * (MAX_PENDING + 1)``).
+hashing and one writing: ``hashlib`` and ``os.pwritev`` both release the GIL, so parsing,
+hashing and the kernel's copy into the page cache overlap. A block is the list of pieces the
+server received (never joined: ``pwritev`` writes them in one call and each is hashed in
+place, so no byte is copied in user space). At most ``MAX_PENDING`` blocks wait for the
+threads, which bounds the memory one upload holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,21 +25,24 @@ from vidgate.storage.local import translate_os_error
 
 BLOCK_SIZE = 1 << 20
 MAX_PENDING = 4
+MAX_PIECES = 64  # more (tiny) pieces than this are joined: cheap, and far below IOV_MAX
 
 
 @dataclass(frozen=True)
 class SinkResult:
     size: int
-    sha256: str
+    sha256: str | None  # of the streamed bytes; None when the sink was told not to hash them
 
 
 class ChunkSink:
     """Streams bytes to ``fd`` at ``offset`` (or only hashes them when ``fd`` is None).
 
     ``limit`` is the most bytes accepted: one more raises ``too_large`` (built by the caller)
-    before anything past the limit is written. ``extra_hasher`` also receives the bytes (the
-    running whole-file hash while chunks arrive in order). ``head_check`` sees the first
-    ``head_bytes`` before any byte is written, and may refuse the stream by raising.
+    before anything past the limit is written. ``extra_hashers`` also receive the bytes (the
+    running whole-file hash while chunks arrive in order, a tus Upload-Checksum). ``hash_body=False`` skips the
+    stream's own SHA-256 when nothing needs it (a tus PATCH: the running file hash covers its
+    bytes), so each byte is hashed once. ``head_check`` sees the first ``head_bytes`` before
+    any byte is written, and may refuse the stream by raising.
     """
 
     def __init__(
@@ -48,7 +52,8 @@ class ChunkSink:
         limit: int,
         too_large: VidgateError,
         *,
-        extra_hasher: Any | None = None,
+        extra_hashers: Iterable[Any] = (),
+        hash_body: bool = True,
         fsync: bool = False,
         head_check: Callable[[bytes], None] | None = None,
         head_bytes: int = 4096,
@@ -57,16 +62,18 @@ class ChunkSink:
         self._offset = offset
         self._limit = limit
         self._too_large = too_large
-        self._extra = extra_hasher
         self._fsync = fsync
         self._head_check = head_check
         self._head_bytes = head_bytes
-        self._hasher = new_sha256()
+        self._hasher = new_sha256() if hash_body else None
+        self._hashers = [h for h in (self._hasher, *extra_hashers) if h is not None]
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._pending: deque[tuple[Future[None], Future[None] | None]] = deque()
-        self._hash_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")
+        self._pending: deque[tuple[Future[None] | None, Future[None] | None]] = deque()
+        self._hash_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash") if self._hashers else None
+        )
         self._write_thread = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if fd is not None else None
         )
@@ -75,21 +82,25 @@ class ChunkSink:
     def size(self) -> int:
         return self._size
 
-    def _hash_block(self, block: bytes) -> None:
-        self._hasher.update(block)
-        if self._extra is not None:
-            self._extra.update(block)
+    def _hash_block(self, pieces: list[bytes]) -> None:
+        for hasher in self._hashers:
+            for piece in pieces:
+                hasher.update(piece)
 
-    def _write_block(self, block: bytes, position: int) -> None:
+    def _write_block(self, pieces: list[bytes], position: int) -> None:
         assert self._fd is not None
-        view = memoryview(block)
-        while view:
+        views = [memoryview(piece) for piece in pieces]
+        while views:
             try:
-                written = os.pwrite(self._fd, view, position)
+                written = os.pwritev(self._fd, views, position)
             except OSError as exc:
                 raise translate_os_error(exc) from exc
-            view = view[written:]
             position += written
+            while views and written >= len(views[0]):  # a short write: go on from where it stopped
+                written -= len(views[0])
+                views.pop(0)
+            if views:
+                views[0] = views[0][written:]
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -111,27 +122,26 @@ class ChunkSink:
     async def _submit(self) -> None:
         if not self._buffer:
             return
-        block = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        self._buffer.clear()
-        self._buffered = 0
+        pieces = self._buffer if len(self._buffer) <= MAX_PIECES else [b"".join(self._buffer)]
+        self._buffer = []
         position = self._offset + self._size
-        self._size += len(block)
-        hashed = self._hash_thread.submit(self._hash_block, block)
-        written = self._write_thread.submit(self._write_block, block, position) if self._write_thread else None
+        self._size += self._buffered
+        self._buffered = 0
+        hashed = self._hash_thread.submit(self._hash_block, pieces) if self._hash_thread else None
+        written = self._write_thread.submit(self._write_block, pieces, position) if self._write_thread else None
         self._pending.append((hashed, written))
         while len(self._pending) > MAX_PENDING:
             await self._wait_oldest()
 
     async def _wait_oldest(self) -> None:
-        hashed, written = self._pending.popleft()
-        await asyncio.wrap_future(hashed)
-        if written is not None:
-            await asyncio.wrap_future(written)
+        for future in self._pending.popleft():
+            if future is not None:
+                await asyncio.wrap_future(future)
 
     def _shutdown(self) -> None:
-        self._hash_thread.shutdown(wait=False)
-        if self._write_thread is not None:
-            self._write_thread.shutdown(wait=False)
+        for thread in (self._hash_thread, self._write_thread):
+            if thread is not None:
+                thread.shutdown(wait=False)
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
@@ -145,7 +155,7 @@ class ChunkSink:
                 await asyncio.to_thread(os.fdatasync, self._fd)
         finally:
             self._shutdown()
-        return SinkResult(size=self._size, sha256=self._hasher.hexdigest())
+        return SinkResult(size=self._size, sha256=self._hasher.hexdigest() if self._hasher is not None else None)
 
     async def keep_written(self) -> SinkResult | None:
         """The stream broke off: write what is buffered, wait for the threads and report what

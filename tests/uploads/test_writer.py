@@ -1,0 +1,101 @@
+"""ChunkSink: pieces land at their offsets unjoined, hashed once when asked to be."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from vidgate.errors import FileTooLarge
+from vidgate.uploads import writer
+from vidgate.uploads.writer import ChunkSink
+
+
+def _stream(sink: ChunkSink, pieces: list[bytes]) -> writer.SinkResult:
+    async def run() -> writer.SinkResult:
+        for piece in pieces:
+            await sink.write(piece)
+        return await sink.finish()
+
+    return asyncio.run(run())
+
+
+def _pieces(total: int, size: int) -> list[bytes]:
+    data = os.urandom(total)
+    return [data[i : i + size] for i in range(0, total, size)]
+
+
+def test_pieces_land_at_the_offset_and_every_hasher_sees_them(tmp_path: Path) -> None:
+    pieces = _pieces(3 * writer.BLOCK_SIZE + 12345, 65536 + 7)
+    body = b"".join(pieces)
+    path = tmp_path / "part"
+    path.write_bytes(b"\xee" * 100)
+    running = hashlib.sha256(b"\xee" * 100)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        result = _stream(ChunkSink(fd, 100, len(body), FileTooLarge("too large"), extra_hashers=[running]), pieces)
+    finally:
+        os.close(fd)
+    assert result.size == len(body)
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert path.read_bytes() == b"\xee" * 100 + body
+    assert running.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_without_its_own_hash_the_body_is_hashed_once(tmp_path: Path) -> None:
+    class CountingHasher:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+            self.bytes = 0
+
+        def update(self, data: bytes) -> None:
+            self.inner.update(data)
+            self.bytes += len(data)
+
+    pieces = _pieces(2 * writer.BLOCK_SIZE + 99, 200_000)
+    counting = CountingHasher()
+    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
+    try:
+        sink = ChunkSink(fd, 0, 10 << 20, FileTooLarge("x"), extra_hashers=[counting], hash_body=False)
+        result = _stream(sink, pieces)
+    finally:
+        os.close(fd)
+    assert result.sha256 is None
+    assert counting.bytes == result.size == sum(map(len, pieces))
+    assert counting.inner.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+def test_many_tiny_pieces_and_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More pieces than MAX_PIECES per block are joined; a short pwritev goes on where it stopped
+    (the kernel may write less than asked, e.g. on a signal or near a quota)."""
+    real_pwritev = os.pwritev
+    calls = []
+
+    def short_pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        first = bytes(buffers[0])
+        return real_pwritev(fd, [first[: max(1, len(first) // 3)]], offset)
+
+    monkeypatch.setattr(writer.os, "pwritev", short_pwritev)
+    pieces = _pieces(writer.BLOCK_SIZE + 5000, 1000)
+    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
+    try:
+        result = _stream(ChunkSink(fd, 0, 10 << 20, FileTooLarge("x")), pieces)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "part").read_bytes() == b"".join(pieces)
+    assert result.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert max(calls) <= writer.MAX_PIECES
+
+
+def test_one_byte_past_the_limit_is_refused_before_it_is_written(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(FileTooLarge):
+            _stream(ChunkSink(fd, 0, 10, FileTooLarge("past the limit")), [b"12345", b"678901"])
+    finally:
+        os.close(fd)
+    assert (tmp_path / "part").read_bytes() == b""
