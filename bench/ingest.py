@@ -247,7 +247,8 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
             [*vidgate, "keys", "create", "--user", "bench"], env=env, capture_output=True, text=True, check=True
         )
         command = [*vidgate, "serve", "--host", "127.0.0.1", "--port", str(port)]
-        return Launch(command, workdir, env, ("GET", "/health"), key=created.stdout.strip(), tus_path="/v1/tus/")
+        # /ready: up and warmed (its probe server started), as a load balancer would wait for
+        return Launch(command, workdir, env, ("GET", "/ready"), key=created.stdout.strip(), tus_path="/v1/tus/")
     env["PEER_FILES_DIR"] = str(workdir)
     if kind == "tuspyserver":
         python = ensure_python_peer("tuspyserver")

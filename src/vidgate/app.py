@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio.to_thread
 import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,10 +20,11 @@ from vidgate.api import events as events_api
 from vidgate.api import health, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
-from vidgate.auth import count_active_keys, create_key
+from vidgate.auth import KeyCache, count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
+from vidgate.errors import Unauthenticated
 from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
@@ -82,6 +84,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         bus=bus,
         events=events,
         tus=TusService(uploads),
+        keys=KeyCache(db, settings.auth.cache_seconds),
     )
 
 
@@ -147,6 +150,57 @@ async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
         await asyncio.sleep(seconds)
 
 
+async def _warm_up(services: Services, app: FastAPI) -> None:
+    """Pay at start-up what the first uploads would: the warm probe server (a process that
+    imports PyAV, ~0.4 s of CPU), FastAPI's per-route set-up (built on a router's first match,
+    ~80 ms), anyio's worker threads (imported on first use) and the compiled key lookup.
+    ``/ready`` says ready once this is done; it never fails start-up (what could not be warmed
+    is set up by the first request that needs it)."""
+    try:
+        await asyncio.to_thread(warm_up_probes)
+        await _match_every_route(app)
+        await anyio.to_thread.run_sync(_look_up_unknown_key, services)
+    except Exception:
+        log.exception("warming up request handling failed")
+    finally:
+        services.warmed_up = True
+
+
+async def _match_every_route(app: FastAPI) -> None:
+    """Send the router (not the middlewares: no metrics, no logs) a request for a path no route
+    has, so that it sets up every route on the way to its 404."""
+    path = "/.vidgate-warm-up"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "OPTIONS",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 0),
+        "app": app,
+        "state": {},
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    await app.router(scope, receive, send)
+
+
+def _look_up_unknown_key(services: Services) -> None:
+    with contextlib.suppress(Unauthenticated):
+        services.keys.authenticate("vg_warm-up")
+
+
 async def _periodic_dispatch(services: Services) -> None:
     """Offer queued videos the broker has not taken (it was down, or the process restarted)."""
     if services.settings.processing.queue == "inline":
@@ -181,7 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.hub = Hub(settings.websocket.queue_size, settings.websocket.heartbeat_interval)
         app.state.services = services
         tasks = [
-            asyncio.create_task(asyncio.to_thread(warm_up_probes)),
+            asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),
             asyncio.create_task(_periodic_dispatch(services)),
             asyncio.create_task(_deliver_webhooks(services)),

@@ -1,10 +1,14 @@
-"""API keys: created by ``vidgate keys create``, stored only as SHA-256, looked up per request."""
+"""API keys: created by ``vidgate keys create``, stored only as SHA-256, looked up per request
+(or remembered for ``AUTH_CACHE_SECONDS`` by :class:`KeyCache`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -111,3 +115,51 @@ def authenticate(db: Database, key: str | None) -> Principal:
     if row is None or row[0].revoked_at is not None or not hmac.compare_digest(row[0].key_hash, digest):
         raise Unauthenticated("The API key is unknown or revoked.")
     return Principal(user_id=row[1].id, username=row[1].username)
+
+
+class KeyCache:
+    """Remembers keys that authenticated for ``ttl`` seconds, so a stream of requests (a tus
+    upload is one request per chunk) does not cost a database round trip each.
+
+    Only keys that were valid are remembered, and only for ``ttl``: a key revoked by another
+    process stops working within ``ttl`` seconds (``ttl=0`` asks the database every time).
+    At most ``max_entries`` keys are kept; the least recently used go first."""
+
+    def __init__(self, db: Database, ttl: float, max_entries: int = 10_000) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def cached(self, key: str | None) -> Principal | None:
+        """The principal of ``key`` if it authenticated less than ``ttl`` seconds ago."""
+        if not key or self._ttl <= 0:
+            return None
+        digest = hash_key(key)
+        with self._lock:
+            hit = self._known.get(digest)
+            if hit is None:
+                return None
+            if hit[1] <= time.monotonic():
+                del self._known[digest]
+                return None
+            self._known.move_to_end(digest)
+            return hit[0]
+
+    def authenticate(self, key: str | None) -> Principal:
+        """Cached, or looked up in the database (blocking: call it from a worker thread)."""
+        principal = self.cached(key)
+        if principal is not None:
+            return principal
+        principal = authenticate(self._db, key)
+        if self._ttl > 0 and key:
+            with self._lock:
+                self._known[hash_key(key)] = (principal, time.monotonic() + self._ttl)
+                while len(self._known) > self._max:
+                    self._known.popitem(last=False)
+        return principal
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._known.pop(hash_key(key), None)

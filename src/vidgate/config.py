@@ -233,6 +233,13 @@ class AuthSettings(BaseSettings):
         True,
         description="On an embedded (SQLite) start with no API key yet, create one for user 'dev' and print it.",
     )
+    cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long an API process remembers a key that authenticated (saves a database round "
+        "trip per request, e.g. per tus PATCH); a key revoked meanwhile stops working within this time. "
+        "0: look every key up every time.",
+    )
 
 
 class ServerSettings(BaseSettings):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
+from unittest.mock import ANY
 
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
@@ -32,11 +34,16 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 def test_health_and_ready_need_no_key(server: RunningServer) -> None:
     with server.client() as client:
         health = client.get("/health", headers={"X-API-Key": ""})
-        ready = client.get("/ready", headers={"X-API-Key": ""})
+        deadline = time.monotonic() + 30
+        while (ready := client.get("/ready", headers={"X-API-Key": ""})).status_code == 503:
+            assert ready.json()["checks"]["warm_up"] == {"ok": False, "detail": ANY}, ready.json()
+            assert time.monotonic() < deadline, "the start-up warm-up never ended"
+            time.sleep(0.05)
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
+    assert body["checks"]["warm_up"]["ok"]
     assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
     assert "redis" not in body["checks"]  # embedded mode needs no Redis
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.conftest import RunningServer, make_settings, running_server
 from tests.helpers import error_code, sha256, wait_until
@@ -298,6 +298,10 @@ def test_unknown_other_users_and_expired_uploads(server: RunningServer, tmp_path
             )
         assert head(alice, url).status_code == 410
         assert patch(alice, url, 0, data).status_code == 410
+        with server.db.session() as session:
+            session.execute(delete(UploadSession).where(UploadSession.session_id == url.rsplit("/", 1)[1]))
+        assert patch(alice, url, 0, data).status_code == 410  # the server still knew its owner: gone
+        assert head(alice, url).status_code == 404
 
 
 def test_cors_lets_a_browser_on_another_origin_read_the_tus_headers(server: RunningServer, tmp_path: Path) -> None:

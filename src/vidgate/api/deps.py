@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from vidgate.auth import Principal, authenticate
+from vidgate.auth import KeyCache, Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
 from vidgate.events.bus import EventBus
@@ -32,7 +33,9 @@ class Services:
     bus: EventBus | None
     events: EventPublisher
     tus: TusService
+    keys: KeyCache
     hub: Hub | None = None
+    warmed_up: bool = False  # set once start-up warm-up ended (see vidgate.app._warm_up); /ready waits for it
 
     def close(self) -> None:
         if self.queue is not None:
@@ -42,7 +45,9 @@ class Services:
         self.db.dispose()
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async although it does not wait: FastAPI would run a plain function in the thread pool,
+    and a thread hand-off costs more than this whole dependency."""
     services: Services = request.app.state.services
     return services
 
@@ -53,14 +58,18 @@ _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key header")
 
 
-def current_user(
+async def current_user(
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (runs in the thread pool)."""
+    """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``: from the key cache on the
+    event loop, or from the database in the thread pool."""
     key = bearer.credentials if bearer else api_key
-    return authenticate(services.db, key)
+    cached = services.keys.cached(key)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(services.keys.authenticate, key)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -54,6 +54,11 @@ def _check_all(services: Services) -> Readiness:
         with services.db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    checks["warm_up"] = (
+        Check(ok=True)
+        if services.warmed_up
+        else Check(ok=False, detail="starting: the validation probe server is warming up")
+    )
     run("database", database)
     run("storage", services.uploads.blobs.check)
     settings = services.settings
@@ -78,7 +83,7 @@ def _check_all(services: Services) -> Readiness:
     "/ready",
     response_model=Readiness,
     responses={503: {"model": Readiness}},
-    summary="Database, storage and (distributed mode) Redis reachable",
+    summary="Warmed up; database, storage and (distributed mode) Redis reachable",
 )
 async def ready(services: ServicesDep, response: Response) -> Readiness:
     readiness = await run_in_threadpool(_check_all, services)

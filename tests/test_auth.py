@@ -1,0 +1,57 @@
+"""API keys and the key cache, on both databases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vidgate.auth import KeyCache, create_key, revoke_key
+from vidgate.errors import Unauthenticated
+
+
+def test_a_valid_key_is_remembered_for_the_ttl_and_a_revocation_then_takes_effect(
+    services_for: Callable[..., Any],
+) -> None:
+    with services_for() as services:
+        key, info = create_key(services.db, "dora")
+        cache = KeyCache(services.db, ttl=0.5)
+        assert cache.cached(key) is None
+        assert cache.authenticate(key).username == "dora"
+        assert cache.cached(key) is not None
+        revoke_key(services.db, info.key_prefix)  # as `vidgate keys revoke` in another process
+        assert cache.authenticate(key).username == "dora"  # still remembered
+        time.sleep(0.6)
+        assert cache.cached(key) is None
+        with pytest.raises(Unauthenticated):
+            cache.authenticate(key)
+
+
+def test_unknown_keys_are_never_remembered_and_ttl_zero_asks_every_time(services_for: Callable[..., Any]) -> None:
+    with services_for() as services:
+        key, info = create_key(services.db, "eve")
+        cache = KeyCache(services.db, ttl=60)
+        for _ in range(2):
+            with pytest.raises(Unauthenticated):
+                cache.authenticate("vg_not-a-key")
+        assert cache.cached("vg_not-a-key") is None
+        with pytest.raises(Unauthenticated):
+            cache.authenticate(None)
+        uncached = KeyCache(services.db, ttl=0)
+        assert uncached.authenticate(key).username == "eve"
+        assert uncached.cached(key) is None
+        revoke_key(services.db, info.key_prefix)
+        with pytest.raises(Unauthenticated):
+            uncached.authenticate(key)
+
+
+def test_the_cache_keeps_at_most_max_entries(services_for: Callable[..., Any]) -> None:
+    with services_for() as services:
+        keys = [create_key(services.db, f"user{i}")[0] for i in range(3)]
+        cache = KeyCache(services.db, ttl=60, max_entries=2)
+        for key in keys:
+            cache.authenticate(key)
+        assert cache.cached(keys[0]) is None  # the least recently used went first
+        assert cache.cached(keys[1]) is not None and cache.cached(keys[2]) is not None
