@@ -28,14 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from vidgate import metrics
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, new_id, utcnow
+from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, UploadSession, new_id, utcnow
 from vidgate.errors import (
     ChecksumMismatch,
     ChunkInProgress,
@@ -124,6 +124,73 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         return algorithm, base64.b64decode(encoded, validate=True)
     except binascii.Error as exc:
         raise InvalidParameter("Upload-Checksum: the digest is not base64.") from exc
+
+
+# What a PATCH runs on every call, built once (see TusService._record).
+_SESSIONS = cast(Table, UploadSession.__table__)
+_ADVANCE = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id == bindparam("upload_id"),
+        _SESSIONS.c.status == SessionStatus.ACTIVE,
+        _SESSIONS.c.bytes_received == bindparam("offset"),
+    )
+    .values(
+        chunks_received=_SESSIONS.c.chunks_received + bindparam("added"),
+        total_chunks=_SESSIONS.c.chunks_received + bindparam("added"),
+        bytes_received=_SESSIONS.c.bytes_received + bindparam("size"),
+        last_updated=bindparam("now"),
+    )
+    .returning(
+        *(
+            _SESSIONS.c[name]
+            for name in (
+                "session_id",
+                "user_id",
+                "chunks_received",
+                "bytes_received",
+                "file_size",
+                "upload_metadata",
+                "expires_at",
+                "concat",
+                "concat_parts",
+                "status",
+                "video_id",
+                "is_duplicate",
+                "content_hash",
+            )
+        )
+    )
+)
+_PATCH_TARGET = (
+    select(
+        *(
+            _SESSIONS.c[name]
+            for name in (
+                "status",
+                "error_message",
+                "expires_at",
+                "concat",
+                "bytes_received",
+                "file_size",
+                "filename",
+                "content_type",
+            )
+        )
+    )
+    .where(_SESSIONS.c.id == bindparam("upload_id"))
+    .with_for_update()
+)
+_TOUCH = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("upload_id"), _SESSIONS.c.status == SessionStatus.ACTIVE)
+    .values(file_size=bindparam("file_size"), last_updated=bindparam("now"), expires_at=bindparam("expires_at"))
+)
+_MARK_ASSEMBLING = (
+    update(_SESSIONS).where(_SESSIONS.c.id == bindparam("upload_id")).values(status=SessionStatus.ASSEMBLING)
+)
+_INSERT_CHUNK = insert(cast(Table, UploadChunk.__table__))
+_INSERT_PROGRESS = insert(cast(Table, UploadProgressLog.__table__))
 
 
 class _Recorded(NamedTuple):
@@ -419,7 +486,8 @@ class TusService:
         try:
             plan.locks.enter_context(self._lock(identity.row_id))
             with self.db.session() as session:
-                row = session.scalar(select(UploadSession).where(UploadSession.id == identity.row_id).with_for_update())
+                connection = session.connection()
+                row = connection.execute(_PATCH_TARGET, {"upload_id": identity.row_id}).one_or_none()
                 if row is None:  # purged since it was remembered
                     raise UploadGone("The upload no longer exists.")
                 _check_alive(row)
@@ -429,27 +497,31 @@ class TusService:
                     raise OffsetMismatch(f"Upload-Offset is {offset} but the upload is at {row.bytes_received}.")
                 if row.status is not SessionStatus.ACTIVE:
                     raise SessionNotActive(f"The upload is {row.status.value}; it takes no more data.")
+                file_size = row.file_size
                 if length is not None:
-                    if row.file_size is None:
+                    if file_size is None:
                         if length < row.bytes_received or length > self.max_size:
                             raise InvalidParameter(
                                 f"Upload-Length {length} must lie between the offset {row.bytes_received} "
                                 f"and {self.max_size}."
                             )
-                        row.file_size = length
-                    elif length != row.file_size:
-                        raise InvalidParameter(f"Upload-Length {length} differs from the upload's {row.file_size}.")
+                        file_size = length
+                    elif length != file_size:
+                        raise InvalidParameter(f"Upload-Length {length} differs from the upload's {file_size}.")
                 now = utcnow()
-                row.last_updated = now
-                row.expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
-                end = row.file_size if row.file_size is not None else self.max_size
+                expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
+                connection.execute(
+                    _TOUCH,
+                    {"upload_id": identity.row_id, "file_size": file_size, "now": now, "expires_at": expires_at},
+                )
+                end = file_size if file_size is not None else self.max_size
                 plan.limit = end - offset
                 if offset == 0 and not plan.partial:
                     extension = row.filename.rpartition(".")[2].lower()
                     plan.head_check = partial(check_first_bytes, extension=extension, content_type=row.content_type)
-                reserve = row.file_size if offset == 0 and row.file_size else None
-            plan.fd = self.uploads.parts.open_part(row.id, reserve=reserve)
-            plan.frontier_hasher = self.uploads.frontier.claim(row.id, offset)
+                reserve = file_size if offset == 0 and file_size else None
+            plan.fd = self.uploads.parts.open_part(identity.row_id, reserve=reserve)
+            plan.frontier_hasher = self.uploads.frontier.claim(identity.row_id, offset)
             if expected is not None:
                 plan.checksum = expected
                 plan.checksum_hasher = CHECKSUM_ALGORITHMS[expected[0]]()
@@ -508,37 +580,71 @@ class TusService:
             self.uploads.fail(plan.upload_id, error.code, error.message)
 
     def _record(self, plan: PatchPlan, result: SinkResult) -> _Recorded:
+        """Count the PATCH with statements built once (building SQLAlchemy statements per call
+        cost more than running them): one conditional UPDATE ... RETURNING (still active and
+        still at this offset, or nothing happens), its chunk row and its progress row."""
+        size, now = result.size, utcnow()
         with self.db.session() as session:
-            row = session.scalars(
-                select(UploadSession).where(UploadSession.id == plan.upload_id).with_for_update()
-            ).one()
-            if row.status is not SessionStatus.ACTIVE or row.bytes_received != plan.offset:
-                raise OffsetMismatch(f"The upload moved on while this PATCH was written (now at {row.bytes_received}).")
-            if result.size:
-                now = utcnow()
-                session.add(
-                    UploadChunk(
-                        session_id=row.session_id,
-                        chunk_index=row.chunks_received,
-                        chunk_size=result.size,
-                        chunk_hash=result.sha256,
-                        storage_path=str(self.uploads.parts.part_path(row.id)),
-                        received=True,
-                        verified=True,
-                        received_at=now,
-                        verified_at=now,
-                    )
+            connection = session.connection()
+            row = connection.execute(
+                _ADVANCE,
+                {"upload_id": plan.upload_id, "offset": plan.offset, "size": size, "added": int(size > 0), "now": now},
+            ).one_or_none()
+            if row is None:
+                now_at = session.scalar(select(UploadSession.bytes_received).where(UploadSession.id == plan.upload_id))
+                raise OffsetMismatch(f"The upload moved on while this PATCH was written (now at {now_at}).")
+            if size:
+                connection.execute(
+                    _INSERT_CHUNK,
+                    {
+                        "id": new_id(),
+                        "session_id": row.session_id,
+                        "chunk_index": row.chunks_received - 1,
+                        "chunk_size": size,
+                        "chunk_hash": result.sha256,
+                        "storage_path": str(self.uploads.parts.part_path(plan.upload_id)),
+                        "received": True,
+                        "verified": True,
+                        "received_at": now,
+                        "verified_at": now,
+                    },
                 )
-                row.chunks_received += 1
-                row.total_chunks = row.chunks_received
-                row.bytes_received += result.size
-                row.last_updated = now
-                metrics.UPLOAD_BYTES.labels("tus").inc(result.size)
+                metrics.UPLOAD_BYTES.labels("tus").inc(size)
             complete = row.file_size is not None and row.bytes_received == row.file_size
+            status = row.status
             if complete and row.concat != "partial":
-                row.status = SessionStatus.ASSEMBLING
-            self.uploads.log_event(session, row, "upload_progress", f"{result.size} bytes at offset {plan.offset}")
-            return _Recorded(_to_upload(row), row.chunks_received, row.user_id, complete)
+                status = SessionStatus.ASSEMBLING
+                connection.execute(_MARK_ASSEMBLING, {"upload_id": plan.upload_id})
+            connection.execute(
+                _INSERT_PROGRESS,
+                {
+                    "id": new_id(),
+                    "session_id": row.session_id,
+                    "event_type": "upload_progress",
+                    "chunks_received": row.chunks_received,
+                    "bytes_received": row.bytes_received,
+                    "progress_percentage": round(100.0 * row.bytes_received / row.file_size, 2)
+                    if row.file_size
+                    else 0.0,
+                    "message": f"{size} bytes at offset {plan.offset}",
+                    "details": {},
+                    "created_at": now,
+                },
+            )
+        upload = TusUpload(
+            upload_id=row.session_id,
+            offset=row.bytes_received,
+            length=row.file_size,
+            metadata=row.upload_metadata,
+            expires_at=row.expires_at,
+            concat=row.concat,
+            concat_parts=list(row.concat_parts or []),
+            status=status,
+            video_id=row.video_id,
+            duplicate=bool(row.is_duplicate),
+            content_hash=row.content_hash,
+        )
+        return _Recorded(upload, row.chunks_received, row.user_id, complete)
 
     def _after_record(self, plan: PatchPlan, recorded: _Recorded) -> TusUpload:
         upload, complete = recorded.upload, recorded.complete
@@ -556,7 +662,7 @@ class TusService:
                         chunks_received=chunks,
                         total_chunks=chunks,
                         bytes_received=offset,
-                        progress_percentage=round(100.0 * offset / length, 2) if length else 0.0,
+                        progress_percentage=_percent(offset, length),
                     ),
                 ),
                 recorded.user_id,
@@ -577,7 +683,17 @@ class TusService:
         self.uploads.assemble(upload_id)
 
 
-def _check_alive(row: UploadSession) -> None:
+def _percent(done: int, total: int | None) -> float:
+    return round(100.0 * done / total, 2) if total else 0.0
+
+
+class _Liveness(Protocol):
+    status: SessionStatus
+    error_message: str | None
+    expires_at: datetime
+
+
+def _check_alive(row: _Liveness) -> None:
     if row.status in _GONE:
         reason = f" ({row.error_message})" if row.error_message else ""
         raise UploadGone(f"The upload is {row.status.value}{reason}.")
