@@ -181,3 +181,12 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def unique_video(tmp_path: Path) -> Path:
     """A real MP4 whose bytes no other test uses."""
     return make_mp4(tmp_path / "unique.mp4", frames=30, seed=uuid.uuid4().int % (2**32))
+
+
+@pytest.fixture
+def broker() -> Iterator[str]:
+    """A Redis database of the shared server (127.0.0.1:6379) for this test alone."""
+    from tests.cluster import redis_database
+
+    with redis_database() as url:
+        yield url
