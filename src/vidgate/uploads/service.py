@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -113,6 +113,7 @@ class ChunkPlan:
     #: if the request fails, nobody can resume it, so it is failed and deleted at once
     anonymous_new_session: bool = False
     created: bool = False  # this request created the session
+    user_id: str = ""  # the owner, who gets this chunk's progress event
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
@@ -171,6 +172,7 @@ class UploadService:
             try:
                 plan = self._plan(principal, request, priority, file_hash)
                 plan.anonymous_new_session = plan.anonymous_new_session and request.session_id is None
+                plan.user_id = principal.user_id
                 break
             except IntegrityError:
                 # Two first chunks of a new session raced to create it: the second reads it now.
@@ -443,7 +445,7 @@ class UploadService:
                         progress_percentage=receipt.progress_percentage,
                     ),
                 ),
-                self._owner(plan.session_id),
+                plan.user_id,
             )
         if complete:
             self.assemble(plan.upload_id)
@@ -487,11 +489,15 @@ class UploadService:
                         f"{self.limits.max_file_size} bytes."
                     )
             session.flush()
-            count, total_bytes = session.execute(
-                select(func.count(), func.coalesce(func.sum(UploadChunk.chunk_size), 0)).where(
-                    UploadChunk.session_id == row.session_id
+            sizes = {
+                index: size
+                for index, size in session.execute(
+                    select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(
+                        UploadChunk.session_id == row.session_id
+                    )
                 )
-            ).one()
+            }
+            count, total_bytes = len(sizes), sum(sizes.values())
             if total_bytes > self.limits.max_file_size:
                 raise FileTooLarge(
                     f"With this chunk the file would be {total_bytes} bytes; the limit is "
@@ -505,7 +511,7 @@ class UploadService:
             if complete:
                 row.status = SessionStatus.ASSEMBLING
             self.log_event(session, row, "upload_progress", f"chunk {plan.chunk_index} received")
-            return self._receipt(session, row, plan, result, duplicate=False), complete
+            return self._receipt(session, row, plan, result, duplicate=False, received=set(sizes)), complete
 
     def _check_chunk_size(self, session: Session, row: UploadSession, plan: ChunkPlan, size: int) -> None:
         if size == 0:
@@ -750,10 +756,6 @@ class UploadService:
         self.locker.release_all(upload_id)
         return ended
 
-    def _owner(self, session_id: str) -> str:
-        with self.db.session() as session:
-            return str(session.scalar(select(UploadSession.user_id).where(UploadSession.session_id == session_id)))
-
     # ------------------------------------------------------------------ queries and commands
     def get_session(self, principal: Principal, session_id: str) -> SessionView:
         return self._view(session_id, owner=principal.user_id)
@@ -780,10 +782,19 @@ class UploadService:
             return _to_view(row, _received(session, session_id))
 
     def _receipt(
-        self, session: Session, row: UploadSession, plan: ChunkPlan, result: SinkResult, *, duplicate: bool
+        self,
+        session: Session,
+        row: UploadSession,
+        plan: ChunkPlan,
+        result: SinkResult,
+        *,
+        duplicate: bool,
+        received: set[int] | None = None,
     ) -> ChunkReceipt:
+        if received is None:
+            received = _received(session, row.session_id)
         return ChunkReceipt(
-            **_to_view(row, _received(session, row.session_id)).model_dump(),
+            **_to_view(row, received).model_dump(),
             chunk_index=plan.chunk_index,
             chunk_hash=result.sha256,
             chunk_bytes=result.size,
