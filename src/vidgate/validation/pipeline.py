@@ -198,12 +198,14 @@ _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
 
 def warm_up_probes() -> None:
-    """Start the warm probe server now (about 0.4 s) rather than on the first upload; if it
-    cannot start here, probes will say so (or use a fresh interpreter) when they run."""
-    from multiprocessing import forkserver
-
+    """Start the warm probe server now (about 0.4 s of CPU importing PyAV) rather than on the
+    first upload, and wait until it forked a first (idle) child: only then has it finished
+    importing, so it no longer competes with uploads for the CPU. If it cannot start here,
+    probes will say so (or use a fresh interpreter) when they run."""
     try:
-        forkserver.ensure_running()
+        child = _WARM.Process(target=probe_module.idle, daemon=True)
+        child.start()
+        child.join(timeout=60)
     except Exception:
         log.exception("could not start the warm probe server")
 

@@ -91,6 +91,10 @@ def limited_probe(path: str, limits: dict[str, Any]) -> Result:
     return probe(path, int(limits["max_width"]), int(limits["max_height"]), float(limits["max_duration"]))
 
 
+def idle() -> None:
+    """A child that does nothing: forking it proves the warm probe server is up and warm."""
+
+
 def in_forked_child(connection: Any, path: str, limits: dict[str, Any]) -> None:
     """Entry point of a child forked from the warm probe server (PyAV already imported)."""
     connection.send(limited_probe(path, limits))
