@@ -17,7 +17,9 @@ loopback to (keys for --only in brackets):
                 @tus/file-store (npm), each set up as its README shows, storing on local disk.
 The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
 into the project's environment. The runs are interleaved (round r uploads to every server in
-turn); each starts a fresh server with empty storage after `sync`. Prints the median MB/s, the
+turn); each starts a fresh server with empty storage after `sync`, warms it up with one 2 MiB
+upload made the same way (for vidgate, also waiting until its analysis is done, so the measured
+upload has the CPU to itself), syncs again and measures. Prints the median MB/s, the
 ratio to the baseline and to the best peer, the server process's peak RSS (and its growth
 during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
 /proc/PID/io). Every server's result is checked: vidgate's content hash, the peers' stored
@@ -445,7 +447,42 @@ class Measurement:
     read: int
 
 
-def measure(case: Case, path: Path, chunk_size: int, digest: str, profile: Path | None = None) -> Measurement:
+def upload(server: Server, case: Case, path: Path, chunk_size: int) -> tuple[str, dict[str, str], dict[str, object]]:
+    """One upload the way ``case`` uploads: (tus URL, last tus response headers, seed result)."""
+    if case.mode == "tus":
+        url, headers = tus_upload(server, path, chunk_size)
+        return url, headers, {}
+    return "", {}, seed_upload(server, path, case.mode, chunk_size)
+
+
+def wait_until_processed(server: Server, video_id: str, timeout: float = 120) -> None:
+    """vidgate analyses a stored video in the same process: wait for it so that the measured
+    upload does not share the CPU with the warm-up's processing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", f"/v1/videos/{video_id}", headers={"X-API-Key": server.key})
+        video = json.loads(conn.getresponse().read())["data"]
+        conn.close()
+        if video["status"] in ("completed", "failed"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the warm-up video {video_id} was not processed within {timeout} s")
+
+
+def warm_up(server: Server, case: Case, warm_path: Path, chunk_size: int) -> None:
+    """One small upload before the measured one, the same for every server, so every row
+    measures a server in its steady state (code paths run, statements compiled, pools
+    started) rather than its first request after start-up."""
+    _, headers, result = upload(server, case, warm_path, chunk_size)
+    if case.kind == "vidgate":
+        video_id = headers.get("vidgate-video-id") or result["data"]["video_id"]  # type: ignore[index]
+        wait_until_processed(server, str(video_id))
+
+
+def measure(
+    case: Case, path: Path, warm_path: Path, chunk_size: int, digest: str, profile: Path | None = None
+) -> Measurement:
     root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
     workdir = root / "data"
     workdir.mkdir()
@@ -454,6 +491,9 @@ def measure(case: Case, path: Path, chunk_size: int, digest: str, profile: Path 
         server = start_server(case.kind, workdir)
         spy = None
         try:
+            warm_up(server, case, warm_path, chunk_size)
+            subprocess.run(["sync"], check=True)
+            server.rss_at_start = _status_kib(server.proc("status"), "VmRSS") * 1024
             if profile is not None:
                 py_spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
                 spy = subprocess.Popen(
@@ -464,10 +504,7 @@ def measure(case: Case, path: Path, chunk_size: int, digest: str, profile: Path 
                 time.sleep(1)
             before = server.io()
             started = time.perf_counter()
-            if case.mode == "tus":
-                url, headers = tus_upload(server, path, chunk_size)
-            else:
-                result = seed_upload(server, path, case.mode, chunk_size)
+            url, headers, result = upload(server, case, path, chunk_size)
             seconds = time.perf_counter() - started
             after = server.io()
             measurement = Measurement(
@@ -545,6 +582,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vidgate-bench-media-") as media:
         path = make_video(Path(media) / "bench.mkv", args.size_mib)
+        warm_path = make_video(Path(media) / "warm-up.mkv", 2)
         size = path.stat().st_size
         digest = sha256_of(path)
         for round_ in range(args.runs):
@@ -552,7 +590,7 @@ def main() -> None:
                 if row.problem:
                     continue
                 try:
-                    row.runs.append(measure(row.case, path, chunk_size, digest))
+                    row.runs.append(measure(row.case, path, warm_path, chunk_size, digest))
                 except SetupFailed as exc:
                     row.problem = f"not run: {exc}"
                 except Exception as exc:  # the row reports it
@@ -561,7 +599,7 @@ def main() -> None:
             args.py_spy.mkdir(parents=True, exist_ok=True)
             for row in rows:
                 if not row.problem and row.case.kind != "tus-node":
-                    measure(row.case, path, chunk_size, digest, profile=args.py_spy / f"{row.case.key}.txt")
+                    measure(row.case, path, warm_path, chunk_size, digest, profile=args.py_spy / f"{row.case.key}.txt")
 
     print(
         f"\nfile: {size / 1e6:.1f} MB real video (rawvideo in Matroska), {args.chunk_mib} MiB chunks, "
@@ -598,9 +636,9 @@ def main() -> None:
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
         "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
         "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
-        "\n  +RSS: its growth from when the server was ready. disk w/B, r/B: write_bytes and read_bytes"
-        "\n  of /proc/PID/io during the upload per uploaded byte (r/B counts only reads that missed the"
-        "\n  page cache)."
+        "\n  +RSS: its growth from when the server was ready and warmed up (one 2 MiB upload)."
+        "\ndisk w/B, r/B: write_bytes and read_bytes of /proc/PID/io during the upload per uploaded byte"
+        "\n  (r/B counts only reads that missed the page cache)."
         "\nvidgate hashes (SHA-256) the whole file (seed chunks: each chunk too) and validates it (probe,"
         "\n  structure) even though tuspy sends no Upload-Checksum (same client settings for every tus"
         "\n  server); the peers hash and check nothing."
