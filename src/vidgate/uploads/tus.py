@@ -623,27 +623,13 @@ class TusService:
                     "event_type": "upload_progress",
                     "chunks_received": row.chunks_received,
                     "bytes_received": row.bytes_received,
-                    "progress_percentage": round(100.0 * row.bytes_received / row.file_size, 2)
-                    if row.file_size
-                    else 0.0,
+                    "progress_percentage": _percent(row.bytes_received, row.file_size),
                     "message": f"{size} bytes at offset {plan.offset}",
                     "details": {},
                     "created_at": now,
                 },
             )
-        upload = TusUpload(
-            upload_id=row.session_id,
-            offset=row.bytes_received,
-            length=row.file_size,
-            metadata=row.upload_metadata,
-            expires_at=row.expires_at,
-            concat=row.concat,
-            concat_parts=list(row.concat_parts or []),
-            status=status,
-            video_id=row.video_id,
-            duplicate=bool(row.is_duplicate),
-            content_hash=row.content_hash,
-        )
+        upload = _to_upload(row, status=status)
         return _Recorded(upload, row.chunks_received, row.user_id, complete)
 
     def _after_record(self, plan: PatchPlan, recorded: _Recorded) -> TusUpload:
@@ -701,7 +687,23 @@ def _check_alive(row: _Liveness) -> None:
         raise UploadGone("The upload expired.")
 
 
-def _to_upload(row: UploadSession) -> TusUpload:
+class _UploadFields(Protocol):
+    """What HEAD reports, from a loaded row or from the columns a PATCH's UPDATE returned."""
+
+    session_id: str
+    bytes_received: int
+    file_size: int | None
+    upload_metadata: str | None
+    expires_at: datetime
+    concat: str | None
+    concat_parts: list[str] | None
+    status: SessionStatus
+    video_id: str | None
+    is_duplicate: bool
+    content_hash: str | None
+
+
+def _to_upload(row: _UploadFields, *, status: SessionStatus | None = None) -> TusUpload:
     return TusUpload(
         upload_id=row.session_id,
         offset=row.bytes_received,
@@ -710,7 +712,7 @@ def _to_upload(row: UploadSession) -> TusUpload:
         expires_at=row.expires_at,
         concat=row.concat,
         concat_parts=list(row.concat_parts or []),
-        status=row.status,
+        status=status or row.status,
         video_id=row.video_id,
         duplicate=bool(row.is_duplicate),
         content_hash=row.content_hash,
