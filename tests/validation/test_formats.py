@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_until
 from tests.media import CONTAINERS, iso_box, make_video, pe_executable
 from vidgate.config import ValidationSettings
 from vidgate.errors import DangerousContent, FormatMismatch, UndecodableVideo, UnrecognizedFormat
+from vidgate.validation import pipeline
 from vidgate.validation.formats import HEAD_BYTES, check_head, detect_format
-from vidgate.validation.pipeline import FileValidator
+from vidgate.validation.pipeline import FileValidator, warm_up_probes
 from vidgate.validation.signatures import dangerous_inside, zip_end_record
 from vidgate.validation.structure import walk
 
@@ -96,3 +99,20 @@ def test_the_fresh_interpreter_probe_gives_the_same_answer(files: dict[str, Path
     result = validator._probe_in_fresh_interpreter(files["mp4"], limits)
     assert result is not None and (result["width"], result["height"]) == (160, 120)
     assert validator._probe_in_fresh_interpreter(files["mp4"], {**limits, "memory_bytes": 64 << 20}) is None
+
+
+def test_probes_run_in_a_child_forked_ahead_of_time(files: dict[str, Path]) -> None:
+    """The next probe child is forked after a probe, off its time; a used child is reaped and a
+    spare that died meanwhile is replaced on the spot."""
+    warm_up_probes()
+    spare = pipeline._spare
+    assert spare is not None and spare[0].is_alive()
+    validator = FileValidator(ValidationSettings())
+    assert validator.validate(files["mp4"], "mp4", None).width == 160
+    wait_until(lambda: pipeline._spare is not None and pipeline._spare is not spare, timeout=20)
+    wait_until(lambda: spare[0].exitcode is not None, timeout=20)  # the used child was reaped
+    replacement = pipeline._spare
+    assert replacement is not None and replacement[0].pid is not None
+    os.kill(replacement[0].pid, signal.SIGKILL)
+    wait_until(lambda: not replacement[0].is_alive(), timeout=20)
+    assert validator.validate(files["mkv"], "mkv", None).width == 160

@@ -18,6 +18,9 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +202,71 @@ _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
 def warm_up_probes() -> None:
     """Start the warm probe server now (about 0.4 s of CPU importing PyAV) rather than on the
-    first upload, and wait until it forked a first (idle) child: only then has it finished
-    importing, so it no longer competes with uploads for the CPU. If it cannot start here,
-    probes will say so (or use a fresh interpreter) when they run."""
+    first upload, wait until it forked a first (idle) child (only then has it finished
+    importing, so it no longer competes with uploads for the CPU) and fork the first spare
+    probe child. If it cannot start here, probes will say so (or use a fresh interpreter)."""
     try:
         child = _WARM.Process(target=probe_module.idle, daemon=True)
         child.start()
         child.join(timeout=60)
+        _replenish_spare()
     except Exception:
         log.exception("could not start the warm probe server")
+
+
+_ProbeChild = tuple[BaseProcess, Connection]
+_spare_lock = threading.Lock()
+_spare: _ProbeChild | None = None
+
+
+def _start_probe_child() -> _ProbeChild:
+    """A child of the warm probe server waiting for a file to probe (raises AssertionError
+    or OSError where no child can be started, e.g. in a daemonic pool process)."""
+    parent_end, child_end = _WARM.Pipe(duplex=True)
+    try:
+        process = _WARM.Process(target=probe_module.probe_on_request, args=(child_end,), daemon=True)
+        process.start()
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    return process, parent_end
+
+
+def _end_probe_child(child: _ProbeChild) -> None:
+    process, connection = child
+    connection.close()
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=5)
+
+
+def _take_probe_child() -> _ProbeChild:
+    """The spare child if one is ready, else a new one."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        if spare[0].is_alive():
+            return spare
+        _end_probe_child(spare)
+    return _start_probe_child()
+
+
+def _replenish_spare() -> None:
+    """Fork the next spare (run beside a probe, so the next upload does not wait for it)."""
+    global _spare
+    try:
+        child = _start_probe_child()
+    except Exception as exc:
+        log.info("no spare probe child: %s", exc)
+        return
+    with _spare_lock:
+        if _spare is None:
+            _spare = child
+            return
+    _end_probe_child(child)  # another thread made one meanwhile
 
 
 def _probe_timeout(seconds: float) -> UndecodableVideo:
@@ -215,29 +274,38 @@ def _probe_timeout(seconds: float) -> UndecodableVideo:
 
 
 def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float) -> object:
-    """Probe in a child of the warm probe server; a crash or a limit hit gives None, and
-    ``_NO_WARM_CHILD`` when no such child can be started here (a daemonic pool process)."""
-    receiver, sender = _WARM.Pipe(duplex=False)
+    """Probe in a child of the warm probe server, forked ahead of time when possible; a crash
+    or a limit hit gives None, and ``_NO_WARM_CHILD`` when no such child can be started here
+    (a daemonic pool process)."""
     try:
-        process = _WARM.Process(target=probe_module.in_forked_child, args=(sender, str(path), limits), daemon=True)
-        process.start()
+        child = _take_probe_child()
     except (AssertionError, OSError) as exc:
         log.info("probing in a fresh interpreter: %s", exc)
-        receiver.close()
-        sender.close()
         return _NO_WARM_CHILD
-    sender.close()
+    process, connection = child
     try:
-        if not receiver.poll(timeout):
+        try:
+            connection.send((str(path), limits))
+        except OSError:  # the spare died after it was checked: a crash, or it was killed
+            log.warning("the probe child for %s was gone before it got the file", path.name)
+            return None
+        if not connection.poll(timeout):
             raise _probe_timeout(timeout)
         try:
-            result: dict[str, Any] = receiver.recv()
+            result: dict[str, Any] = connection.recv()
         except EOFError:  # the child died before answering: a crash or a limit
+            process.join(timeout=5)
             log.warning("probe of %s failed (exit %s)", path.name, process.exitcode)
             return None
         return result
     finally:
-        receiver.close()
-        if process.is_alive():
+        connection.close()
+        if process.is_alive():  # done with it (or it overran): it must not go on
             process.kill()
-        process.join(timeout=5)
+        # reaping it and forking the next spare cost ~20 ms: not on this upload's time
+        threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
+
+
+def _retire(child: _ProbeChild) -> None:
+    _end_probe_child(child)
+    _replenish_spare()
