@@ -1,25 +1,42 @@
-"""The running whole-file SHA-256 of uploads whose chunks arrive in order.
+"""The running whole-file SHA-256 of an upload, kept as close to its received bytes as possible.
 
 While chunks arrive in order the file hash is computed as the bytes stream in, so the
-completed file needs no second read. When a chunk arrives out of order (or after a
-restart, since the state lives in this process only) assembly hashes the rest from disk.
+completed file needs no second read. Chunks that arrive ahead of the frontier (parallel
+chunk uploads) are hashed from the part file once the gap before them is filled: a
+background catch-up (:meth:`HashFrontier.catch_up`) reads them from the page cache while
+other chunks are still arriving, instead of at assembly. After a restart (the state lives
+in this process only) assembly hashes whatever the frontier did not reach.
+
+The frontier only ever covers bytes ``[0, upto)`` that were hashed in order; a claim (an
+in-order chunk streaming, or a catch-up reading) excludes other claims, and a failed claim
+restores the hasher as it was.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from vidgate.hashing import new_sha256
+from vidgate.hashing import new_sha256, update_from_fd
+
+TAKE_WAIT_SECONDS = 60.0  # assembly waits this long at most for a running catch-up
 
 
 @dataclass
 class _State:
     hasher: Any
     upto: int
-    saved: Any | None = None  # copy taken when a chunk claimed the hasher, restored on failure
+    saved: Any | None = None  # copy taken when a claim began, restored if it fails
+    stored: dict[int, int] = field(default_factory=dict)  # offset -> size of chunks on disk past upto
+    idle: threading.Event = field(default_factory=threading.Event)  # no catch-up running
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
 
 class HashFrontier:
@@ -28,14 +45,19 @@ class HashFrontier:
         self._states: OrderedDict[str, _State] = OrderedDict()
         self._max = max_entries
 
+    def _state(self, upload_id: str, offset: int) -> _State | None:
+        """The state of ``upload_id``; a new one at 0 when a chunk at offset 0 starts it."""
+        state = self._states.get(upload_id)
+        if state is None and offset == 0:
+            state = self._states[upload_id] = _State(new_sha256(), 0)
+            while len(self._states) > self._max:
+                self._states.popitem(last=False)
+        return state
+
     def claim(self, upload_id: str, offset: int) -> Any | None:
         """The hasher to feed a chunk starting at ``offset``, if that chunk extends the frontier."""
         with self._lock:
-            state = self._states.get(upload_id)
-            if state is None and offset == 0:
-                state = self._states[upload_id] = _State(new_sha256(), 0)
-                while len(self._states) > self._max:
-                    self._states.popitem(last=False)
+            state = self._state(upload_id, offset)
             if state is None or state.upto != offset or state.saved is not None:
                 return None
             state.saved = state.hasher.copy()
@@ -47,6 +69,7 @@ class HashFrontier:
             if state is not None and state.saved is not None:
                 state.upto += size
                 state.saved = None
+                _forget_covered(state)
 
     def rollback(self, upload_id: str) -> None:
         with self._lock:
@@ -54,10 +77,62 @@ class HashFrontier:
             if state is not None and state.saved is not None:
                 state.hasher, state.saved = state.saved, None
 
-    def take(self, upload_id: str) -> tuple[Any, int]:
-        """Remove and return ``(hasher, bytes hashed)``; a fresh hasher at 0 when unknown."""
+    def stored(self, upload_id: str, offset: int, size: int) -> bool:
+        """A chunk of ``size`` bytes is final on disk at ``offset`` of the part file. True when
+        the frontier could now move on by reading from disk (call :meth:`catch_up`)."""
         with self._lock:
-            state = self._states.pop(upload_id, None)
+            state = self._states.get(upload_id)
+            if state is None:
+                state = self._state(upload_id, 0)
+            assert state is not None
+            if offset + size > state.upto:
+                state.stored[offset] = size
+            _forget_covered(state)
+            return state.saved is None and state.upto in state.stored
+
+    def catch_up(self, upload_id: str, part: Path) -> None:
+        """Hash, from ``part``, the stored chunks that now follow the frontier without a gap
+        (run in a background thread; one at a time per upload, never beside a streaming claim)."""
+        while True:
+            with self._lock:
+                state = self._states.get(upload_id)
+                if state is None or state.saved is not None or not state.idle.is_set():
+                    return
+                start = end = state.upto
+                while end in state.stored:
+                    end += state.stored[end]
+                if end == start:
+                    return
+                state.saved = state.hasher.copy()
+                state.idle.clear()
+                hasher = state.hasher
+            try:
+                fd = os.open(part, os.O_RDONLY)
+                try:
+                    update_from_fd(hasher, fd, start, end)
+                finally:
+                    os.close(fd)
+            except OSError:  # the upload was cancelled or completed meanwhile: nothing to keep
+                with self._lock:
+                    state.hasher, state.saved = state.saved, None
+                    state.idle.set()
+                return
+            with self._lock:
+                state.upto, state.saved = end, None
+                _forget_covered(state)
+                state.idle.set()
+
+    def take(self, upload_id: str) -> tuple[Any, int]:
+        """Remove and return ``(hasher, bytes hashed)``; a fresh hasher at 0 when unknown. Waits
+        (a bounded time) for a catch-up that is running, rather than hashing its bytes again."""
+        deadline = time.monotonic() + TAKE_WAIT_SECONDS
+        while True:
+            with self._lock:
+                state = self._states.get(upload_id)
+                if state is None or state.idle.is_set() or time.monotonic() >= deadline:
+                    self._states.pop(upload_id, None)
+                    break
+            state.idle.wait(max(0.0, deadline - time.monotonic()))
         if state is None or state.saved is not None:
             return new_sha256(), 0
         return state.hasher, state.upto
@@ -65,3 +140,8 @@ class HashFrontier:
     def drop(self, upload_id: str) -> None:
         with self._lock:
             self._states.pop(upload_id, None)
+
+
+def _forget_covered(state: _State) -> None:
+    for offset in [o for o, size in state.stored.items() if o + size <= state.upto]:
+        del state.stored[offset]

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -429,6 +430,16 @@ class UploadService:
             raise
         if plan.frontier_hasher is not None:
             self.frontier.commit(plan.upload_id, result.size)
+        if (
+            plan.mode is WriteMode.DIRECT
+            and plan.total_chunks > 1
+            and not receipt.duplicate_chunk
+            and not complete
+            and self.frontier.stored(plan.upload_id, plan.offset, result.size)
+        ):  # chunks that came ahead of the frontier: hash them now, while others still arrive
+            threading.Thread(
+                target=self.frontier.catch_up, args=(plan.upload_id, plan.path), name="hash-catch-up", daemon=True
+            ).start()
         plan.close()
         if (
             self.events is not None

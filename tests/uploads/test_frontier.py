@@ -1,0 +1,73 @@
+"""HashFrontier: the running file hash follows in-order chunks as they stream and catches up
+over chunks that arrived ahead of it by reading them from the part file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from vidgate.uploads.frontier import HashFrontier
+
+CHUNK = 1 << 20
+
+
+def _part(tmp_path: Path, chunks: int) -> tuple[Path, bytes]:
+    data = os.urandom(chunks * CHUNK)
+    path = tmp_path / "part"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_chunks_ahead_of_the_frontier_are_hashed_once_the_gap_is_filled(tmp_path: Path) -> None:
+    part, data = _part(tmp_path, 4)
+    frontier = HashFrontier()
+    assert frontier.claim("u", CHUNK) is None  # chunk 1 first: not where the frontier is
+    assert not frontier.stored("u", CHUNK, CHUNK)
+    assert not frontier.stored("u", 3 * CHUNK, CHUNK)
+    hasher = frontier.claim("u", 0)  # chunk 0 streams in order
+    assert hasher is not None
+    assert not frontier.stored("u", 2 * CHUNK, CHUNK)  # no catch-up beside a streaming claim
+    hasher.update(data[:CHUNK])
+    frontier.commit("u", CHUNK)
+    assert frontier.stored("u", 0, CHUNK)  # the gap is filled: chunks 1 and 2 (and 3) follow
+    frontier.catch_up("u", part)
+    hasher, upto = frontier.take("u")
+    assert upto == 4 * CHUNK
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_catch_up_that_cannot_read_leaves_the_frontier_as_it_was(tmp_path: Path) -> None:
+    part, data = _part(tmp_path, 2)
+    frontier = HashFrontier()
+    hasher = frontier.claim("u", 0)
+    assert hasher is not None
+    hasher.update(data[:CHUNK])
+    frontier.commit("u", CHUNK)
+    assert frontier.stored("u", CHUNK, CHUNK)
+    frontier.catch_up("u", tmp_path / "gone")  # the upload was cancelled meanwhile
+    assert frontier.claim("u", CHUNK) is not None  # still at one chunk, and claimable
+    frontier.rollback("u")
+    frontier.catch_up("u", part)
+    hasher, upto = frontier.take("u")
+    assert (upto, hasher.hexdigest()) == (2 * CHUNK, hashlib.sha256(data).hexdigest())
+
+
+def test_take_waits_for_a_running_catch_up_instead_of_starting_over(tmp_path: Path) -> None:
+    part, data = _part(tmp_path, 96)
+    for _ in range(3):
+        frontier = HashFrontier()
+        for index in range(1, 96):
+            frontier.stored("u", index * CHUNK, CHUNK)
+        hasher = frontier.claim("u", 0)
+        assert hasher is not None
+        hasher.update(data[:CHUNK])
+        frontier.commit("u", CHUNK)
+        assert frontier.stored("u", 0, CHUNK)
+        running = threading.Thread(target=frontier.catch_up, args=("u", part))
+        running.start()
+        hasher, upto = frontier.take("u")  # while ~95 MiB are being hashed
+        running.join()
+        assert upto == len(data)
+        assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
