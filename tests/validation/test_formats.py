@@ -116,3 +116,22 @@ def test_probes_run_in_a_child_forked_ahead_of_time(files: dict[str, Path]) -> N
     os.kill(replacement[0].pid, signal.SIGKILL)
     wait_until(lambda: not replacement[0].is_alive(), timeout=20)
     assert validator.validate(files["mkv"], "mkv", None).width == 160
+
+
+def test_a_probe_child_that_died_before_its_file_came_is_replaced(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the file's fault, so not a refusal: the probe runs again in a new child."""
+    dead = pipeline._start_probe_child()
+    os.kill(dead[0].pid or 0, signal.SIGKILL)
+    wait_until(lambda: not dead[0].is_alive(), timeout=20)
+    handed_out = []
+    real_take = pipeline._take_probe_child
+
+    def take_dead_first() -> pipeline._ProbeChild:
+        handed_out.append(1)
+        return dead if len(handed_out) == 1 else real_take()
+
+    monkeypatch.setattr(pipeline, "_take_probe_child", take_dead_first)
+    assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
+    assert len(handed_out) == 2

@@ -273,7 +273,7 @@ def _probe_timeout(seconds: float) -> UndecodableVideo:
     return UndecodableVideo(f"Probing the file took longer than {seconds:.0f} s; it was refused.")
 
 
-def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float) -> object:
+def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float, *, retry: bool = True) -> object:
     """Probe in a child of the warm probe server, forked ahead of time when possible; a crash
     or a limit hit gives None, and ``_NO_WARM_CHILD`` when no such child can be started here
     (a daemonic pool process)."""
@@ -286,9 +286,9 @@ def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float) -> 
     try:
         try:
             connection.send((str(path), limits))
-        except OSError:  # the spare died after it was checked: a crash, or it was killed
+        except OSError:  # the spare died before it got the file: not the file's fault, once more
             log.warning("the probe child for %s was gone before it got the file", path.name)
-            return None
+            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
         if not connection.poll(timeout):
             raise _probe_timeout(timeout)
         try:
