@@ -560,7 +560,8 @@ def main() -> None:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="after the measured runs, one more (unmeasured) run per Python server under py-spy: DIR/KEY.txt",
+        help="after the measured runs, one more (unmeasured) run per Python server under py-spy "
+        "(pip install -e '.[bench]'): DIR/KEY.txt",
     )
     args = parser.parse_args()
     chunk_size = args.chunk_mib << 20
