@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +82,37 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: f
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], port: int, cwd: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A real `vidgate serve` on ``port`` until /health answers; stopped with SIGTERM after the block
+    (its output stays readable on ``stdout``)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vidgate serve exited: {process.stdout.read() if process.stdout else ''}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("vidgate serve did not become healthy")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

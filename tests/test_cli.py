@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import database_url_for, free_port
-from tests.helpers import UPLOAD, post_chunk, sha256, split
+from tests.helpers import UPLOAD, post_chunk, serve, sha256, split
 from vidgate.config import all_env_names
 from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
@@ -40,38 +37,6 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subproc
     return subprocess.run(
         [sys.executable, "-m", "vidgate", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
-
-
-@contextlib.contextmanager
-def serve(env: dict[str, str], port: int, cwd: Path | None = None) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"vidgate serve exited: {process.stdout.read() if process.stdout else ''}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("vidgate serve did not become healthy")
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:

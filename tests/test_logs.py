@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, free_port
-from tests.helpers import post_chunk
+from tests.helpers import post_chunk, serve
 from tests.media import make_video
 
 
@@ -58,18 +56,10 @@ def test_json_logs_carry_the_session_and_video_ids(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "DATABASE_", "UPLOAD_"))}
     env.update(VIDGATE_DATA_DIR=str(tmp_path), LOG_FORMAT="json", VIDGATE_LOG_LEVEL="info")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vidgate", "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with serve(env, port, cwd=tmp_path) as process:
         deadline = time.monotonic() + 30
-        while (tmp_path / "dev-api-key").exists() is False or not _up(port):
-            assert time.monotonic() < deadline, "the server did not start"
+        while not (tmp_path / "dev-api-key").exists():
+            assert time.monotonic() < deadline, "no dev key was written"
             time.sleep(0.1)
         key = (tmp_path / "dev-api-key").read_text().strip()
         data = make_video(tmp_path / "j.mp4", seed=uuid.uuid4().int % 100_000).read_bytes()
@@ -77,9 +67,8 @@ def test_json_logs_carry_the_session_and_video_ids(tmp_path: Path) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
             response = post_chunk(client, data, session_id=session_id)
             assert response.status_code == 200, response.text
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
+    assert process.stdout is not None
+    output = process.stdout.read()
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert records, output[-2000:]
     assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
@@ -87,10 +76,3 @@ def test_json_logs_carry_the_session_and_video_ids(tmp_path: Path) -> None:
     assert "session_created" in events and "upload_completed" in events, events.keys()
     assert events["upload_completed"]["video_id"] == response.json()["data"]["video_id"]
     assert not any(key in json.dumps(record) for record in records)  # printed once at first start, never logged
-
-
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
