@@ -81,9 +81,7 @@ class HashFrontier:
         """A chunk of ``size`` bytes is final on disk at ``offset`` of the part file. True when
         the frontier could now move on by reading from disk (call :meth:`catch_up`)."""
         with self._lock:
-            state = self._states.get(upload_id)
-            if state is None:
-                state = self._state(upload_id, 0)
+            state = self._state(upload_id, 0)  # found, or started at 0 (chunk 0 may come later)
             assert state is not None
             if offset + size > state.upto:
                 state.stored[offset] = size

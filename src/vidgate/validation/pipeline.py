@@ -255,7 +255,7 @@ def _take_probe_child() -> _ProbeChild:
 
 
 def _replenish_spare() -> None:
-    """Fork the next spare (run beside a probe, so the next upload does not wait for it)."""
+    """Fork the next spare (after a probe, in the background, so the next upload does not wait)."""
     global _spare
     try:
         child = _start_probe_child()
