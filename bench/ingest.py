@@ -7,6 +7,9 @@ Uploads the same generated real video (raw frames in Matroska, written by PyAV) 
 loopback to (keys for --only in brackets):
   baseline      [baseline]  a bare FastAPI app under the same uvicorn (httptools + uvloop)
                 that reads the body and discards it: the ceiling of our stack;
+  ceiling       [ceiling]   the same bare app, also hashing (SHA-256) and writing every byte
+                to a file in worker threads (bench/hashwrite_app.py): the ceiling of any
+                server that keeps and verifies what it receives, on this stack and machine;
   single        [single]    vidgate, the whole file in one multipart POST;
   chunked x1    [chunked1]  vidgate seed API, 10 MiB chunks one after another;
   chunked x4    [chunked4]  vidgate seed API, 10 MiB chunks, 4 in flight;
@@ -20,8 +23,8 @@ into the project's environment. The runs are interleaved (round r uploads to eve
 turn); each starts a fresh server with empty storage after `sync`, warms it up with one 2 MiB
 upload made the same way (for vidgate, also waiting until its analysis is done, so the measured
 upload has the CPU to itself), syncs again and measures. Prints the median MB/s, the
-ratio to the baseline and to the best peer, the server process's peak RSS (and its growth
-during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
+ratio to the baseline, the ceiling and the best peer, the CPU time the server and the client
+spent, the server process's peak RSS (and its growth during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
 /proc/PID/io). Every server's result is checked: vidgate's content hash, the peers' stored
 file. A server that cannot be set up or fails gets a "not run"/"failed" row with the reason.
 """
@@ -33,6 +36,7 @@ import hashlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -192,9 +196,45 @@ class Server:
     def peak_rss(self) -> int:
         return _status_kib(self.proc("status"), "VmHWM") * 1024
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server and every process under it (vidgate's probe
+        children run under its forkserver), counting children they have reaped."""
+        return sum(_cpu_of(pid) for pid in _process_tree(self.process.pid))
+
     @property
     def tus_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.tus_path}"
+
+
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _cpu_of(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` in seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _status_kib(status: str, field_name: str) -> int:
@@ -240,6 +280,9 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     if kind == "baseline":
         return Launch(_uvicorn(sys.executable, "baseline_app:app", port), BENCH, env, ("GET", "/health"))
+    if kind == "hashwrite":
+        env["PEER_FILES_DIR"] = str(workdir)
+        return Launch(_uvicorn(sys.executable, "hashwrite_app:app", port), BENCH, env, ("GET", "/health"))
     if kind == "vidgate":
         env["VIDGATE_DATA_DIR"] = str(workdir)
         env["AUTH_CREATE_DEV_KEY"] = "false"
@@ -373,7 +416,7 @@ def multipart_post(server: Server, path: Path, offset: int, length: int, fields:
 
 def seed_upload(server: Server, path: Path, mode: str, chunk_size: int) -> dict[str, object]:
     size = path.stat().st_size
-    if mode in ("baseline", "single"):
+    if mode in ("baseline", "ceiling", "single"):
         return multipart_post(server, path, 0, size, {})
     total = -(-size // chunk_size)
     session_id = uuid.uuid4().hex
@@ -419,15 +462,16 @@ class Case:
     key: str
     label: str
     kind: str  # which server
-    mode: str  # how the client uploads: baseline, single, chunked x1, chunked x4, tus
+    mode: str  # how the client uploads: baseline, ceiling, single, chunked x1, chunked x4, tus
 
     @property
     def is_peer(self) -> bool:
-        return self.kind not in ("baseline", "vidgate")
+        return self.kind not in ("baseline", "hashwrite", "vidgate")
 
 
 CASES = [
     Case("baseline", "baseline (read+discard)", "baseline", "baseline"),
+    Case("ceiling", "bare + SHA-256 + write", "hashwrite", "ceiling"),
     Case("single", "vidgate single POST", "vidgate", "single"),
     Case("chunked1", "vidgate seed chunked x1", "vidgate", "chunked x1"),
     Case("chunked4", "vidgate seed chunked x4", "vidgate", "chunked x4"),
@@ -445,6 +489,8 @@ class Measurement:
     rss_growth: int
     written: int
     read: int
+    server_cpu: float
+    client_cpu: float
 
 
 def upload(server: Server, case: Case, path: Path, chunk_size: int) -> tuple[str, dict[str, str], dict[str, object]]:
@@ -503,9 +549,11 @@ def measure(
                 )
                 time.sleep(1)
             before = server.io()
+            cpu_before = server.cpu_seconds(), _client_cpu()
             started = time.perf_counter()
             url, headers, result = upload(server, case, path, chunk_size)
             seconds = time.perf_counter() - started
+            cpu_after = server.cpu_seconds(), _client_cpu()
             after = server.io()
             measurement = Measurement(
                 seconds=seconds,
@@ -513,6 +561,8 @@ def measure(
                 rss_growth=server.peak_rss() - server.rss_at_start,
                 written=after["write_bytes"] - before["write_bytes"],
                 read=after["read_bytes"] - before["read_bytes"],
+                server_cpu=cpu_after[0] - cpu_before[0],
+                client_cpu=cpu_after[1] - cpu_before[1],
             )
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -524,6 +574,10 @@ def measure(
             elif case.kind == "vidgate":
                 got = result["data"]["content_hash"]  # type: ignore[index]
                 assert got == digest, f"vidgate {case.mode}: content hash {got} != {digest}"
+            elif case.kind == "hashwrite":
+                kept = Path(str(result["path"]))
+                assert kept.stat().st_size == result["received"], "ceiling: stored size differs"
+                assert sha256_of(kept) == result["sha256"], "ceiling: stored bytes differ from their hash"
             elif case.is_peer:
                 stored = server.stored(url.rstrip("/").rsplit("/", 1)[-1])
                 assert stored.is_file(), f"{case.kind}: no file at {stored}"
@@ -608,10 +662,11 @@ def main() -> None:
     )
     speeds = {row.case.key: row.speed(size) for row in rows if row.runs and not row.problem}
     base = speeds.get("baseline")
+    ceiling = speeds.get("ceiling")
     peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and r.case.key in speeds]
     best_peer = max(peer_speeds) if peer_speeds else None
-    columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x peer", 8), ("peak RSS", 10), ("+RSS", 8)]
-    columns += [("disk w/B", 10), ("disk r/B", 10)]
+    columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x ceil", 8), ("x peer", 8), ("srv CPU", 9)]
+    columns += [("cli CPU", 9), ("peak RSS", 10), ("+RSS", 8), ("disk w/B", 10), ("disk r/B", 10)]
     header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
     print("-" * len(header))
@@ -624,18 +679,25 @@ def main() -> None:
         times = [r.seconds for r in row.runs]
         spread = f"{100 * (max(times) - min(times)) / statistics.median(times):.0f}%"
         ratio_base = f"{speed / base:.2f}" if base else "-"
+        ratio_ceiling = f"{speed / ceiling:.2f}" if ceiling else "-"
         ratio_peer = f"{speed / best_peer:.2f}" if best_peer else "-"
+        server_cpu = statistics.median(r.server_cpu for r in row.runs)
+        client_cpu = statistics.median(r.client_cpu for r in row.runs)
         rss = max(r.peak_rss for r in row.runs) / (1 << 20)
         growth = max(r.rss_growth for r in row.runs) / (1 << 20)
         written = statistics.median(r.written for r in row.runs) / size
         read = statistics.median(r.read for r in row.runs) / size
         print(
-            f"{label:<32}{speed:>8.1f}{spread:>8}{ratio_base:>8}{ratio_peer:>8}{rss:>10.1f}{growth:>8.1f}"
-            f"{written:>10.2f}{read:>10.2f}"
+            f"{label:<32}{speed:>8.1f}{spread:>8}{ratio_base:>8}{ratio_ceiling:>8}{ratio_peer:>8}"
+            f"{server_cpu:>9.2f}{client_cpu:>9.2f}{rss:>10.1f}{growth:>8.1f}{written:>10.2f}{read:>10.2f}"
         )
     print(
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
+        "\n  x ceil: over the bare app that also hashes and writes every byte (bench/hashwrite_app.py);"
         "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
+        f"\nsrv CPU, cli CPU: CPU seconds (user + system, median) of the server with the processes under"
+        f"\n  it, and of this client, during the upload; {os.cpu_count()} cores give at most"
+        f" {os.cpu_count()} CPU seconds per second of wall time."
         "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
         "\n  +RSS: its growth from when the server was ready and warmed up (one 2 MiB upload)."
         "\ndisk w/B, r/B: write_bytes and read_bytes of /proc/PID/io during the upload per uploaded byte"
