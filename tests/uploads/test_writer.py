@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,34 @@ def test_pieces_land_at_the_offset_and_every_hasher_sees_them(tmp_path: Path) ->
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert path.read_bytes() == b"\xee" * 100 + body
     assert running.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_each_hash_runs_in_its_own_thread_beside_the_others(tmp_path: Path) -> None:
+    """A seed chunk is hashed twice (its own SHA-256 and the file's running hash): on one
+    thread the second hash would trail the stream by a whole chunk's worth of hashing."""
+
+    class ThreadRecordingHasher:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+            self.threads: set[int] = set()
+
+        def update(self, data: bytes) -> None:
+            self.threads.add(threading.get_ident())
+            self.inner.update(data)
+
+    first, second = ThreadRecordingHasher(), ThreadRecordingHasher()
+    pieces = _pieces(3 * writer.BLOCK_SIZE, 100_000)
+    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
+    try:
+        sink = ChunkSink(fd, 0, 3 * writer.BLOCK_SIZE, FileTooLarge("too large"), extra_hashers=[first, second])
+        result = _stream(sink, pieces)
+    finally:
+        os.close(fd)
+    digest = hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert result.sha256 == first.inner.hexdigest() == second.inner.hexdigest() == digest
+    assert len(first.threads) == len(second.threads) == 1
+    assert first.threads.isdisjoint(second.threads)
+    assert threading.get_ident() not in first.threads | second.threads  # never on the event loop
 
 
 def test_without_its_own_hash_the_body_is_hashed_once(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Write a byte stream at an offset of a file while hashing it, off the event loop.
 
-The event loop keeps parsing HTTP while two worker threads handle the previous blocks, one
-hashing and one writing: ``hashlib`` and ``os.pwritev`` both release the GIL, so parsing,
-hashing and the kernel's copy into the page cache overlap. A block is the list of pieces the
+The event loop keeps parsing HTTP while worker threads handle the previous blocks, one per
+hash (a seed chunk has two: its own SHA-256 and the running file hash) and one writing:
+``hashlib`` and ``os.pwritev`` both release the GIL, so parsing, hashing and the kernel's copy
+into the page cache overlap. A block is the list of pieces the
 server received (never joined: ``pwritev`` writes them in one call and each is hashed in
 place, so no byte is copied in user space). At most ``MAX_PENDING`` blocks wait for the
 threads, which bounds the memory one upload holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
@@ -70,10 +71,11 @@ class ChunkSink:
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._pending: deque[tuple[Future[None] | None, Future[None] | None]] = deque()
-        self._hash_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash") if self._hashers else None
-        )
+        self._pending: deque[list[Future[None]]] = deque()
+        # one thread per hash: a chunk's own hash and the file's running hash proceed side by side
+        self._hash_threads = [
+            (hasher, ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")) for hasher in self._hashers
+        ]
         self._write_thread = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if fd is not None else None
         )
@@ -82,10 +84,10 @@ class ChunkSink:
     def size(self) -> int:
         return self._size
 
-    def _hash_block(self, pieces: list[bytes]) -> None:
-        for hasher in self._hashers:
-            for piece in pieces:
-                hasher.update(piece)
+    @staticmethod
+    def _hash_block(hasher: Any, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            hasher.update(piece)
 
     def _write_block(self, pieces: list[bytes], position: int) -> None:
         assert self._fd is not None
@@ -127,21 +129,22 @@ class ChunkSink:
         position = self._offset + self._size
         self._size += self._buffered
         self._buffered = 0
-        hashed = self._hash_thread.submit(self._hash_block, pieces) if self._hash_thread else None
-        written = self._write_thread.submit(self._write_block, pieces, position) if self._write_thread else None
-        self._pending.append((hashed, written))
+        work = [thread.submit(self._hash_block, hasher, pieces) for hasher, thread in self._hash_threads]
+        if self._write_thread is not None:
+            work.append(self._write_thread.submit(self._write_block, pieces, position))
+        self._pending.append(work)
         while len(self._pending) > MAX_PENDING:
             await self._wait_oldest()
 
     async def _wait_oldest(self) -> None:
         for future in self._pending.popleft():
-            if future is not None:
-                await asyncio.wrap_future(future)
+            await asyncio.wrap_future(future)
 
     def _shutdown(self) -> None:
-        for thread in (self._hash_thread, self._write_thread):
-            if thread is not None:
-                thread.shutdown(wait=False)
+        for _, thread in self._hash_threads:
+            thread.shutdown(wait=False)
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=False)
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
@@ -173,7 +176,6 @@ class ChunkSink:
         self._buffer.clear()
         while self._pending:
             for future in self._pending.popleft():
-                if future is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wrap_future(future)
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(future)
         self._shutdown()
