@@ -135,3 +135,39 @@ def test_a_probe_child_that_died_before_its_file_came_is_replaced(
     monkeypatch.setattr(pipeline, "_take_probe_child", take_dead_first)
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
     assert len(handed_out) == 2
+
+
+class _KillAfterSend:
+    """A probe child's connection whose child dies after the file was sent, before reading it."""
+
+    def __init__(self, child: pipeline._ProbeChild) -> None:
+        self.process, self.connection = child
+
+    def send(self, message: object) -> None:
+        self.connection.send(message)
+        os.kill(self.process.pid or 0, signal.SIGKILL)
+        wait_until(lambda: not self.process.is_alive(), timeout=20)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.connection, name)
+
+
+def test_a_probe_child_that_died_with_its_file_unread_is_replaced(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request was sent, but the child never read it (its socket reports a reset, not an
+    end of file): not the file's fault either, so the probe runs again in a new child."""
+    stopped = pipeline._start_probe_child()
+    os.kill(stopped[0].pid or 0, signal.SIGSTOP)  # it will not read what it is sent
+    handed_out = []
+    real_take = pipeline._take_probe_child
+
+    def take_stopped_first() -> pipeline._ProbeChild:
+        handed_out.append(1)
+        if len(handed_out) == 1:
+            return stopped[0], _KillAfterSend(stopped)  # type: ignore[return-value]
+        return real_take()
+
+    monkeypatch.setattr(pipeline, "_take_probe_child", take_stopped_first)
+    assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
+    assert len(handed_out) == 2

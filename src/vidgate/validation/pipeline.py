@@ -293,6 +293,9 @@ def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float, *, 
             raise _probe_timeout(timeout)
         try:
             result: dict[str, Any] = connection.recv()
+        except ConnectionResetError:  # it died with the request unread: not the file's fault either
+            log.warning("the probe child for %s died before it read the file", path.name)
+            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
         except EOFError:  # the child died before answering: a crash or a limit
             process.join(timeout=5)
             log.warning("probe of %s failed (exit %s)", path.name, process.exitcode)
