@@ -3,10 +3,10 @@
 The event loop keeps parsing HTTP while worker threads handle the previous blocks, one per
 hash (a seed chunk has two: its own SHA-256 and the running file hash) and one writing:
 ``hashlib`` and ``os.pwritev`` both release the GIL, so parsing, hashing and the kernel's copy
-into the page cache overlap. A block is the list of pieces the
-server received (never joined: ``pwritev`` writes them in one call and each is hashed in
-place, so no byte is copied in user space). At most ``MAX_PENDING`` blocks wait for the
-threads, which bounds the memory one upload holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
+into the page cache overlap. A block is the list of pieces the server received (never joined:
+``pwritev`` writes them in one call and each is hashed in place, so no byte is copied in user
+space). At most ``MAX_PENDING`` blocks wait for the threads, which bounds the memory one upload
+holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class ChunkSink:
             self._write_thread.shutdown(wait=False)
 
     async def finish(self) -> SinkResult:
-        """Flush, wait for the thread, and return the size and SHA-256 of what was streamed."""
+        """Flush, wait for the threads, and return the size and SHA-256 of what was streamed."""
         try:
             if self._buffered:  # an empty stream is refused as empty by the caller, not as unknown
                 self._run_head_check()
