@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.media import CONTAINERS, iso_box, make_video, pe_executable
 from vidgate.config import ValidationSettings
 from vidgate.errors import DangerousContent, FormatMismatch, UndecodableVideo, UnrecognizedFormat
 from vidgate.validation import pipeline
+from vidgate.validation import probe as probe_module
 from vidgate.validation.formats import HEAD_BYTES, check_head, detect_format
 from vidgate.validation.pipeline import FileValidator, warm_up_probes
 from vidgate.validation.signatures import dangerous_inside, zip_end_record
@@ -107,6 +109,7 @@ def test_probes_run_in_a_child_forked_ahead_of_time(files: dict[str, Path]) -> N
     warm_up_probes()
     spare = pipeline._spare
     assert spare is not None and spare[0].is_alive()
+    assert [Path(sample).suffix for sample in pipeline._warm_up_samples] == [".mkv", ".mp4"]
     validator = FileValidator(ValidationSettings())
     assert validator.validate(files["mp4"], "mp4", None).width == 160
     wait_until(lambda: pipeline._spare is not None and pipeline._spare is not spare, timeout=20)
@@ -171,3 +174,25 @@ def test_a_probe_child_that_died_with_its_file_unread_is_replaced(
     monkeypatch.setattr(pipeline, "_take_probe_child", take_stopped_first)
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
     assert len(handed_out) == 2
+
+
+def test_the_warm_up_clips_are_videos_the_probe_accepts(tmp_path: Path) -> None:
+    probe_module.make_warm_up_samples(str(tmp_path))
+    written = sorted(tmp_path.iterdir())
+    assert [path.name for path in written] == ["warm-up.mkv", "warm-up.mp4"]
+    for path in written:
+        result = probe_module.probe(str(path), 64, 64, 60.0)
+        assert "error" not in result and (result["width"], result["codec"]) == (64, "h264"), result
+
+
+def test_a_spare_probes_the_warm_up_clips_before_it_reads_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the upload's probe is not the first in its child (in-process: the probe and the
+    limits it would set on this process are recorded instead)."""
+    calls: list[str] = []
+    monkeypatch.setattr(probe_module, "probe", lambda path, *limits: calls.append(f"warm {path}") or {})
+    monkeypatch.setattr(probe_module, "limited_probe", lambda path, limits: calls.append(f"probe {path}") or {"ok": 1})
+    parent, child = multiprocessing.Pipe()
+    parent.send(("upload.mp4", {}))
+    probe_module.probe_on_request(child, ("a.mkv", "b.mp4"))
+    assert calls == ["warm a.mkv", "warm b.mp4", "probe upload.mp4"]
+    assert parent.recv() == {"ok": 1}

@@ -12,12 +12,15 @@ Each failure raises its own :class:`~vidgate.errors.VidgateError`.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -202,13 +205,18 @@ _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
 def warm_up_probes() -> None:
     """Start the warm probe server now (about 0.4 s of CPU importing PyAV) rather than on the
-    first upload, wait until it forked a first (idle) child (only then has it finished
-    importing, so it no longer competes with uploads for the CPU) and fork the first spare
-    probe child. If it cannot start here, probes will say so (or use a fresh interpreter)."""
+    first upload, wait until a first child of it wrote the clips spare children warm up with
+    (only then has it finished importing, so it no longer competes with uploads for the CPU)
+    and fork the first spare probe child. If it cannot start here, probes will say so (or use
+    a fresh interpreter)."""
+    global _warm_up_samples
     try:
-        child = _WARM.Process(target=probe_module.idle, daemon=True)
+        directory = tempfile.mkdtemp(prefix="vidgate-probe-warm-up-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        child = _WARM.Process(target=probe_module.make_warm_up_samples, args=(directory,), daemon=True)
         child.start()
         child.join(timeout=60)
+        _warm_up_samples = tuple(str(path) for path in sorted(Path(directory).iterdir()))
         _replenish_spare()
     except Exception:
         log.exception("could not start the warm probe server")
@@ -217,6 +225,7 @@ def warm_up_probes() -> None:
 _ProbeChild = tuple[BaseProcess, Connection]
 _spare_lock = threading.Lock()
 _spare: _ProbeChild | None = None
+_warm_up_samples: tuple[str, ...] = ()  # written by warm_up_probes; probed by each spare while it waits
 
 
 def _start_probe_child() -> _ProbeChild:
@@ -224,7 +233,7 @@ def _start_probe_child() -> _ProbeChild:
     or OSError where no child can be started, e.g. in a daemonic pool process)."""
     parent_end, child_end = _WARM.Pipe(duplex=True)
     try:
-        process = _WARM.Process(target=probe_module.probe_on_request, args=(child_end,), daemon=True)
+        process = _WARM.Process(target=probe_module.probe_on_request, args=(child_end, _warm_up_samples), daemon=True)
         process.start()
     except BaseException:
         parent_end.close()
