@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: f
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], port: int, cwd: Path | None = None) -> Iterator[subprocess.Popen[str]]:
-    """A real `vidgate serve` on ``port`` until /health answers; stopped with SIGTERM after the block
-    (its output stays readable on ``stdout``)."""
+def serve(
+    env: dict[str, str], port: int, cwd: Path | None = None, command: Sequence[str] = (sys.executable, "-m", "vidgate")
+) -> Iterator[subprocess.Popen[str]]:
+    """A real `vidgate serve` (``command`` is how vidgate is started) on ``port`` until /health
+    answers; stopped with SIGTERM after the block (its output stays readable on ``stdout``)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,

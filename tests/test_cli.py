@@ -65,10 +65,14 @@ def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:
 
 
 def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Path) -> None:
-    """What the README's first command does: SQLite + local disk, a development key printed."""
+    """What the README's first command does (scripts/serve runs the `vidgate` console script):
+    SQLite + local disk, a development key printed. The script replaces itself with
+    `python -m vidgate serve`, so probe children do not re-run the console script first."""
     port = free_port()
     env = {k: v for k, v in vidgate_env(tmp_path).items() if k != "VIDGATE_DATA_DIR"}
-    with serve(env, port, cwd=tmp_path):
+    with serve(env, port, cwd=tmp_path, command=[str(Path(sys.executable).parent / "vidgate")]) as process:
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:4] == [b"-m", b"vidgate", b"serve"], cmdline
         key = (tmp_path / "vidgate-data" / "dev-api-key").read_text().strip()
         data = video_file.read_bytes()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:

@@ -2,4 +2,5 @@
 
 from vidgate.cli import app
 
-app()
+if __name__ == "__main__":  # not when a child process imports the parent's main module
+    app()

@@ -51,12 +51,28 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
     return db
 
 
+def _run_as_module() -> None:
+    """Replace this process with ``python -m vidgate`` and the same arguments when it was
+    started as the ``vidgate`` console script.
+
+    Probe children are forked from multiprocessing's forkserver, and each first re-runs the
+    parent's main *script* (``.venv/bin/vidgate``: it imports the whole CLI, ~30 ms of CPU per
+    upload, measured); a main run with ``-m`` as ``vidgate.__main__`` is not re-run."""
+    main = sys.modules["__main__"]
+    if getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
+        return  # already ``python -m vidgate`` (or embedded): nothing to do
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "vidgate", *sys.argv[1:]])
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default VIDGATE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (default VIDGATE_PORT).")] = None,
 ) -> None:
     """Start the API server (embedded default: SQLite + local disk, nothing else needed)."""
+    _run_as_module()
     import uvicorn
 
     from vidgate.app import ensure_dev_key, uvicorn_config
