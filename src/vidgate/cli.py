@@ -59,8 +59,9 @@ def _run_as_module() -> None:
     parent's main *script* (``.venv/bin/vidgate``: it imports the whole CLI, ~30 ms of CPU per
     upload, measured); a main run with ``-m`` as ``vidgate.__main__`` is not re-run."""
     main = sys.modules["__main__"]
-    if getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
-        return  # already ``python -m vidgate`` (or embedded): nothing to do
+    script = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or script is None or Path(script).name != "vidgate":
+        return  # already ``python -m vidgate``, or a program of its own that runs this CLI: left as it is
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "vidgate", *sys.argv[1:]])
