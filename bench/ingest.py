@@ -288,7 +288,8 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
         env["VIDGATE_DATA_DIR"] = str(workdir)
         env["AUTH_CREATE_DEV_KEY"] = "false"
         env["VIDGATE_LOG_LEVEL"] = "warning"
-        vidgate = [sys.executable, "-m", "vidgate"]
+        script = Path(sys.executable).parent / "vidgate"  # started the way users start it (scripts/serve)
+        vidgate = [str(script)] if script.exists() else [sys.executable, "-m", "vidgate"]
         created = subprocess.run(
             [*vidgate, "keys", "create", "--user", "bench"], env=env, capture_output=True, text=True, check=True
         )
