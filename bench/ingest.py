@@ -20,14 +20,14 @@ loopback to (keys for --only in brackets):
                 @tus/file-store (npm), each set up as its README shows, storing on local disk.
 The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
 into the project's environment. The runs are interleaved (round r uploads to every server in
-turn); each starts a fresh server with empty storage after `sync`, warms it up with one 2 MiB
-upload made the same way (for vidgate, also waiting until its analysis is done, so the measured
-upload has the CPU to itself), syncs again and measures. Prints the median MB/s, the ratio to
-the baseline, the ceiling and the best peer, the CPU time the server and the client spent, the
-server process's peak RSS (and its growth during the upload), and the bytes it wrote to and
-read from disk per uploaded byte (from /proc/PID/io). Every server's result is checked:
-vidgate's content hash, the ceiling's and the peers' stored
-file. A server that cannot be set up or fails gets a "not run"/"failed" row with the reason.
+turn, starting one server later each round); each starts a fresh server with empty storage
+after `sync`, warms it up with one 2 MiB upload made the same way (for vidgate, also waiting
+until its analysis is done, so the measured upload has the CPU to itself), syncs again and
+measures. Prints the median MB/s, the ratio to the baseline, the ceiling and the best peer,
+the CPU time the server and the client spent, the server process's peak RSS (and its growth
+during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
+/proc/PID/io). Every server's result is checked: vidgate's content hash, the ceiling's and
+the peers' stored file. A server that cannot be set up or fails gets a "not run"/"failed" row with the reason.
 """
 
 from __future__ import annotations
@@ -643,7 +643,10 @@ def main() -> None:
         size = path.stat().st_size
         digest = sha256_of(path)
         for round_ in range(args.runs):
-            for row in rows:
+            # each round starts one row later: what the previous upload left (its freed page
+            # cache, a busy CPU) falls on every row in turn, not always on the same one
+            start = round_ % len(rows)
+            for row in rows[start:] + rows[:start]:
                 if row.problem:
                     continue
                 try:
