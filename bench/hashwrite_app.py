@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 
 BLOCK = 1 << 20
 PENDING = 4
+WRITE = 256 << 10  # at most this per write call, as vidgate's writer (see WRITE_SIZE there)
 FILES = Path(os.environ.get("PEER_FILES_DIR", "."))
 
 app = FastAPI()
@@ -43,10 +44,17 @@ async def keep(request: Request) -> dict[str, object]:
         for piece in block:
             hasher.update(piece)
 
+    def write_block(block: list[bytes], at: int) -> int:
+        for piece in block:
+            view = memoryview(piece)
+            for start in range(0, len(view), WRITE):
+                at += os.pwrite(fd, view[start : start + WRITE], at)
+        return at
+
     async def submit() -> None:
         nonlocal pieces, buffered, position
         block, pieces = pieces, []
-        pending.append((hash_thread.submit(hash_block, block), write_thread.submit(os.pwritev, fd, block, position)))
+        pending.append((hash_thread.submit(hash_block, block), write_thread.submit(write_block, block, position)))
         position += buffered
         buffered = 0
         while len(pending) > PENDING:
