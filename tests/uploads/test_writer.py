@@ -24,6 +24,17 @@ def _stream(sink: ChunkSink, pieces: list[bytes]) -> writer.SinkResult:
     return asyncio.run(run())
 
 
+def _stream_into_file(path: Path, pieces: list[bytes]) -> writer.SinkResult:
+    """Stream ``pieces`` into a new file at ``path`` and check every byte landed in order."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        result = _stream(ChunkSink(fd, 0, 10 << 20, FileTooLarge("x")), pieces)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(pieces)
+    return result
+
+
 def _pieces(total: int, size: int) -> list[bytes]:
     data = os.urandom(total)
     return [data[i : i + size] for i in range(0, total, size)]
@@ -110,12 +121,7 @@ def test_many_tiny_pieces_and_short_writes(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(writer.os, "pwritev", short_pwritev)
     pieces = _pieces(writer.BLOCK_SIZE + 5000, 1000)
-    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
-    try:
-        result = _stream(ChunkSink(fd, 0, 10 << 20, FileTooLarge("x")), pieces)
-    finally:
-        os.close(fd)
-    assert (tmp_path / "part").read_bytes() == b"".join(pieces)
+    result = _stream_into_file(tmp_path / "part", pieces)
     assert result.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
     assert max(calls) <= writer.MAX_PIECES
 
@@ -132,12 +138,7 @@ def test_no_write_call_is_larger_than_write_size(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(writer.os, "pwritev", recording_pwritev)
     pieces = _pieces(3 * writer.BLOCK_SIZE + 777, 700_001) + _pieces(writer.BLOCK_SIZE, 30_000)
-    fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
-    try:
-        result = _stream(ChunkSink(fd, 0, 10 << 20, FileTooLarge("x")), pieces)
-    finally:
-        os.close(fd)
-    assert (tmp_path / "part").read_bytes() == b"".join(pieces)
+    result = _stream_into_file(tmp_path / "part", pieces)
     assert result.size == sum(sizes) == sum(map(len, pieces))
     assert max(sizes) == writer.WRITE_SIZE  # big pieces split, small ones grouped up to it
 
