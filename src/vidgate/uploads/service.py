@@ -820,7 +820,7 @@ class UploadService:
                 event_type=event_type,
                 chunks_received=row.chunks_received or 0,
                 bytes_received=row.bytes_received or 0,
-                progress_percentage=_percentage(row.chunks_received or 0, row.total_chunks),
+                progress_percentage=progress_percent(row.chunks_received or 0, row.total_chunks),
                 message=message,
             )
         )
@@ -906,8 +906,9 @@ def check_first_bytes(head: bytes, *, extension: str, content_type: str | None) 
     check_head(head, extension, content_type)
 
 
-def _percentage(received: int, total: int) -> float:
-    return round(100.0 * received / total, 2) if total else 0.0
+def progress_percent(done: int, total: int | None) -> float:
+    """Progress in percent, two decimals; 0 while the total is unknown."""
+    return round(100.0 * done / total, 2) if total else 0.0
 
 
 def _received(session: Session, session_id: str) -> set[int]:
@@ -918,9 +919,9 @@ def _received(session: Session, session_id: str) -> set[int]:
 def _to_view(row: UploadSession, received: set[int]) -> SessionView:
     done = row.status is SessionStatus.COMPLETED
     if row.protocol == "tus":  # appended at an offset: progress is in bytes, nothing is ever "missing"
-        percentage = 100.0 if done else (_percentage(row.bytes_received, row.file_size) if row.file_size else 0.0)
+        percentage = 100.0 if done else progress_percent(row.bytes_received, row.file_size)
     else:
-        percentage = 100.0 if done else _percentage(len(received), row.total_chunks)
+        percentage = 100.0 if done else progress_percent(len(received), row.total_chunks)
     return SessionView(
         session_id=row.session_id,
         upload_id=row.session_id,

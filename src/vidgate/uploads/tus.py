@@ -51,7 +51,7 @@ from vidgate.errors import (
 )
 from vidgate.events.schema import UploadProgress, UploadProgressData, UploadStarted, UploadStartedData
 from vidgate.storage import translate_os_error
-from vidgate.uploads.service import UploadService, check_first_bytes, place_chunk
+from vidgate.uploads.service import UploadService, check_first_bytes, place_chunk, progress_percent
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.validation import sanitize_filename
 from vidgate.validation.formats import HEAD_BYTES
@@ -623,7 +623,7 @@ class TusService:
                     "event_type": "upload_progress",
                     "chunks_received": row.chunks_received,
                     "bytes_received": row.bytes_received,
-                    "progress_percentage": _percent(row.bytes_received, row.file_size),
+                    "progress_percentage": progress_percent(row.bytes_received, row.file_size),
                     "message": f"{size} bytes at offset {plan.offset}",
                     "details": {},
                     "created_at": now,
@@ -648,7 +648,7 @@ class TusService:
                         chunks_received=chunks,
                         total_chunks=chunks,
                         bytes_received=offset,
-                        progress_percentage=_percent(offset, length),
+                        progress_percentage=progress_percent(offset, length),
                     ),
                 ),
                 recorded.user_id,
@@ -667,10 +667,6 @@ class TusService:
         if not self.uploads.parts.part_path(upload_id).exists():
             os.close(self.uploads.parts.open_part(upload_id))  # an empty file, which validation refuses
         self.uploads.assemble(upload_id)
-
-
-def _percent(done: int, total: int | None) -> float:
-    return round(100.0 * done / total, 2) if total else 0.0
 
 
 class _Liveness(Protocol):
