@@ -295,20 +295,17 @@ def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float, *, 
     try:
         try:
             connection.send((str(path), limits))
-        except OSError:  # the spare died before it got the file: not the file's fault, once more
-            log.warning("the probe child for %s was gone before it got the file", path.name)
-            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
-        if not connection.poll(timeout):
-            raise _probe_timeout(timeout)
-        try:
+            if not connection.poll(timeout):
+                raise _probe_timeout(timeout)
             result: dict[str, Any] = connection.recv()
-        except ConnectionResetError:  # it died with the request unread: not the file's fault either
-            log.warning("the probe child for %s died before it read the file", path.name)
-            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
-        except EOFError:  # the child died before answering: a crash or a limit
+        except EOFError:  # the child read the file and died before answering: a crash or a limit
             process.join(timeout=5)
             log.warning("probe of %s failed (exit %s)", path.name, process.exitcode)
             return None
+        except OSError:  # the spare died before it read the file (a broken pipe on the send, or a
+            # reset on the answer: the request was left unread): not the file's fault, once more
+            log.warning("the probe child for %s was gone before it read the file", path.name)
+            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
         return result
     finally:
         connection.close()
