@@ -128,16 +128,23 @@ def test_a_probe_child_that_died_before_its_file_came_is_replaced(
     dead = pipeline._start_probe_child()
     os.kill(dead[0].pid or 0, signal.SIGKILL)
     wait_until(lambda: not dead[0].is_alive(), timeout=20)
-    handed_out = []
-    real_take = pipeline._take_probe_child
-
-    def take_dead_first() -> pipeline._ProbeChild:
-        handed_out.append(1)
-        return dead if len(handed_out) == 1 else real_take()
-
-    monkeypatch.setattr(pipeline, "_take_probe_child", take_dead_first)
+    handed_out = _hand_out_first(dead, monkeypatch)
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
     assert len(handed_out) == 2
+
+
+def _hand_out_first(child: pipeline._ProbeChild, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The next probe gets ``child``, later ones a real child; the list grows by one per child
+    handed out."""
+    handed_out: list[int] = []
+    real_take = pipeline._take_probe_child
+
+    def take_given_first() -> pipeline._ProbeChild:
+        handed_out.append(1)
+        return child if len(handed_out) == 1 else real_take()
+
+    monkeypatch.setattr(pipeline, "_take_probe_child", take_given_first)
+    return handed_out
 
 
 class _KillAfterSend:
@@ -162,16 +169,7 @@ def test_a_probe_child_that_died_with_its_file_unread_is_replaced(
     end of file): not the file's fault either, so the probe runs again in a new child."""
     stopped = pipeline._start_probe_child()
     os.kill(stopped[0].pid or 0, signal.SIGSTOP)  # it will not read what it is sent
-    handed_out = []
-    real_take = pipeline._take_probe_child
-
-    def take_stopped_first() -> pipeline._ProbeChild:
-        handed_out.append(1)
-        if len(handed_out) == 1:
-            return stopped[0], _KillAfterSend(stopped)  # type: ignore[return-value]
-        return real_take()
-
-    monkeypatch.setattr(pipeline, "_take_probe_child", take_stopped_first)
+    handed_out = _hand_out_first((stopped[0], _KillAfterSend(stopped)), monkeypatch)  # type: ignore[arg-type]
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
     assert len(handed_out) == 2
 
