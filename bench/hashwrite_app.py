@@ -16,9 +16,10 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
-BLOCK = 1 << 20
-PENDING = 4
-WRITE = 256 << 10  # at most this per write call, as vidgate's writer (see WRITE_SIZE there)
+# vidgate's writer's block size, blocks in flight and bytes per write call, so that the ceiling
+# moves with them (WRITE_SIZE says why writes are cut)
+from vidgate.uploads.writer import BLOCK_SIZE, MAX_PENDING, WRITE_SIZE
+
 FILES = Path(os.environ.get("PEER_FILES_DIR", "."))
 
 app = FastAPI()
@@ -47,8 +48,12 @@ async def keep(request: Request) -> dict[str, object]:
     def write_block(block: list[bytes], at: int) -> int:
         for piece in block:
             view = memoryview(piece)
-            for start in range(0, len(view), WRITE):
-                at += os.pwrite(fd, view[start : start + WRITE], at)
+            for start in range(0, len(view), WRITE_SIZE):
+                part = view[start : start + WRITE_SIZE]
+                while part:  # a short write leaves the rest for the next call
+                    written = os.pwrite(fd, part, at)
+                    at += written
+                    part = part[written:]
         return at
 
     async def submit() -> None:
@@ -57,7 +62,7 @@ async def keep(request: Request) -> dict[str, object]:
         pending.append((hash_thread.submit(hash_block, block), write_thread.submit(write_block, block, position)))
         position += buffered
         buffered = 0
-        while len(pending) > PENDING:
+        while len(pending) > MAX_PENDING:
             for future in pending.popleft():
                 await asyncio.wrap_future(future)
 
@@ -66,7 +71,7 @@ async def keep(request: Request) -> dict[str, object]:
             if data:
                 pieces.append(data)
                 buffered += len(data)
-                if buffered >= BLOCK:
+                if buffered >= BLOCK_SIZE:
                     await submit()
         await submit()
         while pending:
