@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -85,14 +86,41 @@ def test_opaque_boxes_are_reported(files: dict[str, Path], tmp_path: Path) -> No
 def test_a_probe_that_hits_its_limits_is_a_refusal(files: dict[str, Path]) -> None:
     """The probe child limits its own address space and time: when it cannot finish, the file
     is refused, and the API process is unharmed."""
-    # Out of memory shows in one of three ways, depending on where the first allocation fails:
-    # a crash of the child, FFmpeg's own allocation error while opening, or the decoder giving
-    # up on the first frame (FFmpeg reports a failed frame-buffer allocation as invalid data).
-    with pytest.raises(UndecodableVideo, match=r"could not be read safely|cannot be opened|cannot be decoded"):
+    # Where the first allocation fails depends on how much heap the spare child kept from its
+    # warm-up clips. FFmpeg's ENOMEM (opening, decoding or demuxing), Python's MemoryError and a
+    # decoder thread without a stack (EAGAIN) are named as a memory refusal; a child that died of
+    # it is "could not be read safely"; a few failed frame allocations FFmpeg's decoder reports
+    # as invalid data, which cannot be told from a bad frame.
+    refusal = r"more memory than the probe may use \(64 MiB\)|could not be read safely|cannot be decoded"
+    with pytest.raises(UndecodableVideo, match=refusal):
         FileValidator(ValidationSettings(probe_memory_mb=64)).validate(files["mp4"], "mp4", None)
     with pytest.raises(UndecodableVideo, match="took longer than"):
         FileValidator(ValidationSettings(probe_timeout_seconds=0.001)).validate(files["mp4"], "mp4", None)
     assert FileValidator(ValidationSettings()).validate(files["mp4"], "mp4", None).width == 160
+
+
+@pytest.mark.parametrize(
+    ("ffmpeg_errno", "step", "expected"),
+    [
+        (errno.ENOMEM, "truncated", "resources"),
+        (errno.ENOMEM, "open", "resources"),
+        (errno.EAGAIN, "decode", "resources"),
+        (errno.EINVAL, "decode", "decode"),
+        (errno.EIO, "truncated", "truncated"),
+    ],
+)
+def test_running_out_of_memory_is_not_blamed_on_the_file(ffmpeg_errno: int, step: str, expected: str) -> None:
+    """A step that fails for want of memory is reported as such, not as a broken file: CI once
+    saw ENOMEM while demuxing come out as "the media data breaks off"."""
+    import av
+
+    with pytest.raises(av.FFmpegError) as raised:
+        av.error.err_check(-ffmpeg_errno)  # the exception PyAV raises for this FFmpeg return code
+    answer = probe_module._failure({"format": "mp4"}, step, raised.value)
+    assert answer["error"] == expected and answer["format"] == "mp4"
+    if expected == "resources":
+        with pytest.raises(UndecodableVideo, match=r"more memory than the probe may use \(333 MiB\): \[Errno"):
+            FileValidator(ValidationSettings(probe_memory_mb=333))._judge(answer)
 
 
 def test_the_fresh_interpreter_probe_gives_the_same_answer(files: dict[str, Path]) -> None:

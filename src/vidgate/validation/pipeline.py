@@ -181,6 +181,11 @@ class FileValidator:
             raise UndecodableVideo(f"The first video frame cannot be decoded ({result.get('message')}).")
         if error == "truncated":
             raise TruncatedFile(f"The media data breaks off ({result.get('message')}).")
+        if error == "resources":
+            raise UndecodableVideo(
+                f"Reading the file needed more memory than the probe may use ({s.probe_memory_mb} MiB): "
+                f"{result.get('message')}."
+            )
         for attachment in result.get("attachments", []):
             mimetype = str(attachment.get("mimetype") or "")
             head = bytes.fromhex(str(attachment.get("head") or ""))

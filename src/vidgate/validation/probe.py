@@ -29,6 +29,17 @@ from typing import Any
 
 Result = dict[str, Any]
 
+# A probe that runs out of its address space shows it as one of these: FFmpeg's ENOMEM (PyAV's
+# MemoryError subclasses the built-in one, as does Python's own) or EAGAIN, which is what a
+# decoder gets when its worker thread cannot have a stack.
+RESOURCE_ERRORS = (MemoryError, BlockingIOError)
+
+
+def _failure(result: Result, kind: str, exc: Exception) -> Result:
+    """The probe's answer for a failed step: ``kind`` for the file's fault, or ``resources``
+    when the step failed for want of memory, so the operator is not told the file is bad."""
+    return {**result, "error": "resources" if isinstance(exc, RESOURCE_ERRORS) else kind, "message": str(exc)}
+
 
 def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Result:
     import av
@@ -36,7 +47,7 @@ def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Re
     try:
         container = av.open(path)
     except av.FFmpegError as exc:
-        return {"error": "open", "message": str(exc)}
+        return _failure({}, "open", exc)
     with container:
         declared = container.duration / av.time_base if container.duration else None
         result: Result = {
@@ -71,7 +82,7 @@ def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Re
         try:
             frame = next(container.decode(video), None)
         except av.FFmpegError as exc:
-            return {**result, "error": "decode", "message": str(exc)}
+            return _failure(result, "decode", exc)
         if frame is None:
             return {**result, "error": "decode", "message": "no frame could be decoded"}
         if frame.width > max_width or frame.height > max_height:
@@ -82,7 +93,7 @@ def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Re
                 if packet.pts is not None and packet.time_base is not None:
                     end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
         except av.FFmpegError as exc:
-            return {**result, "error": "truncated", "message": str(exc), "end_time": end}
+            return _failure({**result, "end_time": end}, "truncated", exc)
         result.update(end_time=end, duration=max(declared or 0.0, end))
         if result["duration"] > max_duration:
             return {**result, "error": "duration"}
@@ -95,7 +106,10 @@ def limited_probe(path: str, limits: dict[str, Any]) -> Result:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(limits["cpu_seconds"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    return probe(path, int(limits["max_width"]), int(limits["max_height"]), float(limits["max_duration"]))
+    try:
+        return probe(path, int(limits["max_width"]), int(limits["max_height"]), float(limits["max_duration"]))
+    except MemoryError as exc:  # Python's own allocation failed, outside any FFmpeg call
+        return {"error": "resources", "message": str(exc) or "out of memory"}
 
 
 WARM_UP_SAMPLES = (("mp4", "mp4"), ("matroska", "mkv"))  # H.264 in the two commonest containers
