@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import av
 import pytest
 
 from tests.helpers import wait_until
@@ -112,8 +113,6 @@ def test_a_probe_that_hits_its_limits_is_a_refusal(files: dict[str, Path]) -> No
 def test_running_out_of_memory_is_not_blamed_on_the_file(ffmpeg_errno: int, step: str, expected: str) -> None:
     """A step that fails for want of memory is reported as such, not as a broken file: CI once
     saw ENOMEM while demuxing come out as "the media data breaks off"."""
-    import av
-
     with pytest.raises(av.FFmpegError) as raised:
         av.error.err_check(-ffmpeg_errno)  # the exception PyAV raises for this FFmpeg return code
     answer = probe_module._failure({"format": "mp4"}, step, raised.value)
