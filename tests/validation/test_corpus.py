@@ -214,6 +214,7 @@ def test_bad_input_is_refused(server: RunningServer, media: Media, case: Case) -
         )
     assert (response.status_code, error_code(response)) == (case.status, case.code), response.text
     assert len(response.json()["error"]["message"]) > 20
+    assert str(server.settings.storage_dir) not in response.text  # where we keep files is not the client's business
     assert disk_state(server) == before, "a refused upload left files behind"
     for row in sessions_of(server, user):  # any session it opened says why it failed
         assert (row.status, row.error_code) == (SessionStatus.FAILED, case.code)

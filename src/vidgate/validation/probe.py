@@ -37,8 +37,11 @@ RESOURCE_ERRORS = (MemoryError, BlockingIOError)
 
 def _failure(result: Result, kind: str, exc: Exception) -> Result:
     """The probe's answer for a failed step: ``kind`` for the file's fault, or ``resources``
-    when the step failed for want of memory, so the operator is not told the file is bad."""
-    return {**result, "error": "resources" if isinstance(exc, RESOURCE_ERRORS) else kind, "message": str(exc)}
+    when the step failed for want of memory, so the operator is not told the file is bad. The
+    message is FFmpeg's reason alone: ``str()`` of a PyAV error also names the file, which here
+    is a path inside our storage, and the message goes back to the client."""
+    message = getattr(exc, "strerror", None) or str(exc)
+    return {**result, "error": "resources" if isinstance(exc, RESOURCE_ERRORS) else kind, "message": message}
 
 
 def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Result:
