@@ -214,6 +214,25 @@ def test_cancel_removes_the_session_data(server: RunningServer, unique_video: Pa
     assert not any(session_id in p.name for p in part_files(server))
 
 
+def test_cancel_of_a_completed_upload_is_refused_and_keeps_the_video(server: RunningServer, unique_video: Path) -> None:
+    """What the README says DELETE answers: 409 for a completed session, the stored file stays;
+    a session that is already cancelled is returned as it is."""
+    data = unique_video.read_bytes()
+    with server.client() as client:
+        receipt = post_chunk(client, data).json()["data"]
+        refused = client.delete(f"{UPLOAD}/session/{receipt['session_id']}")
+        assert (refused.status_code, error_code(refused)) == (409, "session_not_active")
+        assert "is completed; it can no longer be cancelled" in refused.json()["error"]["message"]
+        assert client.get(f"{UPLOAD}/session/{receipt['session_id']}").json()["data"]["status"] == "completed"
+
+        open_id = new_session_id()
+        post_chunk(client, data[:CHUNK], session_id=open_id, chunk_index=0, total_chunks=2)
+        assert client.delete(f"{UPLOAD}/session/{open_id}").json()["data"]["status"] == "cancelled"
+        again = client.delete(f"{UPLOAD}/session/{open_id}")
+        assert (again.status_code, again.json()["data"]["status"]) == (200, "cancelled")
+    assert blob_path(server.settings.storage_dir, sha256(data)).read_bytes() == data
+
+
 def test_hash_mismatch_fails_the_session(server: RunningServer, unique_video: Path) -> None:
     data = unique_video.read_bytes()
     chunks = split(data, CHUNK)
