@@ -622,7 +622,7 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="after the measured runs, one more (unmeasured) run per Python server under py-spy "
-        "(pip install -e '.[bench]'): DIR/KEY.txt",
+        "(the bench extra: scripts/install --all-extras): DIR/KEY.txt",
     )
     args = parser.parse_args()
     chunk_size = args.chunk_mib << 20
