@@ -17,6 +17,7 @@ CONTAINERS = {
     "mp4": ("mp4", "libx264", "mp4"),
     "m4v": ("ipod", "libx264", "m4v"),  # brand "M4V ", as iTunes and HandBrake write it
     "3gp": ("3gp", "libx264", "3gp"),  # brand "3gp6", as phones write it
+    "3g2": ("3g2", "libx264", "3g2"),  # brand "3g2b"
     "mov": ("mov", "libx264", "mov"),
     "mkv": ("matroska", "libx264", "mkv"),
     "webm": ("webm", "libvpx-vp9", "webm"),

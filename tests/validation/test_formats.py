@@ -27,6 +27,7 @@ EXPECTED = {
     "mp4": "mp4",
     "m4v": "mp4",
     "3gp": "mp4",
+    "3g2": "mp4",
     "mov": "mov",
     "mkv": "matroska",
     "webm": "webm",
@@ -87,6 +88,7 @@ NAMING = {  # real file's container -> every type that names it
     "mp4": ISO_BMFF_TYPES,
     "m4v": ISO_BMFF_TYPES,
     "3gp": ISO_BMFF_TYPES,
+    "3g2": ISO_BMFF_TYPES,
     "mov": ISO_BMFF_TYPES,
     "mkv": MATROSKA_TYPES,
     "webm": MATROSKA_TYPES + WEBM_TYPES,  # WebM is Matroska too
