@@ -15,11 +15,15 @@ import numpy as np
 # container -> (PyAV format, video codec, file extension)
 CONTAINERS = {
     "mp4": ("mp4", "libx264", "mp4"),
+    "m4v": ("ipod", "libx264", "m4v"),  # brand "M4V ", as iTunes and HandBrake write it
+    "3gp": ("3gp", "libx264", "3gp"),  # brand "3gp6", as phones write it
+    "3g2": ("3g2", "libx264", "3g2"),  # brand "3g2b"
     "mov": ("mov", "libx264", "mov"),
     "mkv": ("matroska", "libx264", "mkv"),
     "webm": ("webm", "libvpx-vp9", "webm"),
     "avi": ("avi", "mpeg4", "avi"),
     "ogg": ("ogg", "libvpx", "ogg"),
+    "ogv": ("ogg", "libvpx", "ogv"),
 }
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

@@ -22,10 +22,11 @@ KEY_PREFIX = "vg_"
 
 
 class Principal(BaseModel):
-    """The authenticated caller."""
+    """The authenticated caller, and which of its keys it used (None where no key was used)."""
 
     user_id: str
     username: str
+    key_id: str | None = None
 
 
 class KeyInfo(BaseModel):
@@ -114,7 +115,25 @@ def authenticate(db: Database, key: str | None) -> Principal:
         row = session.execute(select(ApiKey, UserAccount).join(UserAccount).where(ApiKey.key_hash == digest)).first()
     if row is None or row[0].revoked_at is not None or not hmac.compare_digest(row[0].key_hash, digest):
         raise Unauthenticated("The API key is unknown or revoked.")
-    return Principal(user_id=row[1].id, username=row[1].username)
+    return Principal(user_id=row[1].id, username=row[1].username, key_id=row[0].id)
+
+
+def key_of(db: Database, principal: Principal) -> KeyInfo | None:
+    """The key the caller authenticated with; only ever the caller's own (checked by user)."""
+    if principal.key_id is None:
+        return None
+    with db.session() as session:
+        key = session.scalar(select(ApiKey).where(ApiKey.id == principal.key_id, ApiKey.user_id == principal.user_id))
+        if key is None:
+            return None
+        return KeyInfo(
+            id=key.id,
+            username=principal.username,
+            key_prefix=key.key_prefix,
+            label=key.label,
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
 
 
 class KeyCache:

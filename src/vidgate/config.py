@@ -79,7 +79,7 @@ class ValidationSettings(BaseSettings):
     model_config = _config("VALIDATION_")
 
     allowed_extensions: list[str] = Field(
-        default_factory=lambda: ["mp4", "avi", "mov", "mkv", "webm", "ogg"],
+        default_factory=lambda: ["mp4", "m4v", "mov", "3gp", "3g2", "avi", "mkv", "webm", "ogg", "ogv"],
         description="Extensions accepted (JSON list).",
     )
     blocked_extensions: list[str] = Field(

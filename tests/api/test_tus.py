@@ -215,6 +215,43 @@ def test_refused_content_fails_the_upload_and_head_then_says_gone(server: Runnin
         assert head(client, url).status_code == 410
 
 
+@pytest.mark.parametrize("filetype", ["video/matroska", "video/x-matroska", "application/octet-stream", ""])
+def test_the_declared_filetype_of_a_matroska_file(server: RunningServer, tmp_path: Path, filetype: str) -> None:
+    """Issue 13: Chromium's tus uploads of .mkv carry filetype video/matroska; it, the older
+    video/x-matroska and a generic or empty filetype are accepted."""
+    data = make_video(tmp_path / "clip.mkv", "mkv", seed=uuid.uuid4().int % 100_000).read_bytes()
+    # A key without a value is written bare (tus 1.0: "filetype", not "filetype ").
+    described = metadata(filename="clip.mkv") + (f",{metadata(filetype=filetype)}" if filetype else ",filetype")
+    with server.client() as client:
+        created = client.post(
+            "/v1/tus/", headers={**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": described}
+        )
+        assert created.status_code == 201, created.text
+        done = patch(client, created.headers["location"], 0, data)
+    assert done.status_code == 204, done.text
+    assert done.headers["vidgate-content-hash"] == sha256(data)
+
+
+def test_a_filetype_naming_another_container_is_refused_in_plain_words(server: RunningServer, tmp_path: Path) -> None:
+    data = make_video(tmp_path / "clip.mkv", "mkv", seed=uuid.uuid4().int % 100_000).read_bytes()
+    with server.client() as client:
+        created = client.post(
+            "/v1/tus/",
+            headers={
+                **TUS,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": metadata(filename="clip.mkv", filetype="video/mp4"),
+            },
+        )
+        refused = patch(client, created.headers["location"], 0, data)
+    assert refused.status_code == 415
+    assert refused.json()["error"] == {
+        "code": "format_mismatch",
+        "message": "The file is Matroska, but it was declared as video/mp4, a type for MP4 (ISO BMFF) or "
+        "QuickTime MOV; send it as video/matroska or without a type.",
+    }
+
+
 def test_termination(server: RunningServer, tmp_path: Path) -> None:
     data = video_bytes(tmp_path)
     with server.client() as client:

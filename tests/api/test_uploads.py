@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import socket
+import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +18,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import RunningServer
 from tests.helpers import UPLOAD, blob_path, error_code, post_chunk, sha256, split, upload_chunks
+from tests.media import make_video
 from vidgate.db.models import UploadChunk, UploadProgressLog, UploadSession
 
 CHUNK = 64 * 1024
@@ -405,3 +410,66 @@ def test_same_content_twice_is_stored_once(server: RunningServer, unique_video: 
     assert first["video_id"] == second["video_id"]
     assert first["session_id"] != second["session_id"]
     assert blob_path(server.settings.storage_dir, sha256(data)).read_bytes() == data
+
+
+def curl_upload(server: RunningServer, path: Path, part_type: str | None) -> tuple[int, dict[str, Any]]:
+    """POST the file the way curl does (``-F "file=@PATH;type=TYPE"``), with the real curl."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is needed for this test: run scripts/debian-deps")
+    form = f"file=@{path}" + (f";type={part_type}" if part_type is not None else "")
+    key = f"X-API-Key: {server.key_for('alice')}"
+    run = subprocess.run(
+        [curl, "-sS", "-H", key, "-F", form, "-w", "\n%{http_code}", f"{server.base_url}{UPLOAD}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body, _, status = run.stdout.rpartition("\n")
+    return int(status), json.loads(body)
+
+
+def test_a_matroska_file_sent_as_video_matroska_is_accepted(server: RunningServer, tmp_path: Path) -> None:
+    """Issue 13's reproduction: `curl -F "file=@x.mkv;type=video/matroska" .../v1/upload/video`
+    (the IANA type, and what Chromium declares for .mkv) was refused 415 format_mismatch."""
+    path = make_video(tmp_path / "x.mkv", "mkv", seed=uuid.uuid4().int % 100_000)
+    status, body = curl_upload(server, path, "video/matroska")
+    assert status == 200, body
+    assert body["data"]["content_hash"] == sha256(path.read_bytes())
+
+
+def test_generic_or_missing_part_types_claim_nothing(server: RunningServer, tmp_path: Path) -> None:
+    """curl's own default for an unknown extension (application/octet-stream), an empty type
+    and a part without any Content-Type header are all accepted: the bytes decide."""
+    for part_type in (None, "application/octet-stream"):
+        path = make_video(tmp_path / f"{uuid.uuid4().hex[:8]}.mkv", "mkv", seed=uuid.uuid4().int % 100_000)
+        status, body = curl_upload(server, path, part_type)
+        assert status == 200, (part_type, body)
+    for header in ("Content-Type: \r\n", ""):  # curl refuses to send an empty type: write the part by hand
+        path = make_video(tmp_path / f"{uuid.uuid4().hex[:8]}.mkv", "mkv", seed=uuid.uuid4().int % 100_000)
+        boundary = uuid.uuid4().hex
+        payload = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            f"{header}\r\n".encode()
+            + path.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        with server.client() as client:
+            response = client.post(
+                UPLOAD, content=payload, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            )
+        assert response.status_code == 200, (header, response.text)
+
+
+def test_a_real_mismatch_is_refused_in_words_that_do_not_contradict_themselves(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    path = make_video(tmp_path / "x.mkv", "mkv", seed=uuid.uuid4().int % 100_000)
+    status, body = curl_upload(server, path, "video/mp4")
+    assert status == 415, body
+    assert body["error"]["code"] == "format_mismatch"
+    assert body["error"]["message"] == (
+        "The file is Matroska, but it was declared as video/mp4, a type for MP4 (ISO BMFF) or QuickTime MOV; "
+        "send it as video/matroska or without a type."
+    )

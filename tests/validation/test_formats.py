@@ -18,12 +18,94 @@ from vidgate.config import ValidationSettings
 from vidgate.errors import DangerousContent, FormatMismatch, UndecodableVideo, UnrecognizedFormat
 from vidgate.validation import pipeline
 from vidgate.validation import probe as probe_module
-from vidgate.validation.formats import HEAD_BYTES, check_head, detect_format
+from vidgate.validation.formats import CONTENT_TYPE_FORMATS, HEAD_BYTES, check_head, detect_format
 from vidgate.validation.pipeline import FileValidator, warm_up_probes
 from vidgate.validation.signatures import dangerous_inside, zip_end_record
 from vidgate.validation.structure import walk
 
-EXPECTED = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm", "avi": "avi", "ogg": "ogg"}
+EXPECTED = {
+    "mp4": "mp4",
+    "m4v": "mp4",
+    "3gp": "mp4",
+    "3g2": "mp4",
+    "mov": "mov",
+    "mkv": "matroska",
+    "webm": "webm",
+    "avi": "avi",
+    "ogg": "ogg",
+    "ogv": "ogg",
+}
+
+# The declared types that name each container family, written out here rather than read from
+# the table under test. Sources: IANA (video/mp4 RFC 4337, video/3gpp RFC 3839, video/3gpp2
+# RFC 4393, video/matroska RFC 9559, video/ogg and application/ogg RFC 5334, video/vnd.avi),
+# freedesktop shared-mime-info's aliases, and what browsers send (tests/web/test_page.py).
+ISO_BMFF_TYPES = [
+    "video/mp4",
+    "application/mp4",
+    "audio/mp4",
+    "video/x-m4v",
+    "audio/x-m4a",
+    "audio/m4a",
+    "video/mp4v-es",
+    "video/quicktime",
+    "video/3gpp",
+    "video/3gp",
+    "audio/3gpp",
+    "video/3gpp2",
+    "audio/3gpp2",
+]
+MATROSKA_TYPES = [
+    "video/matroska",
+    "video/x-matroska",
+    "audio/matroska",
+    "audio/x-matroska",
+    "video/matroska-3d",
+    "video/x-matroska-3d",
+]
+WEBM_TYPES = ["video/webm", "audio/webm"]
+AVI_TYPES = [
+    "video/x-msvideo",
+    "video/avi",
+    "video/msvideo",
+    "video/vnd.avi",
+    "video/x-avi",
+    "video/divx",
+    "video/vnd.divx",
+]
+OGG_TYPES = [
+    "video/ogg",
+    "application/ogg",
+    "audio/ogg",
+    "application/x-ogg",
+    "video/x-ogg",
+    "video/x-theora+ogg",
+    "video/x-theora",
+    "video/x-ogm+ogg",
+    "video/x-ogm",
+]
+NAMING = {  # real file's container -> every type that names it
+    "mp4": ISO_BMFF_TYPES,
+    "m4v": ISO_BMFF_TYPES,
+    "3gp": ISO_BMFF_TYPES,
+    "3g2": ISO_BMFF_TYPES,
+    "mov": ISO_BMFF_TYPES,
+    "mkv": MATROSKA_TYPES,
+    "webm": MATROSKA_TYPES + WEBM_TYPES,  # WebM is Matroska too
+    "avi": AVI_TYPES,
+    "ogg": OGG_TYPES,
+    "ogv": OGG_TYPES,
+}
+EVERY_TYPE = ISO_BMFF_TYPES + MATROSKA_TYPES + WEBM_TYPES + AVI_TYPES + OGG_TYPES
+GENERIC = [
+    None,
+    "",
+    "  ",
+    "application/octet-stream",
+    "Application/Octet-Stream; charset=binary",
+    "binary/octet-stream",
+    "video/*",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +142,67 @@ def test_head_check_names_both_sides_of_a_mismatch(files: dict[str, Path]) -> No
         check_head(b"\x00" * 64, "mp4", None)
     with pytest.raises(DangerousContent, match="Windows executable"):
         check_head(pe_executable(), "mp4", None)
+
+
+def test_the_alias_table_is_the_one_these_tests_expect() -> None:
+    assert sorted(CONTENT_TYPE_FORMATS) == sorted(EVERY_TYPE)
+
+
+@pytest.mark.parametrize("container", list(CONTAINERS))
+def test_every_alias_of_the_files_container_is_accepted_and_every_other_refused(
+    files: dict[str, Path], container: str
+) -> None:
+    """Each declared type against a real file of each container: the types of its family pass
+    (in any case, with parameters), every other type is a mismatch whose message names what the
+    file is and what the declared type stands for, which differ."""
+    head = files[container].read_bytes()[:HEAD_BYTES]
+    extension = CONTAINERS[container][2]
+    for declared in NAMING[container]:
+        for spelling in (declared, declared.upper(), f"{declared}; codecs=avc1"):
+            assert check_head(head, extension, spelling).name == EXPECTED[container], spelling
+    label = detect_format(head).label  # type: ignore[union-attr]
+    for declared in sorted(set(EVERY_TYPE) - set(NAMING[container])):
+        with pytest.raises(FormatMismatch) as refused:
+            check_head(head, extension, declared)
+        message = refused.value.message
+        assert message.startswith(f"The file is {label}, but it was declared as {declared}, a type for "), message
+        named = message.split(", a type for ")[1].split(";")[0]
+        assert label not in named.split(" or "), message  # never "Matroska, but declared as <a Matroska type>"
+
+
+@pytest.mark.parametrize("container", list(CONTAINERS))
+def test_a_generic_or_missing_type_claims_nothing(files: dict[str, Path], container: str) -> None:
+    head = files[container].read_bytes()[:HEAD_BYTES]
+    for declared in GENERIC:
+        assert check_head(head, CONTAINERS[container][2], declared).name == EXPECTED[container], declared
+
+
+def test_a_type_of_no_video_container_is_refused_as_such(files: dict[str, Path]) -> None:
+    head = files["mkv"].read_bytes()[:HEAD_BYTES]
+    for declared in ("image/png", "video/x-flv", "text/html"):
+        with pytest.raises(
+            FormatMismatch, match=f"^The file is Matroska, but it was declared as {re.escape(declared)}, "
+        ):
+            check_head(head, "mkv", declared)
+    with pytest.raises(FormatMismatch) as refused:
+        check_head(head, "mkv", "video/x-flv")
+    assert refused.value.message == (
+        "The file is Matroska, but it was declared as video/x-flv, which is not the type of a supported video "
+        "container; send it as video/matroska or without a type."
+    )
+
+
+def test_chromiums_matroska_type_is_accepted_and_a_real_mismatch_reads_as_one(files: dict[str, Path]) -> None:
+    """Issue 13: Chromium declares .mkv as video/matroska (RFC 9559), which was refused with
+    "The file is Matroska, but it was declared as video/matroska"."""
+    head = files["mkv"].read_bytes()[:HEAD_BYTES]
+    assert check_head(head, "mkv", "video/matroska").name == "matroska"
+    with pytest.raises(FormatMismatch) as refused:
+        check_head(head, "mkv", "video/mp4")
+    assert refused.value.message == (
+        "The file is Matroska, but it was declared as video/mp4, a type for MP4 (ISO BMFF) or QuickTime MOV; "
+        "send it as video/matroska or without a type."
+    )
 
 
 def test_signature_helpers() -> None:

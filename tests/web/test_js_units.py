@@ -4,10 +4,12 @@ builds, byte for byte."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 from tests.web.conftest import ROOT, WEB_DIR
+from vidgate.errors import all_error_classes
 from vidgate.web import STATIC_DIR
 
 
@@ -27,3 +29,18 @@ def test_the_committed_bundle_is_what_the_sources_build(node: str, web_modules: 
         assert (tmp_path / name).read_bytes() == (STATIC_DIR / name).read_bytes(), (
             f"{name} is stale: run scripts/build-web and commit src/vidgate/web/static"
         )
+
+
+def test_the_pages_refusal_codes_are_the_servers(node: str) -> None:
+    """The page says "Refused" for exactly the server's codes answered 400, 401, 403, 413, 415
+    or 422 (the file or request as sent will never be taken), "Failed" for every other code: a
+    code added to vidgate.errors must be placed here too."""
+    script = (
+        "import('./web/src/errors.js').then((m) => console.log(JSON.stringify("
+        "{codes: [...m.REFUSAL_CODES], statuses: [...m.REFUSAL_STATUSES]})))"
+    )
+    run = subprocess.run([node, "-e", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    page = json.loads(run.stdout)
+    statuses = set(page["statuses"])
+    assert statuses == {400, 401, 403, 413, 415, 422}
+    assert sorted(page["codes"]) == sorted(cls.code for cls in all_error_classes() if cls.status in statuses)

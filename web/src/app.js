@@ -3,7 +3,7 @@
 
 import { DefaultHttpStack, Upload } from 'tus-js-client'
 import { ChecksumHttpStack, discoverChecksumAlgorithm } from './checksum.js'
-import { describeUploadError, parseErrorBody } from './errors.js'
+import { OUTCOME_LABELS, describeUploadError, parseErrorBody } from './errors.js'
 import { FINAL_STATES, Tracker } from './tracker.js'
 import { LiveEvents, eventsUrl } from './live.js'
 import { SpeedMeter, formatBytes, formatDuration, formatPercent, formatSpeed, summarizeResult } from './format.js'
@@ -127,21 +127,32 @@ async function keyChanged() {
     return
   }
   setKeyStatus('checking', 'Checking the key…')
-  // An unknown video id answers 404 to a valid key and 401 to a refused one.
+  // GET /v1/me names the key's user: 200 for a valid key, 401 for an unknown or revoked one.
   let state
+  let text
   try {
-    const res = await fetch('/v1/videos/key-check', { headers: authHeaders() })
-    state = res.status === 401 ? 'refused' : 'ok'
+    const res = await fetch('/v1/me', { headers: authHeaders() })
+    if (res.ok) {
+      const me = (await res.json()).data
+      state = 'ok'
+      text = `Key accepted: uploads go to ${me.username}.`
+    } else if (res.status === 401) {
+      state = 'refused'
+      text = 'The server refused this key (unknown or revoked).'
+    } else {
+      state = 'unreachable'
+      text = `The server could not check the key (HTTP ${res.status}).`
+    }
   } catch {
     state = 'unreachable'
+    text = 'The server cannot be reached.'
   }
   if (check !== keyCheck) return
+  setKeyStatus(state, text)
   if (state === 'refused') {
-    setKeyStatus('refused', 'The server refused this key (unknown or revoked).')
     live.stop()
     return
   }
-  setKeyStatus(state, state === 'ok' ? 'Key accepted.' : 'The server cannot be reached.')
   live.start()
   pump()
 }
@@ -330,13 +341,18 @@ function field(li, name) {
 }
 
 const STATE_LABELS = {
-  queued: 'queued',
-  uploading: 'uploading',
-  paused: 'paused',
-  processing: 'processing',
-  done: 'done',
-  error: 'error',
-  cancelled: 'cancelled',
+  queued: 'Queued',
+  uploading: 'Uploading',
+  paused: 'Paused',
+  processing: 'Processing',
+  done: 'Done',
+  cancelled: 'Cancelled',
+}
+
+/** The badge's word: an error says the word of its outcome (Refused or Failed), as everywhere. */
+function stateLabel(entry) {
+  if (entry.state === 'error') return OUTCOME_LABELS[entry.outcome ?? 'failed']
+  return STATE_LABELS[entry.state] ?? entry.state
 }
 
 function itemFor(entry) {
@@ -361,16 +377,24 @@ function itemFor(entry) {
 function render(entry) {
   const li = itemFor(entry)
   li.dataset.state = entry.state
+  if (entry.outcome) li.dataset.outcome = entry.outcome
+  else delete li.dataset.outcome
   li.dataset.bytesSent = String(entry.bytesSent)
   li.dataset.duplicate = String(entry.duplicate)
   if (entry.sessionId) li.dataset.sessionId = entry.sessionId
   if (entry.videoId) li.dataset.videoId = entry.videoId
-  field(li, 'state').textContent = STATE_LABELS[entry.state] ?? entry.state
+  const label = stateLabel(entry)
+  field(li, 'state').textContent = label
 
   const fraction = entry.size > 0 ? entry.bytesSent / entry.size : entry.state === 'queued' ? 0 : 1
   const bar = li.querySelector('.upload-progress')
-  bar.value = Math.min(1, fraction)
-  bar.setAttribute('aria-valuetext', formatPercent(fraction))
+  // A refused file is refused whole: its bar fills in the refusal colour instead of standing at
+  // the bytes sent in the colour of an upload under way. A failed one keeps how far it got.
+  bar.value = entry.outcome === 'refused' ? 1 : Math.min(1, fraction)
+  bar.setAttribute(
+    'aria-valuetext',
+    entry.state === 'error' ? (entry.outcome === 'refused' ? label : `${label} at ${formatPercent(fraction)}`) : formatPercent(fraction),
+  )
   li.querySelector('.numbers').hidden = !(entry.state === 'uploading' || entry.state === 'paused')
   field(li, 'percent').textContent = formatPercent(fraction)
   field(li, 'speed').textContent = entry.state === 'uploading' ? formatSpeed(entry.speed) : '—'
@@ -393,7 +417,8 @@ function render(entry) {
     li.dataset.errorCode = entry.error.code ?? ''
     field(li, 'error-code').textContent = entry.error.code ?? 'error'
     field(li, 'error-message').textContent = entry.error.message ?? ''
-    error.querySelector('strong').textContent = entry.error.status ? `Refused (HTTP ${entry.error.status})` : 'Failed'
+    field(li, 'error-outcome').textContent = label
+    field(li, 'error-status').textContent = entry.error.status ? ` (HTTP ${entry.error.status})` : ''
   }
 
   const result = li.querySelector('.result')

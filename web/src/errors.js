@@ -47,3 +47,54 @@ export function describeUploadError(err) {
   // tus-js-client appends ", caused by [object ProgressEvent]" etc.: keep the first clause.
   return { status: null, code: 'network_error', message: text.split(', caused by')[0] }
 }
+
+// One word per kind of error, everywhere on the page (badge, heading, progress bar), decided by
+// the server's code. "Refused": the server will not take this file or request as sent (its
+// content, name, size or the request itself): sending the same again cannot succeed. "Failed":
+// anything else (the network, the server, storage, an expired session, processing), where
+// trying again later may work. These are the server's codes answered with 400, 401, 403, 413,
+// 415 and 422 (tests/web/test_js_units.py checks the list against vidgate.errors).
+export const REFUSAL_CODES = new Set([
+  'bad_request',
+  'invalid_parameter',
+  'invalid_options',
+  'missing_file',
+  'malformed_multipart',
+  'chunk_index_out_of_range',
+  'total_chunks_mismatch',
+  'chunk_size_mismatch',
+  'empty_chunk',
+  'invalid_filename',
+  'unauthenticated',
+  'forbidden',
+  'final_upload_immutable',
+  'too_large',
+  'file_too_large',
+  'chunk_too_large',
+  'too_many_chunks',
+  'unsupported_media_type',
+  'extension_not_allowed',
+  'extension_blocked',
+  'unrecognized_format',
+  'format_mismatch',
+  'invalid_content_type',
+  'invalid_content',
+  'file_hash_mismatch',
+  'dangerous_content',
+  'trailing_data',
+  'truncated_file',
+  'no_video_stream',
+  'undecodable_video',
+  'duration_too_long',
+  'dimensions_too_large',
+  'malware_detected',
+])
+export const REFUSAL_STATUSES = new Set([400, 401, 403, 413, 415, 422])
+
+export const OUTCOME_LABELS = { refused: 'Refused', failed: 'Failed' }
+
+/** 'refused' or 'failed' for an error {status, code}: by its code, else (a code this page does
+ * not know yet) by its HTTP status. */
+export function outcomeOf(error) {
+  return REFUSAL_CODES.has(error?.code) || REFUSAL_STATUSES.has(error?.status) ? 'refused' : 'failed'
+}

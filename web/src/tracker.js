@@ -3,7 +3,10 @@
 // tells the view which entry to redraw.
 //
 // States: queued -> uploading (<-> paused) -> processing -> done | error | cancelled.
-// A duplicate ends as `done` with `duplicate: true` (and the cached result).
+// A duplicate ends as `done` with `duplicate: true` (and the cached result). An `error` entry
+// has `error` {status, code, message} and `outcome` ('refused' or 'failed', from the code).
+
+import { OUTCOME_LABELS, outcomeOf } from './errors.js'
 
 const PENDING_LIMIT = 500
 const SEEN_LIMIT = 5000
@@ -39,6 +42,7 @@ export class Tracker {
       processingProgress: null,
       result: null,
       error: null,
+      outcome: null,
       note: 'Waiting to upload',
     }
     this.entries.set(entry.id, entry)
@@ -75,6 +79,12 @@ export class Tracker {
     delete changes.force
     Object.assign(entry, changes)
     this.onChange(entry)
+  }
+
+  /** The one way into the error state: the outcome and its word come from the error's code. */
+  #fail(entry, { status = null, code, message }) {
+    const outcome = outcomeOf({ status, code })
+    this.#update(entry, { state: 'error', speed: null, error: { status, code, message }, outcome, note: OUTCOME_LABELS[outcome] })
   }
 
   uploadStarted(id, sessionId) {
@@ -133,10 +143,9 @@ export class Tracker {
     this.#drain()
   }
 
-  failed(id, { status = null, code, message }) {
+  failed(id, error) {
     const entry = this.get(id)
-    if (!entry) return
-    this.#update(entry, { state: 'error', speed: null, error: { status, code, message }, note: 'Refused' })
+    if (entry) this.#fail(entry, error)
   }
 
   /** GET /v1/videos/{id}: returns true when the result is ready to be fetched. */
@@ -146,11 +155,7 @@ export class Tracker {
       if (FINAL_STATES.has(entry.state)) continue
       if (view.status === 'completed') ready = true
       else if (view.status === 'failed')
-        this.#update(entry, {
-          state: 'error',
-          error: { status: null, code: 'processing_failed', message: view.error_message ?? 'Processing failed.' },
-          note: 'Processing failed',
-        })
+        this.#fail(entry, { code: 'processing_failed', message: view.error_message ?? 'Processing failed.' })
       else this.#update(entry, { stage: view.stage ?? view.status, processingProgress: view.progress ?? null, note: `Processing: ${view.stage ?? view.status}` })
     }
     return ready
@@ -219,15 +224,9 @@ export class Tracker {
           break
         case 'upload_failed':
         case 'session_expired':
-          this.#update(entry, {
-            state: 'error',
-            speed: null,
-            error: {
-              status: null,
-              code: data.error_code ?? event.event_type,
-              message: data.message ?? 'The upload session expired.',
-            },
-            note: 'Refused',
+          this.#fail(entry, {
+            code: data.error_code ?? event.event_type,
+            message: data.message ?? (event.event_type === 'session_expired' ? 'The upload session expired.' : 'The upload failed.'),
           })
           break
         case 'duplicate_detected': {
@@ -277,11 +276,7 @@ export class Tracker {
           }
           break
         case 'processing_failed':
-          this.#update(entry, {
-            state: 'error',
-            error: { status: null, code: data.error_code ?? 'processing_failed', message: data.message ?? 'Processing failed.' },
-            note: 'Processing failed',
-          })
+          this.#fail(entry, { code: data.error_code ?? 'processing_failed', message: data.message ?? 'Processing failed.' })
           break
         default:
           break

@@ -1,9 +1,10 @@
 """Which container a file is, from its first bytes, and whether that agrees with its name
 and declared content type.
 
-Families: ISO BMFF (``ftyp`` brands: MP4 or QuickTime MOV), RIFF/AVI, EBML (doctype
-``matroska`` or ``webm``), Ogg. The check runs on the first bytes of chunk 0 as soon as they
-arrive, before the rest of the upload is stored.
+Families: ISO BMFF (``ftyp`` brands: MP4, M4V, 3GPP, or QuickTime MOV), RIFF/AVI, EBML
+(doctype ``matroska`` or ``webm``), Ogg. A declared type only has to name the right family;
+a generic one (``application/octet-stream``, empty) claims nothing. The check runs on the
+first bytes of chunk 0 as soon as they arrive, before the rest of the upload is stored.
 """
 
 from __future__ import annotations
@@ -16,36 +17,103 @@ from vidgate.validation.signatures import dangerous_prefix
 
 HEAD_BYTES = 4096
 
+_ISO_BMFF = frozenset({"mp4", "mov"})  # MP4, QuickTime, 3GPP: one box structure, told apart by brand only
+_MATROSKA = frozenset({"matroska", "webm"})  # WebM is a subset of Matroska
+_WEBM = frozenset({"webm"})
+_AVI = frozenset({"avi"})
+_OGG = frozenset({"ogg"})
+
 # Extension -> the containers it may hold.
 EXTENSION_FORMATS: dict[str, frozenset[str]] = {
-    "mp4": frozenset({"mp4", "mov"}),
-    "m4v": frozenset({"mp4", "mov"}),
-    "mov": frozenset({"mov", "mp4"}),
-    "avi": frozenset({"avi"}),
-    "mkv": frozenset({"matroska", "webm"}),  # WebM is a subset of Matroska
-    "webm": frozenset({"webm"}),
-    "ogg": frozenset({"ogg"}),
-    "ogv": frozenset({"ogg"}),
+    "mp4": _ISO_BMFF,
+    "m4v": _ISO_BMFF,
+    "mov": _ISO_BMFF,
+    "3gp": _ISO_BMFF,
+    "3g2": _ISO_BMFF,
+    "avi": _AVI,
+    "mkv": _MATROSKA,
+    "webm": _WEBM,
+    "ogg": _OGG,
+    "ogv": _OGG,
 }
 
-# Declared content type -> the containers it may name. Generic types say nothing.
+# Declared content type -> the containers it may name: every registered type and the aliases
+# that browsers, operating systems and tools send for them (IANA; freedesktop shared-mime-info's
+# aliases, which Linux browsers use for extensions they do not know themselves; Windows' and
+# macOS's registries). A browser picks the type from the extension alone, so a type only has to
+# name the right container family: an .ogg video is declared audio/ogg by Chromium, a .3gp
+# video/3gpp or audio/3gpp. Audio types are accepted for that reason; the probe then refuses a
+# file that really has no video. Which browser sends which type: tests/web/test_page.py.
 CONTENT_TYPE_FORMATS: dict[str, frozenset[str]] = {
-    "video/mp4": frozenset({"mp4", "mov"}),
-    "video/x-m4v": frozenset({"mp4", "mov"}),
-    "video/quicktime": frozenset({"mov", "mp4"}),
-    "video/x-msvideo": frozenset({"avi"}),
-    "video/avi": frozenset({"avi"}),
-    "video/msvideo": frozenset({"avi"}),
-    "video/x-matroska": frozenset({"matroska", "webm"}),
-    "video/webm": frozenset({"webm"}),
-    "video/ogg": frozenset({"ogg"}),
-    "application/ogg": frozenset({"ogg"}),
-    # Audio types name the right container; the probe then refuses the missing video clearly.
-    "audio/ogg": frozenset({"ogg"}),
-    "audio/mp4": frozenset({"mp4", "mov"}),
-    "audio/webm": frozenset({"webm"}),
+    **dict.fromkeys(
+        (
+            "video/mp4",  # RFC 4337
+            "application/mp4",
+            "audio/mp4",
+            "video/x-m4v",  # Safari and macOS for .m4v
+            "audio/x-m4a",
+            "audio/m4a",
+            "video/mp4v-es",
+            "video/quicktime",
+            "video/3gpp",  # RFC 3839
+            "video/3gp",
+            "audio/3gpp",  # Python's mimetypes for .3gp
+            "video/3gpp2",  # RFC 4393
+            "audio/3gpp2",
+        ),
+        _ISO_BMFF,
+    ),
+    **dict.fromkeys(
+        (
+            "video/matroska",  # RFC 9559; Chromium for .mkv
+            "video/x-matroska",  # the older unregistered name, still the common one
+            "audio/matroska",
+            "audio/x-matroska",
+            "video/matroska-3d",
+            "video/x-matroska-3d",
+        ),
+        _MATROSKA,
+    ),
+    **dict.fromkeys(("video/webm", "audio/webm"), _WEBM),
+    **dict.fromkeys(
+        (
+            "video/x-msvideo",  # Linux (shared-mime-info) for .avi
+            "video/avi",  # Windows' and macOS's registries
+            "video/msvideo",
+            "video/vnd.avi",  # the IANA registration
+            "video/x-avi",
+            "video/divx",
+            "video/vnd.divx",
+        ),
+        _AVI,
+    ),
+    **dict.fromkeys(
+        (
+            "video/ogg",  # RFC 5334
+            "application/ogg",  # RFC 5334; Firefox for .ogg
+            "audio/ogg",  # Chromium and Safari for .ogg
+            "application/x-ogg",
+            "video/x-ogg",
+            "video/x-theora+ogg",
+            "video/x-theora",
+            "video/x-ogm+ogg",
+            "video/x-ogm",
+        ),
+        _OGG,
+    ),
 }
-GENERIC_CONTENT_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "video/*"})
+# Types that say nothing about the container: treated as no claim at all.
+GENERIC_CONTENT_TYPES = frozenset(
+    {
+        "",
+        "application/octet-stream",
+        "binary/octet-stream",
+        "application/binary",
+        "application/unknown",
+        "video/*",
+        "*/*",
+    }
+)
 
 FORMAT_NAMES = {
     "mp4": "MP4 (ISO BMFF)",
@@ -54,6 +122,16 @@ FORMAT_NAMES = {
     "matroska": "Matroska",
     "webm": "WebM",
     "ogg": "Ogg",
+}
+
+# The type to declare for each container (what the refusal of a wrong type suggests).
+PREFERRED_CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+    "matroska": "video/matroska",
+    "webm": "video/webm",
+    "ogg": "video/ogg",
 }
 
 _QUICKTIME_BRANDS = {b"qt  "}
@@ -125,9 +203,27 @@ def check_head(head: bytes, extension: str, content_type: str | None) -> Detecte
     allowed = EXTENSION_FORMATS.get(extension, frozenset())
     if detected.name not in allowed:
         raise FormatMismatch(f"The file is {detected.label}, but its name ends in .{extension}.")
-    declared = (content_type or "").split(";")[0].strip().lower()
-    if declared not in GENERIC_CONTENT_TYPES:
-        named = CONTENT_TYPE_FORMATS.get(declared)
-        if named is None or detected.name not in named:
-            raise FormatMismatch(f"The file is {detected.label}, but it was declared as {declared}.")
+    declared = declared_media_type(content_type)
+    if declared is not None and detected.name not in CONTENT_TYPE_FORMATS.get(declared, frozenset()):
+        raise FormatMismatch(_type_mismatch(detected, declared))
     return detected
+
+
+def declared_media_type(content_type: str | None) -> str | None:
+    """The declared type without parameters, lowercased; None when it claims nothing (missing,
+    empty or generic such as application/octet-stream)."""
+    declared = (content_type or "").split(";")[0].strip().lower()
+    return None if declared in GENERIC_CONTENT_TYPES else declared
+
+
+def _type_mismatch(detected: DetectedFormat, declared: str) -> str:
+    """Name what the bytes are and what the declared type stands for, so the two visibly differ."""
+    instead = f"send it as {PREFERRED_CONTENT_TYPES[detected.name]} or without a type"
+    named = CONTENT_TYPE_FORMATS.get(declared)
+    if named is None:
+        return (
+            f"The file is {detected.label}, but it was declared as {declared}, which is not the type of "
+            f"a supported video container; {instead}."
+        )
+    families = " or ".join(label for name, label in FORMAT_NAMES.items() if name in named)
+    return f"The file is {detected.label}, but it was declared as {declared}, a type for {families}; {instead}."

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { createHash, webcrypto } from 'node:crypto'
 import { test } from 'node:test'
 import { ChecksumHttpStack, checksumHeader, discoverChecksumAlgorithm, pickAlgorithm } from '../../../web/src/checksum.js'
-import { describeUploadError, parseErrorBody } from '../../../web/src/errors.js'
+import { OUTCOME_LABELS, describeUploadError, outcomeOf, parseErrorBody } from '../../../web/src/errors.js'
 import { SpeedMeter, formatBytes, formatDuration, formatSpeed, summarizeResult } from '../../../web/src/format.js'
 import { LiveEvents, eventsUrl } from '../../../web/src/live.js'
 
@@ -72,6 +72,25 @@ test("the server's code and message come out of a tus error", () => {
   assert.equal(describeUploadError(new Error('tus: failed to upload chunk, caused by [object ProgressEvent]')).code, 'network_error')
   assert.equal(parseErrorBody('{"detail": "Not Found"}').message, 'Not Found')
   assert.equal(parseErrorBody('<html>'), null)
+})
+
+test('the outcome of an error comes from its code, else from its status', () => {
+  assert.equal(outcomeOf({ status: 415, code: 'format_mismatch' }), 'refused')
+  assert.equal(outcomeOf({ status: null, code: 'format_mismatch' }), 'refused') // a /ws event has no status
+  assert.equal(outcomeOf({ status: 422, code: 'undecodable_video' }), 'refused')
+  assert.equal(outcomeOf({ status: 413, code: 'file_too_large' }), 'refused')
+  assert.equal(outcomeOf({ status: 401, code: 'unauthenticated' }), 'refused')
+  assert.equal(outcomeOf({ status: 415, code: 'a_code_this_page_does_not_know' }), 'refused')
+  for (const code of ['network_error', 'server_error', 'internal_error', 'insufficient_storage', 'scanner_unavailable'])
+    assert.equal(outcomeOf({ status: code === 'network_error' ? null : 503, code }), 'failed', code)
+  assert.equal(outcomeOf({ status: 460, code: 'checksum_mismatch' }), 'failed')
+  assert.equal(outcomeOf({ status: 410, code: 'upload_gone' }), 'failed')
+  assert.equal(outcomeOf({ status: null, code: 'processing_failed' }), 'failed')
+  assert.equal(outcomeOf({ status: null, code: 'session_expired' }), 'failed')
+  // A tus error without our envelope gets its code from the status: the same word either way.
+  assert.equal(outcomeOf(describeUploadError({ originalResponse: response(415, '') })), 'refused')
+  assert.equal(outcomeOf(describeUploadError({ originalResponse: response(502, '') })), 'failed')
+  assert.deepEqual(OUTCOME_LABELS, { refused: 'Refused', failed: 'Failed' })
 })
 
 test('checksum: algorithm choice and the header on requests with a body', async () => {

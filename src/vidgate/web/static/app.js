@@ -3250,6 +3250,46 @@
     const text = String(err?.message ?? err ?? "unknown error");
     return { status: null, code: "network_error", message: text.split(", caused by")[0] };
   }
+  var REFUSAL_CODES = /* @__PURE__ */ new Set([
+    "bad_request",
+    "invalid_parameter",
+    "invalid_options",
+    "missing_file",
+    "malformed_multipart",
+    "chunk_index_out_of_range",
+    "total_chunks_mismatch",
+    "chunk_size_mismatch",
+    "empty_chunk",
+    "invalid_filename",
+    "unauthenticated",
+    "forbidden",
+    "final_upload_immutable",
+    "too_large",
+    "file_too_large",
+    "chunk_too_large",
+    "too_many_chunks",
+    "unsupported_media_type",
+    "extension_not_allowed",
+    "extension_blocked",
+    "unrecognized_format",
+    "format_mismatch",
+    "invalid_content_type",
+    "invalid_content",
+    "file_hash_mismatch",
+    "dangerous_content",
+    "trailing_data",
+    "truncated_file",
+    "no_video_stream",
+    "undecodable_video",
+    "duration_too_long",
+    "dimensions_too_large",
+    "malware_detected"
+  ]);
+  var REFUSAL_STATUSES = /* @__PURE__ */ new Set([400, 401, 403, 413, 415, 422]);
+  var OUTCOME_LABELS = { refused: "Refused", failed: "Failed" };
+  function outcomeOf(error) {
+    return REFUSAL_CODES.has(error?.code) || REFUSAL_STATUSES.has(error?.status) ? "refused" : "failed";
+  }
 
   // src/tracker.js
   var PENDING_LIMIT = 500;
@@ -3282,6 +3322,7 @@
         processingProgress: null,
         result: null,
         error: null,
+        outcome: null,
         note: "Waiting to upload"
       };
       this.entries.set(entry.id, entry);
@@ -3313,6 +3354,11 @@
       delete changes.force;
       Object.assign(entry, changes);
       this.onChange(entry);
+    }
+    /** The one way into the error state: the outcome and its word come from the error's code. */
+    #fail(entry, { status = null, code, message }) {
+      const outcome = outcomeOf({ status, code });
+      this.#update(entry, { state: "error", speed: null, error: { status, code, message }, outcome, note: OUTCOME_LABELS[outcome] });
     }
     uploadStarted(id, sessionId) {
       const entry = this.get(id);
@@ -3364,10 +3410,9 @@
       if (Object.keys(changes).length) this.#update(entry, changes);
       this.#drain();
     }
-    failed(id, { status = null, code, message }) {
+    failed(id, error) {
       const entry = this.get(id);
-      if (!entry) return;
-      this.#update(entry, { state: "error", speed: null, error: { status, code, message }, note: "Refused" });
+      if (entry) this.#fail(entry, error);
     }
     /** GET /v1/videos/{id}: returns true when the result is ready to be fetched. */
     videoStatus(videoId, view) {
@@ -3376,11 +3421,7 @@
         if (FINAL_STATES.has(entry.state)) continue;
         if (view.status === "completed") ready = true;
         else if (view.status === "failed")
-          this.#update(entry, {
-            state: "error",
-            error: { status: null, code: "processing_failed", message: view.error_message ?? "Processing failed." },
-            note: "Processing failed"
-          });
+          this.#fail(entry, { code: "processing_failed", message: view.error_message ?? "Processing failed." });
         else this.#update(entry, { stage: view.stage ?? view.status, processingProgress: view.progress ?? null, note: `Processing: ${view.stage ?? view.status}` });
       }
       return ready;
@@ -3445,15 +3486,9 @@
             break;
           case "upload_failed":
           case "session_expired":
-            this.#update(entry, {
-              state: "error",
-              speed: null,
-              error: {
-                status: null,
-                code: data.error_code ?? event.event_type,
-                message: data.message ?? "The upload session expired."
-              },
-              note: "Refused"
+            this.#fail(entry, {
+              code: data.error_code ?? event.event_type,
+              message: data.message ?? (event.event_type === "session_expired" ? "The upload session expired." : "The upload failed.")
             });
             break;
           case "duplicate_detected": {
@@ -3503,11 +3538,7 @@
             }
             break;
           case "processing_failed":
-            this.#update(entry, {
-              state: "error",
-              error: { status: null, code: data.error_code ?? "processing_failed", message: data.message ?? "Processing failed." },
-              note: "Processing failed"
-            });
+            this.#fail(entry, { code: data.error_code ?? "processing_failed", message: data.message ?? "Processing failed." });
             break;
           default:
             break;
@@ -3794,19 +3825,30 @@
     }
     setKeyStatus("checking", "Checking the key…");
     let state;
+    let text;
     try {
-      const res = await fetch("/v1/videos/key-check", { headers: authHeaders() });
-      state = res.status === 401 ? "refused" : "ok";
+      const res = await fetch("/v1/me", { headers: authHeaders() });
+      if (res.ok) {
+        const me = (await res.json()).data;
+        state = "ok";
+        text = `Key accepted: uploads go to ${me.username}.`;
+      } else if (res.status === 401) {
+        state = "refused";
+        text = "The server refused this key (unknown or revoked).";
+      } else {
+        state = "unreachable";
+        text = `The server could not check the key (HTTP ${res.status}).`;
+      }
     } catch {
       state = "unreachable";
+      text = "The server cannot be reached.";
     }
     if (check !== keyCheck) return;
+    setKeyStatus(state, text);
     if (state === "refused") {
-      setKeyStatus("refused", "The server refused this key (unknown or revoked).");
       live.stop();
       return;
     }
-    setKeyStatus(state, state === "ok" ? "Key accepted." : "The server cannot be reached.");
     live.start();
     pump();
   }
@@ -3968,14 +4010,17 @@
     return li.querySelector(`[data-field="${name}"]`);
   }
   var STATE_LABELS = {
-    queued: "queued",
-    uploading: "uploading",
-    paused: "paused",
-    processing: "processing",
-    done: "done",
-    error: "error",
-    cancelled: "cancelled"
+    queued: "Queued",
+    uploading: "Uploading",
+    paused: "Paused",
+    processing: "Processing",
+    done: "Done",
+    cancelled: "Cancelled"
   };
+  function stateLabel(entry) {
+    if (entry.state === "error") return OUTCOME_LABELS[entry.outcome ?? "failed"];
+    return STATE_LABELS[entry.state] ?? entry.state;
+  }
   function itemFor(entry) {
     let li = items.get(entry.id);
     if (li) return li;
@@ -3997,15 +4042,21 @@
   function render(entry) {
     const li = itemFor(entry);
     li.dataset.state = entry.state;
+    if (entry.outcome) li.dataset.outcome = entry.outcome;
+    else delete li.dataset.outcome;
     li.dataset.bytesSent = String(entry.bytesSent);
     li.dataset.duplicate = String(entry.duplicate);
     if (entry.sessionId) li.dataset.sessionId = entry.sessionId;
     if (entry.videoId) li.dataset.videoId = entry.videoId;
-    field(li, "state").textContent = STATE_LABELS[entry.state] ?? entry.state;
+    const label = stateLabel(entry);
+    field(li, "state").textContent = label;
     const fraction = entry.size > 0 ? entry.bytesSent / entry.size : entry.state === "queued" ? 0 : 1;
     const bar = li.querySelector(".upload-progress");
-    bar.value = Math.min(1, fraction);
-    bar.setAttribute("aria-valuetext", formatPercent(fraction));
+    bar.value = entry.outcome === "refused" ? 1 : Math.min(1, fraction);
+    bar.setAttribute(
+      "aria-valuetext",
+      entry.state === "error" ? entry.outcome === "refused" ? label : `${label} at ${formatPercent(fraction)}` : formatPercent(fraction)
+    );
     li.querySelector(".numbers").hidden = !(entry.state === "uploading" || entry.state === "paused");
     field(li, "percent").textContent = formatPercent(fraction);
     field(li, "speed").textContent = entry.state === "uploading" ? formatSpeed(entry.speed) : "—";
@@ -4025,15 +4076,16 @@
       li.dataset.errorCode = entry.error.code ?? "";
       field(li, "error-code").textContent = entry.error.code ?? "error";
       field(li, "error-message").textContent = entry.error.message ?? "";
-      error.querySelector("strong").textContent = entry.error.status ? `Refused (HTTP ${entry.error.status})` : "Failed";
+      field(li, "error-outcome").textContent = label;
+      field(li, "error-status").textContent = entry.error.status ? ` (HTTP ${entry.error.status})` : "";
     }
     const result = li.querySelector(".result");
     if (entry.result && result.hidden) {
       const summary = result.querySelector(".result-summary");
       summary.replaceChildren();
-      for (const [name, label, text] of summarizeResult(entry.result)) {
+      for (const [name, label2, text] of summarizeResult(entry.result)) {
         const dt = document.createElement("dt");
-        dt.textContent = label;
+        dt.textContent = label2;
         const dd = document.createElement("dd");
         dd.dataset.field = name;
         dd.textContent = text;
