@@ -56,7 +56,7 @@ def test_these_need_no_key_and_everything_else_does(server: RunningServer) -> No
     """What the README promises: /health, /ready, /metrics (unless METRICS_TOKEN), /docs,
     /openapi.json and the page; every /v1 route needs a key."""
     with httpx.Client(base_url=server.base_url, timeout=30) as anonymous:
-        for path in ("/health", "/metrics", "/docs", "/openapi.json", "/", "/index.html"):
+        for path in ("/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/", "/index.html"):
             assert anonymous.get(path).status_code == 200, path
         assert anonymous.get("/ready").status_code in (200, 503)  # 503 only while warming up
         paths = anonymous.get("/openapi.json").json()["paths"]
@@ -64,6 +64,7 @@ def test_these_need_no_key_and_everything_else_does(server: RunningServer) -> No
         assert anonymous.get("/v1/videos/x").status_code == 401
         assert anonymous.post("/v1/upload/video").status_code == 401
         assert anonymous.get("/v1/upload/video/session/x").status_code == 401
+        assert anonymous.options("/v1/tus/").status_code == 204  # tus discovery
 
 
 def test_metrics_token_guards_the_metrics(tmp_path: Path) -> None:

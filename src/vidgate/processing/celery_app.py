@@ -1,9 +1,11 @@
 """Celery on Redis for the distributed mode (``vidgate worker``), with the seed's task names.
 
 Tasks are thin and idempotent: they take ids, re-read the database, and are acknowledged
-only after they finish (``acks_late``), so a worker killed mid-job leaves its job to be
-delivered again (``task_reject_on_worker_lost``; the Redis visibility timeout is twice the
-longest job). Priority 1-10 maps to Redis priority steps (Redis runs the lowest step first).
+only after they finish (``acks_late``), so a pool process killed mid-job leaves its job to be
+delivered again (``task_reject_on_worker_lost``). A worker that dies whole is noticed sooner
+than the Redis visibility timeout (twice the longest job): its job's lease runs out and the
+dispatcher hands the video on (:mod:`vidgate.processing.lease`). Priority 1-10 maps to Redis
+priority steps (Redis runs the lowest step first).
 """
 
 from __future__ import annotations
