@@ -169,7 +169,7 @@ class ProcessingSettings(BaseSettings):
         60.0,
         gt=0,
         description="A running job's lease: a job whose worker stopped renewing it this long (the worker died "
-        "or hangs) is queued again.",
+        "whole, or its process was frozen) is queued again.",
     )
     lease_renew_seconds: float = Field(10.0, gt=0, description="How often a worker renews the lease of its job.")
     similarity_scope: Literal["owner", "shared"] = Field(

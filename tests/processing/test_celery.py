@@ -22,7 +22,7 @@ from tests.cluster import cluster
 from tests.conftest import free_port
 from tests.helpers import post_chunk
 from tests.media import make_scene_video, make_video
-from vidgate.db.models import UploadSession, Video, utcnow
+from vidgate.db.models import UploadSession, Video, VideoStatus, utcnow
 from vidgate.events.bus import EVENTS_CHANNEL
 from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
 from vidgate.processing.celery_app import create_celery
@@ -216,3 +216,34 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def test_the_beat_sweep_hands_on_a_job_whose_lease_ran_out(backend: str, tmp_path: Path, broker: str) -> None:
+    """The beat schedule sweeps too: here the API's own dispatcher sleeps an hour, so only
+    the worker's beat can notice the dead worker's job."""
+    with cluster(backend, tmp_path, broker, dispatch_interval_seconds=3600) as running:
+        running.env["PROCESSING_DISPATCH_INTERVAL_SECONDS"] = "0.5"  # the worker's beat: every 0.5 s
+        running.start_worker("--beat", "--hostname", "beater")
+        video_id = running.upload(make_video(tmp_path / "swept.mp4", seed=97))  # handed over at once
+        assert running.wait(video_id)["status"] == "completed", running.worker_logs()
+        with running.server.db.session() as session:  # as a worker that died mid-job leaves it
+            session.execute(
+                update(Video)
+                .where(Video.id == video_id)
+                .values(
+                    status=VideoStatus.PROCESSING,
+                    lease_holder="dead@elsewhere",
+                    lease_expires_at=utcnow() - timedelta(seconds=1),
+                )
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            with running.server.db.session() as session:
+                video = session.get_one(Video, video_id)
+                if video.status is VideoStatus.COMPLETED:
+                    break
+            assert time.monotonic() < deadline, running.worker_logs()
+            time.sleep(0.2)
+        assert video.attempts == 2 and video.lease_holder == f"beater@{socket.gethostname()}"
+        log = (tmp_path / "worker-0.log").read_text()
+        assert "the lease of attempt 1 (worker dead@elsewhere) ran out; queued again" in log

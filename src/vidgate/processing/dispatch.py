@@ -4,7 +4,7 @@ One round (:func:`sweep`) runs in every ``vidgate serve`` (every
 ``PROCESSING_DISPATCH_INTERVAL_SECONDS``, sooner while the broker is unreachable) and on the
 Celery beat schedule:
 
-1. a processing job whose lease ran out (its worker died whole, or hangs) is queued again;
+1. a processing job whose lease ran out (its worker died whole, or its process is frozen) is queued again;
 2. a video handed to the broker but not started within ``PROCESSING_DISPATCH_TIMEOUT_SECONDS``
    (Redis restarted empty, was flushed or failed over) counts as not handed over;
 3. every queued video not handed over is offered to the broker.
