@@ -28,7 +28,9 @@ SHORT_LEASE = {"lease_seconds": 4, "lease_renew_seconds": 0.5}
 
 def test_a_killed_worker_loses_no_job(backend: str, tmp_path: Path, broker: str) -> None:
     clip = make_scene_video(tmp_path / "long.mp4", seconds=40, width=854, height=480, seed=41)
-    with cluster(backend, tmp_path, broker, decode_threads=1) as running:
+    # a lease far longer than the wait below: Celery's redelivery is taken over at once, as the
+    # killed pool process was this same worker's
+    with cluster(backend, tmp_path, broker, decode_threads=1, lease_seconds=3600) as running:
         worker = running.start_worker("--concurrency", "1")
         video_id = running.upload(clip)
         deadline = time.monotonic() + 60
@@ -47,6 +49,7 @@ def test_a_killed_worker_loses_no_job(backend: str, tmp_path: Path, broker: str)
         video = running.wait(video_id, timeout=120)
         assert video["status"] == "completed", running.worker_logs()
         assert video["attempts"] == 2  # delivered again after the kill
+        assert "which ran attempt 1, is gone; taking over" in running.worker_logs()
         with running.server.db.session() as session:
             stored = session.scalar(select(func.count()).where(VideoAnalysisResultRow.video_id == video_id))
         assert stored == 1

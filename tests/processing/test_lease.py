@@ -4,6 +4,9 @@ attempt (a late original) can write nothing: no progress, no result, no failure.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -231,3 +234,23 @@ def test_a_transient_failure_hands_the_video_back_due_after_the_backoff(
         assert video.status is VideoStatus.QUEUED and video.lease_expires_at is None
         assert video.dispatched_at is not None and video.dispatched_at > utcnow() + timedelta(seconds=20)
         assert "is missing" in (video.error_message or "")
+
+
+def test_a_job_of_a_gone_process_of_the_same_worker_is_taken_over_at_once(
+    services_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Celery delivers a killed pool process's job again at once, to the same worker: that
+    worker need not wait for the lease to run out."""
+    with services_for() as services:
+        video_id = _queued_video(services, tmp_path)
+        assert _claim(services, video_id, "worker-a@host").lease is not None
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        for pid, taken_over in ((1, False), (gone.pid, True)):  # pid 1 runs; the other is gone
+            with services.db.session() as session:
+                session.execute(update(Video).where(Video.id == video_id).values(lease_pid=pid))
+            assert _claim(services, video_id, "worker-b@host").lease is None  # another worker waits
+            claimed = _claim(services, video_id, "worker-a@host")
+            assert (claimed.lease is not None) is taken_over
+        assert claimed.lease == lease.Lease(video_id, 2, "worker-a@host")
+        assert _video(services, video_id).lease_pid == os.getpid()

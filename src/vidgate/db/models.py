@@ -143,6 +143,8 @@ class Video(Base):
     fingerprint: Mapped[int | None] = mapped_column(BigInteger)
     #: the worker running (or that last ran) the job; attempts is the lease's fencing token
     lease_holder: Mapped[str | None] = mapped_column(String(255))
+    #: the process (on the holder's host) running the job: a gone one's job is taken over at once
+    lease_pid: Mapped[int | None] = mapped_column(Integer)
     #: a processing job whose lease ran out here is queued again (vidgate.processing.lease)
     lease_expires_at: Mapped[datetime | None]
 

@@ -78,18 +78,56 @@ def _lapsed(now: datetime, job_timeout_seconds: float) -> ColumnElement[bool]:
 
 
 def claim(session: Session, video_id: str, holder: str, lease_seconds: float, job_timeout_seconds: float) -> Claim:
-    """Start the next attempt of ``video_id`` if it is queued, or processing under a lapsed lease."""
+    """Start the next attempt of ``video_id`` if it is queued, or processing under a lapsed
+    lease, or processing under the lease of a process of this same worker that is gone (a
+    killed pool process: Celery delivers its job again at once, no need to wait for the lease)."""
     now = utcnow()
+    queued_or_lapsed = or_(Video.status == VideoStatus.QUEUED, _lapsed(now, job_timeout_seconds))
+    attempt = _start(session, video_id, queued_or_lapsed, holder, now, lease_seconds)
+    if attempt is not None:
+        return Claim(Lease(video_id, attempt, holder))
+    found = session.execute(
+        select(Video.status, Video.lease_holder, Video.lease_pid, Video.attempts).where(Video.id == video_id)
+    ).one_or_none()
+    if found is None:
+        return Claim(None)
+    if (
+        found.status is VideoStatus.PROCESSING
+        and found.lease_holder == holder
+        and found.lease_pid not in (None, os.getpid())
+        and not process_alive(found.lease_pid)
+    ):
+        orphaned = and_(
+            Video.status == VideoStatus.PROCESSING,
+            Video.attempts == found.attempts,
+            Video.lease_holder == holder,
+            Video.lease_pid == found.lease_pid,
+        )
+        attempt = _start(session, video_id, orphaned, holder, now, lease_seconds)
+        if attempt is not None:
+            log.warning(
+                "processing %s: process %d of this worker, which ran attempt %d, is gone; taking over",
+                video_id,
+                found.lease_pid,
+                found.attempts,
+                extra={"video_id": video_id, "event": "lease_taken_over", "attempt": attempt},
+            )
+            return Claim(Lease(video_id, attempt, holder))
+    return Claim(None, status=found.status, holder=found.lease_holder)
+
+
+def _start(
+    session: Session, video_id: str, condition: ColumnElement[bool], holder: str, now: datetime, lease_seconds: float
+) -> int | None:
+    """The next attempt's number if ``condition`` held and the attempt started, else None."""
     attempt = session.scalar(
         update(Video)
-        .where(
-            Video.id == video_id,
-            or_(Video.status == VideoStatus.QUEUED, _lapsed(now, job_timeout_seconds)),
-        )
+        .where(Video.id == video_id, condition)
         .values(
             status=VideoStatus.PROCESSING,
             attempts=Video.attempts + 1,
             lease_holder=holder,
+            lease_pid=os.getpid(),
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=now,
             stage="starting",
@@ -97,12 +135,18 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
         )
         .returning(Video.attempts)
     )
-    if attempt is not None:
-        return Claim(Lease(video_id, int(attempt), holder))
-    found = session.execute(select(Video.status, Video.lease_holder).where(Video.id == video_id)).one_or_none()
-    if found is None:
-        return Claim(None)
-    return Claim(None, status=found.status, holder=found.lease_holder)
+    return None if attempt is None else int(attempt)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _current(lease: Lease) -> ColumnElement[bool]:

@@ -23,6 +23,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from vidgate.processing.lease import process_alive
+
 FOLDER_PREFIX = "vidgate-metrics-"
 
 StartResponse = Callable[..., Any]
@@ -36,23 +38,13 @@ def remove_stale_folders(parent: Path) -> list[Path]:
     for folder in parent.glob(f"{FOLDER_PREFIX}*"):
         pid_text = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
         try:
-            if not pid_text.isdigit() or folder.stat().st_uid != os.getuid() or _alive(int(pid_text)):
+            if not pid_text.isdigit() or folder.stat().st_uid != os.getuid() or process_alive(int(pid_text)):
                 continue
         except FileNotFoundError:
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_at_exit(folder: str, owner: int) -> None:

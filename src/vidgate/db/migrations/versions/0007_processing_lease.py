@@ -1,4 +1,4 @@
-"""Processing leases: video.lease_holder and video.lease_expires_at, indexed for the sweep.
+"""Processing leases: video.lease_holder, lease_pid and lease_expires_at, indexed for the sweep.
 
 A running job holds its video's lease and renews it; a sweep queues again a job whose lease
 ran out (its worker died whole, or hangs). ``video.attempts`` is the fencing token.
@@ -22,6 +22,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("video", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lease_holder", sa.String(length=255), nullable=True))
+        batch_op.add_column(sa.Column("lease_pid", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_video_status_lease_expires_at", ["status", "lease_expires_at"], unique=False)
 
@@ -30,4 +31,5 @@ def downgrade() -> None:
     with op.batch_alter_table("video", schema=None) as batch_op:
         batch_op.drop_index("ix_video_status_lease_expires_at")
         batch_op.drop_column("lease_expires_at")
+        batch_op.drop_column("lease_pid")
         batch_op.drop_column("lease_holder")
