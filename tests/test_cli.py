@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from sqlalchemy import select, update
 
 from tests.conftest import database_url_for, free_port
 from tests.helpers import UPLOAD, post_chunk, serve, sha256, split
+from vidgate.cli import worker_name
 from vidgate.config import all_env_names
 from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
@@ -154,3 +156,11 @@ def test_postgresql_must_be_migrated_first(tmp_path: Path) -> None:
         migrated = run_cli("migrate", env=env)
         assert migrated.returncode == 0, migrated.stderr
         assert "up to date" in migrated.stdout
+
+
+def test_worker_names_are_unique_per_process_and_name_their_host() -> None:
+    host = socket.gethostname()
+    assert worker_name(None) == f"vidgate-{os.getpid()}@{host}"
+    assert worker_name("gpu-1") == f"gpu-1@{host}"
+    assert worker_name("gpu-1@rack7") == "gpu-1@rack7"
+    assert worker_name("ingest-%h") == f"ingest-{host}@{host}"

@@ -31,6 +31,7 @@ from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox, WebhookSender
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
+from vidgate.processing.dispatch import run_dispatcher
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.storage import LocalBlobStore, PartStore
@@ -202,14 +203,11 @@ def _look_up_unknown_key(services: Services) -> None:
 
 
 async def _periodic_dispatch(services: Services) -> None:
-    """Offer queued videos the broker has not taken (it was down, or the process restarted)."""
+    """Offer queued videos the broker has not taken (it was down, lost them, or the process
+    restarted) and queue again jobs whose lease ran out (:mod:`vidgate.processing.dispatch`)."""
     if services.settings.processing.queue == "inline":
         await asyncio.to_thread(services.processing.requeue_abandoned)
-    await _every(
-        services.settings.processing.dispatch_interval_seconds,
-        services.processing.dispatch_pending,
-        "dispatching queued videos",
-    )
+    await run_dispatcher(services.processing)
 
 
 async def _deliver_webhooks(services: Services) -> None:

@@ -95,15 +95,37 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Jobs at once (default PROCESSING_MAX_CONCURRENT_JOBS).")
     ] = None,
-    beat: Annotated[bool, typer.Option(help="Also run the beat schedule (session cleanup).")] = False,
+    beat: Annotated[
+        bool, typer.Option(help="Also run the beat schedule (session cleanup, the processing sweep).")
+    ] = False,
+    hostname: Annotated[
+        str | None,
+        typer.Option(
+            help="This worker's name: NAME (@ this host is added) or NAME@HOST, %h and %n expand as in Celery. "
+            "Default vidgate-<pid>@<host>, unique per process. Logs and job leases carry it.",
+            show_default=False,
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve this worker's Prometheus metrics (all pool processes) on this port.")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address the metrics endpoint binds (default METRICS_HOST, 127.0.0.1).")
     ] = None,
 ) -> None:
     """Start a Celery worker for the distributed mode (Redis from CELERY_BROKER_URL)."""
     settings = _settings()
+    name = worker_name(hostname)
     if metrics_port is not None:  # first: before anything imports prometheus_client
-        _serve_worker_metrics(metrics_port)
+        from vidgate.processing import worker_metrics
+
+        token = settings.metrics.token
+        host = metrics_host or settings.metrics.host
+        try:
+            worker_metrics.serve(metrics_port, host, token.get_secret_value() if token else None)
+        except OSError as exc:
+            typer.echo(f"vidgate: cannot serve metrics on {host}:{metrics_port}: {exc}", err=True)
+            raise typer.Exit(1) from exc
     _database(settings).dispose()
     from celery.signals import setup_logging
 
@@ -111,12 +133,13 @@ def worker(
 
     @setup_logging.connect  # type: ignore[untyped-decorator]
     def _logging(**_: object) -> None:  # our format (LOG_FORMAT) instead of Celery's
-        configure_logging(settings)
+        configure_logging(settings, fields={"worker": name})
 
     argv = [
         "worker",
         f"--loglevel={settings.server.log_level.upper()}",
         f"--concurrency={concurrency or settings.processing.max_concurrent_jobs}",
+        f"--hostname={name}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -127,19 +150,16 @@ def worker(
     celery.worker_main(argv)
 
 
-def _serve_worker_metrics(port: int) -> None:
-    """Prometheus multiprocess mode: pool processes write their counters to files that the
-    parent's endpoint adds up. Must run before prometheus_client is imported anywhere."""
-    import tempfile
+def worker_name(hostname: str | None) -> str:
+    """The Celery node name of this worker: ``--hostname`` with ``@<host>`` added when it names
+    no host, and Celery's %h / %n / %d expanded; by default ``vidgate-<pid>@<host>``."""
+    from celery.utils.nodenames import host_format
 
-    directory = tempfile.mkdtemp(prefix="vidgate-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from vidgate.processing.lease import process_name
 
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    start_http_server(port, registry=registry)
+    if not hostname:
+        return process_name()
+    return str(host_format(hostname if "@" in hostname else f"{hostname}@%h"))
 
 
 @app.command()

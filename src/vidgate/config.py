@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ByteSize, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ByteSize, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_FILE = ".env"
@@ -149,8 +149,29 @@ class ProcessingSettings(BaseSettings):
         3600.0, gt=0, description="Longest job; the Redis visibility timeout is twice this."
     )
     dispatch_interval_seconds: float = Field(
-        5.0, gt=0, description="How often queued videos the broker did not take (Redis down) are offered again."
+        5.0,
+        gt=0,
+        description="How often the dispatcher (`vidgate serve`, and beat) offers queued videos the broker did "
+        "not take (Redis down), re-queues jobs whose lease lapsed and re-sends lost hand-overs.",
     )
+    dispatch_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A video handed to the broker but not started this long after is handed over again "
+        "(Redis lost it: restarted empty, flushed, failed over); set it above the longest expected queue wait.",
+    )
+    broker_retry_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="While the broker is unreachable, how often the API's dispatcher and each worker try it again.",
+    )
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A running job's lease: a job whose worker stopped renewing it this long (the worker died "
+        "whole, or its process was frozen) is queued again.",
+    )
+    lease_renew_seconds: float = Field(10.0, gt=0, description="How often a worker renews the lease of its job.")
     similarity_scope: Literal["owner", "shared"] = Field(
         "owner", description="Near-duplicates among the caller's own videos, or in one shared library."
     )
@@ -167,6 +188,15 @@ class ProcessingSettings(BaseSettings):
         if not self.min_priority <= self.default_priority <= self.max_priority:
             raise ValueError(
                 "DEFAULT_PROCESSING_PRIORITY must lie between PROCESSING_MIN_PRIORITY and PROCESSING_MAX_PRIORITY"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> ProcessingSettings:
+        if self.lease_renew_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "PROCESSING_LEASE_RENEW_SECONDS must be at most half of PROCESSING_LEASE_SECONDS "
+                "(a lease must survive one missed renewal)"
             )
         return self
 
@@ -204,6 +234,18 @@ class WebhookSettings(BaseSettings):
     retry_backoff_seconds: float = Field(5.0, gt=0, description="First retry delay; doubles each attempt.")
     timeout_seconds: float = Field(10.0, gt=0, description="Time limit of one delivery.")
     poll_interval_seconds: float = Field(1.0, gt=0, description="How often due deliveries are sent.")
+
+
+class MetricsSettings(BaseSettings):
+    """Who may read the Prometheus metrics, and where a worker serves them."""
+
+    model_config = _config("METRICS_")
+
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token `/metrics` (and `vidgate worker --metrics-port`) require; unset: no key needed.",
+    )
+    host: str = Field("127.0.0.1", description="Address `vidgate worker --metrics-port` binds (`--metrics-host`).")
 
 
 class CelerySettings(BaseSettings):
@@ -275,6 +317,7 @@ class Settings(BaseModel):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -323,6 +366,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "processing": ProcessingSettings,
     "websocket": WebSocketSettings,
     "webhook": WebhookSettings,
+    "metrics": MetricsSettings,
     "celery": CelerySettings,
     "storage": StorageSettings,
     "database": DatabaseSettings,
@@ -335,6 +379,7 @@ _OWNED_PREFIXES = (
     "PROCESSING_",
     "WEBSOCKET_",
     "WEBHOOK_",
+    "METRICS_",
     "STORAGE_",
     "AUTH_",
     "VIDGATE_",

@@ -14,8 +14,26 @@ from vidgate.config import Settings
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(settings: Settings) -> None:
+class StaticFields(logging.Filter):
+    """Adds the same fields to every record of this process (a worker's name), unless the
+    record brings its own."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def configure_logging(settings: Settings, fields: dict[str, str] | None = None) -> None:
+    """Log to stderr in LOG_FORMAT; ``fields`` go on every line (JSON keys)."""
     handler = logging.StreamHandler()
+    if fields:
+        handler.addFilter(StaticFields(fields))
     if settings.server.log_format == "json":
         handler.setFormatter(
             JsonFormatter(

@@ -9,6 +9,7 @@ worker with Celery). The queue length is read from the database at scrape time, 
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterable
 
@@ -38,9 +39,29 @@ UPLOAD_DURATION = Histogram(
 UPLOAD_BYTES = Counter("vidgate_upload_received_bytes", "Bytes received into uploads.", ["protocol"])
 CLEANUP = Counter(
     "vidgate_cleanup",
-    "What cleanup sweeps did: expired_sessions, reassembled_sessions, orphan_uploads_removed, purged_chunk_rows.",
+    "What cleanup sweeps did: expired_sessions, reassembled_sessions, failed_assemblies, purged_chunk_rows, "
+    "orphan_uploads_removed.",
     ["action"],
 )
+#: every action of CleanupReport, shown from the start (at 0) so a sweep that found nothing yet is visible
+CLEANUP_ACTIONS = (
+    "expired_sessions",
+    "reassembled_sessions",
+    "failed_assemblies",
+    "purged_chunk_rows",
+    "orphan_uploads_removed",
+)
+for _action in CLEANUP_ACTIONS:
+    CLEANUP.labels(_action)
+CLEANUP_RUNS = Counter("vidgate_cleanup_runs", "Cleanup sweeps run by this process (serve, beat, vidgate cleanup).")
+REDISPATCHED = Counter(
+    "vidgate_processing_redispatched",
+    "Videos handed to the broker again: lease_lapsed (the job's worker stopped renewing it) or "
+    "dispatch_timeout (the broker did not start it in time).",
+    ["reason"],
+)
+for _reason in ("lease_lapsed", "dispatch_timeout"):
+    REDISPATCHED.labels(_reason)
 DEDUP_LOOKUPS = Counter("vidgate_dedup_lookups", "Completed uploads checked against stored content.")
 DEDUP_HITS = Counter("vidgate_dedup_hits", "Completed uploads whose content was already stored.")
 WEBSOCKET_CONNECTIONS = Gauge("vidgate_websocket_connections", "Open /ws connections of this process.")
@@ -60,10 +81,13 @@ HTTP_DURATION = Histogram(
 
 
 class _QueueCollector(Collector):
-    """Videos waiting for or in processing, per priority, read from the database."""
+    """Videos waiting for or in processing, per priority, read from the database; every
+    priority of the accepted range is shown, at 0 when none waits (a series that vanished
+    would read as "no data", not "empty")."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, priorities: Iterable[int]) -> None:
         self.db = db
+        self.priorities = list(priorities)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -77,18 +101,32 @@ class _QueueCollector(Collector):
                 .where(Video.status.in_([VideoStatus.QUEUED.value, VideoStatus.PROCESSING.value]))
                 .group_by(Video.priority, Video.status)
             ).all()
+        waiting = (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+        counts = {(priority, status): 0 for priority in self.priorities for status in waiting}
         for priority, status, count in rows:
-            family.add_metric([str(priority), getattr(status, "value", str(status))], count)
+            counts[(priority, VideoStatus(status))] = count
+        for (priority, status), count in sorted(counts.items()):
+            family.add_metric([str(priority), status.value], count)
         yield family
 
 
-def render(db: Database) -> bytes:
-    """The process's metrics plus the queue length from ``db``, in the text exposition format."""
+def render(db: Database, priorities: Iterable[int] = range(1, 11)) -> bytes:
+    """The process's metrics plus the queue length from ``db`` (every priority in
+    ``priorities``), in the text exposition format."""
     from prometheus_client import REGISTRY
 
     queue = CollectorRegistry()
-    queue.register(_QueueCollector(db))
+    queue.register(_QueueCollector(db, priorities))
     return generate_latest(REGISTRY) + generate_latest(queue)
+
+
+def token_matches(expected: str | None, authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <expected>`` (always, when no token is
+    set). Compared in constant time."""
+    if expected is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 class HttpMetricsMiddleware:

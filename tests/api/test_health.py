@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from unittest.mock import ANY
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, make_settings, running_server
 from tests.helpers import post_chunk, wait_for_video
 from tests.media import make_video
+from vidgate.db.models import UploadSession, utcnow
 
 
 def scrape(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,6 +50,64 @@ def test_health_and_ready_need_no_key(server: RunningServer) -> None:
     assert body["checks"]["warm_up"]["ok"]
     assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
     assert "redis" not in body["checks"]  # embedded mode needs no Redis
+
+
+def test_these_need_no_key_and_everything_else_does(server: RunningServer) -> None:
+    """What the README promises: /health, /ready, /metrics (unless METRICS_TOKEN), /docs,
+    /openapi.json and the page; every /v1 route needs a key."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as anonymous:
+        for path in ("/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/", "/index.html"):
+            assert anonymous.get(path).status_code == 200, path
+        assert anonymous.get("/ready").status_code in (200, 503)  # 503 only while warming up
+        paths = anonymous.get("/openapi.json").json()["paths"]
+        assert all(path.startswith(("/v1/", "/health", "/ready", "/metrics")) for path in paths), paths
+        assert anonymous.get("/v1/videos/x").status_code == 401
+        assert anonymous.post("/v1/upload/video").status_code == 401
+        assert anonymous.get("/v1/upload/video/session/x").status_code == 401
+        assert anonymous.options("/v1/tus/").status_code == 204  # tus discovery
+
+
+def test_metrics_token_guards_the_metrics(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", metrics={"token": "scrape-secret"})
+    with running_server(settings) as server, httpx.Client(base_url=server.base_url, timeout=30) as client:
+        refused = client.get("/metrics")
+        with_api_key = client.get("/metrics", headers={"Authorization": f"Bearer {server.key_for('alice')}"})
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer scrape-secreT"})
+        scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        health = client.get("/health")
+    for response in (refused, with_api_key, wrong):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json() == {
+            "success": False,
+            "error": {"code": "unauthenticated", "message": ANY},
+        }
+        assert "METRICS_TOKEN" in response.json()["error"]["message"]
+        assert "scrape-secret" not in response.text
+    assert scraped.status_code == 200 and "vidgate_uploads_total" in scraped.text
+    assert health.status_code == 200  # the token guards /metrics only
+
+
+def test_cleanup_and_expiry_counts_are_scraped(server: RunningServer) -> None:
+    before = scrape(server)
+    for action in ("expired_sessions", "reassembled_sessions", "failed_assemblies", "orphan_uploads_removed"):
+        assert ("vidgate_cleanup_total", (("action", action),)) in before  # shown from the start, at 0 if so
+    assert value(before, "vidgate_cleanup_runs_total") >= 1  # serve sweeps at start
+    session_id = f"stale-{uuid.uuid4().hex}"
+    with server.client() as client:
+        assert post_chunk(client, b"\x00" * 10, session_id=session_id, chunk_index=1, total_chunks=3).status_code == 200
+    with server.db.session() as session:
+        session.execute(
+            update(UploadSession)
+            .where(UploadSession.session_id == session_id)
+            .values(expires_at=utcnow() - timedelta(minutes=1))
+        )
+    server.services.uploads.cleanup()
+    after = scrape(server)
+    assert value(after, "vidgate_cleanup_runs_total") >= value(before, "vidgate_cleanup_runs_total") + 1
+    expired = value(after, "vidgate_cleanup_total", action="expired_sessions")
+    assert expired >= value(before, "vidgate_cleanup_total", action="expired_sessions") + 1
+    assert value(after, "vidgate_uploads_total", protocol="chunks", outcome="expired") >= 1
 
 
 def test_ready_says_503_and_why_when_redis_is_unreachable(tmp_path: Path) -> None:
@@ -114,3 +176,11 @@ def test_queue_length_per_priority_comes_from_the_database(tmp_path: Path) -> No
         samples = scrape(server)
     assert value(samples, "vidgate_processing_queue_length", priority="9", status="queued") == 2
     assert value(samples, "vidgate_processing_queue_length", priority="2", status="queued") == 1
+    shown = {labels for name, labels in samples if name == "vidgate_processing_queue_length"}
+    assert shown == {
+        (("priority", str(priority)), ("status", status))
+        for priority in range(1, 11)
+        for status in ("processing", "queued")
+    }  # an empty priority shows 0 instead of vanishing
+    assert value(samples, "vidgate_processing_queue_length", priority="5", status="queued") == 0
+    assert ("vidgate_processing_queue_length", (("priority", "5"), ("status", "queued"))) in samples

@@ -5,11 +5,15 @@ processes: end to end, priorities, the seed's other tasks, settings, events thro
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
@@ -18,7 +22,7 @@ from tests.cluster import cluster
 from tests.conftest import free_port
 from tests.helpers import post_chunk
 from tests.media import make_scene_video, make_video
-from vidgate.db.models import UploadSession, Video, utcnow
+from vidgate.db.models import UploadSession, Video, VideoStatus, utcnow
 from vidgate.events.bus import EVENTS_CHANNEL
 from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
 from vidgate.processing.celery_app import create_celery
@@ -160,3 +164,86 @@ def test_worker_events_reach_the_api_sockets_through_redis(backend: str, tmp_pat
                     types.append(event["event_type"])
     # published by the worker process, delivered by the API's hub
     assert "processing_initiated" in types and types[-1] == "processing_completed"
+
+
+def test_a_named_worker_logs_its_name_and_guards_its_metrics(backend: str, tmp_path: Path, broker: str) -> None:
+    """--hostname names the worker in its JSON logs and its jobs' leases; --metrics-host binds
+    the metrics endpoint there only; METRICS_TOKEN guards it; the beat's cleanup counts show on
+    it; its prometheus folder is removed when it exits."""
+    port = free_port()
+    host = socket.gethostname()
+    with cluster(backend, tmp_path, broker) as running:
+        running.env.update(LOG_FORMAT="json", METRICS_TOKEN="scrape-secret", UPLOAD_CLEANUP_INTERVAL_SECONDS="1")
+        worker = running.start_worker(
+            "--hostname", "gpu-1", "--metrics-port", str(port), "--metrics-host", "127.0.0.2", "--beat"
+        )
+        video_id = running.upload(make_video(tmp_path / "named.mp4", seed=95))
+        assert running.wait(video_id)["status"] == "completed", running.worker_logs()
+        with running.server.db.session() as session:
+            assert session.get_one(Video, video_id).lease_holder == f"gpu-1@{host}"
+        (folder,) = Path(tempfile.gettempdir()).glob(f"vidgate-metrics-{worker.pid}-*")
+
+        url = f"http://127.0.0.2:{port}/metrics"
+        refused = httpx.get(url, timeout=5)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["error"]["code"] == "unauthenticated"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)  # bound to 127.0.0.2 only
+        deadline = time.monotonic() + 60
+        while True:  # the beat's first cleanup runs an interval after start
+            scraped = httpx.get(url, headers={"Authorization": "Bearer scrape-secret"}, timeout=5)
+            assert scraped.status_code == 200
+            samples = _samples(scraped.text)
+            if samples.get(("vidgate_cleanup_runs_total", ()), 0) >= 1:
+                break
+            assert time.monotonic() < deadline, running.worker_logs()
+            time.sleep(0.2)
+        assert ("vidgate_cleanup_total", (("action", "expired_sessions"),)) in samples
+        assert samples[("vidgate_processing_jobs_total", (("outcome", "completed"),))] >= 1
+
+        worker.send_signal(signal.SIGTERM)  # a warm shutdown
+        assert worker.wait(timeout=60) == 0
+        assert not folder.exists()
+    records = [json.loads(line) for line in (tmp_path / "worker-0.log").read_text().splitlines() if line[:1] == "{"]
+    assert records and all(record.get("worker") == f"gpu-1@{host}" for record in records)
+    (started,) = [r for r in records if r.get("event") == "processing_initiated" and r.get("video_id") == video_id]
+    assert started["attempt"] == 1 and "attempt 1" in started["message"]
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_beat_sweep_hands_on_a_job_whose_lease_ran_out(backend: str, tmp_path: Path, broker: str) -> None:
+    """The beat schedule sweeps too: here the API's own dispatcher sleeps an hour, so only
+    the worker's beat can notice the dead worker's job."""
+    with cluster(backend, tmp_path, broker, dispatch_interval_seconds=3600) as running:
+        running.env["PROCESSING_DISPATCH_INTERVAL_SECONDS"] = "0.5"  # the worker's beat: every 0.5 s
+        running.start_worker("--beat", "--hostname", "beater")
+        video_id = running.upload(make_video(tmp_path / "swept.mp4", seed=97))  # handed over at once
+        assert running.wait(video_id)["status"] == "completed", running.worker_logs()
+        with running.server.db.session() as session:  # as a worker that died mid-job leaves it
+            session.execute(
+                update(Video)
+                .where(Video.id == video_id)
+                .values(
+                    status=VideoStatus.PROCESSING,
+                    lease_holder="dead@elsewhere",
+                    lease_expires_at=utcnow() - timedelta(seconds=1),
+                )
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            with running.server.db.session() as session:
+                video = session.get_one(Video, video_id)
+                if video.status is VideoStatus.COMPLETED:
+                    break
+            assert time.monotonic() < deadline, running.worker_logs()
+            time.sleep(0.2)
+        assert video.attempts == 2 and video.lease_holder == f"beater@{socket.gethostname()}"
+        log = (tmp_path / "worker-0.log").read_text()
+        assert "the lease of attempt 1 (worker dead@elsewhere) ran out; queued again" in log

@@ -1,21 +1,24 @@
 """Liveness (``/health``), readiness (``/ready``) and Prometheus metrics (``/metrics``).
 
-All three answer without authentication, as load balancers and scrapers expect; none of
-them reveals anything about uploads beyond counts.
+All three answer without an API key, as load balancers and scrapers expect; none of them
+reveals anything about uploads beyond counts. ``METRICS_TOKEN`` puts ``/metrics`` behind a
+bearer token of its own (scrapers support one; API keys are for users).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from vidgate import __version__, metrics
 from vidgate.api.deps import Services, ServicesDep
+from vidgate.api.schemas import ErrorEnvelope
+from vidgate.errors import Unauthenticated
 
 router = APIRouter(tags=["health"])
 
@@ -92,7 +95,22 @@ async def ready(services: ServicesDep, response: Response) -> Readiness:
     return readiness
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics(services: ServicesDep) -> Response:
-    body = await run_in_threadpool(metrics.render, services.db)
+METRICS_TOKEN_NEEDED = "The metrics need the metrics token: send Authorization: Bearer <METRICS_TOKEN>."
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (with METRICS_TOKEN set: Authorization: Bearer <token>)",
+    response_class=Response,
+    responses={401: {"model": ErrorEnvelope}},
+)
+async def prometheus_metrics(
+    services: ServicesDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Response:
+    token = services.settings.metrics.token
+    if not metrics.token_matches(token.get_secret_value() if token else None, authorization):
+        raise Unauthenticated(METRICS_TOKEN_NEEDED)
+    processing = services.settings.processing
+    priorities = range(processing.min_priority, processing.max_priority + 1)
+    body = await run_in_threadpool(metrics.render, services.db, priorities)
     return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)

@@ -115,6 +115,7 @@ class Video(Base):
     """One row per stored content (SHA-256); owners are the users with a completed session for it."""
 
     __tablename__ = "video"
+    __table_args__ = (Index("ix_video_status_lease_expires_at", "status", "lease_expires_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -140,6 +141,12 @@ class Video(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+    #: the worker running (or that last ran) the job; attempts is the lease's fencing token
+    lease_holder: Mapped[str | None] = mapped_column(String(255))
+    #: the process (on the holder's host) running the job: a gone one's job is taken over at once
+    lease_pid: Mapped[int | None] = mapped_column(Integer)
+    #: a processing job whose lease ran out here is queued again (vidgate.processing.lease)
+    lease_expires_at: Mapped[datetime | None]
 
 
 class VideoAnalysisResultRow(Base):

@@ -1,9 +1,11 @@
 """Celery on Redis for the distributed mode (``vidgate worker``), with the seed's task names.
 
 Tasks are thin and idempotent: they take ids, re-read the database, and are acknowledged
-only after they finish (``acks_late``), so a worker killed mid-job leaves its job to be
-delivered again (``task_reject_on_worker_lost``; the Redis visibility timeout is twice the
-longest job). Priority 1-10 maps to Redis priority steps (Redis runs the lowest step first).
+only after they finish (``acks_late``), so a pool process killed mid-job leaves its job to be
+delivered again (``task_reject_on_worker_lost``). A worker that dies whole is noticed sooner
+than the Redis visibility timeout (twice the longest job): its job's lease runs out and the
+dispatcher hands the video on (:mod:`vidgate.processing.lease`). Priority 1-10 maps to Redis
+priority steps (Redis runs the lowest step first).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
+from celery.worker.consumer import Consumer
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -24,6 +27,7 @@ from vidgate.processing.queue import QueueUnavailable
 log = logging.getLogger(__name__)
 
 PROCESS_TASK = "process_video_async"
+SWEEP_TASK = "sweep_processing_jobs"
 
 
 def redis_priority(priority: int, settings: Settings) -> int:
@@ -59,14 +63,40 @@ def create_celery(settings: Settings) -> Celery:
             "interval_max": 0.2,
         },
         task_time_limit=int(settings.processing.job_timeout_seconds),
+        # the consumer reconnects to a lost broker every PROCESSING_BROKER_RETRY_SECONDS
+        worker_consumer="vidgate.processing.celery_app:QuickReconnectConsumer",
         beat_schedule={
             "cleanup-expired-sessions": {
                 "task": "cleanup_expired_sessions",
                 "schedule": settings.upload.cleanup_interval_seconds,
-            }
+            },
+            "sweep-processing-jobs": {
+                "task": SWEEP_TASK,
+                "schedule": settings.processing.dispatch_interval_seconds,
+                # ahead of every job (Redis step 0); a sweep that waited a whole interval is dropped
+                "options": {"priority": 0, "expires": settings.processing.dispatch_interval_seconds},
+            },
         },
     )
     return app
+
+
+class QuickReconnectConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, reconnecting to a lost broker every PROCESSING_BROKER_RETRY_SECONDS.
+
+    Celery retries after 2, 4, 6 ... s (up to 30 s, fixed in its code), so after a 20 s Redis
+    outage jobs resumed only ~11 s after Redis was back; this retries at a fixed short interval."""
+
+    def ensure_connected(self, conn: Any) -> Any:
+        interval = settings.processing.broker_retry_seconds
+        ensure_connection = conn.ensure_connection
+
+        def quickly(*args: Any, **kwargs: Any) -> Any:
+            kwargs.update(interval_start=interval, interval_step=0, interval_max=interval)
+            return ensure_connection(*args, **kwargs)
+
+        conn.ensure_connection = quickly
+        return super().ensure_connected(conn)
 
 
 settings = load_settings()
@@ -96,8 +126,8 @@ class TransientProcessingError(Exception):
 
 @app.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def process_video_async(self: Task, video_id: str) -> str:
-    """Analyse one stored video and store its result (once)."""
-    outcome = services().processing.run(video_id, attempt=self.request.retries)
+    """Analyse one stored video and store its result (once), under a lease in this worker's name."""
+    outcome = services().processing.run(video_id, self.request.retries, worker=self.request.hostname)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in, exc=TransientProcessingError(video_id))
     return str(outcome.status)
@@ -114,6 +144,15 @@ def process_video_batch(video_ids: list[str]) -> int:
 def cleanup_expired_sessions() -> dict[str, int]:
     """Expire old sessions and sweep orphans (on the beat schedule)."""
     return dict(services().uploads.cleanup().model_dump())
+
+
+@app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_processing_jobs() -> dict[str, Any]:
+    """The dispatcher round on the beat schedule: jobs whose lease ran out, hand-overs the broker
+    lost, videos not handed over yet (see :mod:`vidgate.processing.dispatch`)."""
+    from vidgate.processing.dispatch import sweep
+
+    return sweep(services().processing).model_dump()
 
 
 @app.task(name="send_websocket_notification")

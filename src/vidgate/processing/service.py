@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -42,6 +43,7 @@ from vidgate.events.schema import (
     ProcessingProgress,
     ProcessingProgressData,
 )
+from vidgate.processing import lease
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
@@ -58,7 +60,7 @@ PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
 class JobOutcome:
     """What one run of a job ended in."""
 
-    status: str  # "completed", "skipped", "failed", "retry"
+    status: str  # "completed", "skipped", "failed", "retry", "superseded"
     retry_in: float | None = None
 
 
@@ -76,6 +78,8 @@ class ProcessingService:
         self.db = db
         self.blobs = blobs
         self.queue = queue
+        #: whether the last hand-over reached the broker (the dispatcher retries sooner when not)
+        self.broker_reachable = True
         processing = settings.processing
         self.config = PipelineConfig(
             model_dir=processing.model_dir or settings.server.data_dir / "models",
@@ -103,10 +107,12 @@ class ProcessingService:
         try:
             self.queue.enqueue(video_id, priority)
         except QueueUnavailable as exc:
+            self.broker_reachable = False
             log.warning("video %s stays queued: %s", video_id, exc.message)
             with self.db.session() as session:
                 session.execute(update(Video).where(Video.id == video_id).values(dispatched_at=None))
             return False
+        self.broker_reachable = True
         return True
 
     def requeue(self, video_id: str) -> bool:
@@ -149,73 +155,81 @@ class ProcessingService:
             return int(getattr(result, "rowcount", 0) or 0)
 
     # ------------------------------------------------------------------ running
-    def run(self, video_id: str, attempt: int = 0) -> JobOutcome:
-        """Process one video. Transient errors ask for a retry (with backoff) until the retries
-        are used up; a video the decoder cannot read fails at once."""
+    def run(self, video_id: str, retries: int = 0, worker: str | None = None) -> JobOutcome:
+        """Process one video under a lease (see :mod:`vidgate.processing.lease`). Transient errors
+        ask for a retry (with backoff) until ``PROCESSING_MAX_RETRIES`` are used up (``retries``:
+        this job's earlier transient failures); a video the decoder cannot read fails at once.
+        The attempt number logged and stored is the video's own: a redelivery counts too."""
+        processing = self.settings.processing
+        holder = worker or lease.process_name()
         with self.db.session() as session:
-            video = session.get(Video, video_id)
-            if video is None:
+            claimed = lease.claim(session, video_id, holder, processing.lease_seconds, processing.job_timeout_seconds)
+            if claimed.lease is None:
+                self._log_not_claimed(video_id, claimed)
                 return JobOutcome("skipped")
-            done = session.scalar(select(VideoAnalysisResultRow.id).where(VideoAnalysisResultRow.video_id == video_id))
-            if done is not None and video.status is VideoStatus.COMPLETED:
-                return JobOutcome("skipped")
-            video.status = VideoStatus.PROCESSING
-            video.started_at = utcnow()
-            video.attempts = (video.attempts or 0) + 1
-            video.stage, video.progress = "starting", 0.0
+            video = session.get_one(Video, video_id)
             path = self.blobs.path(video.storage_key)
             content_hash = video.content_hash
             options = dict(video.processing_options or {})
             priority = video.priority
+        current = claimed.lease
+        fields = {"video_id": video_id, "attempt": current.attempt, "worker": holder}
         log.info(
             "processing %s started (attempt %d)",
             video_id,
-            attempt + 1,
-            extra={"video_id": video_id, "event": "processing_initiated", "attempt": attempt + 1},
+            current.attempt,
+            extra={**fields, "event": "processing_initiated"},
         )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingInitiated(
-                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=attempt + 1)
+                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=current.attempt)
                 )
             )
-        model_type = str(options.get("model_type") or self.settings.processing.default_model_type)
+        model_type = str(options.get("model_type") or processing.default_model_type)
         try:
-            if not path.is_file():  # storage not mounted, or being restored: may pass
-                raise FileNotFoundError(f"the stored file {path} is missing")
-            result = analyze(
-                path,
-                video_id=video_id,
-                content_hash=content_hash,
-                model_type=model_type,
-                config=self.config,
-                progress=self._progress_writer(video_id),
-            )
-        except PipelineError as exc:
-            self.mark_failed(video_id, str(exc))
-            metrics.PROCESSING_JOBS.labels("failed").inc()
-            return JobOutcome("failed")
-        except Exception as exc:
-            if attempt >= self.settings.processing.max_retries:
-                self.mark_failed(video_id, f"gave up after {attempt + 1} attempts: {exc}")
+            try:
+                with lease.LeaseKeeper(
+                    self.db, current, processing.lease_seconds, processing.lease_renew_seconds
+                ) as keeper:
+                    if not path.is_file():  # storage not mounted, or being restored: may pass
+                        raise FileNotFoundError(f"the stored file {path} is missing")
+                    result = analyze(
+                        path,
+                        video_id=video_id,
+                        content_hash=content_hash,
+                        model_type=model_type,
+                        config=self.config,
+                        progress=self._progress_writer(current, keeper),
+                    )
+                self._store(result, model_type, current)
+            except PipelineError as exc:
+                self.mark_failed(video_id, str(exc), current)
                 metrics.PROCESSING_JOBS.labels("failed").inc()
                 return JobOutcome("failed")
-            metrics.PROCESSING_JOBS.labels("retried").inc()
-            delay = self.settings.processing.retry_backoff_seconds * (2**attempt)
-            log.warning("processing %s failed (attempt %d), retrying in %.1f s: %s", video_id, attempt + 1, delay, exc)
-            with self.db.session() as session:
-                session.execute(update(Video).where(Video.id == video_id).values(error_message=str(exc)))
-            return JobOutcome("retry", retry_in=delay)
-        self._store(result, model_type)
+            except lease.LeaseLost:
+                raise
+            except Exception as exc:
+                return self._after_transient_error(current, retries, exc)
+        except lease.LeaseLost:
+            metrics.PROCESSING_JOBS.labels("superseded").inc()
+            log.warning(
+                "processing %s: attempt %d lost its lease (the job was handed on); stopped, nothing stored",
+                video_id,
+                current.attempt,
+                extra={**fields, "event": "processing_superseded"},
+            )
+            return JobOutcome("superseded")
         metrics.PROCESSING_JOBS.labels("completed").inc()
         for stage in result.stages:
             metrics.PROCESSING_STAGE.labels(stage.name).observe(stage.seconds)
         metrics.PROCESSING_STAGE.labels("total").observe(result.processing_seconds)
         log.info(
-            "video %s processed in %.2f s",
+            "video %s processed in %.2f s (attempt %d)",
             video_id,
             result.processing_seconds,
-            extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
+            current.attempt,
+            extra={**fields, "event": "processing_completed", "seconds": result.processing_seconds},
         )
         if self.events is not None:
             self.events.to_video_owners(
@@ -232,17 +246,63 @@ class ProcessingService:
             )
         return JobOutcome("completed")
 
-    def _progress_writer(self, video_id: str) -> Any:
+    def _log_not_claimed(self, video_id: str, claimed: lease.Claim) -> None:
+        """A delivery of a video that is not waiting for a job (a duplicate): nothing to do."""
+        if claimed.status is VideoStatus.PROCESSING:
+            why = f"being processed by {claimed.holder}"
+        else:
+            why = claimed.status.value if claimed.status is not None else "gone"
+        log.info(
+            "processing %s skipped: %s",
+            video_id,
+            why,
+            extra={"video_id": video_id, "event": "processing_skipped"},
+        )
+
+    def _after_transient_error(self, current: lease.Lease, retries: int, exc: Exception) -> JobOutcome:
+        """Give up after the last retry; otherwise hand the video back as queued, due after the
+        backoff (the retry is in the broker; the dispatch timeout counts from when it is due)."""
+        processing = self.settings.processing
+        video_id = current.video_id
+        if retries >= processing.max_retries:
+            self.mark_failed(video_id, f"gave up after {retries + 1} attempts: {exc}", current)
+            metrics.PROCESSING_JOBS.labels("failed").inc()
+            return JobOutcome("failed")
+        delay = processing.retry_backoff_seconds * (2**retries)
+        with self.db.session() as session:
+            lease.settle(session, current)
+            session.execute(
+                update(Video)
+                .where(Video.id == video_id)
+                .values(
+                    status=VideoStatus.QUEUED,
+                    error_message=str(exc)[:2000],
+                    dispatched_at=utcnow() + timedelta(seconds=delay),
+                )
+            )
+        metrics.PROCESSING_JOBS.labels("retried").inc()
+        log.warning(
+            "processing %s failed (attempt %d), retrying in %.1f s: %s",
+            video_id,
+            current.attempt,
+            delay,
+            exc,
+            extra={"video_id": video_id, "attempt": current.attempt, "event": "processing_retry"},
+        )
+        return JobOutcome("retry", retry_in=delay)
+
+    def _progress_writer(self, current: lease.Lease, keeper: lease.LeaseKeeper) -> Any:
         last = [0.0]
+        video_id = current.video_id
 
         def write(stage: str, fraction: float) -> None:
+            keeper.check()  # a superseded attempt stops at its next report
             now = time.monotonic()
             if now - last[0] < PROGRESS_EVERY_SECONDS and fraction < 1.0:
                 return
             last[0] = now
             percent = round(fraction * 100, 1)
-            with self.db.session() as session:
-                session.execute(update(Video).where(Video.id == video_id).values(stage=stage, progress=percent))
+            lease.write_progress(self.db, current, stage, percent)
             if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
                 self.events.to_video_owners(
                     ProcessingProgress(
@@ -252,10 +312,13 @@ class ProcessingService:
 
         return write
 
-    def _store(self, result: VideoAnalysisResult, model_type: str) -> None:
-        """Store the result once; frame hashes are replaced, never doubled."""
+    def _store(self, result: VideoAnalysisResult, model_type: str, current: lease.Lease | None = None) -> None:
+        """Store the result once; frame hashes are replaced, never doubled. With ``current``,
+        only while that attempt holds the lease (else :class:`LeaseLost`, nothing stored)."""
         fingerprint = int(result.fingerprint, 16)
         with self.db.session() as session:
+            if current is not None:
+                lease.settle(session, current)
             try:
                 with session.begin_nested():
                     session.add(
@@ -301,19 +364,23 @@ class ProcessingService:
                 )
             )
 
-    def mark_failed(self, video_id: str, reason: str) -> None:
-        log.warning(
-            "processing of %s failed: %s",
-            video_id,
-            reason,
-            extra={"video_id": video_id, "event": "processing_failed"},
-        )
+    def mark_failed(self, video_id: str, reason: str, current: lease.Lease | None = None) -> None:
+        """Fail the video for good; with ``current``, only while that attempt holds the lease."""
         with self.db.session() as session:
+            if current is not None:
+                lease.settle(session, current)
             session.execute(
                 update(Video)
                 .where(Video.id == video_id)
                 .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=utcnow())
             )
+        attempt = {"attempt": current.attempt} if current is not None else {}
+        log.warning(
+            "processing of %s failed: %s",
+            video_id,
+            reason,
+            extra={"video_id": video_id, "event": "processing_failed", **attempt},
+        )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingFailed(video_id=video_id, data=FailureData(error_code="processing_failed", message=reason))

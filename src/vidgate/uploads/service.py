@@ -872,6 +872,7 @@ class UploadService:
             except VidgateError:
                 report.failed_assemblies += 1
         report.orphan_uploads_removed = self._sweep_orphans(now, orphan_grace_seconds)
+        metrics.CLEANUP_RUNS.inc()
         for action, count in report.model_dump().items():
             if count:
                 metrics.CLEANUP.labels(action).inc(count)
