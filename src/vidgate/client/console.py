@@ -1,13 +1,16 @@
 """What ``vidgate upload`` shows: a progress bar per file on stderr, the outcome on stdout.
 
-Progress goes to stderr so stdout carries only the per-file summary and, with ``--wait``, the
-analysis result as JSON. Exit codes: 0 all uploaded (and processed, with ``--wait``); 1 a file
-was refused, processing failed, or the server could not be reached; 130 interrupted (run the
-same command again to resume).
+Progress goes to stderr. With ``--json`` (and with ``--wait`` when stdout is not a terminal,
+i.e. piped or redirected) stdout carries JSON alone, one :class:`UploadResult` object per line
+per uploaded file, and the human summary goes to stderr too; otherwise stdout carries the
+summary and, with ``--wait``, the analysis result as indented JSON. Exit codes: 0 all uploaded
+(and processed, with ``--wait``); 1 a file was refused, processing failed, or the server could
+not be reached; 130 interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,8 +88,10 @@ def run_uploads(
     wait: bool,
     chunk_size: int,
     state_dir: Path | None,
+    json_output: bool = False,
 ) -> int:
-    """Upload ``files`` one after another; return the exit code."""
+    """Upload ``files`` one after another; return the exit code. ``json_output`` (or ``wait``
+    with stdout not a terminal) puts only JSON on stdout, for scripts (``| jq``)."""
     if not api_key:
         typer.echo(
             f"vidgate: no API key: pass --api-key or set {CLIENT_API_KEY_ENV} "
@@ -94,6 +99,7 @@ def run_uploads(
             err=True,
         )
         return 1
+    as_json = json_output or (wait and not sys.stdout.isatty())
     console = Console(stderr=True)
     failed = False
     with VidgateClient(server, api_key, state_dir=state_dir) as client:
@@ -119,10 +125,12 @@ def run_uploads(
                 typer.echo(f"vidgate: {path.name}: {exc}", err=True)
                 failed = True
                 continue
-            typer.echo(_summary(upload))
+            typer.echo(_summary(upload), err=as_json)
+            if as_json:
+                typer.echo(upload.model_dump_json())
             if upload.processing_status == "failed":
                 typer.echo(f"vidgate: {path.name}: processing failed: {upload.processing_error}", err=True)
                 failed = True
-            elif wait and upload.result is not None:
+            elif wait and upload.result is not None and not as_json:
                 typer.echo(upload.result.model_dump_json(indent=2))
     return 1 if failed else 0
