@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -63,19 +64,25 @@ def _summary(upload: UploadResult) -> str:
     return "\n".join(lines)
 
 
+class FileBar:
+    """One file's line on the bar. Its task is made at the file's first update, with the total
+    and the part an earlier run left on the server already done, so the first frame shows them
+    and the transfer speed (estimated from later increments only) counts only what this run sends."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+
+    def show(self, update: ProgressUpdate) -> None:
+        description = update.path.name + PHASES[update.phase]
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=update.bytes_total, completed=update.bytes_resumed)
+        self.bar.update(self.task, completed=update.bytes_done, total=update.bytes_total, description=description)
+
+
 def _upload_with_bar(client: VidgateClient, path: Path, console: Console, **options: Any) -> UploadResult:
     with _bar(console) as bar:
-        task = bar.add_task(path.name, total=None)
-
-        def show(update: ProgressUpdate) -> None:
-            bar.update(
-                task,
-                completed=update.bytes_done,
-                total=update.bytes_total,
-                description=update.path.name + PHASES[update.phase],
-            )
-
-        return client.upload(path, progress=show, **options)
+        return client.upload(path, progress=FileBar(bar).show, **options)
 
 
 def run_uploads(
