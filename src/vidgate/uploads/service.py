@@ -916,12 +916,21 @@ def _received(session: Session, session_id: str) -> set[int]:
     return set(session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == session_id)).all())
 
 
+#: sessions whose data was deleted when they ended: their view comes from the row's counters
+_ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
+
+
 def _to_view(row: UploadSession, received: set[int]) -> SessionView:
+    """A failed, cancelled or expired session's chunks were deleted with its data: its counters
+    then say what had arrived before it ended (chunks and bytes alike, as its end event and log
+    row do), and nothing is missing since it takes no more chunks."""
     done = row.status is SessionStatus.COMPLETED
+    ended = row.status in _ENDED_WITHOUT_DATA
+    chunks_received = row.total_chunks if done else (row.chunks_received or 0) if ended else len(received)
     if row.protocol == "tus":  # appended at an offset: progress is in bytes, nothing is ever "missing"
         percentage = 100.0 if done else progress_percent(row.bytes_received, row.file_size)
     else:
-        percentage = 100.0 if done else progress_percent(len(received), row.total_chunks)
+        percentage = 100.0 if done else progress_percent(chunks_received, row.total_chunks)
     return SessionView(
         session_id=row.session_id,
         upload_id=row.session_id,
@@ -930,8 +939,8 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         status=row.status,
         total_chunks=row.total_chunks,
         chunk_size=row.chunk_size,
-        chunks_received=row.total_chunks if done else len(received),
-        missing_chunks=[] if done else [i for i in range(row.total_chunks) if i not in received],
+        chunks_received=chunks_received,
+        missing_chunks=[] if done or ended else [i for i in range(row.total_chunks) if i not in received],
         bytes_received=row.bytes_received,
         file_size=row.file_size,
         progress_percentage=percentage,
