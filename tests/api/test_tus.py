@@ -297,7 +297,7 @@ def test_unknown_other_users_and_expired_uploads(server: RunningServer, tmp_path
             session.execute(
                 update(UploadSession)
                 .where(UploadSession.session_id == url.rsplit("/", 1)[1])
-                .values(expires_at=utcnow() - timedelta(seconds=1))
+                .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
         assert head(alice, url).status_code == 410
         assert patch(alice, url, 0, data).status_code == 410

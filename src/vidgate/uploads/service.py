@@ -790,7 +790,7 @@ class UploadService:
             row = session.scalar(select(UploadSession).where(UploadSession.session_id == session_id))
             if row is None or (owner is not None and row.user_id != owner):
                 raise SessionNotFound(f"No upload session {session_id!r}.")
-            return _to_view(row, _received(session, session_id))
+            return _to_view(row, _received(session, session_id), self.settings.session_timeout)
 
     def _receipt(
         self,
@@ -805,7 +805,7 @@ class UploadService:
         if received is None:
             received = _received(session, row.session_id)
         return ChunkReceipt(
-            **_to_view(row, received).model_dump(),
+            **_to_view(row, received, self.settings.session_timeout).model_dump(),
             chunk_index=plan.chunk_index,
             chunk_hash=result.sha256,
             chunk_bytes=result.size,
@@ -827,14 +827,17 @@ class UploadService:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self, now: datetime | None = None, orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS) -> CleanupReport:
-        """Expire sessions past ``expires_at``, re-run stalled assemblies, purge finished chunk rows
-        and remove part files no live session owns. Never touches a live session's data."""
+        """Expire active sessions idle for longer than the session timeout in force now (a changed
+        UPLOAD_SESSION_TIMEOUT_HOURS applies to every session, not only to those written after the
+        change), re-run stalled assemblies, purge finished chunk rows and remove part files no live
+        session owns. Never touches a live session's data."""
         now = now or utcnow()
         report = CleanupReport()
         with self.db.session() as session:
-            expired = session.scalars(
+            expired = session.scalars(  # status is indexed: only active sessions are compared
                 select(UploadSession.id).where(
-                    UploadSession.status == SessionStatus.ACTIVE, UploadSession.expires_at < now
+                    UploadSession.status == SessionStatus.ACTIVE,
+                    UploadSession.last_updated < now - self.settings.session_timeout,
                 )
             ).all()
             stalled = session.scalars(
@@ -920,7 +923,7 @@ def _received(session: Session, session_id: str) -> set[int]:
 _ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
 
 
-def _to_view(row: UploadSession, received: set[int]) -> SessionView:
+def _to_view(row: UploadSession, received: set[int], timeout: timedelta) -> SessionView:
     """A failed, cancelled or expired session's chunks were deleted with its data: its counters
     then say what had arrived before it ended (chunks and bytes alike, as its end event and log
     row do), and nothing is missing since it takes no more chunks."""
@@ -953,7 +956,7 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         error_message=row.error_message,
         created_at=row.created_at,
         last_updated=row.last_updated,
-        expires_at=row.expires_at,
+        expires_at=row.last_updated + timeout,  # by the timeout in force, as the sweep decides
         completed_at=row.completed_at,
     )
 
