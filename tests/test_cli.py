@@ -130,7 +130,7 @@ def test_serve_sweeps_expired_sessions_periodically(tmp_path: Path, video_file: 
             session.execute(
                 update(UploadSession)
                 .where(UploadSession.session_id == "old-one")
-                .values(expires_at=utcnow() - timedelta(minutes=1))
+                .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
             upload_id = session.scalar(select(UploadSession.id).where(UploadSession.session_id == "old-one"))
         deadline = time.monotonic() + 10

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import uvicorn
@@ -14,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
@@ -151,34 +153,51 @@ async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
         await asyncio.sleep(seconds)
 
 
+class WarmUpFailed(Exception):
+    """A start-up warm-up step did not do what it is there for."""
+
+
 async def _warm_up(services: Services, app: FastAPI) -> None:
     """Pay at start-up what the first uploads would: the warm probe server (a process that
     imports PyAV, ~0.4 s of CPU), FastAPI's per-route set-up (built on a router's first match,
     ~80 ms), anyio's worker threads (imported on first use) and the compiled key lookup.
-    ``/ready`` says ready once this is done; it never fails start-up (what could not be warmed
-    is set up by the first request that needs it)."""
+    ``/ready`` says ready once this has ended. A failed step is logged as a warning and
+    reported by ``/ready``, but never fails start-up nor readiness: what could not be warmed is
+    set up by the first request that needs it."""
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("the validation probe server", lambda: asyncio.to_thread(warm_up_probes)),
+        ("the routes", lambda: _match_every_route(app)),
+        ("the key lookup", lambda: anyio.to_thread.run_sync(_look_up_unknown_key, services)),
+    ]
     try:
-        await asyncio.to_thread(warm_up_probes)
-        await _match_every_route(app)
-        await anyio.to_thread.run_sync(_look_up_unknown_key, services)
-    except Exception:
-        log.exception("warming up request handling failed")
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as exc:
+                services.warm_up_failure = f"warming up {what} failed: {type(exc).__name__}: {exc}"[:300]
+                log.warning("%s (the first requests set it up instead)", services.warm_up_failure)
+                log.debug("warm-up failure", exc_info=True)
+                return
     finally:
         services.warmed_up = True
 
 
+#: under ``/v1/``, which the page mounted at ``/`` never claims (see ``vidgate.web.API_PATHS``)
+WARM_UP_PATH = "/v1/.vidgate-warm-up"
+
+
 async def _match_every_route(app: FastAPI) -> None:
     """Send the router (not the middlewares: no metrics, no logs) a request for a path no route
-    has, so that it sets up every route on the way to its 404."""
-    path = "/.vidgate-warm-up"
+    has, so that it sets up every route on the way to its 404. Anything but that 404 means the
+    request was claimed by some route, so not every route was visited: raises WarmUpFailed."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "OPTIONS",
         "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
+        "path": WARM_UP_PATH,
+        "raw_path": WARM_UP_PATH.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [],
@@ -187,14 +206,21 @@ async def _match_every_route(app: FastAPI) -> None:
         "app": app,
         "state": {},
     }
+    statuses: list[int] = []
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: object) -> None:
-        return None
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(int(message["status"]))
 
-    await app.router(scope, receive, send)
+    try:
+        await app.router(scope, receive, send)
+    except HTTPException as exc:  # how a Starlette router inside an app answers (its handlers render it)
+        statuses.append(exc.status_code)
+    if statuses != [404]:
+        raise WarmUpFailed(f"OPTIONS {WARM_UP_PATH} was answered with {statuses or 'nothing'}, not the 404 of no route")
 
 
 def _look_up_unknown_key(services: Services) -> None:

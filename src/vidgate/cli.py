@@ -294,6 +294,14 @@ def upload(
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow processing and print the analysis result as JSON.")
     ] = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Only JSON on stdout: one object per uploaded file and line (the default with --wait "
+            "when stdout is not a terminal); the summary goes to stderr.",
+        ),
+    ] = False,
     server: Annotated[
         str | None, typer.Option(envvar=CLIENT_URL_ENV, help="Server URL (default http://127.0.0.1:8000).")
     ] = None,
@@ -323,6 +331,7 @@ def upload(
         wait=wait,
         chunk_size=chunk_size,
         state_dir=state_dir,
+        json_output=json_output,
     )
     raise typer.Exit(code)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +43,9 @@ class UploadSettings(BaseSettings):
     )
     max_chunk_size: ByteSize = Field(ByteSize(10 * 1024 * 1024), gt=0, description="Largest accepted chunk body.")
     max_chunks: int = Field(100, ge=1, description="Most chunks one session may announce.")
-    session_timeout_hours: float = Field(24.0, gt=0, description="A session expires this long after its last chunk.")
+    session_timeout_hours: float = Field(
+        24.0, gt=0, description="A session expires this long after its last chunk (the value in force decides)."
+    )
     max_filename_length: int = Field(255, ge=1, le=1024, description="Longest accepted file name (characters).")
     cleanup_interval_seconds: float = Field(
         600.0, gt=0, description="How often `vidgate serve` sweeps expired sessions and orphan part files."
@@ -353,6 +356,12 @@ class Settings(BaseModel):
     @property
     def session_timeout_seconds(self) -> float:
         return self.upload.session_timeout_hours * 3600.0
+
+    @property
+    def session_timeout(self) -> timedelta:
+        """A session expires this long after its last activity (``last_updated``), by the setting
+        in force when that is checked, not the one in force when the session was last written."""
+        return timedelta(seconds=self.session_timeout_seconds)
 
 
 class SettingsError(Exception):

@@ -263,6 +263,9 @@ def test_termination(server: RunningServer, tmp_path: Path) -> None:
         assert patch(client, url, 5000, data[5000:]).status_code == 410
         view = client.get(f"/v1/upload/video/session/{upload_id}").json()["data"]
     assert view["status"] == "cancelled"
+    # what had arrived before the termination (one PATCH of 5000 bytes), chunks and bytes alike
+    assert (view["chunks_received"], view["bytes_received"], view["missing_chunks"]) == (1, 5000, [])
+    assert view["progress_percentage"] == round(100 * 5000 / len(data), 2)
     assert not list((server.settings.storage_dir / "parts").glob("*.part")) or all(
         upload_id not in p.name for p in (server.settings.storage_dir / "parts").iterdir()
     )
@@ -331,7 +334,7 @@ def test_unknown_other_users_and_expired_uploads(server: RunningServer, tmp_path
             session.execute(
                 update(UploadSession)
                 .where(UploadSession.session_id == url.rsplit("/", 1)[1])
-                .values(expires_at=utcnow() - timedelta(seconds=1))
+                .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
         assert head(alice, url).status_code == 410
         assert patch(alice, url, 0, data).status_code == 410

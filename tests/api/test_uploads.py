@@ -204,6 +204,15 @@ def test_cancel_removes_the_session_data(server: RunningServer, unique_video: Pa
         assert response.status_code == 200
         assert response.json()["message"] == "Upload session cancelled and cleaned up"
         assert response.json()["data"]["status"] == "cancelled"
+        cancelled = client.get(f"{UPLOAD}/session/{session_id}").json()["data"]
+        # what had arrived before the cancel, chunks and bytes alike; nothing more is expected
+        assert cancelled == response.json()["data"]
+        assert (cancelled["chunks_received"], cancelled["bytes_received"], cancelled["missing_chunks"]) == (
+            2,
+            2 * CHUNK,
+            [],
+        )
+        assert cancelled["progress_percentage"] == round(100 * 2 / len(chunks), 2)
         late = post_chunk(client, chunks[2], session_id=session_id, chunk_index=2, total_chunks=len(chunks))
         assert late.status_code == 409
         assert error_code(late) == "session_not_active"

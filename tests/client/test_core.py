@@ -162,3 +162,29 @@ def test_a_bad_key_is_refused_clearly(server: RunningServer, tmp_path: Path) -> 
     ):
         stranger.upload(video)
     assert (refused.value.status, refused.value.code) == (401, "unauthenticated")
+
+
+def test_a_resumed_upload_reports_the_resumed_part_as_done_from_its_first_update(
+    client: VidgateClient, tmp_path: Path
+) -> None:
+    """Before any byte goes out, the first update carries the totals and the part on the server;
+    ``bytes_sent`` counts only what this call sends."""
+    video = fresh_video(tmp_path)
+    size = video.stat().st_size
+
+    def give_up(update: ProgressUpdate) -> None:
+        if update.chunks_done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        client.upload(video, chunk_size=16 * KIB, progress=give_up)
+    updates: list[ProgressUpdate] = []
+    upload = client.upload(video, chunk_size=16 * KIB, progress=updates.append)
+    assert upload.resumed and upload.chunks_sent == upload.total_chunks - 3
+    resumed = 3 * 16 * KIB
+    first = updates[0]
+    assert (first.bytes_done, first.bytes_total, first.bytes_resumed, first.bytes_sent) == (resumed, size, resumed, 0)
+    assert (first.chunks_done, first.chunks_total, first.phase) == (3, upload.total_chunks, "uploading")
+    assert {update.bytes_resumed for update in updates} == {resumed}
+    assert updates[-1].bytes_done == size and updates[-1].bytes_sent == size - resumed
+    assert all(update.bytes_total == size for update in updates)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -105,20 +107,74 @@ def test_killed_upload_resumes_with_only_the_missing_chunks(
     assert list(state_dir.glob("*.json")) == []
 
 
-def test_wait_prints_the_analysis_result(server: RunningServer, tmp_path: Path, state_dir: Path) -> None:
+def test_wait_into_a_pipe_prints_json_alone_on_stdout(server: RunningServer, tmp_path: Path, state_dir: Path) -> None:
+    """``vidgate upload --wait | jq``: stdout (a pipe here) is one JSON document, the upload with
+    its analysis result; the human summary goes to stderr."""
     video = make_video(tmp_path / "wait.mp4", frames=30, seed=uuid.uuid4().int % 2**32)
     env = client_env(server.base_url, server.key_for("alice"), state_dir)
     done = vidgate(str(video), "--wait", "--priority", "9", "--chunk-size", "64KiB", env=env)
     assert done.returncode == 0, done.stderr
-    printed = summary(done.stdout)
-    assert printed["sha256"] == sha256(video.read_bytes())
+    upload = json.loads(done.stdout)
+    printed = summary(done.stderr)
+    assert printed["sha256"] == upload["sha256"] == sha256(video.read_bytes())
     assert (printed["duplicate"], printed["processing"]) == ("no", "completed")
-    result = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert (upload["duplicate"], upload["processing_status"], upload["path"]) == (False, "completed", str(video))
+    result = upload["result"]
     assert (result["video_id"], result["content_hash"]) == (printed["video"], printed["sha256"])
     assert result["metadata"]["video"]["width"] == 160
     with server.client() as client:
         video_view = client.get(f"/v1/videos/{printed['video']}").json()["data"]
     assert video_view["priority"] == 9
+
+
+def test_json_prints_one_object_per_uploaded_file(server: RunningServer, tmp_path: Path, state_dir: Path) -> None:
+    """``--json`` without ``--wait``: one line of JSON per file that went up, nothing else on
+    stdout; a refused file is said on stderr and makes the exit code 1, as without ``--json``."""
+    first = make_video(tmp_path / "one.mp4", frames=25, seed=uuid.uuid4().int % 2**32)
+    second = make_video(tmp_path / "two.mp4", frames=25, seed=uuid.uuid4().int % 2**32)
+    bad = make_video(tmp_path / "clip.mp4", frames=25).rename(tmp_path / "clip.exe")
+    env = client_env(server.base_url, server.key_for("alice"), state_dir)
+    done = vidgate(str(first), str(bad), str(second), "--json", env=env)
+    assert done.returncode == 1, done.stderr
+    uploads = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(upload["path"], upload["sha256"], upload["result"]) for upload in uploads] == [
+        (str(first), sha256(first.read_bytes()), None),
+        (str(second), sha256(second.read_bytes()), None),
+    ]
+    assert "clip.exe: refused by the server: 415 extension_blocked" in done.stderr
+    assert all(f"  sha256     {upload['sha256']}" in done.stderr for upload in uploads)  # the summaries
+
+
+def test_wait_on_a_terminal_prints_the_summary_and_result_there(
+    server: RunningServer, tmp_path: Path, state_dir: Path
+) -> None:
+    """On a terminal, ``--wait`` without ``--json`` shows the summary and then the indented result."""
+    video = make_video(tmp_path / "tty.mp4", frames=25, seed=uuid.uuid4().int % 2**32)
+    env = client_env(server.base_url, server.key_for("alice"), state_dir)
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vidgate", "upload", str(video), "--wait"],
+            env=env,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+        _, errors = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, errors
+    text = shown.decode().replace("\r\n", "\n")
+    printed = summary(text)
+    assert (printed["sha256"], printed["processing"]) == (sha256(video.read_bytes()), "completed")
+    result = json.loads(text[text.index("\n{") :])
+    assert result["video_id"] == printed["video"]
+    assert "sha256" not in errors
 
 
 def test_a_refused_file_exits_non_zero_with_the_server_code(

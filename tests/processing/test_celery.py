@@ -103,7 +103,7 @@ def test_the_seed_tasks(backend: str, tmp_path: Path, broker: str) -> None:
             session.execute(
                 update(UploadSession)
                 .where(UploadSession.session_id == "stale")
-                .values(expires_at=utcnow() - timedelta(minutes=1))
+                .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
         deadline = time.monotonic() + 30
         while True:

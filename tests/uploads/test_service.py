@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,9 @@ def test_cleanup_expires_old_sessions_only(services_for: Callable[..., Any], vid
         live = _start_session(uploads, "live", chunks, 2)
         with uploads.db.session() as session:
             session.execute(
-                update(UploadSession).where(UploadSession.id == old).values(expires_at=utcnow() - timedelta(hours=1))
+                update(UploadSession)
+                .where(UploadSession.id == old)
+                .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
         report = uploads.cleanup()
         assert report.expired_sessions == 1
@@ -191,3 +193,78 @@ def test_keys_are_stored_hashed(services_for: Callable[..., Any]) -> None:
         revoke_key(services.db, info.key_prefix)
         with pytest.raises(Unauthenticated):
             authenticate(services.db, key)
+
+
+def test_the_timeout_in_force_decides_expiry_of_seed_and_tus_sessions(
+    backend: str, tmp_path: Path, video_file: Path
+) -> None:
+    """Sessions written under UPLOAD_SESSION_TIMEOUT_HOURS=24, then the setting changes (a restart):
+    the views and tus Upload-Expires say last activity + the new timeout, a sweep under a longer
+    timeout keeps them past 24 h, and one under a shorter timeout expires them. An expired
+    session's counters agree: what had arrived before it expired."""
+    import base64
+    from email.utils import parsedate_to_datetime
+
+    from tests.conftest import database_url_for, make_settings, running_server
+    from tests.helpers import post_chunk
+    from vidgate.app import build_services
+
+    chunks = split(video_file.read_bytes(), CHUNK)
+    tus = {"Tus-Resumable": "1.0.0"}
+    name = base64.b64encode(b"clip.mp4").decode()
+    with database_url_for(backend, tmp_path) as url:
+        with running_server(make_settings(tmp_path, url)) as server, server.client() as client:
+            for index in (0, 1):
+                post_chunk(client, chunks[index], session_id="seed-idle", chunk_index=index, total_chunks=len(chunks))
+            created = client.post(
+                "/v1/tus/", headers={**tus, "Upload-Length": "100000", "Upload-Metadata": f"filename {name}"}
+            )
+            location = "/v1/tus/" + created.headers["location"].rsplit("/", 1)[1]
+            tus_id = location.rsplit("/", 1)[1]
+            body = b"".join(chunks)[:5000]
+            patched = client.patch(
+                location,
+                content=body,
+                headers={**tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+            )
+            assert patched.status_code == 204, patched.text
+        with server.db.session() as session:
+            last_activity = {
+                row.session_id: row.last_updated
+                for row in session.scalars(
+                    select(UploadSession).where(UploadSession.session_id.in_(["seed-idle", tus_id]))
+                )
+            }
+
+        def naive(moment: Any) -> Any:
+            return moment.replace(tzinfo=None, microsecond=0)
+
+        # A restart with a shorter timeout: what clients are told follows it at once.
+        with (
+            running_server(make_settings(tmp_path, url, upload={"session_timeout_hours": 1})) as restarted,
+            restarted.client() as client,
+        ):
+            view = client.get("/v1/upload/video/session/seed-idle").json()["data"]
+            expires = client.head(location, headers=tus).headers["upload-expires"]
+        seed_expires = datetime.fromisoformat(view["expires_at"])
+        assert naive(seed_expires) == naive(last_activity["seed-idle"] + timedelta(hours=1))
+        assert naive(parsedate_to_datetime(expires)) == naive(last_activity[tus_id] + timedelta(hours=1))
+
+        def sweep(hours: float, hours_later: float) -> dict[str, Any]:
+            services = build_services(make_settings(tmp_path, url, upload={"session_timeout_hours": hours}))
+            try:
+                report = services.uploads.cleanup(now=utcnow() + timedelta(hours=hours_later))
+                views = {sid: services.uploads._view(sid) for sid in ("seed-idle", tus_id)}
+                return {"expired": report.expired_sessions, "views": views}
+            finally:
+                services.db.dispose()
+
+        kept = sweep(hours=48, hours_later=25)  # written to expire after 24 h: the 48 h in force keeps them
+        assert kept["expired"] == 0
+        assert {view.status for view in kept["views"].values()} == {SessionStatus.ACTIVE}
+        swept = sweep(hours=1, hours_later=2)  # written to last 24 h: the 1 h in force expires them
+        assert swept["expired"] == 2
+        seed_view, tus_view = swept["views"]["seed-idle"], swept["views"][tus_id]
+        assert (seed_view.status, tus_view.status) == (SessionStatus.EXPIRED, SessionStatus.EXPIRED)
+        counters = [(v.chunks_received, v.bytes_received, v.missing_chunks) for v in (seed_view, tus_view)]
+        assert counters == [(2, 2 * CHUNK, []), (1, 5000, [])]

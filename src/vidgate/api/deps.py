@@ -36,6 +36,7 @@ class Services:
     keys: KeyCache
     hub: Hub | None = None
     warmed_up: bool = False  # set once start-up warm-up ended (see vidgate.app._warm_up); /ready waits for it
+    warm_up_failure: str | None = None  # which warm-up step failed and why; /ready reports it
 
     def close(self) -> None:
         if self.queue is not None:

@@ -34,6 +34,9 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
+    """``ready`` while every check is ok, except that a warm-up which ended but failed (reported
+    in ``checks.warm_up``) does not make the server not ready."""
+
     status: Literal["ready", "not_ready"]
     checks: dict[str, Check]
 
@@ -57,11 +60,12 @@ def _check_all(services: Services) -> Readiness:
         with services.db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    checks["warm_up"] = (
-        Check(ok=True)
-        if services.warmed_up
-        else Check(ok=False, detail="starting: the validation probe server is warming up")
-    )
+    if not services.warmed_up:
+        checks["warm_up"] = Check(ok=False, detail="starting: the validation probe server is warming up")
+    elif services.warm_up_failure is not None:
+        checks["warm_up"] = Check(ok=False, detail=services.warm_up_failure)
+    else:
+        checks["warm_up"] = Check(ok=True)
     run("database", database)
     run("storage", services.uploads.blobs.check)
     settings = services.settings
@@ -78,7 +82,9 @@ def _check_all(services: Services) -> Readiness:
                 client.close()
 
         run("redis", ping)
-    ready = all(check.ok for check in checks.values())
+    # a warm-up that ended but failed is reported, not blocking: the server serves (its first requests
+    # set up what was not warmed), and a load balancer must not keep it out of rotation for that
+    ready = all(check.ok for name, check in checks.items() if name != "warm_up" or not services.warmed_up)
     return Readiness(status="ready" if ready else "not_ready", checks=checks)
 
 

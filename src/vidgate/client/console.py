@@ -1,13 +1,16 @@
 """What ``vidgate upload`` shows: a progress bar per file on stderr, the outcome on stdout.
 
-Progress goes to stderr so stdout carries only the per-file summary and, with ``--wait``, the
-analysis result as JSON. Exit codes: 0 all uploaded (and processed, with ``--wait``); 1 a file
-was refused, processing failed, or the server could not be reached; 130 interrupted (run the
-same command again to resume).
+Progress goes to stderr. With ``--json`` (and with ``--wait`` when stdout is not a terminal,
+i.e. piped or redirected) stdout carries JSON alone, one :class:`UploadResult` object per line
+per uploaded file, and the human summary goes to stderr too; otherwise stdout carries the
+summary and, with ``--wait``, the analysis result as indented JSON. Exit codes: 0 all uploaded
+(and processed, with ``--wait``); 1 a file was refused, processing failed, or the server could
+not be reached; 130 interrupted (run the same command again to resume).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -60,19 +64,25 @@ def _summary(upload: UploadResult) -> str:
     return "\n".join(lines)
 
 
+class FileBar:
+    """One file's line on the bar. Its task is made at the file's first update, with the total
+    and the part an earlier run left on the server already done, so the first frame shows them
+    and the transfer speed (estimated from later increments only) counts only what this run sends."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+
+    def show(self, update: ProgressUpdate) -> None:
+        description = update.path.name + PHASES[update.phase]
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=update.bytes_total, completed=update.bytes_resumed)
+        self.bar.update(self.task, completed=update.bytes_done, total=update.bytes_total, description=description)
+
+
 def _upload_with_bar(client: VidgateClient, path: Path, console: Console, **options: Any) -> UploadResult:
     with _bar(console) as bar:
-        task = bar.add_task(path.name, total=None)
-
-        def show(update: ProgressUpdate) -> None:
-            bar.update(
-                task,
-                completed=update.bytes_done,
-                total=update.bytes_total,
-                description=update.path.name + PHASES[update.phase],
-            )
-
-        return client.upload(path, progress=show, **options)
+        return client.upload(path, progress=FileBar(bar).show, **options)
 
 
 def run_uploads(
@@ -85,8 +95,10 @@ def run_uploads(
     wait: bool,
     chunk_size: int,
     state_dir: Path | None,
+    json_output: bool = False,
 ) -> int:
-    """Upload ``files`` one after another; return the exit code."""
+    """Upload ``files`` one after another; return the exit code. ``json_output`` (or ``wait``
+    with stdout not a terminal) puts only JSON on stdout, for scripts (``| jq``)."""
     if not api_key:
         typer.echo(
             f"vidgate: no API key: pass --api-key or set {CLIENT_API_KEY_ENV} "
@@ -94,6 +106,7 @@ def run_uploads(
             err=True,
         )
         return 1
+    as_json = json_output or (wait and not sys.stdout.isatty())
     console = Console(stderr=True)
     failed = False
     with VidgateClient(server, api_key, state_dir=state_dir) as client:
@@ -119,10 +132,12 @@ def run_uploads(
                 typer.echo(f"vidgate: {path.name}: {exc}", err=True)
                 failed = True
                 continue
-            typer.echo(_summary(upload))
+            typer.echo(_summary(upload), err=as_json)
+            if as_json:
+                typer.echo(upload.model_dump_json())
             if upload.processing_status == "failed":
                 typer.echo(f"vidgate: {path.name}: processing failed: {upload.processing_error}", err=True)
                 failed = True
-            elif wait and upload.result is not None:
+            elif wait and upload.result is not None and not as_json:
                 typer.echo(upload.result.model_dump_json(indent=2))
     return 1 if failed else 0

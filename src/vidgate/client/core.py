@@ -92,13 +92,16 @@ def _retryable(error: RequestRefused) -> bool:
 
 
 class _Tracker:
-    """Bytes and chunks sent so far, for the progress callback (called from worker threads)."""
+    """Bytes and chunks sent so far, for the progress callback (called from worker threads).
+    ``done_bytes`` / ``done_chunks`` were on the server before (a resume): reported as done from
+    the first update, and as ``bytes_resumed`` so that no speed counts them."""
 
     def __init__(
         self, path: Path, size: int, total: int, done_bytes: int, done_chunks: int, callback: ProgressCallback | None
     ) -> None:
         self.path, self.size, self.total = path, size, total
         self.bytes_done, self.chunks_done = done_bytes, done_chunks
+        self.bytes_resumed = done_bytes
         self.callback = callback
         self._partial: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -107,7 +110,16 @@ class _Tracker:
         if phase is None:  # every byte out: the server is assembling and checking the file
             phase = "verifying" if self.bytes_done >= self.size and self.chunks_done < self.total else "uploading"
         if self.callback is not None:
-            self.callback(ProgressUpdate(self.path, self.bytes_done, self.size, self.chunks_done, self.total, phase))
+            self.callback(
+                ProgressUpdate(
+                    self.path, self.bytes_done, self.size, self.chunks_done, self.total, phase, self.bytes_resumed
+                )
+            )
+
+    def start(self) -> None:
+        """The first update, before any byte goes out (hashing a resumed part can take a while)."""
+        with self._lock:
+            self._emit("uploading")
 
     def sent(self, index: int, count: int) -> None:
         with self._lock:
@@ -291,6 +303,7 @@ class VidgateClient:
                 len(received),
                 progress,
             )
+            tracker.start()
             try:
                 if done is None:
                     done = self._send_all(fd, path, before, state, missing, fields, hasher, tracker, parallel)

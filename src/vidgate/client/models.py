@@ -104,7 +104,11 @@ class UploadResult(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class ProgressUpdate:
-    """Passed to a progress callback as bytes go out (a plain dataclass: it is made per block)."""
+    """Passed to a progress callback as bytes go out (a plain dataclass: it is made per block).
+
+    The first update comes before any byte goes out, with the totals and, after a resume, the
+    part already on the server counted as done (``bytes_resumed``, ``chunks_done``); a speed is
+    ``bytes_sent`` (what this call sent) over time, never ``bytes_done``."""
 
     path: Path
     bytes_done: int
@@ -112,3 +116,9 @@ class ProgressUpdate:
     chunks_done: int
     chunks_total: int
     phase: Literal["uploading", "verifying", "waiting"]
+    bytes_resumed: int = 0  # on the server before this call (an earlier, interrupted run sent them)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this call sent so far."""
+        return self.bytes_done - self.bytes_resumed

@@ -214,6 +214,8 @@ class UploadSession(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_updated: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the expiry as of the last write (with the timeout then in force); only the purge of finished
+    #: sessions' chunk rows uses it: expiry, views and Upload-Expires are last_updated + the timeout in force
     expires_at: Mapped[datetime] = mapped_column(index=True)
     completed_at: Mapped[datetime | None]
 

@@ -790,7 +790,7 @@ class UploadService:
             row = session.scalar(select(UploadSession).where(UploadSession.session_id == session_id))
             if row is None or (owner is not None and row.user_id != owner):
                 raise SessionNotFound(f"No upload session {session_id!r}.")
-            return _to_view(row, _received(session, session_id))
+            return _to_view(row, _received(session, session_id), self.settings.session_timeout)
 
     def _receipt(
         self,
@@ -805,7 +805,7 @@ class UploadService:
         if received is None:
             received = _received(session, row.session_id)
         return ChunkReceipt(
-            **_to_view(row, received).model_dump(),
+            **_to_view(row, received, self.settings.session_timeout).model_dump(),
             chunk_index=plan.chunk_index,
             chunk_hash=result.sha256,
             chunk_bytes=result.size,
@@ -827,14 +827,17 @@ class UploadService:
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self, now: datetime | None = None, orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS) -> CleanupReport:
-        """Expire sessions past ``expires_at``, re-run stalled assemblies, purge finished chunk rows
-        and remove part files no live session owns. Never touches a live session's data."""
+        """Expire active sessions idle for longer than the session timeout in force now (a changed
+        UPLOAD_SESSION_TIMEOUT_HOURS applies to every session, not only to those written after the
+        change), re-run stalled assemblies, purge finished chunk rows and remove part files no live
+        session owns. Never touches a live session's data."""
         now = now or utcnow()
         report = CleanupReport()
         with self.db.session() as session:
-            expired = session.scalars(
+            expired = session.scalars(  # status is indexed: only active sessions are compared
                 select(UploadSession.id).where(
-                    UploadSession.status == SessionStatus.ACTIVE, UploadSession.expires_at < now
+                    UploadSession.status == SessionStatus.ACTIVE,
+                    UploadSession.last_updated < now - self.settings.session_timeout,
                 )
             ).all()
             stalled = session.scalars(
@@ -917,12 +920,21 @@ def _received(session: Session, session_id: str) -> set[int]:
     return set(session.scalars(select(UploadChunk.chunk_index).where(UploadChunk.session_id == session_id)).all())
 
 
-def _to_view(row: UploadSession, received: set[int]) -> SessionView:
+#: sessions whose data was deleted when they ended: their view comes from the row's counters
+_ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
+
+
+def _to_view(row: UploadSession, received: set[int], timeout: timedelta) -> SessionView:
+    """A failed, cancelled or expired session's chunks were deleted with its data: its counters
+    then say what had arrived before it ended (chunks and bytes alike, as its end event and log
+    row do), and nothing is missing since it takes no more chunks."""
     done = row.status is SessionStatus.COMPLETED
+    ended = row.status in _ENDED_WITHOUT_DATA
+    chunks_received = row.total_chunks if done else (row.chunks_received or 0) if ended else len(received)
     if row.protocol == "tus":  # appended at an offset: progress is in bytes, nothing is ever "missing"
         percentage = 100.0 if done else progress_percent(row.bytes_received, row.file_size)
     else:
-        percentage = 100.0 if done else progress_percent(len(received), row.total_chunks)
+        percentage = 100.0 if done else progress_percent(chunks_received, row.total_chunks)
     return SessionView(
         session_id=row.session_id,
         upload_id=row.session_id,
@@ -931,8 +943,8 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         status=row.status,
         total_chunks=row.total_chunks,
         chunk_size=row.chunk_size,
-        chunks_received=row.total_chunks if done else len(received),
-        missing_chunks=[] if done else [i for i in range(row.total_chunks) if i not in received],
+        chunks_received=chunks_received,
+        missing_chunks=[] if done or ended else [i for i in range(row.total_chunks) if i not in received],
         bytes_received=row.bytes_received,
         file_size=row.file_size,
         progress_percentage=percentage,
@@ -945,7 +957,7 @@ def _to_view(row: UploadSession, received: set[int]) -> SessionView:
         error_message=row.error_message,
         created_at=row.created_at,
         last_updated=row.last_updated,
-        expires_at=row.expires_at,
+        expires_at=row.last_updated + timeout,  # by the timeout in force, as the sweep decides
         completed_at=row.completed_at,
     )
 

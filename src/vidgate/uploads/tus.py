@@ -151,7 +151,7 @@ _ADVANCE = (
                 "bytes_received",
                 "file_size",
                 "upload_metadata",
-                "expires_at",
+                "last_updated",
                 "concat",
                 "concat_parts",
                 "status",
@@ -169,7 +169,7 @@ _PATCH_TARGET = (
             for name in (
                 "status",
                 "error_message",
-                "expires_at",
+                "last_updated",
                 "concat",
                 "bytes_received",
                 "file_size",
@@ -449,13 +449,13 @@ class TusService:
     def get(self, principal: Principal, upload_id: str) -> TusUpload:
         """The upload as HEAD reports it; 410 once it expired, was terminated or refused."""
         row = self._row(principal, upload_id)
-        _check_alive(row)
-        return _to_upload(row)
+        _check_alive(row, self.settings.session_timeout)
+        return _to_upload(row, self.settings.session_timeout)
 
     def terminate(self, principal: Principal, upload_id: str) -> None:
         """termination: stop an unfinished upload and free its space."""
         row = self._row(principal, upload_id)
-        _check_alive(row)
+        _check_alive(row, self.settings.session_timeout)
         self.uploads.cancel_session(principal, upload_id)
 
     # ------------------------------------------------------------------ PATCH
@@ -490,7 +490,7 @@ class TusService:
                 row = connection.execute(_PATCH_TARGET, {"upload_id": identity.row_id}).one_or_none()
                 if row is None:  # purged since it was remembered
                     raise UploadGone("The upload no longer exists.")
-                _check_alive(row)
+                _check_alive(row, self.settings.session_timeout)
                 if row.concat == "final":
                     raise FinalUploadImmutable("A final (concatenated) upload takes no PATCH.")
                 if offset != row.bytes_received:
@@ -629,7 +629,7 @@ class TusService:
                     "created_at": now,
                 },
             )
-        upload = _to_upload(row, status=status)
+        upload = _to_upload(row, self.settings.session_timeout, status=status)
         return _Recorded(upload, row.chunks_received, row.user_id, complete)
 
     def _after_record(self, plan: PatchPlan, recorded: _Recorded) -> TusUpload:
@@ -656,7 +656,7 @@ class TusService:
         if complete and not plan.partial:
             self._complete_appended(plan.upload_id)
             with self.db.session() as session:  # assembled: now with its video and content hash
-                return _to_upload(session.get_one(UploadSession, plan.upload_id))
+                return _to_upload(session.get_one(UploadSession, plan.upload_id), self.settings.session_timeout)
         return upload
 
     def _complete_appended(self, upload_id: str) -> None:
@@ -672,14 +672,15 @@ class TusService:
 class _Liveness(Protocol):
     status: SessionStatus
     error_message: str | None
-    expires_at: datetime
+    last_updated: datetime
 
 
-def _check_alive(row: _Liveness) -> None:
+def _check_alive(row: _Liveness, timeout: timedelta) -> None:
+    """Gone when ended, or idle past the session timeout in force (before the sweep expires it)."""
     if row.status in _GONE:
         reason = f" ({row.error_message})" if row.error_message else ""
         raise UploadGone(f"The upload is {row.status.value}{reason}.")
-    if row.status is SessionStatus.ACTIVE and row.expires_at < utcnow():
+    if row.status is SessionStatus.ACTIVE and row.last_updated + timeout < utcnow():
         raise UploadGone("The upload expired.")
 
 
@@ -690,7 +691,7 @@ class _UploadFields(Protocol):
     bytes_received: int
     file_size: int | None
     upload_metadata: str | None
-    expires_at: datetime
+    last_updated: datetime
     concat: str | None
     concat_parts: list[str] | None
     status: SessionStatus
@@ -699,13 +700,14 @@ class _UploadFields(Protocol):
     content_hash: str | None
 
 
-def _to_upload(row: _UploadFields, *, status: SessionStatus | None = None) -> TusUpload:
+def _to_upload(row: _UploadFields, timeout: timedelta, *, status: SessionStatus | None = None) -> TusUpload:
+    """``expires_at`` (``Upload-Expires``) by the session timeout in force, as the sweep decides."""
     return TusUpload(
         upload_id=row.session_id,
         offset=row.bytes_received,
         length=row.file_size,
         metadata=row.upload_metadata,
-        expires_at=row.expires_at,
+        expires_at=row.last_updated + timeout,
         concat=row.concat,
         concat_parts=list(row.concat_parts or []),
         status=status or row.status,

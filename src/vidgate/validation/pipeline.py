@@ -212,19 +212,22 @@ def warm_up_probes() -> None:
     """Start the warm probe server now (about 0.4 s of CPU importing PyAV) rather than on the
     first upload, wait until a first child of it wrote the clips spare children warm up with
     (only then has it finished importing, so it no longer competes with uploads for the CPU)
-    and fork the first spare probe child. If it cannot start here, probes will say so (or use
-    a fresh interpreter)."""
+    and fork the first spare probe child. Raises when it cannot (the start-up warm-up reports
+    it); probes then say so themselves (or use a fresh interpreter)."""
     global _warm_up_samples
-    try:
-        directory = tempfile.mkdtemp(prefix="vidgate-probe-warm-up-")
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        child = _WARM.Process(target=probe_module.make_warm_up_samples, args=(directory,), daemon=True)
-        child.start()
-        child.join(timeout=60)
-        _warm_up_samples = tuple(str(path) for path in sorted(Path(directory).iterdir()))
-        _replenish_spare()
-    except Exception:
-        log.exception("could not start the warm probe server")
+    directory = tempfile.mkdtemp(prefix="vidgate-probe-warm-up-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    child = _WARM.Process(target=probe_module.make_warm_up_samples, args=(directory,), daemon=True)
+    child.start()
+    child.join(timeout=60)
+    if child.exitcode != 0:
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
+        ended = "did not end within 60 s" if child.exitcode is None else f"exited with {child.exitcode}"
+        raise RuntimeError(f"the probe server's first child (writing the warm-up clips) {ended}")
+    _warm_up_samples = tuple(str(path) for path in sorted(Path(directory).iterdir()))
+    _keep_spare(_start_probe_child())
 
 
 _ProbeChild = tuple[BaseProcess, Connection]
@@ -270,12 +273,16 @@ def _take_probe_child() -> _ProbeChild:
 
 def _replenish_spare() -> None:
     """Fork the next spare (after a probe, in the background, so the next upload does not wait)."""
-    global _spare
     try:
         child = _start_probe_child()
     except Exception as exc:
         log.info("no spare probe child: %s", exc)
         return
+    _keep_spare(child)
+
+
+def _keep_spare(child: _ProbeChild) -> None:
+    global _spare
     with _spare_lock:
         if _spare is None:
             _spare = child
