@@ -100,7 +100,7 @@ def test_cleanup_and_expiry_counts_are_scraped(server: RunningServer) -> None:
         session.execute(
             update(UploadSession)
             .where(UploadSession.session_id == session_id)
-            .values(expires_at=utcnow() - timedelta(minutes=1))
+            .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
         )
     server.services.uploads.cleanup()
     after = scrape(server)
