@@ -33,6 +33,7 @@ from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
+from vidgate.roles import Role
 from vidgate.storage import LocalBlobStore, PartStore
 from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 from vidgate.uploads.service import UploadService
@@ -127,12 +128,13 @@ def prepare_database(settings: Settings, db: Database) -> None:
 
 
 def ensure_dev_key(settings: Settings, db: Database) -> str | None:
-    """On the embedded default with no key yet, create one for user 'dev' and save it beside the data."""
+    """On the embedded default with no key yet, create an admin key for user 'dev' (the desk can
+    upload and review with it) and save it beside the data."""
     if settings.database_backend is not DatabaseBackend.SQLITE or not settings.auth.create_dev_key:
         return None
     if count_active_keys(db):
         return None
-    key, _ = create_key(db, "dev", label="development key created at first start")
+    key, _ = create_key(db, "dev", label="development key created at first start", role=Role.ADMIN)
     path = Path(settings.server.data_dir) / "dev-api-key"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n")

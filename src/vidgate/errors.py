@@ -196,10 +196,16 @@ class InsufficientStorage(VidgateError):
     status = 507
 
 
-# tus 1.0 statuses (the tus endpoint only)
+# 403: authenticated, but not allowed (and tus 1.0 statuses, the tus endpoint only)
 class Forbidden(VidgateError):
     code = "forbidden"
     status = 403
+
+
+class InsufficientRole(Forbidden):
+    """The key's role does not allow this; the message names the roles that do."""
+
+    code = "insufficient_role"
 
 
 class FinalUploadImmutable(Forbidden):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.processing.queue import TaskQueue
 from vidgate.processing.service import ProcessingService
+from vidgate.roles import Permission
 from vidgate.uploads.service import UploadService
 from vidgate.uploads.tus import TusService
 
@@ -73,3 +75,23 @@ async def current_user(
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """The one place roles are enforced: a dependency that authenticates the caller and refuses
+    (403 ``insufficient_role``, naming the roles that may) a key whose role lacks ``permission``."""
+
+    async def dependency(principal: CurrentUser) -> Principal:
+        principal.check(permission)
+        return principal
+
+    dependency.__name__ = f"require_{permission.value}"
+    return dependency
+
+
+#: A caller whose key may read (every role may).
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+#: A caller whose key may upload (uploader, admin).
+Uploader = Annotated[Principal, Depends(require(Permission.UPLOAD))]
+#: A caller whose key may record review decisions (reviewer, admin).
+Reviewer = Annotated[Principal, Depends(require(Permission.REVIEW))]
