@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
-from vidgate.api import health, tus, uploads, videos
+from vidgate.api import health, library, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import KeyCache, count_active_keys, create_key
@@ -274,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(tus.router)
+    app.include_router(library.router)
     app.include_router(videos.router)
     if settings.websocket.enabled:
         app.include_router(events_api.router)

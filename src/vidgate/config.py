@@ -206,6 +206,28 @@ class WebhookSettings(BaseSettings):
     poll_interval_seconds: float = Field(1.0, gt=0, description="How often due deliveries are sent.")
 
 
+class LibrarySettings(BaseSettings):
+    """Listing the library and the pictures made for it."""
+
+    model_config = _config("LIBRARY_")
+
+    page_size: int = Field(50, ge=1, description="Videos per GET /v1/videos page when the caller names no limit.")
+    max_page_size: int = Field(200, ge=1, description="Largest limit GET /v1/videos accepts.")
+    poster_width: int = Field(640, ge=16, le=3840, description="Width of poster.jpg (pixels; height keeps the aspect).")
+    storyboard_tile_width: int = Field(160, ge=16, le=1280, description="Width of one storyboard tile (pixels).")
+    storyboard_columns: int = Field(10, ge=1, le=100, description="Tiles per row of storyboard.jpg.")
+    storyboard_max_tiles: int = Field(
+        100, ge=1, le=1000, description="Most tiles in a storyboard; longer videos space them further apart."
+    )
+    jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of posters and storyboards (1-100).")
+
+    @model_validator(mode="after")
+    def _page_fits(self) -> LibrarySettings:
+        if self.page_size > self.max_page_size:
+            raise ValueError("LIBRARY_PAGE_SIZE must not exceed LIBRARY_MAX_PAGE_SIZE")
+        return self
+
+
 class CelerySettings(BaseSettings):
     model_config = _config("CELERY_")
 
@@ -275,6 +297,7 @@ class Settings(BaseModel):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -323,6 +346,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "processing": ProcessingSettings,
     "websocket": WebSocketSettings,
     "webhook": WebhookSettings,
+    "library": LibrarySettings,
     "celery": CelerySettings,
     "storage": StorageSettings,
     "database": DatabaseSettings,
@@ -335,6 +359,7 @@ _OWNED_PREFIXES = (
     "PROCESSING_",
     "WEBSOCKET_",
     "WEBHOOK_",
+    "LIBRARY_",
     "STORAGE_",
     "AUTH_",
     "VIDGATE_",

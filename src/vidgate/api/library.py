@@ -1,0 +1,128 @@
+"""The library: the caller's videos listed, their bytes played, their pictures, their reviews.
+
+``GET /v1/videos`` (cursor pages), ``GET /v1/videos/{id}/content`` (HTTP Range, so a browser
+``<video>`` can seek), ``poster.jpg`` / ``storyboard.jpg`` / ``storyboard.json``, and
+``POST /v1/videos/{id}/review``. Ownership always comes from :mod:`vidgate.library.owners`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import MalformedRangeHeader
+from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
+
+from vidgate.api.deps import Reader, Services, ServicesDep
+from vidgate.api.schemas import ErrorEnvelope
+from vidgate.auth import Principal
+from vidgate.errors import InvalidRange, RangeNotSatisfiable
+from vidgate.library.owners import OwnedVideo, owned_video
+from vidgate.storage import BlobStore
+
+router = APIRouter(prefix="/v1/videos", tags=["library"])
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (401, 403, 404)}
+
+#: The validated container (media_info.container) -> the type browsers play it as.
+CONTAINER_MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+    "matroska": "video/x-matroska",
+    "webm": "video/webm",
+    "ogg": "video/ogg",
+}
+CONTENT_CACHE = "private, max-age=3600"  # per-key content: browsers may keep it, shared caches not
+
+
+def _owned(services: Services, principal: Principal, video_id: str) -> OwnedVideo:
+    with services.db.session() as session:
+        owned = owned_video(session, principal.user_id, video_id)
+        session.expunge(owned.video)
+        return owned
+
+
+def _blobs(services: Services) -> BlobStore:
+    return services.processing.blobs
+
+
+def media_type(owned: OwnedVideo) -> str:
+    container = str((owned.video.media_info or {}).get("container") or "")
+    return CONTAINER_MEDIA_TYPES.get(container, "application/octet-stream")
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match: weak comparison against any listed tag, or ``*``."""
+    if not header:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+def parse_range(header: str, size: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` byte ranges (end exclusive) of a Range header, as Starlette's
+    FileResponse will serve them; a malformed or unsatisfiable one becomes our JSON error
+    instead of Starlette's plain-text answer. [] means "serve it whole" (too many ranges)."""
+    try:
+        return FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise InvalidRange(f"Range {header!r} is not a valid byte range: {exc.content}") from exc
+    except StarletteRangeNotSatisfiable as exc:
+        raise RangeNotSatisfiable(f"Range {header!r} lies past the end of the {size}-byte file.", size=size) from exc
+
+
+def _content_disposition(filename: str | None) -> str:
+    if not filename:
+        return "inline"
+    return f"inline; filename*=utf-8''{quote(filename)}"
+
+
+@router.api_route(
+    "/{video_id}/content",
+    methods=["GET", "HEAD"],
+    responses={**ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
+    response_class=Response,
+    summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
+)
+async def get_content(video_id: str, request: Request, principal: Reader, services: ServicesDep) -> Response:
+    owned = await run_in_threadpool(_owned, services, principal, video_id)
+    video = owned.video
+    etag = f'"{video.content_hash}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CONTENT_CACHE,
+        "Content-Disposition": _content_disposition(owned.filename),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CONTENT_CACHE})
+    ranges: list[tuple[int, int]] = []
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if range_header is not None and (if_range is None or if_range.strip() == etag):
+        ranges = parse_range(range_header, video.file_size)
+    blobs = _blobs(services)
+    path = blobs.local_path(video.storage_key)
+    if path is not None:
+        # Starlette serves Range (one or many), If-Range and HEAD itself, reading the file in chunks.
+        return FileResponse(path, media_type=media_type(owned), headers=headers)
+    return _streamed(blobs, video.storage_key, video.file_size, ranges, media_type(owned), headers)
+
+
+def _streamed(
+    blobs: BlobStore, key: str, size: int, ranges: list[tuple[int, int]], kind: str, headers: dict[str, str]
+) -> Response:
+    """A store without local files (S3): one range as 206, anything else whole (RFC 9110 lets a
+    server ignore a multi-range request)."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    start, end, status = 0, size, 200
+    if len(ranges) == 1:
+        (start, end), status = ranges[0], 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    body: Iterator[bytes] = blobs.read_range(key, start, end)
+    return StreamingResponse(body, status_code=status, media_type=kind, headers=headers)
