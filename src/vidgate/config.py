@@ -197,7 +197,7 @@ class WebhookSettings(BaseSettings):
     model_config = _config("WEBHOOK_")
 
     event_types: list[str] = Field(
-        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected"],
+        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected", "video_reviewed"],
         description="Events sent to a user's webhook URL (JSON list).",
     )
     max_attempts: int = Field(8, ge=1, description="Deliveries tried before one is given up.")
@@ -220,6 +220,7 @@ class LibrarySettings(BaseSettings):
         100, ge=1, le=1000, description="Most tiles in a storyboard; longer videos space them further apart."
     )
     jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of posters and storyboards (1-100).")
+    review_note_max_length: int = Field(2000, ge=0, le=100_000, description="Longest note of a review decision.")
 
     @model_validator(mode="after")
     def _page_fits(self) -> LibrarySettings:

@@ -3,6 +3,7 @@ pictures."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningServer
-from tests.helpers import error_code, post_chunk, role_client, sha256
+from tests.helpers import error_code, post_chunk, role_client, sha256, wait_until
 from tests.media import make_video
 
 
@@ -141,3 +142,87 @@ def test_a_store_without_local_files_streams_the_range_it_reads(
     assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
     assert whole.status_code == 200 and whole.content == data
     assert reads == [(100, 200), (0, len(data))]
+
+
+# ------------------------------------------------------------------ reviews
+def test_reviews_are_kept_with_who_when_and_what(server: RunningServer, tmp_path: Path) -> None:
+    user = f"desk-{uuid.uuid4().hex[:6]}"
+    path = make_video(tmp_path / "review-me.mp4", frames=10, seed=seed())
+    with role_client(server, user, "uploader") as uploader:
+        video_id = upload(uploader, path)
+        refused = uploader.post(f"/v1/videos/{video_id}/review", json={"decision": "approved"})
+        assert (refused.status_code, error_code(refused)) == (403, "insufficient_role")
+        assert "reviewer or admin" in refused.json()["error"]["message"]
+        assert uploader.get(f"/v1/videos/{video_id}/reviews").json()["data"] == {
+            "video_id": video_id,
+            "state": "unreviewed",
+            "reviews": [],
+        }
+    with role_client(server, user, "viewer") as viewer:
+        refused = viewer.post(f"/v1/videos/{video_id}/review", json={"decision": "approved"})
+        assert refused.status_code == 403
+    with role_client(server, user, "reviewer") as reviewer:
+        first = reviewer.post(f"/v1/videos/{video_id}/review", json={"decision": "escalated", "note": " ask legal "})
+        assert first.status_code == 200, first.text
+        decided = first.json()["data"]
+        assert decided["decision"] == "escalated" and decided["note"] == "ask legal"
+        assert decided["key_role"] == "reviewer" and decided["key_label"] == "reviewer key" and decided["key_id"]
+        second = reviewer.post(f"/v1/videos/{video_id}/review", json={"decision": "rejected"})
+        assert second.status_code == 200
+        history = reviewer.get(f"/v1/videos/{video_id}/reviews").json()["data"]
+    assert history["state"] == "rejected"
+    assert [r["decision"] for r in history["reviews"]] == ["rejected", "escalated"]
+    assert history["reviews"][1]["created_at"] <= history["reviews"][0]["created_at"]
+
+
+def test_review_input_is_checked(server: RunningServer, stored: tuple[str, bytes]) -> None:
+    video_id, _ = stored
+    with role_client(server, "alice", "admin") as admin:
+        for body in ({"decision": "maybe"}, {}, {"decision": "approved", "extra": 1}):
+            bad = admin.post(f"/v1/videos/{video_id}/review", json=body)
+            assert (bad.status_code, error_code(bad)) == (400, "invalid_parameter"), body
+        long_note = "x" * (server.settings.library.review_note_max_length + 1)
+        too_long = admin.post(f"/v1/videos/{video_id}/review", json={"decision": "approved", "note": long_note})
+        assert (too_long.status_code, error_code(too_long)) == (400, "invalid_parameter")
+        assert "LIBRARY_REVIEW_NOTE_MAX_LENGTH" in too_long.json()["error"]["message"]
+        missing = admin.post(f"/v1/videos/{uuid.uuid4()}/review", json={"decision": "approved"})
+        assert (missing.status_code, error_code(missing)) == (404, "video_not_found")
+
+
+def test_decisions_are_per_owner(server: RunningServer, stored: tuple[str, bytes], tmp_path: Path) -> None:
+    video_id, data = stored
+    copy = tmp_path / "same.mp4"
+    copy.write_bytes(data)
+    with server.client("bob") as bob:
+        assert upload(bob, copy) == video_id
+    with role_client(server, "alice", "reviewer") as alice_reviewer:
+        assert alice_reviewer.post(f"/v1/videos/{video_id}/review", json={"decision": "approved"}).status_code == 200
+    with server.client("bob") as bob:
+        assert bob.get(f"/v1/videos/{video_id}/reviews").json()["data"]["reviews"] == []
+    with role_client(server, f"other-{uuid.uuid4().hex[:6]}", "admin") as stranger:
+        refused = stranger.post(f"/v1/videos/{video_id}/review", json={"decision": "rejected"})
+        assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
+
+
+def test_a_decision_is_an_event_and_a_signed_webhook(server: RunningServer, tmp_path: Path) -> None:
+    from tests.events.test_webhooks import Receiver
+    from vidgate.events.webhooks import SIGNATURE_HEADER, set_webhook, verify
+
+    user = f"hook-{uuid.uuid4().hex[:6]}"
+    path = make_video(tmp_path / "hooked.mp4", frames=10, seed=seed())
+    receiver = Receiver()
+    try:
+        with role_client(server, user, "admin") as admin:
+            video_id = upload(admin, path)
+            secret = set_webhook(server.db, user, receiver.url)
+            response = admin.post(f"/v1/videos/{video_id}/review", json={"decision": "approved", "note": "fine"})
+            assert response.status_code == 200
+        wait_until(lambda: any(h["X-Vidgate-Event-Type"] == "video_reviewed" for h, _ in receiver.calls), 30)
+        headers, body = next((h, b) for h, b in receiver.calls if h["X-Vidgate-Event-Type"] == "video_reviewed")
+    finally:
+        receiver.close()
+    assert verify(secret, headers[SIGNATURE_HEADER], body)
+    event = json.loads(body)
+    assert event["video_id"] == video_id and "audience" not in event
+    assert event["data"]["decision"] == "approved" and event["data"]["note"] == "fine"
+    assert event["data"]["review_id"] == response.json()["data"]["review_id"]

@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
 
-from vidgate.api.deps import Reader, Services, ServicesDep
-from vidgate.api.schemas import ErrorEnvelope
+from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep
+from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.errors import InvalidRange, RangeNotSatisfiable
+from vidgate.library import reviews
 from vidgate.library.owners import OwnedVideo, owned_video
+from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
 from vidgate.storage import BlobStore
 
 router = APIRouter(prefix="/v1/videos", tags=["library"])
@@ -126,3 +128,32 @@ def _streamed(
     headers["Content-Length"] = str(end - start)
     body: Iterator[bytes] = blobs.read_range(key, start, end)
     return StreamingResponse(body, status_code=status, media_type=kind, headers=headers)
+
+
+# ------------------------------------------------------------------ reviews
+@router.post(
+    "/{video_id}/review",
+    response_model=Envelope[ReviewView],
+    responses={**ERRORS, 400: {"model": ErrorEnvelope}},
+    summary="Record a review decision (approved, rejected, escalated) with a note",
+)
+def post_review(video_id: str, body: ReviewRequest, principal: Reviewer, services: ServicesDep) -> Envelope[ReviewView]:
+    view = reviews.record(
+        services.db,
+        principal,
+        video_id,
+        body,
+        note_max_length=services.settings.library.review_note_max_length,
+        events=services.events,
+    )
+    return Envelope(data=view, message=f"Video {view.decision.value}")
+
+
+@router.get(
+    "/{video_id}/reviews",
+    response_model=Envelope[ReviewHistory],
+    responses=ERRORS,
+    summary="The review state and every decision, newest first",
+)
+def get_reviews(video_id: str, principal: Reader, services: ServicesDep) -> Envelope[ReviewHistory]:
+    return Envelope(data=reviews.history(services.db, principal, video_id))
