@@ -226,3 +226,121 @@ def test_a_decision_is_an_event_and_a_signed_webhook(server: RunningServer, tmp_
     assert event["video_id"] == video_id and "audience" not in event
     assert event["data"]["decision"] == "approved" and event["data"]["note"] == "fine"
     assert event["data"]["review_id"] == response.json()["data"]["review_id"]
+
+
+# ------------------------------------------------------------------ listing
+def fresh_user(server: RunningServer, role: str = "admin") -> httpx.Client:
+    return role_client(server, f"lib-{uuid.uuid4().hex[:8]}", role)
+
+
+def upload_named(client: httpx.Client, tmp_path: Path, names: list[str]) -> list[str]:
+    """Upload one distinct small video per name, oldest first; returns their ids in that order."""
+    ids = []
+    for name in names:
+        path = make_video(tmp_path / f"{uuid.uuid4().hex}.mp4", frames=5, seed=seed())
+        ids.append(upload(client, path, name))
+    return ids
+
+
+def all_pages(client: httpx.Client, **params: Any) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        response = client.get("/v1/videos", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        pages.append([item["video_id"] for item in data["items"]])
+        cursor = data["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_listing_is_newest_first_in_pages_stable_under_inserts(server: RunningServer, tmp_path: Path) -> None:
+    with fresh_user(server) as client:
+        ids = upload_named(client, tmp_path, [f"clip{i}.mp4" for i in range(5)])
+        newest_first = ids[::-1]
+        assert all_pages(client, limit=2) == [newest_first[:2], newest_first[2:4], newest_first[4:]]
+        first = client.get("/v1/videos", params={"limit": 2}).json()["data"]
+        assert [i["video_id"] for i in first["items"]] == newest_first[:2]
+        (late,) = upload_named(client, tmp_path, ["late.mp4"])  # arrives between page 1 and page 2
+        rest, cursor = [], first["next_cursor"]
+        while cursor:
+            data = client.get("/v1/videos", params={"limit": 2, "cursor": cursor}).json()["data"]
+            rest += [i["video_id"] for i in data["items"]]
+            cursor = data["next_cursor"]
+        assert rest == newest_first[2:]  # no repeat, no gap, the newcomer not in the middle
+        assert client.get("/v1/videos").json()["data"]["items"][0]["video_id"] == late
+        item = client.get("/v1/videos", params={"limit": 1}).json()["data"]["items"][0]
+    assert item["filename"] == "late.mp4" and item["container"] == "mp4" and item["review_state"] == "unreviewed"
+    assert item["content_url"] == f"/v1/videos/{late}/content"
+
+
+def test_listing_shows_only_the_callers_videos_under_their_own_names(
+    server: RunningServer, stored: tuple[str, bytes], tmp_path: Path
+) -> None:
+    video_id, data = stored
+    with fresh_user(server) as client:
+        assert client.get("/v1/videos").json()["data"] == {"items": [], "next_cursor": None}
+        copy = tmp_path / "mine.mp4"
+        copy.write_bytes(data)
+        assert upload(client, copy) == video_id
+        upload(client, copy)  # the same content twice: still one entry
+        items = client.get("/v1/videos").json()["data"]["items"]
+    assert [(i["video_id"], i["filename"]) for i in items] == [(video_id, "mine.mp4")]
+
+
+def test_listing_filters(server: RunningServer, tmp_path: Path) -> None:
+    with fresh_user(server) as client:
+        names = ["50%_off.mp4", "50xxoff.mp4", "Holiday.MP4", "holiday-2.mp4", "other.mp4"]
+        ids = dict(zip(names, upload_named(client, tmp_path, names), strict=True))
+        for video_id in ids.values():
+            wait_for(client, video_id)
+
+        def listed(**params: Any) -> set[str]:
+            return {i for page in all_pages(client, **params) for i in page}
+
+        assert listed(filename="%_") == {ids["50%_off.mp4"]}  # wildcards are literal
+        assert listed(filename="HOLIDAY") == {ids["Holiday.MP4"], ids["holiday-2.mp4"]}  # any case
+        assert listed(filename="nothing-like-it") == set()
+        assert listed(status="completed") == set(ids.values())
+        assert listed(status="failed") == set()
+        client.post(f"/v1/videos/{ids['other.mp4']}/review", json={"decision": "approved"})
+        client.post(f"/v1/videos/{ids['Holiday.MP4']}/review", json={"decision": "escalated"})
+        client.post(f"/v1/videos/{ids['Holiday.MP4']}/review", json={"decision": "rejected"})
+        assert listed(review="approved") == {ids["other.mp4"]}
+        assert listed(review="rejected") == {ids["Holiday.MP4"]}
+        assert listed(review="escalated") == set()  # the latest decision counts
+        assert listed(review="unreviewed") == {ids[n] for n in names[:2]} | {ids["holiday-2.mp4"]}
+        items = {i["video_id"]: i for i in client.get("/v1/videos").json()["data"]["items"]}
+        assert items[ids["Holiday.MP4"]]["review_state"] == "rejected"
+        digest = items[ids["other.mp4"]]["content_hash"]
+        assert listed(content_hash=digest) == {ids["other.mp4"]}
+        middle = items[ids["Holiday.MP4"]]["created_at"]
+        assert listed(created_after=middle) == {ids[n] for n in names[2:]}
+        assert listed(created_before=middle) == {ids[n] for n in names[:2]}
+        assert listed(created_after=middle, created_before=middle) == set()
+        assert listed(status="completed", review="unreviewed", filename="50") == {ids[n] for n in names[:2]}
+
+
+def wait_for(client: httpx.Client, video_id: str) -> None:
+    from tests.helpers import wait_for_video
+
+    assert wait_for_video(client, video_id)["status"] == "completed"
+
+
+def test_listing_refuses_bad_parameters(server: RunningServer) -> None:
+    maximum = server.settings.library.max_page_size
+    with server.client() as client:
+        for params, code in (
+            ({"limit": 0}, "invalid_parameter"),
+            ({"limit": maximum + 1}, "invalid_parameter"),
+            ({"cursor": "not-a-cursor"}, "invalid_cursor"),
+            ({"cursor": "WyJ4Il0"}, "invalid_cursor"),  # base64 of ["x"]
+            ({"status": "lost"}, "invalid_parameter"),
+            ({"review": "maybe"}, "invalid_parameter"),
+            ({"content_hash": "ABC"}, "invalid_parameter"),
+            ({"created_after": "2026-01-01T00:00:00"}, "invalid_parameter"),  # no time zone
+            ({"created_after": "yesterday"}, "invalid_parameter"),
+        ):
+            response = client.get("/v1/videos", params=params)
+            assert (response.status_code, error_code(response)) == (400, code), params
+        assert client.get("/v1/videos", params={"limit": maximum}).status_code == 200

@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader
@@ -20,8 +21,10 @@ from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfia
 from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
+from vidgate.db.models import VideoStatus
 from vidgate.errors import InvalidRange, RangeNotSatisfiable
-from vidgate.library import reviews
+from vidgate.library import listing, reviews
+from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
 from vidgate.library.owners import OwnedVideo, owned_video
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
 from vidgate.storage import BlobStore
@@ -157,3 +160,36 @@ def post_review(video_id: str, body: ReviewRequest, principal: Reviewer, service
 )
 def get_reviews(video_id: str, principal: Reader, services: ServicesDep) -> Envelope[ReviewHistory]:
     return Envelope(data=reviews.history(services.db, principal, video_id))
+
+
+# ------------------------------------------------------------------ listing
+@router.get(
+    "",
+    response_model=Envelope[LibraryPage],
+    responses={**ERRORS, 400: {"model": ErrorEnvelope}},
+    summary="Your videos, newest first, in cursor pages, with filters",
+)
+def list_videos(
+    principal: Reader,
+    services: ServicesDep,
+    limit: Annotated[int | None, Query(description="Videos per page (default LIBRARY_PAGE_SIZE).")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    status: VideoStatus | None = None,
+    review: ReviewFilter | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    filename: Annotated[str | None, Query(max_length=255, description="File name contains (any case).")] = None,
+    content_hash: str | None = None,
+) -> Envelope[LibraryPage]:
+    settings = services.settings.library
+    query = LibraryQuery(
+        limit=settings.page_size if limit is None else limit,
+        cursor=cursor,
+        status=status,
+        review=review,
+        created_after=created_after,
+        created_before=created_before,
+        filename=filename or None,
+        content_hash=content_hash,
+    )
+    return Envelope(data=listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size))

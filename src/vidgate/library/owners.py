@@ -45,8 +45,8 @@ def owner_filename(user_id: str) -> Select[str]:
 
 
 def filename_matches(pattern: str) -> ColumnElement[bool]:
-    """A condition for :func:`owned_by`: the owner's file name is LIKE ``pattern`` (escape ``\\``)."""
-    return UploadSession.filename.like(pattern, escape="\\")
+    """A condition for :func:`owned_by`: the owner's file name is ILIKE ``pattern`` (escape ``\\``)."""
+    return UploadSession.filename.ilike(pattern, escape="\\")
 
 
 @dataclass
