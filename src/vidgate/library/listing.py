@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, select, tuple_
+from sqlalchemy import ColumnElement, and_, exists, select, tuple_
+from sqlalchemy.orm import aliased
 
 from vidgate.db.engine import Database
 from vidgate.db.models import ReviewDecision, Video, VideoReviewState, VideoStatus
@@ -94,10 +95,15 @@ def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [owned_by(user_id, *owner_conditions)]
     if query.status is not None:
         where.append(Video.status == query.status)
-    if query.review == UNREVIEWED:
-        where.append(VideoReviewState.state.is_(None))
-    elif query.review is not None:
-        where.append(VideoReviewState.state == ReviewDecision(query.review))
+    if query.review is not None:
+        # (NOT) EXISTS rather than a test on the outer-joined row: PostgreSQL estimates an
+        # anti-join well, and "state IS NULL after a LEFT JOIN" as one row (then sorts them all).
+        state = aliased(VideoReviewState)  # not the outer-joined one the page displays
+        decided = select(state.video_id).where(state.user_id == user_id, state.video_id == Video.id)
+        if query.review == UNREVIEWED:
+            where.append(~exists(decided))
+        else:
+            where.append(exists(decided.where(state.state == ReviewDecision(query.review))))
     if query.created_after is not None:
         where.append(Video.created_at >= query.created_after)
     if query.created_before is not None:
