@@ -344,3 +344,49 @@ def test_listing_refuses_bad_parameters(server: RunningServer) -> None:
             response = client.get("/v1/videos", params=params)
             assert (response.status_code, error_code(response)) == (400, code), params
         assert client.get("/v1/videos", params={"limit": maximum}).status_code == 200
+
+
+# ------------------------------------------------------------------ pictures
+def test_processing_makes_a_poster_and_a_storyboard(server: RunningServer, tmp_path: Path) -> None:
+    import av
+    import numpy as np
+
+    from tests.helpers import wait_for_video
+    from tests.media import make_scene_video
+
+    path = make_scene_video(tmp_path / "scenes.mp4", seconds=6, width=320, height=180, seed=seed())
+    with server.client() as alice:
+        video_id = upload(alice, path)
+        early = alice.get(f"/v1/videos/{video_id}/poster.jpg")
+        if early.status_code != 200:  # not processed yet
+            assert (early.status_code, error_code(early)) == (409, "picture_not_ready")
+        assert wait_for_video(alice, video_id)["status"] == "completed"
+        poster = alice.get(f"/v1/videos/{video_id}/poster.jpg")
+        sprite = alice.get(f"/v1/videos/{video_id}/storyboard.jpg")
+        index = alice.get(f"/v1/videos/{video_id}/storyboard.json").json()
+        stages = {s["name"] for s in alice.get(f"/v1/videos/{video_id}/result").json()["data"]["stages"]}
+    assert "pictures" in stages
+    assert poster.status_code == sprite.status_code == 200
+    assert poster.headers["content-type"] == sprite.headers["content-type"] == "image/jpeg"
+    (tmp_path / "poster.jpg").write_bytes(poster.content)
+    (tmp_path / "sprite.jpg").write_bytes(sprite.content)
+    with av.open(str(tmp_path / "poster.jpg")) as container:
+        picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    library = server.settings.library
+    assert picture.shape == (library.poster_width * 180 // 320, library.poster_width, 3)
+    assert float(np.std(picture)) > 5  # a real frame, not a blank
+    width = library.storyboard_tile_width
+    assert index["url"] == f"/v1/videos/{video_id}/storyboard.jpg"
+    assert (index["tile_width"], index["tile_height"]) == (width, width * 180 // 320)
+    starts = [t["start"] for t in index["tiles"]]
+    assert starts == sorted(starts) and starts[0] == 0.0 and len(starts) >= 6
+    assert index["duration"] == pytest.approx(6.0, abs=0.1)
+    with av.open(str(tmp_path / "sprite.jpg")) as container:
+        board = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert board.shape == (index["rows"] * index["tile_height"], index["columns"] * index["tile_width"], 3)
+    # The pictures belong to the bytes: bob, who sends the same file, gets the same ones; a stranger none.
+    with server.client("bob") as bob:
+        refused = bob.get(f"/v1/videos/{video_id}/storyboard.json")
+        assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
+        assert upload(bob, path, "bobs.mp4") == video_id
+        assert bob.get(f"/v1/videos/{video_id}/poster.jpg").content == poster.content

@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
@@ -22,11 +25,12 @@ from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.db.models import VideoStatus
-from vidgate.errors import InvalidRange, RangeNotSatisfiable
+from vidgate.errors import InvalidRange, PictureNotReady, RangeNotSatisfiable
 from vidgate.library import listing, reviews
 from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
 from vidgate.library.owners import OwnedVideo, owned_video
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
+from vidgate.processing.pictures import POSTER, STORYBOARD, STORYBOARD_INDEX
 from vidgate.storage import BlobStore
 
 router = APIRouter(prefix="/v1/videos", tags=["library"])
@@ -193,3 +197,73 @@ def list_videos(
         content_hash=content_hash,
     )
     return Envelope(data=listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size))
+
+
+# ------------------------------------------------------------------ pictures
+def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, Path]:
+    owned = _owned(services, principal, video_id)
+    blobs = _blobs(services)
+    path = blobs.local_path(blobs.derived_key(owned.video.content_hash, name))
+    if path is None or not path.is_file():
+        video = owned.video
+        done = video.status is VideoStatus.COMPLETED
+        why = "it was processed before pictures were made: process it again" if done else "it is not processed yet"
+        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).")
+    return owned, path
+
+
+PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": ErrorEnvelope}}
+
+
+@router.get(
+    "/{video_id}/poster.jpg",
+    response_class=FileResponse,
+    responses=PICTURE_RESPONSES,
+    summary="A poster JPEG: the frame nearest the middle that is not black",
+)
+async def get_poster(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+    _, path = await run_in_threadpool(_picture, services, principal, video_id, POSTER)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+
+
+@router.get(
+    "/{video_id}/storyboard.jpg",
+    response_class=FileResponse,
+    responses=PICTURE_RESPONSES,
+    summary="The storyboard sprite: sampled frames as tiles, left to right, top to bottom",
+)
+async def get_storyboard(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+    _, path = await run_in_threadpool(_picture, services, principal, video_id, STORYBOARD)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+
+
+class StoryboardTile(BaseModel):
+    start: float = Field(description="Seconds into the video the tile shows.")
+    x: int
+    y: int
+
+
+class Storyboard(BaseModel):
+    url: str = Field(description="The sprite the tiles are cut from.")
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+    duration: float
+    tiles: list[StoryboardTile]
+
+
+def _storyboard(services: Services, principal: Principal, video_id: str) -> Storyboard:
+    _, path = _picture(services, principal, video_id, STORYBOARD_INDEX)
+    index = json.loads(path.read_text())  # small: at most LIBRARY_STORYBOARD_MAX_TILES tiles
+    return Storyboard(url=f"/v1/videos/{video_id}/storyboard.jpg", **index)
+
+
+@router.get(
+    "/{video_id}/storyboard.json",
+    response_model=Storyboard,
+    responses=PICTURE_RESPONSES,
+    summary="The storyboard index: where each tile sits in the sprite and the time it shows",
+)
+def get_storyboard_index(video_id: str, principal: Reader, services: ServicesDep) -> Storyboard:
+    return _storyboard(services, principal, video_id)
