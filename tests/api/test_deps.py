@@ -44,3 +44,17 @@ def test_an_admin_key_uploads(server: RunningServer, tmp_path: Path) -> None:
     with role_client(server, f"team-{uuid.uuid4().hex[:6]}", "admin") as admin:
         response = post_chunk(admin, data, session_id=f"s-{uuid.uuid4().hex}", chunk_index=0, total_chunks=1)
     assert response.status_code == 200, response.text
+
+
+def test_a_malformed_or_second_credential_is_refused(server: RunningServer) -> None:
+    key = server.keys["alice"]
+    import httpx
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        for headers in (
+            {"Authorization": "Basic abc", "X-API-Key": key},
+            {"Authorization": f"Bearer {key}", "X-API-Key": "vg_other"},
+        ):
+            response = client.get("/v1/videos", headers=headers)
+            assert (response.status_code, error_code(response)) == (401, "unauthenticated"), headers
+        assert client.get("/v1/videos", headers={"Authorization": f"Bearer {key}", "X-API-Key": key}).status_code == 200

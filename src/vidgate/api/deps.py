@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from vidgate.auth import KeyCache, Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
+from vidgate.errors import Unauthenticated
 from vidgate.events.bus import EventBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
@@ -61,12 +62,18 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key
 
 
 async def current_user(
+    request: Request,
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
     """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``: from the key cache on the
-    event loop, or from the database in the thread pool."""
+    event loop, or from the database in the thread pool. An Authorization header that is not a
+    bearer key, or two headers naming different keys, is refused rather than half-ignored."""
+    if bearer is None and request.headers.get("authorization") is not None:
+        raise Unauthenticated("The Authorization header must be 'Bearer KEY'.")
+    if bearer is not None and api_key is not None and bearer.credentials != api_key:
+        raise Unauthenticated("Authorization and X-API-Key name different keys; send one.")
     key = bearer.credentials if bearer else api_key
     cached = services.keys.cached(key)
     if cached is not None:

@@ -90,9 +90,9 @@ def _content_disposition(filename: str | None) -> str:
     return f"inline; filename*=utf-8''{quote(filename)}"
 
 
-@router.api_route(
+@router.head("/{video_id}/content", include_in_schema=False)
+@router.get(
     "/{video_id}/content",
-    methods=["GET", "HEAD"],
     responses={**ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
     response_class=Response,
     summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
