@@ -144,6 +144,7 @@ def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
                             state=decision,
                             review_id=str(uuid.uuid4()),
                             updated_at=created,
+                            video_created_at=created,
                         )
                     )
             session.execute(insert(Video), videos)

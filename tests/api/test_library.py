@@ -319,6 +319,9 @@ def test_listing_filters(server: RunningServer, tmp_path: Path) -> None:
         assert listed(created_before=middle) == {ids[n] for n in names[:2]}
         assert listed(created_after=middle, created_before=middle) == set()
         assert listed(status="completed", review="unreviewed", filename="50") == {ids[n] for n in names[:2]}
+        client.post(f"/v1/videos/{ids['50xxoff.mp4']}/review", json={"decision": "approved"})
+        assert all_pages(client, review="approved", limit=1) == [[ids["other.mp4"]], [ids["50xxoff.mp4"]]]
+        assert all_pages(client, review="unreviewed", limit=1) == [[ids["holiday-2.mp4"]], [ids["50%_off.mp4"]]]
 
 
 def wait_for(client: httpx.Client, video_id: str) -> None:

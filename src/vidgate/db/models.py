@@ -207,13 +207,17 @@ class VideoReviewState(Base):
     """The latest decision per owner and video: what the library's review filter reads."""
 
     __tablename__ = "video_review_state"
-    __table_args__ = (Index("ix_video_review_state_owner_state", "user_id", "state"),)
+    __table_args__ = (
+        # the library's review filter walks this in its (created_at, id) order, newest first
+        Index("ix_video_review_state_owner_state_created", "user_id", "state", "video_created_at", "video_id"),
+    )
 
     user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
     video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), primary_key=True)
     state: Mapped[ReviewDecision] = mapped_column(_enum(ReviewDecision, "review_decision"))
     review_id: Mapped[str] = mapped_column(String(36))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    video_created_at: Mapped[datetime]  # a copy of video.created_at (never changes): the keyset
 
 
 class UploadSession(Base):

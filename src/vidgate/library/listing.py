@@ -95,15 +95,17 @@ def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [owned_by(user_id, *owner_conditions)]
     if query.status is not None:
         where.append(Video.status == query.status)
-    if query.review is not None:
-        # (NOT) EXISTS rather than a test on the outer-joined row: PostgreSQL estimates an
+    decided_filter = query.review is not None and query.review != UNREVIEWED
+    if decided_filter:
+        # Driven from video_review_state's (user, state, video_created_at, video_id) index:
+        # a rare decision is found without walking the whole library.
+        where += [VideoReviewState.user_id == user_id, VideoReviewState.state == ReviewDecision(str(query.review))]
+    elif query.review is not None:
+        # NOT EXISTS rather than a test on the outer-joined row: PostgreSQL estimates an
         # anti-join well, and "state IS NULL after a LEFT JOIN" as one row (then sorts them all).
         state = aliased(VideoReviewState)  # not the outer-joined one the page displays
         decided = select(state.video_id).where(state.user_id == user_id, state.video_id == Video.id)
-        if query.review == UNREVIEWED:
-            where.append(~exists(decided))
-        else:
-            where.append(exists(decided.where(state.state == ReviewDecision(query.review))))
+        where.append(~exists(decided))
     if query.created_after is not None:
         where.append(Video.created_at >= query.created_after)
     if query.created_before is not None:
@@ -112,8 +114,16 @@ def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
         where.append(Video.content_hash == query.content_hash)
     if query.cursor is not None:
         created_at, video_id = decode_cursor(query.cursor)
-        where.append(tuple_(Video.created_at, Video.id) < tuple_(created_at, video_id))
+        where.append(tuple_(*_order(query)) < tuple_(created_at, video_id))
     return where
+
+
+def _order(query: LibraryQuery) -> tuple[Any, Any]:
+    """The keyset columns: the video's, or their copies in video_review_state when a decision
+    is filtered on (the same values, so a cursor means the same position either way)."""
+    if query.review is not None and query.review != UNREVIEWED:
+        return VideoReviewState.video_created_at, VideoReviewState.video_id
+    return Video.created_at, Video.id
 
 
 def check(query: LibraryQuery, max_limit: int) -> None:
@@ -129,28 +139,27 @@ def check(query: LibraryQuery, max_limit: int) -> None:
 
 def statement(query: LibraryQuery, user_id: str) -> Any:
     """The page's SELECT (exposed for EXPLAIN in bench/library.py)."""
-    return (
-        select(
-            Video.id,
-            owner_filename(user_id).scalar_subquery(),
-            Video.status,
-            Video.stage,
-            Video.progress,
-            VideoReviewState.state,
-            Video.content_hash,
-            Video.file_size,
-            Video.media_info,
-            Video.created_at,
-            Video.finished_at,
-        )
-        .outerjoin(
-            VideoReviewState,
-            and_(VideoReviewState.user_id == user_id, VideoReviewState.video_id == Video.id),
-        )
-        .where(*conditions(query, user_id))
-        .order_by(Video.created_at.desc(), Video.id.desc())
-        .limit(query.limit + 1)
+    created_at, video_id = _order(query)
+    columns = (
+        Video.id,
+        owner_filename(user_id).scalar_subquery(),
+        Video.status,
+        Video.stage,
+        Video.progress,
+        VideoReviewState.state,
+        Video.content_hash,
+        Video.file_size,
+        Video.media_info,
+        Video.created_at,
+        Video.finished_at,
     )
+    if query.review is not None and query.review != UNREVIEWED:
+        joined = select(*columns).select_from(VideoReviewState).join(Video, Video.id == VideoReviewState.video_id)
+    else:
+        joined = select(*columns).outerjoin(
+            VideoReviewState, and_(VideoReviewState.user_id == user_id, VideoReviewState.video_id == Video.id)
+        )
+    return joined.where(*conditions(query, user_id)).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
 
 
 def page(db: Database, user_id: str, query: LibraryQuery, *, max_limit: int) -> LibraryPage:

@@ -76,7 +76,7 @@ def record(
     if note is not None and len(note) > note_max_length:
         raise InvalidParameter(f"note: at most {note_max_length} characters (LIBRARY_REVIEW_NOTE_MAX_LENGTH).")
     with db.session() as session:
-        owned_video(session, principal.user_id, video_id)
+        video_created_at = owned_video(session, principal.user_id, video_id).video.created_at
         label = session.scalar(select(ApiKey.label).where(ApiKey.id == principal.key_id))
         row = VideoReview(
             video_id=video_id,
@@ -90,7 +90,12 @@ def record(
         )
         session.add(row)
         session.flush()
-        state = {"state": request.decision, "review_id": row.id, "updated_at": row.created_at}
+        state = {
+            "state": request.decision,
+            "review_id": row.id,
+            "updated_at": row.created_at,
+            "video_created_at": video_created_at,
+        }
         try:
             with session.begin_nested():
                 session.add(VideoReviewState(user_id=principal.user_id, video_id=video_id, **state))

@@ -50,11 +50,16 @@ def upgrade() -> None:
         sa.Column("state", sa.Enum(*DECISIONS, name="review_decision", create_type=False), nullable=False),
         sa.Column("review_id", sa.String(length=36), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("video_created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["user_account.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["video_id"], ["video.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("user_id", "video_id"),
     )
-    op.create_index("ix_video_review_state_owner_state", "video_review_state", ["user_id", "state"])
+    op.create_index(
+        "ix_video_review_state_owner_state_created",
+        "video_review_state",
+        ["user_id", "state", "video_created_at", "video_id"],
+    )
     op.create_index("ix_video_created_id", "video", ["created_at", "id"])
     op.create_index("ix_video_status_created_id", "video", ["status", "created_at", "id"])
     op.create_index("ix_upload_session_video_user_status", "upload_session", ["video_id", "user_id", "status"])
@@ -64,7 +69,7 @@ def downgrade() -> None:
     op.drop_index("ix_upload_session_video_user_status", table_name="upload_session")
     op.drop_index("ix_video_status_created_id", table_name="video")
     op.drop_index("ix_video_created_id", table_name="video")
-    op.drop_index("ix_video_review_state_owner_state", table_name="video_review_state")
+    op.drop_index("ix_video_review_state_owner_state_created", table_name="video_review_state")
     op.drop_table("video_review_state")
     op.drop_index("ix_video_review_owner_video", table_name="video_review")
     op.drop_table("video_review")
