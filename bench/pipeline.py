@@ -5,8 +5,9 @@
 Generates a 60 s 1280x720 H.264 clip, pins this process to one CPU, and compares in the
 same run: a bare PyAV decode of every frame (the baseline: what any analysis must pay), the
 default pipeline (metadata, keyframes, sampling + frame statistics, pHash; no model file),
-and the pipeline with a tiny ONNX model (the embedding plumbing; a real ResNet-50 costs
-what the model costs). Goal: the default pipeline at least 4x faster than real time.
+the pipeline with a tiny ONNX model (the embedding plumbing; a real ResNet-50 costs
+what the model costs), and the default pipeline making the poster and storyboard too.
+Goals: the default pipeline at least 4x faster than real time; pictures add < 10 %.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.media import make_scene_video
 from tests.processing.onnx_models import channel_mean_model
 
+from vidgate.processing.pictures import PictureConfig
 from vidgate.processing.pipeline import PipelineConfig, analyze
 
 
@@ -51,10 +53,23 @@ def main() -> None:
         channel_mean_model(root / "tiny.onnx")
         plain = PipelineConfig(model_dir=root / "none", decode_threads=1)
         tiny = PipelineConfig(model_dir=root, decode_threads=1)
+        pictured = PipelineConfig(model_dir=root / "none", decode_threads=1, pictures=PictureConfig())
+        (root / "pictures").mkdir()
         decode = statistics.median(decode_only(clip) for _ in range(args.runs))
         results = {
             "default": [
                 analyze(clip, video_id="b", content_hash="b", model_type="resnet50", config=plain)
+                for _ in range(args.runs)
+            ],
+            "with poster + storyboard": [
+                analyze(
+                    clip,
+                    video_id="b",
+                    content_hash="b",
+                    model_type="resnet50",
+                    config=pictured,
+                    pictures_dir=root / "pictures",
+                )
                 for _ in range(args.runs)
             ],
             "with tiny ONNX model": [
@@ -67,6 +82,16 @@ def main() -> None:
     for name, runs in results.items():
         total = statistics.median(r.processing_seconds for r in runs)
         print(f"{'pipeline, ' + name:<34}{total:>9.2f}{args.seconds / total:>13.1f}")
+    # (measured before the ONNX runs: onnxruntime's idle threads share the one pinned core afterwards)
+    default = statistics.median(r.processing_seconds for r in results["default"])
+    pictured_total = statistics.median(r.processing_seconds for r in results["with poster + storyboard"])
+    pictures_stage = statistics.median(
+        next(s.seconds for s in r.stages if s.name == "pictures") for r in results["with poster + storyboard"]
+    )
+    print(
+        f"\npictures: {pictures_stage:.3f} s in their own stage = {100 * pictures_stage / default:.1f} % of the"
+        f" default pipeline; whole-run difference {100 * (pictured_total - default) / default:+.1f} %"
+    )
     print("\nper stage (default pipeline, median):")
     stages: dict[str, list[float]] = {}
     for result in results["default"]:

@@ -118,3 +118,12 @@ def serve(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def role_client(server: Any, user: str, role: str) -> httpx.Client:
+    """A client of ``server`` with a new key of ``role`` for ``user`` (a RunningServer)."""
+    from vidgate.auth import create_key
+    from vidgate.roles import Role
+
+    key, _ = create_key(server.db, user, label=f"{role} key", role=Role(role))
+    return httpx.Client(base_url=server.base_url, headers={"X-API-Key": key}, timeout=30)

@@ -55,3 +55,37 @@ def test_the_cache_keeps_at_most_max_entries(services_for: Callable[..., Any]) -
             cache.authenticate(key)
         assert cache.cached(keys[0]) is None  # the least recently used went first
         assert cache.cached(keys[1]) is not None and cache.cached(keys[2]) is not None
+
+
+def test_each_role_may_what_its_table_says() -> None:
+    from vidgate.auth import Principal
+    from vidgate.errors import InsufficientRole
+    from vidgate.roles import Permission, Role
+
+    allowed = {
+        Role.VIEWER: {Permission.READ},
+        Role.UPLOADER: {Permission.READ, Permission.UPLOAD, Permission.DELETE},
+        Role.REVIEWER: {Permission.READ, Permission.REVIEW},
+        Role.ADMIN: set(Permission),
+    }
+    for role, permissions in allowed.items():
+        principal = Principal(user_id="u", username="u", role=role)
+        assert {p for p in Permission if principal.can(p)} == permissions
+    with pytest.raises(
+        InsufficientRole, match="role is uploader, which may not review; a key with role reviewer or admin may"
+    ):
+        Principal(user_id="u", username="u", role=Role.UPLOADER).check(Permission.REVIEW)
+
+
+def test_keys_carry_their_role_and_default_to_uploader(services_for: Callable[..., Any]) -> None:
+    from vidgate.auth import authenticate, list_keys
+    from vidgate.roles import Role
+
+    with services_for() as services:
+        plain, info = create_key(services.db, "gina")
+        reviewer, _ = create_key(services.db, "gina", role=Role.REVIEWER)
+        assert info.role is Role.UPLOADER
+        assert authenticate(services.db, plain).role is Role.UPLOADER
+        principal = authenticate(services.db, reviewer)
+        assert principal.role is Role.REVIEWER and principal.key_id
+        assert sorted(k.role.value for k in list_keys(services.db)) == ["reviewer", "uploader"]

@@ -57,6 +57,11 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     missing = run_cli("keys", "revoke", "vg_nothing", env=env)
     assert missing.returncode == 1
     assert "no single key" in missing.stderr
+    reviewer = run_cli("keys", "create", "--user", "dave", "--role", "reviewer", env=env)
+    assert reviewer.returncode == 0 and "created reviewer key" in reviewer.stderr
+    assert " reviewer " in run_cli("keys", "list", env=env).stdout
+    wrong = run_cli("keys", "create", "--user", "dave", "--role", "owner", env=env)
+    assert wrong.returncode == 2 and "owner" in wrong.stderr
 
 
 def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:

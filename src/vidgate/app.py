@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
-from vidgate.api import health, me, tus, uploads, videos
+from vidgate.api import health, library, me, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import KeyCache, count_active_keys, create_key
@@ -36,6 +36,7 @@ from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.dispatch import run_dispatcher
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
+from vidgate.roles import Role
 from vidgate.storage import LocalBlobStore, PartStore
 from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 from vidgate.uploads.service import UploadService
@@ -130,12 +131,13 @@ def prepare_database(settings: Settings, db: Database) -> None:
 
 
 def ensure_dev_key(settings: Settings, db: Database) -> str | None:
-    """On the embedded default with no key yet, create one for user 'dev' and save it beside the data."""
+    """On the embedded default with no key yet, create an admin key for user 'dev' (the desk can
+    upload and review with it) and save it beside the data."""
     if settings.database_backend is not DatabaseBackend.SQLITE or not settings.auth.create_dev_key:
         return None
     if count_active_keys(db):
         return None
-    key, _ = create_key(db, "dev", label="development key created at first start")
+    key, _ = create_key(db, "dev", label="development key created at first start", role=Role.ADMIN)
     path = Path(settings.server.data_dir) / "dev-api-key"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n")
@@ -296,6 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(tus.router)
+    app.include_router(library.router)
     app.include_router(videos.router)
     app.include_router(me.router)
     if settings.websocket.enabled:

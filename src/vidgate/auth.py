@@ -1,5 +1,9 @@
 """API keys: created by ``vidgate keys create``, stored only as SHA-256, looked up per request
-(or remembered for ``AUTH_CACHE_SECONDS`` by :class:`KeyCache`)."""
+(or remembered for ``AUTH_CACHE_SECONDS`` by :class:`KeyCache`).
+
+Each key has a role (``viewer``, ``uploader``, ``reviewer``, ``admin``); what a role may do is
+:data:`ROLE_PERMISSIONS`, checked in one place (:func:`vidgate.api.deps.require`). A user is an
+account (a team): its keys share its library, and the role says what each key may do there."""
 
 from __future__ import annotations
 
@@ -16,17 +20,33 @@ from sqlalchemy import select
 
 from vidgate.db.engine import Database
 from vidgate.db.models import ApiKey, UserAccount, utcnow
-from vidgate.errors import NotFound, Unauthenticated
+from vidgate.errors import InsufficientRole, NotFound, Unauthenticated
+from vidgate.roles import DEFAULT_ROLE, ROLE_PERMISSIONS, Permission, Role, roles_with
 
 KEY_PREFIX = "vg_"
 
 
 class Principal(BaseModel):
-    """The authenticated caller, and which of its keys it used (None where no key was used)."""
+    """The authenticated caller, the key it used (None where no key was used) and that key's role."""
 
     user_id: str
     username: str
     key_id: str | None = None
+    role: Role = Role.VIEWER
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def check(self, permission: Permission) -> None:
+        """Raise :class:`InsufficientRole`, naming the roles that may, unless this key may."""
+        if not self.can(permission):
+            allowed = " or ".join(role.value for role in roles_with(permission))
+            raise InsufficientRole(
+                f"This key's role is {self.role.value}, which may not {permission.value}; "
+                f"a key with role {allowed} may.",
+                role=self.role.value,
+                required=[role.value for role in roles_with(permission)],
+            )
 
 
 class KeyInfo(BaseModel):
@@ -34,6 +54,7 @@ class KeyInfo(BaseModel):
     username: str
     key_prefix: str
     label: str | None
+    role: Role
     created_at: datetime
     revoked_at: datetime | None
 
@@ -42,7 +63,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(db: Database, username: str, label: str | None = None) -> tuple[str, KeyInfo]:
+def create_key(db: Database, username: str, label: str | None = None, role: Role = DEFAULT_ROLE) -> tuple[str, KeyInfo]:
     """Create a key for ``username`` (creating the user if new). The key is returned only here."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with db.session() as session:
@@ -51,7 +72,7 @@ def create_key(db: Database, username: str, label: str | None = None) -> tuple[s
             user = UserAccount(username=username)
             session.add(user)
             session.flush()
-        row = ApiKey(user_id=user.id, key_hash=hash_key(key), key_prefix=key[:10], label=label)
+        row = ApiKey(user_id=user.id, key_hash=hash_key(key), key_prefix=key[:10], label=label, role=role.value)
         session.add(row)
         session.flush()
         info = KeyInfo(
@@ -59,6 +80,7 @@ def create_key(db: Database, username: str, label: str | None = None) -> tuple[s
             username=username,
             key_prefix=row.key_prefix,
             label=label,
+            role=role,
             created_at=row.created_at,
             revoked_at=None,
         )
@@ -74,6 +96,7 @@ def list_keys(db: Database) -> list[KeyInfo]:
                 username=username,
                 key_prefix=key.key_prefix,
                 label=key.label,
+                role=Role(key.role),
                 created_at=key.created_at,
                 revoked_at=key.revoked_at,
             )
@@ -97,6 +120,7 @@ def revoke_key(db: Database, key_id_or_prefix: str) -> KeyInfo:
             username=username,
             key_prefix=row.key_prefix,
             label=row.label,
+            role=Role(row.role),
             created_at=row.created_at,
             revoked_at=row.revoked_at,
         )
@@ -115,7 +139,7 @@ def authenticate(db: Database, key: str | None) -> Principal:
         row = session.execute(select(ApiKey, UserAccount).join(UserAccount).where(ApiKey.key_hash == digest)).first()
     if row is None or row[0].revoked_at is not None or not hmac.compare_digest(row[0].key_hash, digest):
         raise Unauthenticated("The API key is unknown or revoked.")
-    return Principal(user_id=row[1].id, username=row[1].username, key_id=row[0].id)
+    return Principal(user_id=row[1].id, username=row[1].username, key_id=row[0].id, role=Role(row[0].role))
 
 
 def key_of(db: Database, principal: Principal) -> KeyInfo | None:
@@ -131,6 +155,7 @@ def key_of(db: Database, principal: Principal) -> KeyInfo | None:
             username=principal.username,
             key_prefix=key.key_prefix,
             label=key.label,
+            role=Role(key.role),
             created_at=key.created_at,
             revoked_at=key.revoked_at,
         )

@@ -20,6 +20,7 @@ from vidgate.config import (
     load_settings,
 )
 from vidgate.logs import configure_logging
+from vidgate.roles import DEFAULT_ROLE, Role
 
 T = TypeVar("T")
 
@@ -192,15 +193,21 @@ def cleanup() -> None:
 def keys_create(
     user: Annotated[str, typer.Option("--user", help="User name the key belongs to.")],
     label: Annotated[str | None, typer.Option(help="A note to recognise the key by.")] = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="viewer (read only), uploader (read, upload, delete), reviewer (read, review) or admin (all)."
+        ),
+    ] = DEFAULT_ROLE,
 ) -> None:
     """Create an API key and print it (it is stored only as a hash: copy it now)."""
     from vidgate.auth import create_key
 
     db = _database(_settings())
-    key, info = create_key(db, user, label)
+    key, info = create_key(db, user, label, role=role)
     db.dispose()
     typer.echo(key)
-    typer.echo(f"created key {info.id} ({info.key_prefix}...) for user {user}", err=True)
+    typer.echo(f"created {info.role.value} key {info.id} ({info.key_prefix}...) for user {user}", err=True)
 
 
 @keys_app.command("list")
@@ -211,7 +218,9 @@ def keys_list() -> None:
     db = _database(_settings())
     for info in list_keys(db):
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
-        typer.echo(f"{info.id}  {info.key_prefix}...  {info.username:<20} {state:<24} {info.label or ''}")
+        typer.echo(
+            f"{info.id}  {info.key_prefix}...  {info.username:<20} {info.role.value:<9} {state:<24} {info.label or ''}"
+        )
     db.dispose()
 
 

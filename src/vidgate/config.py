@@ -230,7 +230,7 @@ class WebhookSettings(BaseSettings):
     model_config = _config("WEBHOOK_")
 
     event_types: list[str] = Field(
-        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected"],
+        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected", "video_reviewed"],
         description="Events sent to a user's webhook URL (JSON list).",
     )
     max_attempts: int = Field(8, ge=1, description="Deliveries tried before one is given up.")
@@ -249,6 +249,29 @@ class MetricsSettings(BaseSettings):
         description="Bearer token `/metrics` (and `vidgate worker --metrics-port`) require; unset: no key needed.",
     )
     host: str = Field("127.0.0.1", description="Address `vidgate worker --metrics-port` binds (`--metrics-host`).")
+
+
+class LibrarySettings(BaseSettings):
+    """Listing the library and the pictures made for it."""
+
+    model_config = _config("LIBRARY_")
+
+    page_size: int = Field(50, ge=1, description="Videos per GET /v1/videos page when the caller names no limit.")
+    max_page_size: int = Field(200, ge=1, description="Largest limit GET /v1/videos accepts.")
+    poster_width: int = Field(640, ge=16, le=3840, description="Width of poster.jpg (pixels; height keeps the aspect).")
+    storyboard_tile_width: int = Field(160, ge=16, le=1280, description="Width of one storyboard tile (pixels).")
+    storyboard_columns: int = Field(10, ge=1, le=100, description="Tiles per row of storyboard.jpg.")
+    storyboard_max_tiles: int = Field(
+        100, ge=1, le=1000, description="Most tiles in a storyboard; longer videos space them further apart."
+    )
+    jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of posters and storyboards (1-100).")
+    review_note_max_length: int = Field(2000, ge=0, le=100_000, description="Longest note of a review decision.")
+
+    @model_validator(mode="after")
+    def _page_fits(self) -> LibrarySettings:
+        if self.page_size > self.max_page_size:
+            raise ValueError("LIBRARY_PAGE_SIZE must not exceed LIBRARY_MAX_PAGE_SIZE")
+        return self
 
 
 class CelerySettings(BaseSettings):
@@ -321,6 +344,7 @@ class Settings(BaseModel):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -376,6 +400,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "websocket": WebSocketSettings,
     "webhook": WebhookSettings,
     "metrics": MetricsSettings,
+    "library": LibrarySettings,
     "celery": CelerySettings,
     "storage": StorageSettings,
     "database": DatabaseSettings,
@@ -389,6 +414,7 @@ _OWNED_PREFIXES = (
     "WEBSOCKET_",
     "WEBHOOK_",
     "METRICS_",
+    "LIBRARY_",
     "STORAGE_",
     "AUTH_",
     "VIDGATE_",

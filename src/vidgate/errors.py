@@ -23,6 +23,10 @@ class VidgateError(Exception):
         self.message = message
         self.details = details
 
+    def http_headers(self) -> dict[str, str]:
+        """Headers the HTTP answer must carry (e.g. 416's ``Content-Range``)."""
+        return {}
+
 
 # 400: the request itself is malformed
 class BadRequest(VidgateError):
@@ -66,6 +70,18 @@ class InvalidFilename(BadRequest):
     code = "invalid_filename"
 
 
+class InvalidRange(BadRequest):
+    """A ``Range: bytes=...`` header that is not a valid byte range."""
+
+    code = "invalid_range"
+
+
+class InvalidCursor(BadRequest):
+    """A listing cursor this server did not hand out."""
+
+    code = "invalid_cursor"
+
+
 # 401 / 404
 class Unauthenticated(VidgateError):
     code = "unauthenticated"
@@ -105,6 +121,12 @@ class SessionNotActive(Conflict):
 
 class ResultNotReady(Conflict):
     code = "result_not_ready"
+
+
+class PictureNotReady(Conflict):
+    """Posters and storyboards are made by processing; this video has none (yet)."""
+
+    code = "picture_not_ready"
 
 
 # 413 / 415 / 422
@@ -190,16 +212,32 @@ class MalwareDetected(InvalidContent):
     code = "malware_detected"
 
 
+class RangeNotSatisfiable(VidgateError):
+    """The Range lies wholly past the end of the file; ``Content-Range`` tells its size."""
+
+    code = "range_not_satisfiable"
+    status = 416
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.details['size']}"}
+
+
 # 507: the server cannot store what it was sent
 class InsufficientStorage(VidgateError):
     code = "insufficient_storage"
     status = 507
 
 
-# tus 1.0 statuses (the tus endpoint only)
+# 403: authenticated, but not allowed (and tus 1.0 statuses, the tus endpoint only)
 class Forbidden(VidgateError):
     code = "forbidden"
     status = 403
+
+
+class InsufficientRole(Forbidden):
+    """The key's role does not allow this; the message names the roles that do."""
+
+    code = "insufficient_role"
 
 
 class FinalUploadImmutable(Forbidden):

@@ -57,13 +57,14 @@ def test_a_missing_unknown_or_revoked_key_gets_401(server: RunningServer) -> Non
             assert error_code(response) == "unauthenticated"
 
 
-def test_a_bearer_key_decides_and_a_proxys_authorization_does_not_lock_out(server: RunningServer) -> None:
-    """A Bearer key is the credential when one is sent (a wrong one is refused even beside a
-    valid X-API-Key); another Authorization scheme (HTTP Basic for a proxy in front) leaves
-    X-API-Key to authenticate."""
+def test_a_bearer_key_decides_and_no_second_credential_is_ignored(server: RunningServer) -> None:
+    """A wrong Bearer key is refused even beside a valid X-API-Key, and so is an Authorization
+    header of another scheme: a request names one credential, or two naming the same key."""
     key = server.key_for("alice")
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         wrong_bearer = client.get("/v1/me", headers={"Authorization": "Bearer vg_wrong", "X-API-Key": key})
         basic = client.get("/v1/me", headers={"Authorization": "Basic cHJveHk6cGFzcw==", "X-API-Key": key})
+        same = client.get("/v1/me", headers={"Authorization": f"Bearer {key}", "X-API-Key": key})
     assert wrong_bearer.status_code == 401
-    assert basic.status_code == 200 and basic.json()["data"]["username"] == "alice"
+    assert basic.status_code == 401 and error_code(basic) == "unauthenticated"
+    assert same.status_code == 200 and same.json()["data"]["username"] == "alice"

@@ -40,3 +40,33 @@ def test_part_store_writes_at_offsets_and_removes(tmp_path: Path) -> None:
     assert {upload_id for upload_id, _ in parts.upload_ids_on_disk()} == {"u1"}
     parts.remove("u1")
     assert list(parts.upload_ids_on_disk()) == []
+
+
+def test_read_range_reads_only_the_range_in_chunks(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    data = os.urandom(10_000)
+    digest = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "src"
+    source.write_bytes(data)
+    blobs.put_file(digest, source)
+    chunks = list(blobs.read_range(digest, 1000, 4000, chunk_size=1024))
+    assert [len(c) for c in chunks] == [1024, 1024, 952]
+    assert b"".join(chunks) == data[1000:4000]
+    assert blobs.local_path(digest) == blobs.path(digest)
+
+
+def test_derived_files_belong_to_their_content_and_are_replaced(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    digest = hashlib.sha256(b"x").hexdigest()
+    for version in (b"first", b"second"):
+        made = tmp_path / "made.jpg"
+        made.write_bytes(version)
+        key = blobs.put_derived(digest, "poster.jpg", made)
+    assert key == blobs.derived_key(digest, "poster.jpg") == f"{digest}/poster.jpg"
+    path = blobs.local_path(key)
+    assert path is not None and path.read_bytes() == b"second"
+    for name in ("../poster.jpg", "a/b", "", "Poster.JPG"):
+        with pytest.raises(ValueError):
+            blobs.local_path(f"{digest}/{name}" if name else f"{digest}/")
+    blobs.delete_derived(digest)
+    assert not path.exists()

@@ -88,6 +88,9 @@ export const REFUSAL_CODES = new Set([
   'duration_too_long',
   'dimensions_too_large',
   'malware_detected',
+  'insufficient_role',
+  'invalid_cursor',
+  'invalid_range',
 ])
 export const REFUSAL_STATUSES = new Set([400, 401, 403, 413, 415, 422])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from vidgate.auth import KeyCache, Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
+from vidgate.errors import Unauthenticated
 from vidgate.events.bus import EventBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.processing.queue import TaskQueue
 from vidgate.processing.service import ProcessingService
+from vidgate.roles import Permission
 from vidgate.uploads.service import UploadService
 from vidgate.uploads.tus import TusService
 
@@ -60,12 +63,18 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key
 
 
 async def current_user(
+    request: Request,
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
     """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``: from the key cache on the
-    event loop, or from the database in the thread pool."""
+    event loop, or from the database in the thread pool. An Authorization header that is not a
+    bearer key, or two headers naming different keys, is refused rather than half-ignored."""
+    if bearer is None and request.headers.get("authorization") is not None:
+        raise Unauthenticated("The Authorization header must be 'Bearer KEY'.")
+    if bearer is not None and api_key is not None and bearer.credentials != api_key:
+        raise Unauthenticated("Authorization and X-API-Key name different keys; send one.")
     key = bearer.credentials if bearer else api_key
     cached = services.keys.cached(key)
     if cached is not None:
@@ -74,3 +83,23 @@ async def current_user(
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """The one place roles are enforced: a dependency that authenticates the caller and refuses
+    (403 ``insufficient_role``, naming the roles that may) a key whose role lacks ``permission``."""
+
+    async def dependency(principal: CurrentUser) -> Principal:
+        principal.check(permission)
+        return principal
+
+    dependency.__name__ = f"require_{permission.value}"
+    return dependency
+
+
+#: A caller whose key may read (every role may).
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+#: A caller whose key may upload (uploader, admin).
+Uploader = Annotated[Principal, Depends(require(Permission.UPLOAD))]
+#: A caller whose key may record review decisions (reviewer, admin).
+Reviewer = Annotated[Principal, Depends(require(Permission.REVIEW))]

@@ -21,7 +21,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidgate.api.deps import CurrentUser, ServicesDep
+from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
 from vidgate.api.schemas import ErrorEnvelope
 from vidgate.api.uploads import DRAIN_LIMIT, drain_request
 from vidgate.auth import Principal
@@ -215,7 +215,7 @@ def options_upload(upload_id: str, services: ServicesDep) -> Response:
         **_BODY,
     },
 )
-async def create_upload(request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+async def create_upload(request: Request, principal: Uploader, services: ServicesDep) -> Response:
     _require_version(request)
     tus = services.tus
     concat = request.headers.get("upload-concat")
@@ -280,7 +280,7 @@ def head_upload(upload_id: str, request: Request, principal: CurrentUser, servic
         **_BODY,
     },
 )
-async def patch_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+async def patch_upload(upload_id: str, request: Request, principal: Uploader, services: ServicesDep) -> Response:
     _require_version(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != OFFSET_CONTENT_TYPE:
@@ -306,7 +306,7 @@ async def patch_upload(upload_id: str, request: Request, principal: CurrentUser,
     summary="tus: terminate an unfinished upload",
     openapi_extra={"parameters": [_VERSION_HEADER]},
 )
-def delete_upload(upload_id: str, request: Request, principal: CurrentUser, services: ServicesDep) -> Response:
+def delete_upload(upload_id: str, request: Request, principal: Uploader, services: ServicesDep) -> Response:
     _require_version(request)
     services.tus.terminate(principal, upload_id)
     return Response(status_code=204)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from vidgate.api.deps import CurrentUser, ServicesDep
+from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
 from vidgate.api.multipart import Event, MultipartEvents, PartData, PartStart
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
@@ -242,7 +242,7 @@ class UploadResponse(ChunkReceipt):
     openapi_extra=_UPLOAD_FORM_SCHEMA,
     summary="Upload a whole video, or one chunk of a session",
 )
-async def upload_video(request: Request, principal: CurrentUser, services: ServicesDep) -> Envelope[UploadResponse]:
+async def upload_video(request: Request, principal: Uploader, services: ServicesDep) -> Envelope[UploadResponse]:
     receipt = await receive_upload(request, principal, services.uploads)
     response = UploadResponse(**receipt.model_dump())
     answer_from_cache = services.settings.upload.enable_deduplication
@@ -273,6 +273,6 @@ def get_session(session_id: str, principal: CurrentUser, services: ServicesDep) 
     responses=ERROR_RESPONSES,
     summary="Cancel a session and delete its data",
 )
-def cancel_session(session_id: str, principal: CurrentUser, services: ServicesDep) -> Envelope[SessionView]:
+def cancel_session(session_id: str, principal: Uploader, services: ServicesDep) -> Envelope[SessionView]:
     view = services.uploads.cancel_session(principal, session_id)
     return Envelope(data=view, message="Upload session cancelled and cleaned up")

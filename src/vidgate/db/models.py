@@ -107,6 +107,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(100))
+    #: viewer | uploader | reviewer | admin (vidgate.auth.Role); keys older than 0010 are uploaders
+    role: Mapped[str] = mapped_column(String(16), default="uploader", server_default="uploader")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
 
@@ -115,7 +117,12 @@ class Video(Base):
     """One row per stored content (SHA-256); owners are the users with a completed session for it."""
 
     __tablename__ = "video"
-    __table_args__ = (Index("ix_video_status_lease_expires_at", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_video_status_lease_expires_at", "status", "lease_expires_at"),
+        # The library's keyset order (newest first) and its status filter (migration 0010).
+        Index("ix_video_created_id", "created_at", "id"),
+        Index("ix_video_status_created_id", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -180,8 +187,52 @@ class FrameHash(Base):
     band3: Mapped[int] = mapped_column(Integer, index=True)
 
 
+class ReviewDecision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ESCALATED = "escalated"
+
+
+class VideoReview(Base):
+    """One review decision, kept forever: which owner's video, which key decided, what, when."""
+
+    __tablename__ = "video_review"
+    __table_args__ = (Index("ix_video_review_owner_video", "user_id", "video_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    decision: Mapped[ReviewDecision] = mapped_column(_enum(ReviewDecision, "review_decision"))
+    note: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(36))  # the reviewer's key (no FK: kept when it goes)
+    key_label: Mapped[str | None] = mapped_column(String(100))
+    key_role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VideoReviewState(Base):
+    """The latest decision per owner and video: what the library's review filter reads."""
+
+    __tablename__ = "video_review_state"
+    __table_args__ = (
+        # the library's review filter walks this in its (created_at, id) order, newest first
+        Index("ix_video_review_state_owner_state_created", "user_id", "state", "video_created_at", "video_id"),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[ReviewDecision] = mapped_column(_enum(ReviewDecision, "review_decision"))
+    review_id: Mapped[str] = mapped_column(String(36))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    video_created_at: Mapped[datetime]  # a copy of video.created_at (never changes): the keyset
+
+
 class UploadSession(Base):
     __tablename__ = "upload_session"
+    __table_args__ = (
+        # Ownership (vidgate.library.owners): "has this user a completed session of this video?"
+        Index("ix_upload_session_video_user_status", "video_id", "user_id", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(String(128), unique=True)

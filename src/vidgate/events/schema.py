@@ -28,6 +28,7 @@ class EventType(StrEnum):
     PROCESSING_FAILED = "processing_failed"
     DUPLICATE_DETECTED = "duplicate_detected"
     SESSION_EXPIRED = "session_expired"
+    VIDEO_REVIEWED = "video_reviewed"
     ERROR = "error"
     HEARTBEAT = "heartbeat"
 
@@ -152,6 +153,23 @@ class SessionExpired(AnyEvent):
     data: SessionExpiredData
 
 
+class VideoReviewedData(BaseModel):
+    review_id: str
+    decision: Literal["approved", "rejected", "escalated"]
+    note: str | None
+    key_id: str | None = Field(description="The key that decided.")
+    key_label: str | None
+    key_role: str
+    decided_at: datetime
+
+
+class VideoReviewed(AnyEvent):
+    """A review decision on a video, sent to its owner alone (decisions are per owner)."""
+
+    event_type: Literal["video_reviewed"] = "video_reviewed"
+    data: VideoReviewedData
+
+
 class ErrorData(BaseModel):
     code: str
     message: str
@@ -182,6 +200,7 @@ Event = Annotated[
     | ProcessingFailed
     | DuplicateDetected
     | SessionExpired
+    | VideoReviewed
     | Error
     | Heartbeat,
     Field(discriminator="event_type"),

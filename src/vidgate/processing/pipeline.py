@@ -7,7 +7,8 @@ Stages, reported through ``progress(stage, fraction)``:
                   and by sequential decoding otherwise, with frame statistics (black and
                   frozen stretches, motion, scene cuts) on every decoded frame;
 3. ``phash``      a 64-bit DCT hash per sampled frame and the video fingerprint;
-4. ``embeddings`` ONNX frame embeddings (when the model file exists).
+4. ``embeddings`` ONNX frame embeddings (when the model file exists);
+5. ``pictures``   poster and storyboard from the sampled frames (:mod:`vidgate.processing.pictures`).
 PyAV errors are translated to :class:`PipelineError` here, at the adapter boundary.
 """
 
@@ -34,6 +35,7 @@ from vidgate.processing.models import (
     StageTiming,
     VideoAnalysisResult,
 )
+from vidgate.processing.pictures import PictureConfig, PictureMaker
 
 PIPELINE_VERSION = "1"
 STATS_WIDTH, STATS_HEIGHT = 64, 36
@@ -54,6 +56,7 @@ class PipelineConfig:
     batch_size: int = 16
     sample_interval: float = 1.0
     decode_threads: int = 0
+    pictures: PictureConfig | None = None
 
 
 @dataclass
@@ -72,7 +75,10 @@ def analyze(
     model_type: str,
     config: PipelineConfig,
     progress: Progress | None = None,
+    pictures_dir: Path | None = None,
 ) -> VideoAnalysisResult:
+    """Analyse the video at ``path``; with ``pictures_dir`` (and ``config.pictures``) also write
+    its poster and storyboard there."""
     import av
 
     report = progress or (lambda stage, fraction: None)
@@ -97,6 +103,17 @@ def analyze(
             duration = metadata.duration or 0.0
             seek = keyframes.mean_interval is not None and keyframes.mean_interval <= SEEK_IF_KEYFRAME_INTERVAL_AT_MOST
             frames = _seek_samples if seek else _sequential_samples
+            pictures = (
+                PictureMaker(
+                    config.pictures,
+                    width=metadata.video.width,
+                    height=metadata.video.height,
+                    duration=duration,
+                    sample_interval=config.sample_interval,
+                )
+                if config.pictures is not None and pictures_dir is not None
+                else None
+            )
             decode_started = time.perf_counter()
             rotation = 0
             for timestamp, frame, is_sample in frames(container, config, duration):
@@ -119,6 +136,10 @@ def analyze(
                     )
                 )
                 timer.add("phash", t)
+                if pictures is not None:
+                    t = time.perf_counter()
+                    pictures.add(timestamp, frame, luma)
+                    timer.add("pictures", t)
                 if isinstance(embedder, Embedder):
                     t = time.perf_counter()
                     embedder.add(frame.reformat(width=INPUT_SIZE, height=INPUT_SIZE, format="rgb24").to_ndarray())
@@ -128,8 +149,14 @@ def analyze(
             stats.finish(duration)
             decode_total = time.perf_counter() - decode_started
             timer.seconds["decode"] = max(
-                0.0, decode_total - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "embeddings"))
+                0.0,
+                decode_total
+                - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "embeddings", "pictures")),
             )
+            if pictures is not None and pictures_dir is not None:
+                t = time.perf_counter()
+                pictures.finish(pictures_dir)
+                timer.add("pictures", t)
     except av.FFmpegError as exc:
         raise PipelineError(f"the video could not be decoded: {exc}") from exc
 

@@ -10,9 +10,11 @@ analysed again, and the unique result row cannot be stored twice.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -46,6 +48,7 @@ from vidgate.events.schema import (
 from vidgate.processing import lease
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import VideoAnalysisResult
+from vidgate.processing.pictures import PictureConfig
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
 from vidgate.processing.queue import QueueUnavailable, TaskQueue
 from vidgate.processing.similarity import find_similar
@@ -87,6 +90,13 @@ class ProcessingService:
             batch_size=processing.embedding_batch_size,
             sample_interval=processing.sample_interval_seconds,
             decode_threads=processing.decode_threads,
+            pictures=PictureConfig(
+                poster_width=settings.library.poster_width,
+                tile_width=settings.library.storyboard_tile_width,
+                columns=settings.library.storyboard_columns,
+                max_tiles=settings.library.storyboard_max_tiles,
+                jpeg_quality=settings.library.jpeg_quality,
+            ),
         )
 
     # ------------------------------------------------------------------ queueing
@@ -194,14 +204,18 @@ class ProcessingService:
                 ) as keeper:
                     if not path.is_file():  # storage not mounted, or being restored: may pass
                         raise FileNotFoundError(f"the stored file {path} is missing")
-                    result = analyze(
-                        path,
-                        video_id=video_id,
-                        content_hash=content_hash,
-                        model_type=model_type,
-                        config=self.config,
-                        progress=self._progress_writer(current, keeper),
-                    )
+                    with tempfile.TemporaryDirectory(dir=self.blobs.root.parent, prefix=".pictures-") as pictures:
+                        result = analyze(
+                            path,
+                            video_id=video_id,
+                            content_hash=content_hash,
+                            model_type=model_type,
+                            config=self.config,
+                            progress=self._progress_writer(current, keeper),
+                            pictures_dir=Path(pictures),
+                        )
+                        for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
+                            self.blobs.put_derived(content_hash, made.name, made)
                 self._store(result, model_type, current)
             except PipelineError as exc:
                 self.mark_failed(video_id, str(exc), current)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -21,6 +22,29 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int: ...
 
     def delete(self, key: str) -> None: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The file of ``key`` on local disk, when the store keeps it there: the API then serves
+        it with the OS's file reads (Range included); None (a remote store) means
+        :meth:`read_range`."""
+        ...
+
+    def read_range(self, key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive) of ``key``, in chunks of at most ``chunk_size``
+        (a remote store asks for exactly that range: never the whole object)."""
+        ...
+
+    def put_derived(self, content_hash: str, name: str, source: Path) -> str:
+        """Move ``source`` in as the derived file ``name`` (poster.jpg ...) of ``content_hash``,
+        replacing an older one; return its key. Derived files belong to the content, so every
+        owner of the same bytes shares them."""
+        ...
+
+    def derived_key(self, content_hash: str, name: str) -> str: ...
+
+    def delete_derived(self, content_hash: str) -> None:
+        """Remove every derived file of ``content_hash``."""
+        ...
 
     def check(self) -> None:
         """Raise if the store cannot be written (used by readiness checks)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,17 +80,33 @@ class PartStore:
                 yield entry.name, entry.stat().st_mtime
 
 
+_DERIVED_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def _check_hash(key: str) -> str:
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError(f"not a SHA-256 key: {key!r}")
+    return key
+
+
 class LocalBlobStore:
-    """Content-addressed files under ``blobs/<hh>/<sha256>`` (two-hex shards keep folders small)."""
+    """Content-addressed files under ``blobs/<hh>/<sha256>`` (two-hex shards keep folders small),
+    and files derived from them under ``derived/<hh>/<sha256>/<name>``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "blobs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.derived_root = root / "derived"
 
     def _path(self, key: str) -> Path:
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-            raise ValueError(f"not a SHA-256 key: {key!r}")
-        return self.root / key[:2] / key
+        """``<sha256>`` (a blob) or ``<sha256>/<name>`` (a derived file)."""
+        digest, slash, name = key.partition("/")
+        _check_hash(digest)
+        if not slash:
+            return self.root / digest[:2] / digest
+        if not _DERIVED_NAME.fullmatch(name):
+            raise ValueError(f"not a derived file name: {name!r}")
+        return self.derived_root / digest[:2] / digest / name
 
     def path(self, key: str) -> Path:
         return self._path(key)
@@ -121,6 +138,36 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def read_range(self, key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        with self._path(key).open("rb") as file:
+            file.seek(start)
+            position = start
+            while position < end:
+                data = file.read(min(chunk_size, end - position))
+                if not data:
+                    raise VidgateError(f"stored file {key} ends at {position}, before {end}")
+                position += len(data)
+                yield data
+
+    def derived_key(self, content_hash: str, name: str) -> str:
+        return f"{_check_hash(content_hash)}/{name}"
+
+    def put_derived(self, content_hash: str, name: str, source: Path) -> str:
+        key = self.derived_key(content_hash, name)
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, target)  # a rename on the same filesystem: readers see old or new
+        except OSError as exc:
+            raise translate_os_error(exc) from exc
+        return key
+
+    def delete_derived(self, content_hash: str) -> None:
+        shutil.rmtree(self.derived_root / content_hash[:2] / _check_hash(content_hash), ignore_errors=True)
 
     def check(self) -> None:
         probe = self.root / ".probe"

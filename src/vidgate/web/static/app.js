@@ -3283,7 +3283,10 @@
     "undecodable_video",
     "duration_too_long",
     "dimensions_too_large",
-    "malware_detected"
+    "malware_detected",
+    "insufficient_role",
+    "invalid_cursor",
+    "invalid_range"
   ]);
   var REFUSAL_STATUSES = /* @__PURE__ */ new Set([400, 401, 403, 413, 415, 422]);
   var OUTCOME_LABELS = { refused: "Refused", failed: "Failed" };

@@ -1,0 +1,269 @@
+"""The library: the caller's videos listed, their bytes played, their pictures, their reviews.
+
+``GET /v1/videos`` (cursor pages), ``GET /v1/videos/{id}/content`` (HTTP Range, so a browser
+``<video>`` can seek), ``poster.jpg`` / ``storyboard.jpg`` / ``storyboard.json``, and
+``POST /v1/videos/{id}/review``. Ownership always comes from :mod:`vidgate.library.owners`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import MalformedRangeHeader
+from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
+
+from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep
+from vidgate.api.schemas import Envelope, ErrorEnvelope
+from vidgate.auth import Principal
+from vidgate.db.models import VideoStatus
+from vidgate.errors import InvalidRange, PictureNotReady, RangeNotSatisfiable
+from vidgate.library import listing, reviews
+from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
+from vidgate.library.owners import OwnedVideo, owned_video
+from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
+from vidgate.processing.pictures import POSTER, STORYBOARD, STORYBOARD_INDEX
+from vidgate.storage import BlobStore
+
+router = APIRouter(prefix="/v1/videos", tags=["library"])
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (401, 403, 404)}
+
+#: The validated container (media_info.container) -> the type browsers play it as.
+CONTAINER_MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "avi": "video/x-msvideo",
+    "matroska": "video/x-matroska",
+    "webm": "video/webm",
+    "ogg": "video/ogg",
+}
+CONTENT_CACHE = "private, max-age=3600"  # per-key content: browsers may keep it, shared caches not
+
+
+def _owned(services: Services, principal: Principal, video_id: str) -> OwnedVideo:
+    with services.db.session() as session:
+        owned = owned_video(session, principal.user_id, video_id)
+        session.expunge(owned.video)
+        return owned
+
+
+def _blobs(services: Services) -> BlobStore:
+    return services.processing.blobs
+
+
+def media_type(owned: OwnedVideo) -> str:
+    container = str((owned.video.media_info or {}).get("container") or "")
+    return CONTAINER_MEDIA_TYPES.get(container, "application/octet-stream")
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match: weak comparison against any listed tag, or ``*``."""
+    if not header:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+def parse_range(header: str, size: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` byte ranges (end exclusive) of a Range header, as Starlette's
+    FileResponse will serve them; a malformed or unsatisfiable one becomes our JSON error
+    instead of Starlette's plain-text answer. [] means "serve it whole" (too many ranges)."""
+    try:
+        return FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise InvalidRange(f"Range {header!r} is not a valid byte range: {exc.content}") from exc
+    except StarletteRangeNotSatisfiable as exc:
+        raise RangeNotSatisfiable(f"Range {header!r} lies past the end of the {size}-byte file.", size=size) from exc
+
+
+def _content_disposition(filename: str | None) -> str:
+    if not filename:
+        return "inline"
+    return f"inline; filename*=utf-8''{quote(filename)}"
+
+
+@router.head("/{video_id}/content", include_in_schema=False)
+@router.get(
+    "/{video_id}/content",
+    responses={**ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
+    response_class=Response,
+    summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
+)
+async def get_content(video_id: str, request: Request, principal: Reader, services: ServicesDep) -> Response:
+    owned = await run_in_threadpool(_owned, services, principal, video_id)
+    video = owned.video
+    etag = f'"{video.content_hash}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CONTENT_CACHE,
+        "Content-Disposition": _content_disposition(owned.filename),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CONTENT_CACHE})
+    ranges: list[tuple[int, int]] = []
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if range_header is not None and (if_range is None or if_range.strip() == etag):
+        ranges = parse_range(range_header, video.file_size)
+    blobs = _blobs(services)
+    path = blobs.local_path(video.storage_key)
+    if path is not None:
+        # Starlette serves Range (one or many), If-Range and HEAD itself, reading the file in chunks.
+        return FileResponse(path, media_type=media_type(owned), headers=headers)
+    return _streamed(blobs, video.storage_key, video.file_size, ranges, media_type(owned), headers)
+
+
+def _streamed(
+    blobs: BlobStore, key: str, size: int, ranges: list[tuple[int, int]], kind: str, headers: dict[str, str]
+) -> Response:
+    """A store without local files (S3): one range as 206, anything else whole (RFC 9110 lets a
+    server ignore a multi-range request)."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    start, end, status = 0, size, 200
+    if len(ranges) == 1:
+        (start, end), status = ranges[0], 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    body: Iterator[bytes] = blobs.read_range(key, start, end)
+    return StreamingResponse(body, status_code=status, media_type=kind, headers=headers)
+
+
+# ------------------------------------------------------------------ reviews
+@router.post(
+    "/{video_id}/review",
+    response_model=Envelope[ReviewView],
+    responses={**ERRORS, 400: {"model": ErrorEnvelope}},
+    summary="Record a review decision (approved, rejected, escalated) with a note",
+)
+def post_review(video_id: str, body: ReviewRequest, principal: Reviewer, services: ServicesDep) -> Envelope[ReviewView]:
+    view = reviews.record(
+        services.db,
+        principal,
+        video_id,
+        body,
+        note_max_length=services.settings.library.review_note_max_length,
+        events=services.events,
+    )
+    return Envelope(data=view, message=f"Video {view.decision.value}")
+
+
+@router.get(
+    "/{video_id}/reviews",
+    response_model=Envelope[ReviewHistory],
+    responses=ERRORS,
+    summary="The review state and every decision, newest first",
+)
+def get_reviews(video_id: str, principal: Reader, services: ServicesDep) -> Envelope[ReviewHistory]:
+    return Envelope(data=reviews.history(services.db, principal, video_id))
+
+
+# ------------------------------------------------------------------ listing
+@router.get(
+    "",
+    response_model=Envelope[LibraryPage],
+    responses={**ERRORS, 400: {"model": ErrorEnvelope}},
+    summary="Your videos, newest first, in cursor pages, with filters",
+)
+def list_videos(
+    principal: Reader,
+    services: ServicesDep,
+    limit: Annotated[int | None, Query(description="Videos per page (default LIBRARY_PAGE_SIZE).")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    status: VideoStatus | None = None,
+    review: ReviewFilter | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    filename: Annotated[str | None, Query(max_length=255, description="File name contains (any case).")] = None,
+    content_hash: str | None = None,
+) -> Envelope[LibraryPage]:
+    settings = services.settings.library
+    query = LibraryQuery(
+        limit=settings.page_size if limit is None else limit,
+        cursor=cursor,
+        status=status,
+        review=review,
+        created_after=created_after,
+        created_before=created_before,
+        filename=filename or None,
+        content_hash=content_hash,
+    )
+    return Envelope(data=listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size))
+
+
+# ------------------------------------------------------------------ pictures
+def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, Path]:
+    owned = _owned(services, principal, video_id)
+    blobs = _blobs(services)
+    path = blobs.local_path(blobs.derived_key(owned.video.content_hash, name))
+    if path is None or not path.is_file():
+        video = owned.video
+        done = video.status is VideoStatus.COMPLETED
+        why = "it was processed before pictures were made: process it again" if done else "it is not processed yet"
+        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).")
+    return owned, path
+
+
+PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": ErrorEnvelope}}
+
+
+@router.get(
+    "/{video_id}/poster.jpg",
+    response_class=FileResponse,
+    responses=PICTURE_RESPONSES,
+    summary="A poster JPEG: the frame nearest the middle that is not black",
+)
+async def get_poster(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+    _, path = await run_in_threadpool(_picture, services, principal, video_id, POSTER)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+
+
+@router.get(
+    "/{video_id}/storyboard.jpg",
+    response_class=FileResponse,
+    responses=PICTURE_RESPONSES,
+    summary="The storyboard sprite: sampled frames as tiles, left to right, top to bottom",
+)
+async def get_storyboard(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+    _, path = await run_in_threadpool(_picture, services, principal, video_id, STORYBOARD)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+
+
+class StoryboardTile(BaseModel):
+    start: float = Field(description="Seconds into the video the tile shows.")
+    x: int
+    y: int
+
+
+class Storyboard(BaseModel):
+    url: str = Field(description="The sprite the tiles are cut from.")
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+    duration: float
+    tiles: list[StoryboardTile]
+
+
+def _storyboard(services: Services, principal: Principal, video_id: str) -> Storyboard:
+    _, path = _picture(services, principal, video_id, STORYBOARD_INDEX)
+    index = json.loads(path.read_text())  # small: at most LIBRARY_STORYBOARD_MAX_TILES tiles
+    return Storyboard(url=f"/v1/videos/{video_id}/storyboard.jpg", **index)
+
+
+@router.get(
+    "/{video_id}/storyboard.json",
+    response_model=Storyboard,
+    responses=PICTURE_RESPONSES,
+    summary="The storyboard index: where each tile sits in the sprite and the time it shows",
+)
+def get_storyboard_index(video_id: str, principal: Reader, services: ServicesDep) -> Storyboard:
+    return _storyboard(services, principal, video_id)

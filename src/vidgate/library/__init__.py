@@ -1,0 +1,1 @@
+"""The video library: who owns what, listing, review decisions, derived pictures."""
