@@ -171,6 +171,18 @@ class ProcessingSettings(BaseSettings):
         return self
 
 
+class ModerationSettings(BaseSettings):
+    """Moderation signals: the shipped classifier, vPDQ hashes and hash-bank matching."""
+
+    model_config = _config("MODERATION_")
+
+    enabled: bool = Field(True, description="Run the explicit-content classifier and give a flagged verdict.")
+    nsfw_threshold: float = Field(
+        0.8, ge=0, le=1, description="A sampled frame scoring at least this (open_nsfw, 0-1) counts as explicit."
+    )
+    nsfw_min_frames: int = Field(1, ge=1, description="Explicit frames needed to flag a video.")
+
+
 class WebSocketSettings(BaseSettings):
     model_config = _config("WEBSOCKET_")
 
@@ -273,6 +285,7 @@ class Settings(BaseModel):
     upload: UploadSettings = Field(default_factory=UploadSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
@@ -321,6 +334,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "upload": UploadSettings,
     "validation": ValidationSettings,
     "processing": ProcessingSettings,
+    "moderation": ModerationSettings,
     "websocket": WebSocketSettings,
     "webhook": WebhookSettings,
     "celery": CelerySettings,
@@ -333,6 +347,7 @@ _OWNED_PREFIXES = (
     "UPLOAD_",
     "VALIDATION_",
     "PROCESSING_",
+    "MODERATION_",
     "WEBSOCKET_",
     "WEBHOOK_",
     "STORAGE_",

@@ -113,15 +113,16 @@ def test_registry_maps_names_to_files(tmp_path: Path) -> None:
 
 
 def test_missing_or_broken_model_is_said_plainly_and_the_rest_completes(scenes: Path, tmp_path: Path) -> None:
-    missing = run(scenes, tmp_path)
-    assert missing.embeddings.status == "unavailable"  # type: ignore[attr-defined]
+    missing = run(scenes, tmp_path)  # the shipped network stands in, and says why
+    assert missing.embeddings.status == "ok"  # type: ignore[attr-defined]
+    assert missing.embeddings.model_type.startswith("open_nsfw")  # type: ignore[attr-defined]
     assert "resnet50.onnx not found" in missing.embeddings.reason  # type: ignore[attr-defined]
-    assert missing.embeddings.video_embedding is None  # type: ignore[attr-defined]
     assert len(missing.samples) == 12  # type: ignore[attr-defined]
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     broken = run(scenes, tmp_path, model_type="broken")
     assert broken.embeddings.status == "failed"  # type: ignore[attr-defined]
-    assert run(scenes, tmp_path, model_type="../etc/passwd").embeddings.status == "unavailable"  # type: ignore[attr-defined]
+    bad_name = run(scenes, tmp_path, model_type="../etc/passwd").embeddings  # type: ignore[attr-defined]
+    assert bad_name.requested_model_type == "../etc/passwd" and "not a valid model name" in bad_name.reason
 
 
 def test_phash_is_stable_under_resize_and_recompression(scenes: Path, tmp_path: Path) -> None:

@@ -118,6 +118,7 @@ class ProcessingCompletedData(BaseModel):
     fingerprint: str
     duration: float | None
     result_url: str
+    flagged: bool = Field(False, description="Moderation flagged the video (reasons in result.moderation).")
     result: dict[str, Any] = Field(description="The VideoAnalysisResult.")
 
 

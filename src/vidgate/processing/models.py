@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from vidgate.moderation.models import ModerationResult
+
 
 class VideoStreamInfo(BaseModel):
     codec: str
@@ -65,8 +67,11 @@ class FrameStatistics(BaseModel):
 
 class EmbeddingResult(BaseModel):
     status: Literal["ok", "unavailable", "failed"]
-    model_type: str
+    model_type: str = Field(description="The model that made the embedding (not necessarily the one asked for).")
     model_file: str | None = None
+    requested_model_type: str | None = Field(
+        None, description="The model type asked for, when another model stood in (its file is not installed)."
+    )
     reason: str | None = None
     dimension: int | None = None
     frames: int = 0
@@ -95,6 +100,7 @@ class VideoAnalysisResult(BaseModel):
     statistics: FrameStatistics
     fingerprint: str = Field(description="64-bit video fingerprint: the bitwise majority of the frame hashes.")
     embeddings: EmbeddingResult
+    moderation: ModerationResult | None = Field(None, description="Moderation signals (absent in older results).")
     stages: list[StageTiming]
     processing_seconds: float
     created_at: datetime

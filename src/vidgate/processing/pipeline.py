@@ -7,7 +7,10 @@ Stages, reported through ``progress(stage, fraction)``:
                   and by sequential decoding otherwise, with frame statistics (black and
                   frozen stretches, motion, scene cuts) on every decoded frame;
 3. ``phash``      a 64-bit DCT hash per sampled frame and the video fingerprint;
-4. ``embeddings`` ONNX frame embeddings (when the model file exists).
+4. ``moderation`` the shipped open_nsfw classifier on every sampled frame: scores, verdict;
+5. ``embeddings`` ONNX frame embeddings from the model file in the model directory, or, when
+                  there is none, the open_nsfw network's pooled layer (same forward pass as
+                  moderation, so its time is counted there).
 PyAV errors are translated to :class:`PipelineError` here, at the adapter boundary.
 """
 
@@ -22,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from vidgate.moderation.models import ModerationResult, NsfwResult
+from vidgate.moderation.nsfw import ClassifierUnavailable, OpenNsfwNetwork, model_label, shared_network
 from vidgate.processing.analyzers.embeddings import INPUT_SIZE, Embedder, ModelRegistry
 from vidgate.processing.analyzers.framestats import FrameStats
 from vidgate.processing.analyzers.metadata import read_metadata
+from vidgate.processing.analyzers.moderation import INPUT_SIZE as MODERATION_SIZE
+from vidgate.processing.analyzers.moderation import ModerationStage, verdict
 from vidgate.processing.analyzers.phash import HASH_SIZE, majority, phash, to_hex
 from vidgate.processing.models import (
     EmbeddingResult,
@@ -35,7 +42,8 @@ from vidgate.processing.models import (
     VideoAnalysisResult,
 )
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
+TIMED_IN_THE_DECODE_LOOP = ("statistics", "phash", "moderation", "embeddings")
 STATS_WIDTH, STATS_HEIGHT = 64, 36
 SEEK_IF_KEYFRAME_INTERVAL_AT_MOST = 1.5  # seconds; sparser keyframes make seeking decode more than a pass
 KEYFRAME_LIST_LIMIT = 10_000
@@ -54,6 +62,9 @@ class PipelineConfig:
     batch_size: int = 16
     sample_interval: float = 1.0
     decode_threads: int = 0
+    moderation: bool = True
+    nsfw_threshold: float = 0.8
+    nsfw_min_frames: int = 1
 
 
 @dataclass
@@ -91,6 +102,24 @@ def analyze(
             report("keyframes", 0.1)
 
             embedder = Embedder.open(ModelRegistry(config.model_dir, config.model_files), model_type, config.batch_size)
+            stand_in = isinstance(embedder, EmbeddingResult) and embedder.status == "unavailable"
+            network: OpenNsfwNetwork | None = None
+            network_problem = None
+            if config.moderation or stand_in:
+                try:
+                    network = shared_network()
+                except ClassifierUnavailable as exc:
+                    network_problem = str(exc)
+            moderation = (
+                ModerationStage(
+                    network,
+                    threshold=config.nsfw_threshold,
+                    min_frames=config.nsfw_min_frames,
+                    batch_size=config.batch_size,
+                )
+                if network is not None
+                else None
+            )
             stats = FrameStats()
             samples: list[FrameSample] = []
             hashes: list[int] = []
@@ -119,6 +148,15 @@ def analyze(
                     )
                 )
                 timer.add("phash", t)
+                if moderation is not None:
+                    t = time.perf_counter()
+                    moderation.add(
+                        timestamp,
+                        frame.reformat(
+                            width=MODERATION_SIZE, height=MODERATION_SIZE, format="bgr24", interpolation="BILINEAR"
+                        ).to_ndarray(),
+                    )
+                    timer.add("moderation", t)
                 if isinstance(embedder, Embedder):
                     t = time.perf_counter()
                     embedder.add(frame.reformat(width=INPUT_SIZE, height=INPUT_SIZE, format="rgb24").to_ndarray())
@@ -128,7 +166,9 @@ def analyze(
             stats.finish(duration)
             decode_total = time.perf_counter() - decode_started
             timer.seconds["decode"] = max(
-                0.0, decode_total - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "embeddings"))
+                0.0,
+                decode_total
+                - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "moderation", "embeddings")),
             )
     except av.FFmpegError as exc:
         raise PipelineError(f"the video could not be decoded: {exc}") from exc
@@ -137,7 +177,19 @@ def analyze(
     fingerprint = to_hex(majority(hashes))
     timer.add("phash", t)
     t = time.perf_counter()
+    nsfw = (
+        moderation.finish()
+        if moderation is not None
+        else NsfwResult(
+            status="unavailable", model=model_label(), reason=network_problem, threshold=config.nsfw_threshold
+        )
+    )
+    moderation_result: ModerationResult | None = verdict(nsfw, config.nsfw_min_frames) if config.moderation else None
+    timer.add("moderation", t)
+    t = time.perf_counter()
     embeddings: EmbeddingResult = embedder.finish() if isinstance(embedder, Embedder) else embedder
+    if stand_in and moderation is not None:
+        embeddings = moderation.embedding(model_type, why=f"{embeddings.reason}; the shipped network stands in")
     timer.add("embeddings", t)
     report("embeddings", 1.0)
     metadata.video.rotation = rotation
@@ -160,6 +212,7 @@ def analyze(
         ),
         fingerprint=fingerprint,
         embeddings=embeddings,
+        moderation=moderation_result,
         stages=[StageTiming(name=name, seconds=round(seconds, 4)) for name, seconds in timer.seconds.items()],
         processing_seconds=round(time.perf_counter() - started, 4),
         created_at=datetime.now(UTC),

@@ -83,6 +83,9 @@ class ProcessingService:
             batch_size=processing.embedding_batch_size,
             sample_interval=processing.sample_interval_seconds,
             decode_threads=processing.decode_threads,
+            moderation=settings.moderation.enabled,
+            nsfw_threshold=settings.moderation.nsfw_threshold,
+            nsfw_min_frames=settings.moderation.nsfw_min_frames,
         )
 
     # ------------------------------------------------------------------ queueing
@@ -226,6 +229,7 @@ class ProcessingService:
                         fingerprint=result.fingerprint,
                         duration=result.metadata.duration,
                         result_url=f"/v1/videos/{video_id}/result",
+                        flagged=result.moderation is not None and result.moderation.flagged,
                         result=result.model_dump(mode="json"),
                     ),
                 )
