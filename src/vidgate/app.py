@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
-from vidgate.api import health, tus, uploads, videos
+from vidgate.api import hashes, health, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import KeyCache, count_active_keys, create_key
@@ -273,6 +273,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(tus.router)
     app.include_router(videos.router)
+    app.include_router(hashes.router)
     if settings.websocket.enabled:
         app.include_router(events_api.router)
     web.install(app)

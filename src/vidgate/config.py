@@ -181,6 +181,10 @@ class ModerationSettings(BaseSettings):
         0.8, ge=0, le=1, description="A sampled frame scoring at least this (open_nsfw, 0-1) counts as explicit."
     )
     nsfw_min_frames: int = Field(1, ge=1, description="Explicit frames needed to flag a video.")
+    vpdq_enabled: bool = Field(True, description="Compute vPDQ hashes (needed for hash-bank matching).")
+    vpdq_seconds_per_hash: float = Field(
+        1.0, ge=0, description="One vPDQ frame hash per this many seconds (0: every frame), as the reference's option."
+    )
 
 
 class WebSocketSettings(BaseSettings):

@@ -61,9 +61,12 @@ def test_metadata_keyframes_samples_and_scene_cuts(scenes: Path, tmp_path: Path)
 
 def test_dense_keyframes_are_sampled_by_seeking(tmp_path: Path) -> None:
     path = make_scene_video(tmp_path / "gop.mp4", seconds=6, options={"g": "25", "preset": "veryfast"})
-    result = run(path, tmp_path)
+    result = run(path, tmp_path, vpdq=False)
     assert result.statistics.sampling == "seek"  # type: ignore[attr-defined]
     assert [s.timestamp for s in result.samples] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # type: ignore[attr-defined]
+    with_vpdq = run(path, tmp_path)  # vPDQ counts every frame: the same samples, decoded in sequence
+    assert with_vpdq.statistics.sampling == "sequential"  # type: ignore[attr-defined]
+    assert [s.phash for s in with_vpdq.samples] == [s.phash for s in result.samples]  # type: ignore[attr-defined]
 
 
 def _solid_video(path: Path, colours: list[tuple[int, int, int]], seconds_each: int = 2) -> Path:

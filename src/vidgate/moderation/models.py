@@ -44,3 +44,32 @@ class ModerationResult(BaseModel):
     reasons: list[FlagReason] = Field(default_factory=list)
     nsfw: NsfwResult
     hash_matches: list[HashMatch] = Field(default_factory=list)
+
+
+class VpdqFeature(BaseModel):
+    """One line of the vPDQ reference's output: a hashed frame."""
+
+    frame_number: int
+    quality: int = Field(description="PDQ quality 0-100; the reference ignores frames under 50 when matching.")
+    hash: str = Field(description="256-bit PDQ hash, hex.")
+    timestamp: float = Field(description="frame_number / frame rate, as the reference computes it (float32).")
+
+
+class PosterHash(BaseModel):
+    frame_number: int
+    timestamp: float
+    pdq: str
+    quality: int
+
+
+class VideoHashes(BaseModel):
+    """Industry-standard hashes of the video and its file, exchangeable with hash-sharing programmes."""
+
+    vpdq_seconds_per_hash: float = Field(description="0: every frame, as the reference's option.")
+    frame_rate: float = Field(description="The rate vPDQ used: the stream's average rate, else its base rate.")
+    vpdq: list[VpdqFeature]
+    poster: PosterHash | None = Field(
+        None, description="The poster frame: the first hashed frame of quality >= 50 (else the first)."
+    )
+    md5: str
+    sha256: str

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from vidgate.moderation.models import ModerationResult
+from vidgate.moderation.models import ModerationResult, VideoHashes
 
 
 class VideoStreamInfo(BaseModel):
@@ -101,6 +101,7 @@ class VideoAnalysisResult(BaseModel):
     fingerprint: str = Field(description="64-bit video fingerprint: the bitwise majority of the frame hashes.")
     embeddings: EmbeddingResult
     moderation: ModerationResult | None = Field(None, description="Moderation signals (absent in older results).")
+    hashes: VideoHashes | None = Field(None, description="vPDQ, poster PDQ, MD5 and SHA-256 (absent in older results).")
     stages: list[StageTiming]
     processing_seconds: float
     created_at: datetime

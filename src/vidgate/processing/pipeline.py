@@ -7,6 +7,9 @@ Stages, reported through ``progress(stage, fraction)``:
                   and by sequential decoding otherwise, with frame statistics (black and
                   frozen stretches, motion, scene cuts) on every decoded frame;
 3. ``phash``      a 64-bit DCT hash per sampled frame and the video fingerprint;
+   ``vpdq``       PDQ hashes per ``vpdq_seconds_per_hash`` exactly as the vPDQ reference, on the
+                  same decoded frames (vPDQ counts every frame, so the decode is sequential
+                  when it is on), plus MD5 and SHA-256 of the file;
 4. ``moderation`` the shipped open_nsfw classifier on every sampled frame: scores, verdict;
 5. ``embeddings`` ONNX frame embeddings from the model file in the model directory, or, when
                   there is none, the open_nsfw network's pooled layer (same forward pass as
@@ -33,6 +36,7 @@ from vidgate.processing.analyzers.metadata import read_metadata
 from vidgate.processing.analyzers.moderation import INPUT_SIZE as MODERATION_SIZE
 from vidgate.processing.analyzers.moderation import ModerationStage, verdict
 from vidgate.processing.analyzers.phash import HASH_SIZE, majority, phash, to_hex
+from vidgate.processing.analyzers.vpdq import VpdqStage
 from vidgate.processing.models import (
     EmbeddingResult,
     FrameSample,
@@ -43,7 +47,7 @@ from vidgate.processing.models import (
 )
 
 PIPELINE_VERSION = "2"
-TIMED_IN_THE_DECODE_LOOP = ("statistics", "phash", "moderation", "embeddings")
+TIMED_IN_THE_DECODE_LOOP = ("statistics", "phash", "vpdq", "moderation", "embeddings")
 STATS_WIDTH, STATS_HEIGHT = 64, 36
 SEEK_IF_KEYFRAME_INTERVAL_AT_MOST = 1.5  # seconds; sparser keyframes make seeking decode more than a pass
 KEYFRAME_LIST_LIMIT = 10_000
@@ -65,6 +69,8 @@ class PipelineConfig:
     moderation: bool = True
     nsfw_threshold: float = 0.8
     nsfw_min_frames: int = 1
+    vpdq: bool = True
+    vpdq_seconds_per_hash: float = 1.0
 
 
 @dataclass
@@ -124,11 +130,20 @@ def analyze(
             samples: list[FrameSample] = []
             hashes: list[int] = []
             duration = metadata.duration or 0.0
-            seek = keyframes.mean_interval is not None and keyframes.mean_interval <= SEEK_IF_KEYFRAME_INTERVAL_AT_MOST
+            seek = (
+                not config.vpdq
+                and keyframes.mean_interval is not None
+                and keyframes.mean_interval <= SEEK_IF_KEYFRAME_INTERVAL_AT_MOST
+            )
+            vpdq = VpdqStage(container.streams.video[0], config.vpdq_seconds_per_hash) if config.vpdq else None
             frames = _seek_samples if seek else _sequential_samples
             decode_started = time.perf_counter()
             rotation = 0
-            for timestamp, frame, is_sample in frames(container, config, duration):
+            for frame_number, (timestamp, frame, is_sample) in enumerate(frames(container, config, duration)):
+                if vpdq is not None and vpdq.wants(frame_number):
+                    t = time.perf_counter()
+                    vpdq.add(frame_number, frame)
+                    timer.add("vpdq", t)
                 t = time.perf_counter()
                 gray = frame.reformat(width=STATS_WIDTH, height=STATS_HEIGHT, format="gray").to_ndarray()
                 luma, motion = stats.add(timestamp, gray)
@@ -177,6 +192,9 @@ def analyze(
     fingerprint = to_hex(majority(hashes))
     timer.add("phash", t)
     t = time.perf_counter()
+    video_hashes = vpdq.finish(path) if vpdq is not None else None
+    timer.add("vpdq", t)
+    t = time.perf_counter()
     nsfw = (
         moderation.finish()
         if moderation is not None
@@ -213,6 +231,7 @@ def analyze(
         fingerprint=fingerprint,
         embeddings=embeddings,
         moderation=moderation_result,
+        hashes=video_hashes,
         stages=[StageTiming(name=name, seconds=round(seconds, 4)) for name, seconds in timer.seconds.items()],
         processing_seconds=round(time.perf_counter() - started, 4),
         created_at=datetime.now(UTC),

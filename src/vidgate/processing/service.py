@@ -86,6 +86,8 @@ class ProcessingService:
             moderation=settings.moderation.enabled,
             nsfw_threshold=settings.moderation.nsfw_threshold,
             nsfw_min_frames=settings.moderation.nsfw_min_frames,
+            vpdq=settings.moderation.vpdq_enabled,
+            vpdq_seconds_per_hash=settings.moderation.vpdq_seconds_per_hash,
         )
 
     # ------------------------------------------------------------------ queueing
@@ -342,12 +344,17 @@ class ProcessingService:
             session.expunge(video)
             return video
 
-    def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+    def result_without_similar(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+        """The stored result of a video ``principal`` may see (409 until there is one)."""
         video = self.owned_video(principal, video_id)
         stored = self.stored_result(video_id)
         if stored is None:
             detail = f": {video.error_message}" if video.status is VideoStatus.FAILED and video.error_message else ""
             raise ResultNotReady(f"Video {video_id!r} is {video.status.value}; it has no result yet{detail}.")
+        return stored
+
+    def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+        stored = self.result_without_similar(principal, video_id)
         stored.similar_videos = find_similar(
             self.db,
             stored,
