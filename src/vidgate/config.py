@@ -185,6 +185,14 @@ class ModerationSettings(BaseSettings):
     vpdq_seconds_per_hash: float = Field(
         1.0, ge=0, description="One vPDQ frame hash per this many seconds (0: every frame), as the reference's option."
     )
+    match_distance: int = Field(31, ge=0, le=256, description="Hamming distance at which two PDQ frame hashes match.")
+    match_quality: int = Field(50, ge=0, le=100, description="Frames of lower PDQ quality are ignored when matching.")
+    match_percent: float = Field(
+        80.0, ge=0, le=100, description="A bank entry matches when this share (%) of either video's frames match."
+    )
+    bank_probe_radius: int = Field(
+        0, ge=0, le=1, description="1: probe one-bit neighbours of every band too (finds every pair; 17x the lookups)."
+    )
 
 
 class WebSocketSettings(BaseSettings):
@@ -213,7 +221,7 @@ class WebhookSettings(BaseSettings):
     model_config = _config("WEBHOOK_")
 
     event_types: list[str] = Field(
-        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected"],
+        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected", "hash_match"],
         description="Events sent to a user's webhook URL (JSON list).",
     )
     max_attempts: int = Field(8, ge=1, description="Deliveries tried before one is given up.")

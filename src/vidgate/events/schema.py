@@ -27,6 +27,7 @@ class EventType(StrEnum):
     PROCESSING_COMPLETED = "processing_completed"
     PROCESSING_FAILED = "processing_failed"
     DUPLICATE_DETECTED = "duplicate_detected"
+    HASH_MATCH = "hash_match"
     SESSION_EXPIRED = "session_expired"
     ERROR = "error"
     HEARTBEAT = "heartbeat"
@@ -143,6 +144,20 @@ class DuplicateDetected(AnyEvent):
     data: DuplicateDetectedData
 
 
+class HashMatchData(BaseModel):
+    matches: list[dict[str, Any]] = Field(
+        description="The bank entries matched (bank, entry_id, entry_name, percents)."
+    )
+    result_url: str
+
+
+class HashMatchEvent(AnyEvent):
+    """A processed video matched a hash bank: it is flagged."""
+
+    event_type: Literal["hash_match"] = "hash_match"
+    data: HashMatchData
+
+
 class SessionExpiredData(BaseModel):
     chunks_received: int
     total_chunks: int
@@ -182,6 +197,7 @@ Event = Annotated[
     | ProcessingCompleted
     | ProcessingFailed
     | DuplicateDetected
+    | HashMatchEvent
     | SessionExpired
     | Error
     | Heartbeat,

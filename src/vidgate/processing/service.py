@@ -34,6 +34,8 @@ from vidgate.errors import ResultNotReady, VideoNotFound
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import (
     FailureData,
+    HashMatchData,
+    HashMatchEvent,
     ProcessingCompleted,
     ProcessingCompletedData,
     ProcessingFailed,
@@ -42,8 +44,10 @@ from vidgate.events.schema import (
     ProcessingProgress,
     ProcessingProgressData,
 )
+from vidgate.moderation.banks import match_video
+from vidgate.moderation.models import FlagReason, ModerationResult, NsfwResult
 from vidgate.processing.analyzers.phash import bands, to_signed
-from vidgate.processing.models import VideoAnalysisResult
+from vidgate.processing.models import StageTiming, VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
 from vidgate.processing.queue import QueueUnavailable, TaskQueue
 from vidgate.processing.similarity import find_similar
@@ -211,6 +215,7 @@ class ProcessingService:
             with self.db.session() as session:
                 session.execute(update(Video).where(Video.id == video_id).values(error_message=str(exc)))
             return JobOutcome("retry", retry_in=delay)
+        self._match_banks(result)
         self._store(result, model_type)
         metrics.PROCESSING_JOBS.labels("completed").inc()
         for stage in result.stages:
@@ -222,6 +227,16 @@ class ProcessingService:
             result.processing_seconds,
             extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
         )
+        if self.events is not None and result.moderation is not None and result.moderation.hash_matches:
+            self.events.to_video_owners(
+                HashMatchEvent(
+                    video_id=video_id,
+                    data=HashMatchData(
+                        matches=[m.model_dump(mode="json") for m in result.moderation.hash_matches],
+                        result_url=f"/v1/videos/{video_id}/result",
+                    ),
+                )
+            )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingCompleted(
@@ -237,6 +252,40 @@ class ProcessingService:
                 )
             )
         return JobOutcome("completed")
+
+    def _match_banks(self, result: VideoAnalysisResult) -> None:
+        """Match the video's vPDQ against every hash bank; a match flags it, naming bank and entry."""
+        if result.hashes is None:
+            return
+        moderation = self.settings.moderation
+        started = time.perf_counter()
+        matches = match_video(
+            self.db,
+            result.hashes.vpdq,
+            distance=moderation.match_distance,
+            quality=moderation.match_quality,
+            percent=moderation.match_percent,
+            probe_radius=moderation.bank_probe_radius,
+        )
+        result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
+        if not matches:
+            return
+        if result.moderation is None:
+            nsfw = NsfwResult(
+                status="unavailable", model="open_nsfw", reason="MODERATION_ENABLED is false", threshold=0
+            )
+            result.moderation = ModerationResult(flagged=False, nsfw=nsfw)
+        result.moderation.hash_matches = matches
+        result.moderation.flagged = True
+        for match in matches:
+            label = f" ({match.entry_name})" if match.entry_name else ""
+            result.moderation.reasons.append(
+                FlagReason(
+                    code="hash_match",
+                    message=f"matches entry {match.entry_id}{label} of hash bank {match.bank!r}: "
+                    f"{match.query_match_percent}% of this video's frames, {match.entry_match_percent}% of the entry's",
+                )
+            )
 
     def _progress_writer(self, video_id: str) -> Any:
         last = [0.0]
