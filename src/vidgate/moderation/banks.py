@@ -280,12 +280,13 @@ def match_video(
     words = (HashBankFrame.w0, HashBankFrame.w1, HashBankFrame.w2, HashBankFrame.w3)
     candidates: set[int] = set()
     with db.session() as session:
+        connection = session.connection()  # Core rows: no ORM loading per row
         seen: set[int] = set()
         for index in range(BANK_BANDS):
             column = getattr(HashBankFrame, f"b{index}")
             values = sorted(probes[index])
             for start in range(0, len(values), IN_LIST_CHUNK):
-                rows = session.execute(
+                rows = connection.execute(
                     select(HashBankFrame.id, HashBankFrame.entry_id, HashBankFrame.quality, *words).where(
                         column.in_(values[start : start + IN_LIST_CHUNK])
                     )
