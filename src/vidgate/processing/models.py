@@ -44,7 +44,8 @@ class Segment(BaseModel):
 
 class FrameSample(BaseModel):
     timestamp: float
-    phash: str = Field(description="64-bit DCT perceptual hash, hex.")
+    phash: str = Field(description="64-bit DCT perceptual hash, hex (black bars cut off first).")
+    phash_mirror: str | None = Field(None, description="The same hash of the horizontally mirrored frame.")
     mean_luma: float
     motion: float = Field(description="Mean absolute luma change from the previous sample (0-255).")
 

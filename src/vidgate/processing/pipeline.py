@@ -6,7 +6,9 @@ Stages, reported through ``progress(stage, fraction)``:
                   ``sample_interval`` seconds, by seeking when keyframes are dense enough
                   and by sequential decoding otherwise, with frame statistics (black and
                   frozen stretches, motion, scene cuts) on every decoded frame;
-3. ``phash``      a 64-bit DCT hash per sampled frame and the video fingerprint;
+3. ``phash``      a 64-bit DCT hash per sampled frame (black bars cut off first, and of the
+                  mirrored frame too, so letterboxed and flipped copies are found) and the
+                  video fingerprint;
    ``vpdq``       PDQ hashes per ``vpdq_seconds_per_hash`` exactly as the vPDQ reference, on the
                   same decoded frames (vPDQ counts every frame, so the decode is sequential
                   when it is on), plus MD5 and SHA-256 of the file;
@@ -35,7 +37,7 @@ from vidgate.processing.analyzers.framestats import FrameStats
 from vidgate.processing.analyzers.metadata import read_metadata
 from vidgate.processing.analyzers.moderation import INPUT_SIZE as MODERATION_SIZE
 from vidgate.processing.analyzers.moderation import ModerationStage, verdict
-from vidgate.processing.analyzers.phash import HASH_SIZE, majority, phash, to_hex
+from vidgate.processing.analyzers.phash import BARS_SIZE, majority, phash, to_hex, without_bars
 from vidgate.processing.analyzers.vpdq import VpdqStage
 from vidgate.processing.models import (
     EmbeddingResult,
@@ -152,12 +154,16 @@ def analyze(
                     continue
                 rotation = rotation or int(getattr(frame, "rotation", 0) or 0)
                 t = time.perf_counter()
-                value = phash(frame.reformat(width=HASH_SIZE, height=HASH_SIZE, format="gray").to_ndarray())
+                picture = without_bars(
+                    frame.reformat(width=BARS_SIZE, height=BARS_SIZE, format="gray", interpolation="AREA").to_ndarray()
+                )
+                value, mirrored = phash(picture), phash(picture[:, ::-1])
                 hashes.append(value)
                 samples.append(
                     FrameSample(
                         timestamp=round(timestamp, 3),
                         phash=to_hex(value),
+                        phash_mirror=to_hex(mirrored),
                         mean_luma=round(luma, 2),
                         motion=round(motion, 2),
                     )
@@ -181,9 +187,7 @@ def analyze(
             stats.finish(duration)
             decode_total = time.perf_counter() - decode_started
             timer.seconds["decode"] = max(
-                0.0,
-                decode_total
-                - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "moderation", "embeddings")),
+                0.0, decode_total - sum(timer.seconds.get(s, 0.0) for s in TIMED_IN_THE_DECODE_LOOP)
             )
     except av.FFmpegError as exc:
         raise PipelineError(f"the video could not be decoded: {exc}") from exc
