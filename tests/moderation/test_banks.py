@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 import vpdq
 from sqlalchemy import select
@@ -54,6 +55,16 @@ def pipeline_features(path: Path, model_dir: Path) -> list[VpdqFeature]:
     result = analyze(path, video_id="v", content_hash="h", model_type="x", config=config)
     assert result.hashes is not None
     return result.hashes.vpdq
+
+
+def remux(source: Path, target: Path) -> Path:
+    with av.open(str(source)) as src, av.open(str(target), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target
 
 
 def write(path: Path, text: str) -> Path:
@@ -154,6 +165,9 @@ def test_the_reference_rule_quality_and_probe_radius(db: Database, tmp_path: Pat
 
 
 def test_a_match_flags_the_video_and_notifies(server: RunningServer, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    # The clip remuxed into Matroska (same frames, its own content hash: no earlier result to
+    # reuse) is matched against the bank holding the reference's vPDQ of the MP4.
+    upload = remux(clips["carphone_distorted"], tmp_path / "upload.mkv")
     features = reference_features(clips["carphone_distorted"])
     bank_file = write(
         tmp_path / "te.json", json.dumps({"case-42": [f"{f.hex},{f.quality},{f.timestamp:.3f}" for f in features]})
@@ -161,7 +175,7 @@ def test_a_match_flags_the_video_and_notifies(server: RunningServer, clips: dict
     import_bank(server.db, "ncmec-test", parse_bank_file(bank_file))
     set_webhook(server.db, "alice", "http://127.0.0.1:9/hook")
     with server.client("alice") as alice:
-        response = post_chunk(alice, clips["carphone_distorted"].read_bytes(), filename="c.mp4", content_type="")
+        response = post_chunk(alice, upload.read_bytes(), filename="c.mkv", content_type="")
         video_id = response.json()["data"]["video_id"]
         wait_for_video(alice, video_id)
         result = alice.get(f"/v1/videos/{video_id}/result").json()["data"]

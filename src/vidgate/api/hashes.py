@@ -16,7 +16,7 @@ from vidgate.moderation.models import PosterHash
 from vidgate.processing.analyzers.vpdq import to_text
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (401, 404, 409)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (400, 401, 404, 409)}
 
 
 class HashesView(BaseModel):
