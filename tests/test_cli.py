@@ -64,6 +64,23 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "owner" in wrong.stderr
 
 
+def test_banks_import_list_delete(tmp_path: Path) -> None:
+    env = vidgate_env(tmp_path)
+    hashes = tmp_path / "known.txt"
+    hashes.write_text("0123456789abcdef" * 4 + " photo-1\n" + "f" * 64 + "\n")
+    imported = run_cli("banks", "import", "known", str(hashes), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "bank known: 2 entries, 2 hashes" in imported.stdout
+    assert "known" in run_cli("banks", "list", env=env).stdout
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a hash\n")
+    refused = run_cli("banks", "import", "known", str(bad), env=env)
+    assert refused.returncode == 1 and "bad.txt, line 1" in refused.stderr
+    assert run_cli("banks", "delete", "known", env=env).returncode == 0
+    gone = run_cli("banks", "delete", "known", env=env)
+    assert gone.returncode == 1 and "no bank" in gone.stderr
+
+
 def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:
     result = run_cli("serve", env=vidgate_env(tmp_path, UPLOAD_MAX_FILESIZE="10", UPLOAD_MAX_CHUNKS="many"))
     assert result.returncode == 2

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from vidgate import __version__, web
 from vidgate.api import events as events_api
-from vidgate.api import health, library, me, tus, uploads, videos
+from vidgate.api import hashes, health, library, me, tus, uploads, videos
 from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
 from vidgate.auth import KeyCache, count_active_keys, create_key
@@ -301,6 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(library.router)
     app.include_router(videos.router)
     app.include_router(me.router)
+    app.include_router(hashes.router)
     if settings.websocket.enabled:
         app.include_router(events_api.router)
     web.install(app)

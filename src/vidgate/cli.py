@@ -1,4 +1,4 @@
-"""``vidgate serve | migrate | cleanup | keys | settings | upload``."""
+"""``vidgate serve | migrate | cleanup | keys | webhooks | banks | settings | upload``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 webhooks_app = typer.Typer(help="Manage users' webhook URLs.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+banks_app = typer.Typer(help="Manage hash banks (known vPDQ/PDQ hashes every video is matched against).")
+banks_app.info.no_args_is_help = True
+app.add_typer(banks_app, name="banks")
 
 
 def _settings(**overrides: Mapping[str, object]) -> Settings:
@@ -264,6 +267,52 @@ def webhooks_clear(user: Annotated[str, typer.Option("--user", help="User name."
     from vidgate.events.webhooks import clear_webhook
 
     _with_database(lambda db: clear_webhook(db, user))
+
+
+def _bank_action(action: Callable[[Any], T]) -> T:
+    """Run ``action(db)``; an unusable file or name becomes its message and exit code 1."""
+    from vidgate.moderation.banks import BankError
+
+    db = _database(_settings())
+    try:
+        return action(db)
+    except (BankError, OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"vidgate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+
+
+@banks_app.command("import")
+def banks_import(
+    name: Annotated[str, typer.Argument(help="Bank name (created if new; entries are added).")],
+    file: Annotated[Path, typer.Argument(help="vPDQ text, ThreatExchange/HMA JSON or signal lines, or PDQ per line.")],
+) -> None:
+    """Import a hash list into a bank; a bad line anywhere imports nothing."""
+    from vidgate.moderation.banks import import_bank, parse_bank_file
+
+    summary = _bank_action(lambda db: import_bank(db, name, parse_bank_file(file)))
+    typer.echo(f"bank {summary.name}: {summary.entries} entries, {summary.frames} hashes")
+
+
+@banks_app.command("list")
+def banks_list() -> None:
+    """List banks with their entry and hash counts."""
+    from vidgate.moderation.banks import list_banks
+
+    for bank in _bank_action(list_banks):
+        typer.echo(f"{bank.name:<32} {bank.entries:>10} entries {bank.frames:>12} hashes")
+
+
+@banks_app.command("delete")
+def banks_delete(name: Annotated[str, typer.Argument(help="Bank name.")]) -> None:
+    """Delete a bank and all its entries (videos already flagged keep their verdict)."""
+    from vidgate.moderation.banks import delete_bank
+
+    if not _bank_action(lambda db: delete_bank(db, name)):
+        typer.echo(f"vidgate: no bank {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted bank {name}")
 
 
 @app.command("settings")

@@ -204,6 +204,30 @@ class ProcessingSettings(BaseSettings):
         return self
 
 
+class ModerationSettings(BaseSettings):
+    """Moderation signals: the shipped classifier, vPDQ hashes and hash-bank matching."""
+
+    model_config = _config("MODERATION_")
+
+    enabled: bool = Field(True, description="Run the explicit-content classifier and give a flagged verdict.")
+    nsfw_threshold: float = Field(
+        0.8, ge=0, le=1, description="A sampled frame scoring at least this (open_nsfw, 0-1) counts as explicit."
+    )
+    nsfw_min_frames: int = Field(1, ge=1, description="Explicit frames needed to flag a video.")
+    vpdq_enabled: bool = Field(True, description="Compute vPDQ hashes (needed for hash-bank matching).")
+    vpdq_seconds_per_hash: float = Field(
+        1.0, ge=0, description="One vPDQ frame hash per this many seconds (0: every frame), as the reference's option."
+    )
+    match_distance: int = Field(31, ge=0, le=256, description="Hamming distance at which two PDQ frame hashes match.")
+    match_quality: int = Field(50, ge=0, le=100, description="Frames of lower PDQ quality are ignored when matching.")
+    match_percent: float = Field(
+        80.0, ge=0, le=100, description="A bank entry matches when this share (%) of either video's frames match."
+    )
+    bank_probe_radius: int = Field(
+        0, ge=0, le=1, description="1: probe one-bit neighbours of every band too (finds every pair; 17x the lookups)."
+    )
+
+
 class WebSocketSettings(BaseSettings):
     model_config = _config("WEBSOCKET_")
 
@@ -230,7 +254,13 @@ class WebhookSettings(BaseSettings):
     model_config = _config("WEBHOOK_")
 
     event_types: list[str] = Field(
-        default_factory=lambda: ["processing_completed", "processing_failed", "duplicate_detected", "video_reviewed"],
+        default_factory=lambda: [
+            "processing_completed",
+            "processing_failed",
+            "duplicate_detected",
+            "video_reviewed",
+            "hash_match",
+        ],
         description="Events sent to a user's webhook URL (JSON list).",
     )
     max_attempts: int = Field(8, ge=1, description="Deliveries tried before one is given up.")
@@ -341,6 +371,7 @@ class Settings(BaseModel):
     upload: UploadSettings = Field(default_factory=UploadSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -397,6 +428,7 @@ _GROUPS: dict[str, type[BaseSettings]] = {
     "upload": UploadSettings,
     "validation": ValidationSettings,
     "processing": ProcessingSettings,
+    "moderation": ModerationSettings,
     "websocket": WebSocketSettings,
     "webhook": WebhookSettings,
     "metrics": MetricsSettings,
@@ -411,6 +443,7 @@ _OWNED_PREFIXES = (
     "UPLOAD_",
     "VALIDATION_",
     "PROCESSING_",
+    "MODERATION_",
     "WEBSOCKET_",
     "WEBHOOK_",
     "METRICS_",

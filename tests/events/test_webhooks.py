@@ -74,6 +74,8 @@ def test_processing_events_are_posted_signed_and_retried(hooked: RunningServer, 
         assert not verify("whsec_wrong", second_headers[SIGNATURE_HEADER], second_body)
         event = json.loads(second_body)
         assert event["event_type"] == "processing_completed" and "audience" not in event
+        assert event["data"]["flagged"] is False  # the moderation verdict travels with the event
+        assert event["data"]["result"]["moderation"]["nsfw"]["status"] == "ok"
         assert all(
             h["X-Vidgate-Event-Type"] in ("processing_completed", "duplicate_detected") for h, _ in receiver.calls
         )

@@ -61,9 +61,12 @@ def test_metadata_keyframes_samples_and_scene_cuts(scenes: Path, tmp_path: Path)
 
 def test_dense_keyframes_are_sampled_by_seeking(tmp_path: Path) -> None:
     path = make_scene_video(tmp_path / "gop.mp4", seconds=6, options={"g": "25", "preset": "veryfast"})
-    result = run(path, tmp_path)
+    result = run(path, tmp_path, vpdq=False)
     assert result.statistics.sampling == "seek"  # type: ignore[attr-defined]
     assert [s.timestamp for s in result.samples] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # type: ignore[attr-defined]
+    with_vpdq = run(path, tmp_path)  # vPDQ counts every frame: the same samples, decoded in sequence
+    assert with_vpdq.statistics.sampling == "sequential"  # type: ignore[attr-defined]
+    assert [s.phash for s in with_vpdq.samples] == [s.phash for s in result.samples]  # type: ignore[attr-defined]
 
 
 def _solid_video(path: Path, colours: list[tuple[int, int, int]], seconds_each: int = 2) -> Path:
@@ -113,15 +116,16 @@ def test_registry_maps_names_to_files(tmp_path: Path) -> None:
 
 
 def test_missing_or_broken_model_is_said_plainly_and_the_rest_completes(scenes: Path, tmp_path: Path) -> None:
-    missing = run(scenes, tmp_path)
-    assert missing.embeddings.status == "unavailable"  # type: ignore[attr-defined]
+    missing = run(scenes, tmp_path)  # the shipped network stands in, and says why
+    assert missing.embeddings.status == "ok"  # type: ignore[attr-defined]
+    assert missing.embeddings.model_type.startswith("open_nsfw")  # type: ignore[attr-defined]
     assert "resnet50.onnx not found" in missing.embeddings.reason  # type: ignore[attr-defined]
-    assert missing.embeddings.video_embedding is None  # type: ignore[attr-defined]
     assert len(missing.samples) == 12  # type: ignore[attr-defined]
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     broken = run(scenes, tmp_path, model_type="broken")
     assert broken.embeddings.status == "failed"  # type: ignore[attr-defined]
-    assert run(scenes, tmp_path, model_type="../etc/passwd").embeddings.status == "unavailable"  # type: ignore[attr-defined]
+    bad_name = run(scenes, tmp_path, model_type="../etc/passwd").embeddings  # type: ignore[attr-defined]
+    assert bad_name.requested_model_type == "../etc/passwd" and "not a valid model name" in bad_name.reason
 
 
 def test_phash_is_stable_under_resize_and_recompression(scenes: Path, tmp_path: Path) -> None:

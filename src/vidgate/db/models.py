@@ -320,3 +320,61 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+BANK_BANDS = 16  # a 256-bit PDQ hash as sixteen 16-bit bands (multi-index hashing)
+
+
+class HashBank(Base):
+    """A named list of known hashes (imported from ThreatExchange, HMA or a plain list)."""
+
+    __tablename__ = "hash_bank"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class HashBankEntry(Base):
+    """One known item: a video (vPDQ, many frames) or an image (one PDQ hash)."""
+
+    __tablename__ = "hash_bank_entry"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("hash_bank.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(8))  # "vpdq" or "pdq"
+    frames: Mapped[int] = mapped_column(Integer)
+
+
+class HashBankFrame(Base):
+    """A frame hash of an entry: the 256 bits as four signed 64-bit words, and sixteen 16-bit
+    bands, each indexed together with the entry so a band lookup is an index-only scan."""
+
+    __tablename__ = "hash_bank_frame"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("hash_bank_entry.id", ondelete="CASCADE"), index=True)
+    quality: Mapped[int] = mapped_column(Integer)
+    w0: Mapped[int] = mapped_column(BigInteger)
+    w1: Mapped[int] = mapped_column(BigInteger)
+    w2: Mapped[int] = mapped_column(BigInteger)
+    w3: Mapped[int] = mapped_column(BigInteger)
+    b0: Mapped[int] = mapped_column(Integer)
+    b1: Mapped[int] = mapped_column(Integer)
+    b2: Mapped[int] = mapped_column(Integer)
+    b3: Mapped[int] = mapped_column(Integer)
+    b4: Mapped[int] = mapped_column(Integer)
+    b5: Mapped[int] = mapped_column(Integer)
+    b6: Mapped[int] = mapped_column(Integer)
+    b7: Mapped[int] = mapped_column(Integer)
+    b8: Mapped[int] = mapped_column(Integer)
+    b9: Mapped[int] = mapped_column(Integer)
+    b10: Mapped[int] = mapped_column(Integer)
+    b11: Mapped[int] = mapped_column(Integer)
+    b12: Mapped[int] = mapped_column(Integer)
+    b13: Mapped[int] = mapped_column(Integer)
+    b14: Mapped[int] = mapped_column(Integer)
+    b15: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = tuple(Index(f"ix_hash_bank_frame_b{i}", f"b{i}", "entry_id") for i in range(BANK_BANDS))

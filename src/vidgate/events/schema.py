@@ -27,6 +27,7 @@ class EventType(StrEnum):
     PROCESSING_COMPLETED = "processing_completed"
     PROCESSING_FAILED = "processing_failed"
     DUPLICATE_DETECTED = "duplicate_detected"
+    HASH_MATCH = "hash_match"
     SESSION_EXPIRED = "session_expired"
     VIDEO_REVIEWED = "video_reviewed"
     ERROR = "error"
@@ -119,6 +120,7 @@ class ProcessingCompletedData(BaseModel):
     fingerprint: str
     duration: float | None
     result_url: str
+    flagged: bool = Field(False, description="Moderation flagged the video (reasons in result.moderation).")
     result: dict[str, Any] = Field(description="The VideoAnalysisResult.")
 
 
@@ -141,6 +143,20 @@ class DuplicateDetectedData(BaseModel):
 class DuplicateDetected(AnyEvent):
     event_type: Literal["duplicate_detected"] = "duplicate_detected"
     data: DuplicateDetectedData
+
+
+class HashMatchData(BaseModel):
+    matches: list[dict[str, Any]] = Field(
+        description="The bank entries matched (bank, entry_id, entry_name, percents)."
+    )
+    result_url: str
+
+
+class HashMatchEvent(AnyEvent):
+    """A processed video matched a hash bank: it is flagged."""
+
+    event_type: Literal["hash_match"] = "hash_match"
+    data: HashMatchData
 
 
 class SessionExpiredData(BaseModel):
@@ -199,6 +215,7 @@ Event = Annotated[
     | ProcessingCompleted
     | ProcessingFailed
     | DuplicateDetected
+    | HashMatchEvent
     | SessionExpired
     | VideoReviewed
     | Error

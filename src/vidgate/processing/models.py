@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from vidgate.moderation.models import ModerationResult, VideoHashes
+
 
 class VideoStreamInfo(BaseModel):
     codec: str
@@ -42,7 +44,8 @@ class Segment(BaseModel):
 
 class FrameSample(BaseModel):
     timestamp: float
-    phash: str = Field(description="64-bit DCT perceptual hash, hex.")
+    phash: str = Field(description="64-bit DCT perceptual hash, hex (black bars cut off first).")
+    phash_mirror: str | None = Field(None, description="The same hash of the horizontally mirrored frame.")
     mean_luma: float
     motion: float = Field(description="Mean absolute luma change from the previous sample (0-255).")
 
@@ -65,8 +68,11 @@ class FrameStatistics(BaseModel):
 
 class EmbeddingResult(BaseModel):
     status: Literal["ok", "unavailable", "failed"]
-    model_type: str
+    model_type: str = Field(description="The model that made the embedding (not necessarily the one asked for).")
     model_file: str | None = None
+    requested_model_type: str | None = Field(
+        None, description="The model type asked for, when another model stood in (its file is not installed)."
+    )
     reason: str | None = None
     dimension: int | None = None
     frames: int = 0
@@ -95,6 +101,8 @@ class VideoAnalysisResult(BaseModel):
     statistics: FrameStatistics
     fingerprint: str = Field(description="64-bit video fingerprint: the bitwise majority of the frame hashes.")
     embeddings: EmbeddingResult
+    moderation: ModerationResult | None = Field(None, description="Moderation signals (absent in older results).")
+    hashes: VideoHashes | None = Field(None, description="vPDQ, poster PDQ, MD5 and SHA-256 (absent in older results).")
     stages: list[StageTiming]
     processing_seconds: float
     created_at: datetime

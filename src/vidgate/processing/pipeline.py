@@ -6,9 +6,17 @@ Stages, reported through ``progress(stage, fraction)``:
                   ``sample_interval`` seconds, by seeking when keyframes are dense enough
                   and by sequential decoding otherwise, with frame statistics (black and
                   frozen stretches, motion, scene cuts) on every decoded frame;
-3. ``phash``      a 64-bit DCT hash per sampled frame and the video fingerprint;
-4. ``embeddings`` ONNX frame embeddings (when the model file exists);
-5. ``pictures``   poster and storyboard from the sampled frames (:mod:`vidgate.processing.pictures`).
+3. ``phash``      a 64-bit DCT hash per sampled frame (black bars cut off first, and of the
+                  mirrored frame too, so letterboxed and flipped copies are found) and the
+                  video fingerprint;
+   ``vpdq``       PDQ hashes per ``vpdq_seconds_per_hash`` exactly as the vPDQ reference, on the
+                  same decoded frames (vPDQ counts every frame, so the decode is sequential
+                  when it is on), plus MD5 and SHA-256 of the file;
+4. ``moderation`` the shipped open_nsfw classifier on every sampled frame: scores, verdict;
+5. ``embeddings`` ONNX frame embeddings from the model file in the model directory, or, when
+                  there is none, the open_nsfw network's pooled layer (same forward pass as
+                  moderation, so its time is counted there).
+6. ``pictures``   poster and storyboard from the sampled frames (:mod:`vidgate.processing.pictures`).
 PyAV errors are translated to :class:`PipelineError` here, at the adapter boundary.
 """
 
@@ -23,10 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from vidgate.moderation.models import ModerationResult, NsfwResult
+from vidgate.moderation.nsfw import ClassifierUnavailable, OpenNsfwNetwork, model_label, shared_network
 from vidgate.processing.analyzers.embeddings import INPUT_SIZE, Embedder, ModelRegistry
 from vidgate.processing.analyzers.framestats import FrameStats
 from vidgate.processing.analyzers.metadata import read_metadata
-from vidgate.processing.analyzers.phash import HASH_SIZE, majority, phash, to_hex
+from vidgate.processing.analyzers.moderation import INPUT_SIZE as MODERATION_SIZE
+from vidgate.processing.analyzers.moderation import ModerationStage, verdict
+from vidgate.processing.analyzers.phash import BARS_SIZE, majority, phash, to_hex, without_bars
+from vidgate.processing.analyzers.vpdq import VpdqStage
 from vidgate.processing.models import (
     EmbeddingResult,
     FrameSample,
@@ -37,7 +50,8 @@ from vidgate.processing.models import (
 )
 from vidgate.processing.pictures import PictureConfig, PictureMaker
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
+TIMED_IN_THE_DECODE_LOOP = ("statistics", "phash", "vpdq", "moderation", "embeddings", "pictures")
 STATS_WIDTH, STATS_HEIGHT = 64, 36
 SEEK_IF_KEYFRAME_INTERVAL_AT_MOST = 1.5  # seconds; sparser keyframes make seeking decode more than a pass
 KEYFRAME_LIST_LIMIT = 10_000
@@ -57,6 +71,11 @@ class PipelineConfig:
     sample_interval: float = 1.0
     decode_threads: int = 0
     pictures: PictureConfig | None = None
+    moderation: bool = True
+    nsfw_threshold: float = 0.8
+    nsfw_min_frames: int = 1
+    vpdq: bool = True
+    vpdq_seconds_per_hash: float = 1.0
 
 
 @dataclass
@@ -97,11 +116,34 @@ def analyze(
             report("keyframes", 0.1)
 
             embedder = Embedder.open(ModelRegistry(config.model_dir, config.model_files), model_type, config.batch_size)
+            stand_in = isinstance(embedder, EmbeddingResult) and embedder.status == "unavailable"
+            network: OpenNsfwNetwork | None = None
+            network_problem = None
+            if config.moderation or stand_in:
+                try:
+                    network = shared_network()
+                except ClassifierUnavailable as exc:
+                    network_problem = str(exc)
+            moderation = (
+                ModerationStage(
+                    network,
+                    threshold=config.nsfw_threshold,
+                    min_frames=config.nsfw_min_frames,
+                    batch_size=config.batch_size,
+                )
+                if network is not None
+                else None
+            )
             stats = FrameStats()
             samples: list[FrameSample] = []
             hashes: list[int] = []
             duration = metadata.duration or 0.0
-            seek = keyframes.mean_interval is not None and keyframes.mean_interval <= SEEK_IF_KEYFRAME_INTERVAL_AT_MOST
+            seek = (
+                not config.vpdq
+                and keyframes.mean_interval is not None
+                and keyframes.mean_interval <= SEEK_IF_KEYFRAME_INTERVAL_AT_MOST
+            )
+            vpdq = VpdqStage(container.streams.video[0], config.vpdq_seconds_per_hash) if config.vpdq else None
             frames = _seek_samples if seek else _sequential_samples
             pictures = (
                 PictureMaker(
@@ -116,7 +158,11 @@ def analyze(
             )
             decode_started = time.perf_counter()
             rotation = 0
-            for timestamp, frame, is_sample in frames(container, config, duration):
+            for frame_number, (timestamp, frame, is_sample) in enumerate(frames(container, config, duration)):
+                if vpdq is not None and vpdq.wants(frame_number):
+                    t = time.perf_counter()
+                    vpdq.add(frame_number, frame)
+                    timer.add("vpdq", t)
                 t = time.perf_counter()
                 gray = frame.reformat(width=STATS_WIDTH, height=STATS_HEIGHT, format="gray").to_ndarray()
                 luma, motion = stats.add(timestamp, gray)
@@ -125,12 +171,16 @@ def analyze(
                     continue
                 rotation = rotation or int(getattr(frame, "rotation", 0) or 0)
                 t = time.perf_counter()
-                value = phash(frame.reformat(width=HASH_SIZE, height=HASH_SIZE, format="gray").to_ndarray())
+                picture = without_bars(
+                    frame.reformat(width=BARS_SIZE, height=BARS_SIZE, format="gray", interpolation="AREA").to_ndarray()
+                )
+                value, mirrored = phash(picture), phash(picture[:, ::-1])
                 hashes.append(value)
                 samples.append(
                     FrameSample(
                         timestamp=round(timestamp, 3),
                         phash=to_hex(value),
+                        phash_mirror=to_hex(mirrored),
                         mean_luma=round(luma, 2),
                         motion=round(motion, 2),
                     )
@@ -140,6 +190,15 @@ def analyze(
                     t = time.perf_counter()
                     pictures.add(timestamp, frame, luma)
                     timer.add("pictures", t)
+                if moderation is not None:
+                    t = time.perf_counter()
+                    moderation.add(
+                        timestamp,
+                        frame.reformat(
+                            width=MODERATION_SIZE, height=MODERATION_SIZE, format="bgr24", interpolation="BILINEAR"
+                        ).to_ndarray(),
+                    )
+                    timer.add("moderation", t)
                 if isinstance(embedder, Embedder):
                     t = time.perf_counter()
                     embedder.add(frame.reformat(width=INPUT_SIZE, height=INPUT_SIZE, format="rgb24").to_ndarray())
@@ -149,9 +208,7 @@ def analyze(
             stats.finish(duration)
             decode_total = time.perf_counter() - decode_started
             timer.seconds["decode"] = max(
-                0.0,
-                decode_total
-                - sum(timer.seconds.get(s, 0.0) for s in ("statistics", "phash", "embeddings", "pictures")),
+                0.0, decode_total - sum(timer.seconds.get(s, 0.0) for s in TIMED_IN_THE_DECODE_LOOP)
             )
             if pictures is not None and pictures_dir is not None:
                 t = time.perf_counter()
@@ -164,7 +221,22 @@ def analyze(
     fingerprint = to_hex(majority(hashes))
     timer.add("phash", t)
     t = time.perf_counter()
+    video_hashes = vpdq.finish(path) if vpdq is not None else None
+    timer.add("vpdq", t)
+    t = time.perf_counter()
+    nsfw = (
+        moderation.finish()
+        if moderation is not None
+        else NsfwResult(
+            status="unavailable", model=model_label(), reason=network_problem, threshold=config.nsfw_threshold
+        )
+    )
+    moderation_result: ModerationResult | None = verdict(nsfw, config.nsfw_min_frames) if config.moderation else None
+    timer.add("moderation", t)
+    t = time.perf_counter()
     embeddings: EmbeddingResult = embedder.finish() if isinstance(embedder, Embedder) else embedder
+    if stand_in and moderation is not None:
+        embeddings = moderation.embedding(model_type, why=f"{embeddings.reason}; the shipped network stands in")
     timer.add("embeddings", t)
     report("embeddings", 1.0)
     metadata.video.rotation = rotation
@@ -187,6 +259,8 @@ def analyze(
         ),
         fingerprint=fingerprint,
         embeddings=embeddings,
+        moderation=moderation_result,
+        hashes=video_hashes,
         stages=[StageTiming(name=name, seconds=round(seconds, 4)) for name, seconds in timer.seconds.items()],
         processing_seconds=round(time.perf_counter() - started, 4),
         created_at=datetime.now(UTC),

@@ -37,6 +37,8 @@ from vidgate.errors import ResultNotReady, VideoNotFound
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import (
     FailureData,
+    HashMatchData,
+    HashMatchEvent,
     ProcessingCompleted,
     ProcessingCompletedData,
     ProcessingFailed,
@@ -45,9 +47,11 @@ from vidgate.events.schema import (
     ProcessingProgress,
     ProcessingProgressData,
 )
+from vidgate.moderation.banks import match_video
+from vidgate.moderation.models import FlagReason, ModerationResult, NsfwResult
 from vidgate.processing import lease
 from vidgate.processing.analyzers.phash import bands, to_signed
-from vidgate.processing.models import VideoAnalysisResult
+from vidgate.processing.models import StageTiming, VideoAnalysisResult
 from vidgate.processing.pictures import PictureConfig
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
 from vidgate.processing.queue import QueueUnavailable, TaskQueue
@@ -97,6 +101,11 @@ class ProcessingService:
                 max_tiles=settings.library.storyboard_max_tiles,
                 jpeg_quality=settings.library.jpeg_quality,
             ),
+            moderation=settings.moderation.enabled,
+            nsfw_threshold=settings.moderation.nsfw_threshold,
+            nsfw_min_frames=settings.moderation.nsfw_min_frames,
+            vpdq=settings.moderation.vpdq_enabled,
+            vpdq_seconds_per_hash=settings.moderation.vpdq_seconds_per_hash,
         )
 
     # ------------------------------------------------------------------ queueing
@@ -216,6 +225,7 @@ class ProcessingService:
                         )
                         for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
                             self.blobs.put_derived(content_hash, made.name, made)
+                self._match_banks(result)
                 self._store(result, model_type, current)
             except PipelineError as exc:
                 self.mark_failed(video_id, str(exc), current)
@@ -245,6 +255,16 @@ class ProcessingService:
             current.attempt,
             extra={**fields, "event": "processing_completed", "seconds": result.processing_seconds},
         )
+        if self.events is not None and result.moderation is not None and result.moderation.hash_matches:
+            self.events.to_video_owners(
+                HashMatchEvent(
+                    video_id=video_id,
+                    data=HashMatchData(
+                        matches=[m.model_dump(mode="json") for m in result.moderation.hash_matches],
+                        result_url=f"/v1/videos/{video_id}/result",
+                    ),
+                )
+            )
         if self.events is not None:
             self.events.to_video_owners(
                 ProcessingCompleted(
@@ -254,6 +274,7 @@ class ProcessingService:
                         fingerprint=result.fingerprint,
                         duration=result.metadata.duration,
                         result_url=f"/v1/videos/{video_id}/result",
+                        flagged=result.moderation is not None and result.moderation.flagged,
                         result=result.model_dump(mode="json"),
                     ),
                 )
@@ -304,6 +325,40 @@ class ProcessingService:
             extra={"video_id": video_id, "attempt": current.attempt, "event": "processing_retry"},
         )
         return JobOutcome("retry", retry_in=delay)
+
+    def _match_banks(self, result: VideoAnalysisResult) -> None:
+        """Match the video's vPDQ against every hash bank; a match flags it, naming bank and entry."""
+        if result.hashes is None:
+            return
+        moderation = self.settings.moderation
+        started = time.perf_counter()
+        matches = match_video(
+            self.db,
+            result.hashes.vpdq,
+            distance=moderation.match_distance,
+            quality=moderation.match_quality,
+            percent=moderation.match_percent,
+            probe_radius=moderation.bank_probe_radius,
+        )
+        result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
+        if not matches:
+            return
+        if result.moderation is None:
+            nsfw = NsfwResult(
+                status="unavailable", model="open_nsfw", reason="MODERATION_ENABLED is false", threshold=0
+            )
+            result.moderation = ModerationResult(flagged=False, nsfw=nsfw)
+        result.moderation.hash_matches = matches
+        result.moderation.flagged = True
+        for match in matches:
+            label = f" ({match.entry_name})" if match.entry_name else ""
+            result.moderation.reasons.append(
+                FlagReason(
+                    code="hash_match",
+                    message=f"matches entry {match.entry_id}{label} of hash bank {match.bank!r}: "
+                    f"{match.query_match_percent}% of this video's frames, {match.entry_match_percent}% of the entry's",
+                )
+            )
 
     def _progress_writer(self, current: lease.Lease, keeper: lease.LeaseKeeper) -> Any:
         last = [0.0]
@@ -419,12 +474,17 @@ class ProcessingService:
             session.expunge(video)
             return video
 
-    def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+    def result_without_similar(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+        """The stored result of a video ``principal`` may see (409 until there is one)."""
         video = self.owned_video(principal, video_id)
         stored = self.stored_result(video_id)
         if stored is None:
             detail = f": {video.error_message}" if video.status is VideoStatus.FAILED and video.error_message else ""
             raise ResultNotReady(f"Video {video_id!r} is {video.status.value}; it has no result yet{detail}.")
+        return stored
+
+    def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+        stored = self.result_without_similar(principal, video_id)
         stored.similar_videos = find_similar(
             self.db,
             stored,

@@ -36,8 +36,10 @@ def find_similar(
     hashes = [int(sample.phash, 16) for sample in result.samples]
     if not hashes:
         return []
+    # A flipped copy's frames hash like this video's mirrored frames: search with both.
+    mirrored = [int(s.phash_mirror, 16) for s in result.samples if s.phash_mirror is not None]
     step = max(1, len(hashes) // QUERY_FRAMES)
-    probe = hashes[::step]
+    probe = hashes[::step] + mirrored[::step]
     band_values: list[set[int]] = [set(), set(), set(), set()]
     for value in probe:
         for index, band in enumerate(bands(value)):
@@ -67,9 +69,13 @@ def find_similar(
             for video_id, value in rows:
                 frames[video_id].append(to_unsigned(value))
     mine = np.array(hashes, dtype=np.uint64)
+    mine_mirrored = np.array(mirrored, dtype=np.uint64) if len(mirrored) == len(hashes) else None
     similar = []
     for video_id, theirs in frames.items():
-        matched = _matched_frames(mine, np.array(theirs, dtype=np.uint64), max_distance)
+        stored = np.array(theirs, dtype=np.uint64)
+        matched = _matched_frames(mine, stored, max_distance)
+        if mine_mirrored is not None:  # a video is either mirrored or not: the better reading counts
+            matched = max(matched, _matched_frames(mine_mirrored, stored, max_distance))
         score = matched / len(hashes)
         if score >= min_score:
             similar.append(

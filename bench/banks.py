@@ -1,0 +1,148 @@
+"""How long matching one processed video against every hash bank takes as banks grow.
+
+    .venv/bin/python bench/banks.py [--hashes 1000000] [--frames 60] [--queries 20]
+
+Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--hashes``
+random PDQ frame hashes in entries of ``--frames`` frames (bank videos), then times
+:func:`vidgate.moderation.banks.match_video` for videos of ``--frames`` frames: unrelated ones
+(random hashes: nothing matches, only candidates are looked up and scored) and copies of a bank
+entry (each frame with 12 random bits flipped: the match is found and scored). Both probe
+radii: 0 (exact 16-bit bands, the default) and 1 (every one-bit neighbour too). Goal: < 50 ms
+per video with one million bank hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vidgate.db import migrate
+from vidgate.db.engine import Database
+from vidgate.db.models import HashBank, HashBankEntry, HashBankFrame
+from vidgate.moderation.banks import _bands, _words, match_video
+from vidgate.moderation.models import VpdqFeature
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BATCH = 20_000
+
+
+@contextmanager
+def databases() -> Iterator[list[tuple[str, Database]]]:
+    name = f"vidgate_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with tempfile.TemporaryDirectory(prefix="vidgate-bench-") as tmp:
+        dbs = [
+            ("SQLite", Database(f"sqlite:///{Path(tmp) / 'bench.db'}")),
+            ("PostgreSQL", Database(ADMIN.rsplit("/", 1)[0] + f"/{name}")),
+        ]
+        try:
+            yield dbs
+        finally:
+            for _, db in dbs:
+                db.dispose()
+            with psycopg.connect(ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def random_hash(rng: random.Random) -> str:
+    return f"{rng.getrandbits(256):064x}"
+
+
+def flip(value: str, bits: int, rng: random.Random) -> str:
+    number = int(value, 16)
+    for bit in rng.sample(range(256), bits):
+        number ^= 1 << bit
+    return f"{number:064x}"
+
+
+def fill(db: Database, hashes: int, frames: int, seed: int) -> tuple[list[list[str]], float]:
+    """Random bank entries; returns a few entries' hashes (to query copies of) and the fill time."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    kept: list[list[str]] = []
+    with db.session() as session:
+        bank = HashBank(name="bench")
+        session.add(bank)
+        session.flush()
+        entries = hashes // frames
+        session.execute(
+            insert(HashBankEntry),
+            [
+                {"id": i + 1, "bank_id": bank.id, "name": f"e{i}", "kind": "vpdq", "frames": frames}
+                for i in range(entries)
+            ],
+        )
+        rows = []
+        for entry in range(1, entries + 1):
+            values = [random_hash(rng) for _ in range(frames)]
+            if entry % max(1, entries // 10) == 0:
+                kept.append(values)
+            for value in values:
+                row: dict[str, int] = {"entry_id": entry, "quality": 100}
+                row.update({f"w{i}": w for i, w in enumerate(_words(value))})
+                row.update({f"b{i}": b for i, b in enumerate(_bands(value))})
+                rows.append(row)
+            if len(rows) >= BATCH:
+                session.execute(insert(HashBankFrame), rows)
+                rows = []
+        if rows:
+            session.execute(insert(HashBankFrame), rows)
+    with db.engine.connect() as connection:  # planner statistics, as a running server would have
+        connection.exec_driver_sql("ANALYZE")
+        connection.commit()
+    return kept, time.perf_counter() - started
+
+
+def features(values: list[str]) -> list[VpdqFeature]:
+    return [VpdqFeature(frame_number=i, quality=100, hash=v, timestamp=float(i)) for i, v in enumerate(values)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hashes", type=int, default=1_000_000)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--queries", type=int, default=20)
+    args = parser.parse_args()
+    rng = random.Random(7)
+    rows = []
+    with databases() as dbs:
+        for label, db in dbs:
+            migrate.upgrade(db)
+            kept, seconds = fill(db, args.hashes, args.frames, seed=1)
+            print(f"{label}: {args.hashes} bank hashes filled in {seconds:.0f} s", flush=True)
+            unrelated = [features([random_hash(rng) for _ in range(args.frames)]) for _ in range(args.queries)]
+            copies = [features([flip(v, 12, rng) for v in kept[i % len(kept)]]) for i in range(args.queries)]
+            for radius in (0, 1):
+                for kind, queries, expect in (("unrelated", unrelated, 0), ("copy of an entry", copies, 1)):
+                    match_video(db, queries[0], probe_radius=radius)  # warm caches
+                    times, found = [], 0
+                    for query in queries:
+                        started = time.perf_counter()
+                        found += len(match_video(db, query, probe_radius=radius)) == expect
+                        times.append((time.perf_counter() - started) * 1000)
+                    rows.append((label, radius, kind, statistics.median(times), max(times), found, len(queries)))
+    print(
+        f"\n{args.hashes} bank hashes ({args.hashes // args.frames} entries of {args.frames} frames); "
+        f"queries of {args.frames} frames\n"
+    )
+    print(f"{'database':<12}{'radius':>7}  {'query':<18}{'median ms':>10}{'max ms':>9}{'correct':>9}")
+    for label, radius, kind, median, worst, found, total in rows:
+        print(f"{label:<12}{radius:>7}  {kind:<18}{median:>10.1f}{worst:>9.1f}{found:>6}/{total}")
+
+
+if __name__ == "__main__":
+    main()
