@@ -1,10 +1,15 @@
-"""Processing of stored videos: queue them, run the pipeline, store one result each.
+"""Processing of stored videos: queue them, run the pipeline, store one result per content.
+
+A job is one owner's video; the analysis belongs to the video's content (the bytes), so it
+runs once however many owners uploaded them: the first job claims it, jobs of other videos
+of the same content wait and are completed with it, later ones reuse the stored result. Each
+owner's video still goes queued -> processing -> completed with events of its own.
 
 The video row is the outbox: ``status=queued`` with ``dispatched_at`` unset means "not yet
 handed to the broker". :meth:`ProcessingService.dispatch_pending` hands such videos over and
 is repeated while the broker is down, so an upload accepted during a Redis outage is
-processed once Redis is back. Jobs are idempotent: a video that already has a result is not
-analysed again, and the unique result row cannot be stored twice.
+processed once Redis is back. Jobs are idempotent: a completed video is not processed again,
+and the unique result row cannot be stored twice.
 """
 
 from __future__ import annotations
@@ -12,19 +17,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
 from vidgate.db.models import (
+    AnalysisStatus,
+    Content,
     FrameHash,
-    SessionStatus,
-    UploadSession,
     Video,
     VideoAnalysisResultRow,
     VideoStatus,
@@ -58,7 +65,7 @@ PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
 class JobOutcome:
     """What one run of a job ended in."""
 
-    status: str  # "completed", "skipped", "failed", "retry"
+    status: str  # "completed", "skipped", "failed", "retry", "waiting" (another job analyses the content)
     retry_in: float | None = None
 
 
@@ -110,11 +117,14 @@ class ProcessingService:
         return True
 
     def requeue(self, video_id: str) -> bool:
-        """Queue a stored video (again) unless it is being processed right now."""
+        """Queue a stored video to be analysed again, unless it is being processed right now."""
         with self.db.session() as session:
-            video = session.get(Video, video_id)
+            video = session.get(Video, video_id, with_for_update=True)
             if video is None or video.status is VideoStatus.PROCESSING:
                 return False
+            content = session.get_one(Content, video.content_id, with_for_update=True)
+            if content.status is not AnalysisStatus.PROCESSING:
+                content.status, content.analysing_video_id = AnalysisStatus.PENDING, None
             video.status = VideoStatus.QUEUED
             video.queued_at = utcnow()
             video.dispatched_at = None
@@ -146,58 +156,88 @@ class ProcessingService:
                 .where(Video.status.in_([VideoStatus.QUEUED, VideoStatus.PROCESSING]))
                 .values(status=VideoStatus.QUEUED, dispatched_at=None)
             )
+            # their analyses died with that process too: the first job to run claims each again
+            session.execute(
+                update(Content)
+                .where(Content.status == AnalysisStatus.PROCESSING)
+                .values(status=AnalysisStatus.PENDING, analysing_video_id=None)
+            )
             return int(getattr(result, "rowcount", 0) or 0)
 
     # ------------------------------------------------------------------ running
     def run(self, video_id: str, attempt: int = 0) -> JobOutcome:
-        """Process one video. Transient errors ask for a retry (with backoff) until the retries
-        are used up; a video the decoder cannot read fails at once."""
+        """Process one owner's video. Its content is analysed by the first job that claims it;
+        a job that finds the analysis stored reuses it, one that finds it running waits (the
+        running job completes every waiting video). Transient errors ask for a retry (with
+        backoff) until the retries are used up; a video the decoder cannot read fails at once."""
         with self.db.session() as session:
-            video = session.get(Video, video_id)
-            if video is None:
+            video = session.get(Video, video_id, with_for_update=True)
+            if video is None or video.status is VideoStatus.COMPLETED:
                 return JobOutcome("skipped")
-            done = session.scalar(select(VideoAnalysisResultRow.id).where(VideoAnalysisResultRow.video_id == video_id))
-            if done is not None and video.status is VideoStatus.COMPLETED:
-                return JobOutcome("skipped")
+            content = session.get_one(Content, video.content_id, with_for_update=True)
+            now = utcnow()
             video.status = VideoStatus.PROCESSING
-            video.started_at = utcnow()
+            video.started_at = now
             video.attempts = (video.attempts or 0) + 1
             video.stage, video.progress = "starting", 0.0
-            path = self.blobs.path(video.storage_key)
-            content_hash = video.content_hash
+            if content.status is AnalysisStatus.COMPLETED:
+                action = "reuse"
+            elif content.status is AnalysisStatus.PROCESSING and self._claim_alive(session, content, video_id):
+                action = "wait"
+            else:
+                action = "analyse"
+                content.status = AnalysisStatus.PROCESSING
+                content.analysing_video_id = video_id
+                content.analyses = (content.analyses or 0) + 1
+                content.started_at = now
+            content_id, content_hash = content.id, content.content_hash
+            path = self.blobs.path(content.storage_key)
             options = dict(video.processing_options or {})
-            priority = video.priority
+            priority, video_attempt, user_id = video.priority, video.attempts, video.user_id
         log.info(
             "processing %s started (attempt %d)",
             video_id,
-            attempt + 1,
-            extra={"video_id": video_id, "event": "processing_initiated", "attempt": attempt + 1},
+            video_attempt,
+            extra={"video_id": video_id, "event": "processing_initiated", "attempt": video_attempt},
         )
         if self.events is not None:
-            self.events.to_video_owners(
+            self.events.to_user(
                 ProcessingInitiated(
-                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=attempt + 1)
-                )
+                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=video_attempt)
+                ),
+                user_id,
             )
+        if action == "reuse":
+            self._complete_waiting(content_id, only=video_id)
+            metrics.PROCESSING_JOBS.labels("reused").inc()
+            return JobOutcome("completed")
+        if action == "wait":
+            log.info(
+                "video %s waits for the analysis of its content %s",
+                video_id,
+                content_id,
+                extra={"video_id": video_id, "content_id": content_id, "event": "processing_waiting"},
+            )
+            return JobOutcome("waiting")
         model_type = str(options.get("model_type") or self.settings.processing.default_model_type)
         try:
             if not path.is_file():  # storage not mounted, or being restored: may pass
                 raise FileNotFoundError(f"the stored file {path} is missing")
             result = analyze(
                 path,
-                video_id=video_id,
+                video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
                 content_hash=content_hash,
                 model_type=model_type,
                 config=self.config,
-                progress=self._progress_writer(video_id),
+                progress=self._progress_writer(content_id),
             )
         except PipelineError as exc:
-            self.mark_failed(video_id, str(exc))
+            self.mark_failed(content_id, str(exc))
             metrics.PROCESSING_JOBS.labels("failed").inc()
             return JobOutcome("failed")
         except Exception as exc:
             if attempt >= self.settings.processing.max_retries:
-                self.mark_failed(video_id, f"gave up after {attempt + 1} attempts: {exc}")
+                self.mark_failed(content_id, f"gave up after {attempt + 1} attempts: {exc}")
                 metrics.PROCESSING_JOBS.labels("failed").inc()
                 return JobOutcome("failed")
             metrics.PROCESSING_JOBS.labels("retried").inc()
@@ -206,7 +246,7 @@ class ProcessingService:
             with self.db.session() as session:
                 session.execute(update(Video).where(Video.id == video_id).values(error_message=str(exc)))
             return JobOutcome("retry", retry_in=delay)
-        self._store(result, model_type)
+        self._store(result, content_id, model_type)
         metrics.PROCESSING_JOBS.labels("completed").inc()
         for stage in result.stages:
             metrics.PROCESSING_STAGE.labels(stage.name).observe(stage.seconds)
@@ -217,22 +257,20 @@ class ProcessingService:
             result.processing_seconds,
             extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
         )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingCompleted(
-                    video_id=video_id,
-                    data=ProcessingCompletedData(
-                        processing_seconds=result.processing_seconds,
-                        fingerprint=result.fingerprint,
-                        duration=result.metadata.duration,
-                        result_url=f"/v1/videos/{video_id}/result",
-                        result=result.model_dump(mode="json"),
-                    ),
-                )
-            )
+        self._complete_waiting(content_id)
         return JobOutcome("completed")
 
-    def _progress_writer(self, video_id: str) -> Any:
+    @staticmethod
+    def _claim_alive(session: Session, content: Content, video_id: str) -> bool:
+        """Whether another video's job holds the content's analysis (a claim left by a video that
+        is no longer waiting, or by this very video's earlier delivery, is taken over)."""
+        holder = content.analysing_video_id
+        if holder is None or holder == video_id:
+            return False
+        status = session.scalar(select(Video.status).where(Video.id == holder))
+        return status in (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+
+    def _progress_writer(self, content_id: str) -> Any:
         last = [0.0]
 
         def write(stage: str, fraction: float) -> None:
@@ -242,44 +280,54 @@ class ProcessingService:
             last[0] = now
             percent = round(fraction * 100, 1)
             with self.db.session() as session:
-                session.execute(update(Video).where(Video.id == video_id).values(stage=stage, progress=percent))
-            if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
-                self.events.to_video_owners(
-                    ProcessingProgress(
-                        video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+                waiting = session.execute(
+                    update(Video)
+                    .where(Video.content_id == content_id, Video.status == VideoStatus.PROCESSING)
+                    .values(stage=stage, progress=percent)
+                    .returning(Video.id, Video.user_id)
+                ).all()
+            if self.events is None:
+                return
+            for video_id, user_id in waiting:  # every owner hears of their own video only
+                if self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
+                    self.events.to_user(
+                        ProcessingProgress(
+                            video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+                        ),
+                        user_id,
                     )
-                )
 
         return write
 
-    def _store(self, result: VideoAnalysisResult, model_type: str) -> None:
-        """Store the result once; frame hashes are replaced, never doubled."""
+    def _store(self, result: VideoAnalysisResult, content_id: str, model_type: str) -> None:
+        """Store the content's analysis once; frame hashes are replaced, never doubled."""
         fingerprint = int(result.fingerprint, 16)
+        stored = result.model_dump(mode="json")
         with self.db.session() as session:
             try:
                 with session.begin_nested():
                     session.add(
                         VideoAnalysisResultRow(
-                            video_id=result.video_id,
+                            content_id=content_id,
                             pipeline_version=result.pipeline_version,
                             model_type=model_type,
-                            result=result.model_dump(mode="json"),
+                            result=stored,
                             processing_seconds=result.processing_seconds,
                         )
                     )
             except IntegrityError:
                 session.execute(
                     update(VideoAnalysisResultRow)
-                    .where(VideoAnalysisResultRow.video_id == result.video_id)
-                    .values(result=result.model_dump(mode="json"), processing_seconds=result.processing_seconds)
+                    .where(VideoAnalysisResultRow.content_id == content_id)
+                    .values(result=stored, processing_seconds=result.processing_seconds)
                 )
-            session.execute(delete(FrameHash).where(FrameHash.video_id == result.video_id))
+            session.execute(delete(FrameHash).where(FrameHash.content_id == content_id))
             for sample in result.samples:
                 value = int(sample.phash, 16)
                 b0, b1, b2, b3 = bands(value)
                 session.add(
                     FrameHash(
-                        video_id=result.video_id,
+                        content_id=content_id,
                         timestamp=sample.timestamp,
                         hash=to_signed(value),
                         band0=b0,
@@ -289,77 +337,132 @@ class ProcessingService:
                     )
                 )
             session.execute(
-                update(Video)
-                .where(Video.id == result.video_id)
+                update(Content)
+                .where(Content.id == content_id)
                 .values(
-                    status=VideoStatus.COMPLETED,
-                    stage="done",
-                    progress=100.0,
+                    status=AnalysisStatus.COMPLETED,
+                    analysing_video_id=None,
                     finished_at=utcnow(),
                     fingerprint=to_signed(fingerprint),
                     error_message=None,
                 )
             )
 
-    def mark_failed(self, video_id: str, reason: str) -> None:
-        log.warning(
-            "processing of %s failed: %s",
-            video_id,
-            reason,
-            extra={"video_id": video_id, "event": "processing_failed"},
-        )
+    def _complete_waiting(self, content_id: str, only: str | None = None) -> None:
+        """Complete the videos whose jobs wait on the content's stored analysis (or just ``only``),
+        each with its owner's own processing_completed event."""
         with self.db.session() as session:
-            session.execute(
+            stored = session.scalar(
+                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.content_id == content_id)
+            )
+            condition = Video.id == only if only is not None else Video.content_id == content_id
+            now = utcnow()
+            done = session.execute(
                 update(Video)
-                .where(Video.id == video_id)
-                .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=utcnow())
+                .where(condition, Video.status == VideoStatus.PROCESSING)
+                .values(status=VideoStatus.COMPLETED, stage="done", progress=100.0, finished_at=now, error_message=None)
+                .returning(Video.id, Video.user_id)
+            ).all()
+        if stored is None or self.events is None:
+            return
+        for video_id, user_id in done:
+            result = owner_result(dict(stored), video_id, now)
+            self.events.to_user(
+                ProcessingCompleted(
+                    video_id=video_id,
+                    data=ProcessingCompletedData(
+                        processing_seconds=result.processing_seconds,
+                        fingerprint=result.fingerprint,
+                        duration=result.metadata.duration,
+                        result_url=f"/v1/videos/{video_id}/result",
+                        result=result.model_dump(mode="json"),
+                    ),
+                ),
+                user_id,
             )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingFailed(video_id=video_id, data=FailureData(error_code="processing_failed", message=reason))
+
+    def mark_failed(self, content_id: str, reason: str) -> None:
+        """The content cannot be analysed: it and every video waiting on it fail, each owner told
+        of their own video."""
+        with self.db.session() as session:
+            now = utcnow()
+            session.execute(
+                update(Content)
+                .where(Content.id == content_id)
+                .values(
+                    status=AnalysisStatus.FAILED, analysing_video_id=None, error_message=reason[:2000], finished_at=now
+                )
             )
+            failed = session.execute(
+                update(Video)
+                .where(Video.content_id == content_id, Video.status == VideoStatus.PROCESSING)
+                .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=now)
+                .returning(Video.id, Video.user_id)
+            ).all()
+        for video_id, user_id in failed:
+            log.warning(
+                "processing of %s failed: %s",
+                video_id,
+                reason,
+                extra={"video_id": video_id, "event": "processing_failed"},
+            )
+            if self.events is not None:
+                self.events.to_user(
+                    ProcessingFailed(
+                        video_id=video_id, data=FailureData(error_code="processing_failed", message=reason)
+                    ),
+                    user_id,
+                )
 
     # ------------------------------------------------------------------ reading
-    def owned_video(self, principal: Principal, video_id: str) -> Video:
-        """The video, if ``principal`` uploaded it (a completed session of theirs points at it)."""
+    def owned_video(self, principal: Principal, video_id: str) -> tuple[Video, Content]:
+        """The video and its content, if the video is ``principal``'s (anyone else's is not found)."""
         with self.db.session() as session:
-            owns = session.scalar(
-                select(UploadSession.id)
-                .where(
-                    UploadSession.video_id == video_id,
-                    UploadSession.user_id == principal.user_id,
-                    UploadSession.status == SessionStatus.COMPLETED,
-                )
-                .limit(1)
-            )
-            video = session.get(Video, video_id) if owns else None
-            if video is None:
+            video = session.get(Video, video_id)
+            if video is None or video.user_id != principal.user_id:
                 raise VideoNotFound(f"No video {video_id!r}.")
-            session.expunge(video)
-            return video
+            content = session.get_one(Content, video.content_id)
+            session.expunge_all()
+            return video, content
 
     def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
-        video = self.owned_video(principal, video_id)
-        stored = self.stored_result(video_id)
+        video, content = self.owned_video(principal, video_id)
+        stored = self.owner_result(video_id)
         if stored is None:
             detail = f": {video.error_message}" if video.status is VideoStatus.FAILED and video.error_message else ""
             raise ResultNotReady(f"Video {video_id!r} is {video.status.value}; it has no result yet{detail}.")
         stored.similar_videos = find_similar(
             self.db,
             stored,
-            user_id=None if self.settings.processing.similarity_scope == "shared" else principal.user_id,
+            content_id=content.id,
+            user_id=principal.user_id,
+            shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
         )
         return stored
 
-    def stored_result_json(self, video_id: str) -> dict[str, Any] | None:
+    def owner_result(self, video_id: str) -> VideoAnalysisResult | None:
+        """The stored analysis as the video's owner sees it (their video id, the time their video
+        completed), once their video has completed; None before."""
         with self.db.session() as session:
-            row = session.scalar(
-                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
-            )
-        return dict(row) if row is not None else None
+            row = session.execute(
+                select(VideoAnalysisResultRow.result, Video.finished_at)
+                .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
+                .where(Video.id == video_id, Video.status == VideoStatus.COMPLETED)
+            ).first()
+        if row is None:
+            return None
+        stored, finished_at = row
+        return owner_result(dict(stored), video_id, finished_at or utcnow())
 
-    def stored_result(self, video_id: str) -> VideoAnalysisResult | None:
-        row = self.stored_result_json(video_id)
-        return VideoAnalysisResult.model_validate(row) if row is not None else None
+    def owner_result_json(self, video_id: str) -> dict[str, Any] | None:
+        result = self.owner_result(video_id)
+        return result.model_dump(mode="json") if result is not None else None
+
+
+def owner_result(stored: dict[str, Any], video_id: str, completed_at: datetime) -> VideoAnalysisResult:
+    """A content's stored analysis as one owner's result: their video id, and the time their
+    video completed (not when the bytes were first analysed, which could tell of another owner)."""
+    result = VideoAnalysisResult.model_validate(stored)
+    return result.model_copy(update={"video_id": video_id, "created_at": completed_at})
