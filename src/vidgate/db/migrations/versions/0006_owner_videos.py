@@ -211,7 +211,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column("content_id", sa.String(length=36), nullable=True))
     video = _video_table(sa.column("first_user_id", sa.String))
     bind.execute(sa.update(video).values(user_id=video.c.first_user_id, content_id=video.c.id))
-    _split_other_owners(video)
 
     _repoint("video_analysis_result", "video_id", "content_id", "video", "content", unique=True)
     _repoint("frame_hash", "video_id", "content_id", "video", "content", unique=False)
@@ -219,8 +218,11 @@ def upgrade() -> None:
     with op.batch_alter_table("video") as batch:
         if bind.dialect.name != "sqlite":  # SQLite's batch copy leaves out a dropped column's constraint
             batch.drop_constraint("video_content_hash_key", type_="unique")
-        for column in ("content_hash", "file_size", "storage_key", "media_info", "fingerprint", "first_user_id"):
+        for column in ("content_hash", "file_size", "storage_key", "media_info", "fingerprint"):
             batch.drop_column(column)
+    _split_other_owners(video)
+    with op.batch_alter_table("video") as batch:
+        batch.drop_column("first_user_id")
         batch.alter_column("user_id", existing_type=sa.String(length=128), nullable=False)
         batch.alter_column("content_id", existing_type=sa.String(length=36), nullable=False)
         batch.create_index("ix_video_user_id", ["user_id"], unique=False)
