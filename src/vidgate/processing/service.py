@@ -59,6 +59,8 @@ from vidgate.storage.local import LocalBlobStore
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
+#: what a video whose content's analysis is reused reports: the pipeline's first and last progress
+REUSED_PROGRESS = (("metadata", 0.05), ("embeddings", 1.0))
 
 
 @dataclass
@@ -208,6 +210,11 @@ class ProcessingService:
                 user_id,
             )
         if action == "reuse":
+            # The events of a short analysis (its first and last progress report), so reuse looks
+            # like a first processing to the owner; only its speed differs.
+            report = self._progress_writer(content_id, only=video_id)
+            for stage_name, fraction in REUSED_PROGRESS:
+                report(stage_name, fraction)
             self._complete_waiting(content_id, only=video_id)
             metrics.PROCESSING_JOBS.labels("reused").inc()
             return JobOutcome("completed")
@@ -270,8 +277,10 @@ class ProcessingService:
         status = session.scalar(select(Video.status).where(Video.id == holder))
         return status in (VideoStatus.QUEUED, VideoStatus.PROCESSING)
 
-    def _progress_writer(self, content_id: str) -> Any:
+    def _progress_writer(self, content_id: str, only: str | None = None) -> Any:
+        """Writes an analysis's progress to the videos waiting on it (or just ``only``)."""
         last = [0.0]
+        waiting_on = Video.id == only if only is not None else Video.content_id == content_id
 
         def write(stage: str, fraction: float) -> None:
             now = time.monotonic()
@@ -282,7 +291,7 @@ class ProcessingService:
             with self.db.session() as session:
                 waiting = session.execute(
                     update(Video)
-                    .where(Video.content_id == content_id, Video.status == VideoStatus.PROCESSING)
+                    .where(waiting_on, Video.status == VideoStatus.PROCESSING)
                     .values(stage=stage, progress=percent)
                     .returning(Video.id, Video.user_id)
                 ).all()
