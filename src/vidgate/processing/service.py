@@ -259,10 +259,16 @@ class ProcessingService:
             metrics.PROCESSING_STAGE.labels(stage.name).observe(stage.seconds)
         metrics.PROCESSING_STAGE.labels("total").observe(result.processing_seconds)
         log.info(
-            "video %s processed in %.2f s",
+            "content %s of video %s analysed in %.2f s",
+            content_id,
             video_id,
             result.processing_seconds,
-            extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
+            extra={
+                "video_id": video_id,
+                "content_id": content_id,
+                "event": "content_analysed",
+                "seconds": result.processing_seconds,
+            },
         )
         self._complete_waiting(content_id)
         return JobOutcome("completed")
@@ -372,6 +378,13 @@ class ProcessingService:
                 .values(status=VideoStatus.COMPLETED, stage="done", progress=100.0, finished_at=now, error_message=None)
                 .returning(Video.id, Video.user_id)
             ).all()
+        for video_id, _ in done:
+            log.info(
+                "video %s processed%s",
+                video_id,
+                " (stored analysis reused)" if only is not None else "",
+                extra={"video_id": video_id, "content_id": content_id, "event": "processing_completed"},
+            )
         if stored is None or self.events is None:
             return
         for video_id, user_id in done:
