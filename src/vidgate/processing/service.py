@@ -121,10 +121,10 @@ class ProcessingService:
     def requeue(self, video_id: str) -> bool:
         """Queue a stored video to be analysed again, unless it is being processed right now."""
         with self.db.session() as session:
-            video = session.get(Video, video_id, with_for_update=True)
-            if video is None or video.status is VideoStatus.PROCESSING:
+            locked = _lock_video_and_content(session, video_id)
+            if locked is None or locked[0].status is VideoStatus.PROCESSING:
                 return False
-            content = session.get_one(Content, video.content_id, with_for_update=True)
+            video, content = locked
             if content.status is not AnalysisStatus.PROCESSING:
                 content.status, content.analysing_video_id = AnalysisStatus.PENDING, None
             video.status = VideoStatus.QUEUED
@@ -173,10 +173,10 @@ class ProcessingService:
         running job completes every waiting video). Transient errors ask for a retry (with
         backoff) until the retries are used up; a video the decoder cannot read fails at once."""
         with self.db.session() as session:
-            video = session.get(Video, video_id, with_for_update=True)
-            if video is None or video.status is VideoStatus.COMPLETED:
+            locked = _lock_video_and_content(session, video_id)
+            if locked is None or locked[0].status is VideoStatus.COMPLETED:
                 return JobOutcome("skipped")
-            content = session.get_one(Content, video.content_id, with_for_update=True)
+            video, content = locked
             now = utcnow()
             video.status = VideoStatus.PROCESSING
             video.started_at = now
@@ -481,6 +481,17 @@ class ProcessingService:
     def owner_result_json(self, video_id: str) -> dict[str, Any] | None:
         result = self.owner_result(video_id)
         return result.model_dump(mode="json") if result is not None else None
+
+
+def _lock_video_and_content(session: Session, video_id: str) -> tuple[Video, Content] | None:
+    """Lock a video's content, then the video: the order upload completion takes them in, so
+    the two never wait for each other (PostgreSQL would abort one as a deadlock)."""
+    content_id = session.scalar(select(Video.content_id).where(Video.id == video_id))
+    if content_id is None:
+        return None
+    content = session.get_one(Content, content_id, with_for_update=True)
+    video = session.get_one(Video, video_id, with_for_update=True, populate_existing=True)
+    return video, content
 
 
 def owner_result(stored: dict[str, Any], video_id: str, completed_at: datetime) -> VideoAnalysisResult:
