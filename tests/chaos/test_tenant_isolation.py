@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
@@ -185,7 +186,9 @@ def everything_bob_can_see(
 
 
 @pytest.mark.parametrize("protocol", ["seed", "tus"])
-def test_bob_sees_nothing_of_alices_video(isolated: RunningServer, tmp_path: Path, protocol: str) -> None:
+def test_bob_sees_nothing_of_alices_video(
+    isolated: RunningServer, tmp_path: Path, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
     server = isolated
     scope = server.settings.upload.dedup_scope
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
@@ -216,11 +219,13 @@ def test_bob_sees_nothing_of_alices_video(isolated: RunningServer, tmp_path: Pat
             bob_hooks.raw.clear()
 
             # bob sends alice's bytes under his own name
-            with server.client(bob) as client:
+            caplog.clear()
+            with caplog.at_level(logging.INFO), server.client(bob) as client:
                 his = upload(client, data, "b.mp4", 2)
-            last = "processing_completed" if scope == "owner" else "duplicate_detected"
-            events = receive_until(bob_socket, last) + drain(bob_socket)
-            wait_until(lambda: last in bob_hooks.types(), timeout=30)
+                last = "processing_completed" if scope == "owner" else "duplicate_detected"
+                events = receive_until(bob_socket, last) + drain(bob_socket)
+                wait_until(lambda: last in bob_hooks.types(), timeout=30)
+                logged = list(caplog.records)
             seen, video = everything_bob_can_see(server, bob, his, events, bob_hooks)
             alice_heard = drain(alice_socket)
 
@@ -286,6 +291,16 @@ def test_bob_sees_nothing_of_alices_video(isolated: RunningServer, tmp_path: Pat
         with server.db.session() as session:  # stored once, analysed once
             content = session.scalars(select(Content).where(Content.content_hash == sha256(data))).one()
             assert content.analyses == 1
+        # the info logs of bob's upload name his session and video, never alice's
+        about_bob = [r for r in logged if getattr(r, "session_id", None) or getattr(r, "video_id", None)]
+        assert about_bob, [r.getMessage() for r in logged]
+        for record in about_bob:
+            assert getattr(record, "video_id", his["data"]["video_id"]) == his["data"]["video_id"], record.getMessage()
+            assert mine["video_id"] not in record.getMessage() and PRIVATE_NAME not in record.getMessage()
+        # and no metric carries a user's video id, session, file name or hash as a label
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+        for value in (mine["video_id"], mine["session_id"], his["data"]["video_id"], "board-meeting", sha256(data)):
+            assert value not in metrics, value
     finally:
         alice_hooks.close()
         bob_hooks.close()
