@@ -109,7 +109,9 @@ def _results(running: Cluster, video_id: str) -> list[tuple[object, ...]]:
         rows = session.execute(
             select(
                 VideoAnalysisResultRow.id, VideoAnalysisResultRow.created_at, VideoAnalysisResultRow.processing_seconds
-            ).where(VideoAnalysisResultRow.video_id == video_id)
+            )
+            .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
+            .where(Video.id == video_id)
         ).all()
     return [tuple(row) for row in rows]
 
