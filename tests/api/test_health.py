@@ -100,8 +100,8 @@ def test_cleanup_and_expiry_counts_are_scraped(server: RunningServer) -> None:
         session.execute(
             update(UploadSession)
             .where(UploadSession.session_id == session_id)
-            .values(expires_at=utcnow() - timedelta(minutes=1))
-        )
+            .values(expires_at=utcnow() - timedelta(minutes=1), last_updated=utcnow() - timedelta(days=30))
+        )  # idle far longer than the session timeout: the sweep expires it
     server.services.uploads.cleanup()
     after = scrape(server)
     assert value(after, "vidgate_cleanup_runs_total") >= value(before, "vidgate_cleanup_runs_total") + 1
