@@ -64,7 +64,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         webhooks=WebhookOutbox(db, settings.webhook),
     )
     processing = ProcessingService(settings, db, blobs, events=events)
-    events.result_lookup = processing.stored_result_json
+    events.result_lookup = processing.owner_result_json
     queue: TaskQueue | None = None
     if start_queue:
         queue = make_queue(settings, processing)

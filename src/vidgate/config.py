@@ -63,6 +63,13 @@ class UploadSettings(BaseSettings):
         validation_alias=AliasChoices("ENABLE_DEDUPLICATION", "enable_deduplication"),
         description="Answer an identical file from the stored copy instead of storing it again.",
     )
+    dedup_scope: Literal["owner", "global"] = Field(
+        "owner",
+        validation_alias=AliasChoices("UPLOAD_DEDUP_SCOPE", "DEDUP_SCOPE", "dedup_scope"),
+        description="Who an upload of known bytes is told about it: owner (only an owner's own earlier "
+        "upload makes it a duplicate; reuse across owners is invisible) or global (any earlier upload "
+        "does, answered at once from the stored result).",
+    )
     locks: Literal["auto", "file", "redis"] = Field(
         "auto",
         description="Upload write locks: file (flock, one host) or redis (several API hosts); "

@@ -10,10 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from vidgate.db.engine import Database
-from vidgate.db.models import SessionStatus, UploadSession
 from vidgate.events.bus import EventBus
 from vidgate.events.schema import AnyEvent
 
@@ -43,18 +40,6 @@ class EventPublisher:
     def to_user(self, event: AnyEvent, user_id: str) -> None:
         event.audience = [user_id]
         self._send(event)
-
-    def to_video_owners(self, event: AnyEvent) -> None:
-        """Every user who uploaded this content (a video row serves all its owners)."""
-        with self.db.session() as session:
-            owners = session.scalars(
-                select(UploadSession.user_id)
-                .where(UploadSession.video_id == event.video_id, UploadSession.status == SessionStatus.COMPLETED)
-                .distinct()
-            ).all()
-        event.audience = list(owners)
-        if owners:
-            self._send(event)
 
     def progress_due(self, key: str, final: bool = False) -> bool:
         """At most one progress event per ``progress_interval`` per key; the final one always."""

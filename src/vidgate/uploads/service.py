@@ -34,6 +34,8 @@ from vidgate.config import Settings
 from vidgate.db.engine import Database
 from vidgate.db.models import (
     TERMINAL_STATUSES,
+    AnalysisStatus,
+    Content,
     SessionStatus,
     UploadChunk,
     UploadProgressLog,
@@ -646,37 +648,24 @@ class UploadService:
         return str(hasher.hexdigest())
 
     def _complete(self, upload_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:
-        """Link the session to the video of its content; queue processing unless it is known."""
+        """Link the session to its owner's video of this content (made now if the owner has none)
+        and queue processing unless the answer is already known (see :mod:`vidgate.dedup`)."""
         with self.db.session() as session:
             row = session.get_one(UploadSession, upload_id)
-            video = session.scalar(select(Video).where(Video.content_hash == digest).with_for_update())
-            is_new = video is None
-            if video is None:
-                try:
-                    with session.begin_nested():
-                        video = Video(
-                            content_hash=digest,
-                            file_size=file_size,
-                            storage_key=digest,
-                            content_type=row.content_type,
-                            filename=row.filename,
-                            first_user_id=row.user_id,
-                            status=VideoStatus.UPLOADED,
-                            priority=row.priority,
-                            media_info=media_info,
-                        )
-                        session.add(video)
-                except IntegrityError:
-                    is_new = False
-                    video = session.scalars(select(Video).where(Video.content_hash == digest).with_for_update()).one()
+            now = utcnow()
+            content, content_is_new = self._content_for(session, digest, file_size, media_info, now)
+            video, video_is_new = self._video_for(session, row, content, now)
             decision = dedup.decide(
+                content,
                 video,
-                is_new=is_new,
+                content_is_new=content_is_new,
+                video_is_new=video_is_new,
+                scope=self.settings.upload.dedup_scope,
                 enabled=self.settings.upload.enable_deduplication,
                 priority=row.priority,
                 options=row.upload_options,
+                now=now,
             )
-            now = utcnow()
             row.video_id = video.id
             row.status = SessionStatus.COMPLETED
             row.completed_at = now
@@ -685,6 +674,7 @@ class UploadService:
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
             self.log_event(session, row, event, f"stored as {digest}")
             video_id, session_id, user_id = video.id, row.session_id, row.user_id
+            content_id, reused = content.id, not content_is_new
             protocol, took = row.protocol, (now - row.created_at).total_seconds()
         metrics.UPLOADS.labels(protocol, "duplicate" if decision.duplicate else "completed").inc()
         metrics.UPLOAD_DURATION.labels(protocol).observe(took)
@@ -694,12 +684,19 @@ class UploadService:
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
         log.info(
-            "upload %s completed: sha256 %s, %d bytes%s",
+            "upload %s completed: video %s, sha256 %s, %d bytes%s",
             session_id,
+            video_id,
             digest,
             file_size,
-            " (known content)" if decision.duplicate else "",
-            extra={"session_id": session_id, "video_id": video_id, "event": event, "content_hash": digest},
+            " (known content)" if decision.duplicate else (" (stored content reused)" if reused else ""),
+            extra={
+                "session_id": session_id,
+                "video_id": video_id,
+                "content_id": content_id,
+                "event": event,
+                "content_hash": digest,
+            },
         )
         if self.events is not None:
             self.events.to_user(
@@ -727,6 +724,54 @@ class UploadService:
                 )
         if decision.queue_job and self.on_video_queued is not None:
             self.on_video_queued(video_id)
+
+    @staticmethod
+    def _content_for(
+        session: Session, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
+    ) -> tuple[Content, bool]:
+        """The content row of ``digest``, locked; made if new (a racing upload's row is read instead)."""
+        content = session.scalar(select(Content).where(Content.content_hash == digest).with_for_update())
+        if content is not None:
+            return content, False
+        try:
+            with session.begin_nested():
+                content = Content(
+                    content_hash=digest,
+                    file_size=file_size,
+                    storage_key=digest,
+                    media_info=media_info,
+                    status=AnalysisStatus.PENDING,
+                    created_at=now,
+                )
+                session.add(content)
+            return content, True
+        except IntegrityError:
+            return session.scalars(select(Content).where(Content.content_hash == digest).with_for_update()).one(), False
+
+    @staticmethod
+    def _video_for(session: Session, row: UploadSession, content: Content, now: datetime) -> tuple[Video, bool]:
+        """The owner's video of ``content``, locked; made from this upload if they have none."""
+        mine = select(Video).where(Video.user_id == row.user_id, Video.content_id == content.id).with_for_update()
+        video = session.scalar(mine)
+        if video is not None:
+            return video, False
+        try:
+            with session.begin_nested():
+                video = Video(
+                    user_id=row.user_id,
+                    content_id=content.id,
+                    filename=row.filename,
+                    content_type=row.content_type,
+                    status=VideoStatus.UPLOADED,
+                    priority=row.priority,
+                    processing_options=dict(row.upload_options or {}),
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(video)
+            return video, True
+        except IntegrityError:  # the same owner's other upload of these bytes made it a moment ago
+            return session.scalars(mine).one(), False
 
     def fail(self, upload_id: str, code: str, message: str) -> None:
         """End a session as refused: data deleted, reason kept, ``upload_failed`` published."""
