@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
@@ -167,18 +168,19 @@ class ProcessingService:
             content_hash = video.content_hash
             options = dict(video.processing_options or {})
             priority = video.priority
+            if self.events is not None:
+                self.events.to_video_owners(
+                    ProcessingInitiated(
+                        video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=attempt + 1)
+                    ),
+                    session,
+                )
         log.info(
             "processing %s started (attempt %d)",
             video_id,
             attempt + 1,
             extra={"video_id": video_id, "event": "processing_initiated", "attempt": attempt + 1},
         )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingInitiated(
-                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=attempt + 1)
-                )
-            )
         model_type = str(options.get("model_type") or self.settings.processing.default_model_type)
         try:
             if not path.is_file():  # storage not mounted, or being restored: may pass
@@ -217,19 +219,6 @@ class ProcessingService:
             result.processing_seconds,
             extra={"video_id": video_id, "event": "processing_completed", "seconds": result.processing_seconds},
         )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingCompleted(
-                    video_id=video_id,
-                    data=ProcessingCompletedData(
-                        processing_seconds=result.processing_seconds,
-                        fingerprint=result.fingerprint,
-                        duration=result.metadata.duration,
-                        result_url=f"/v1/videos/{video_id}/result",
-                        result=result.model_dump(mode="json"),
-                    ),
-                )
-            )
         return JobOutcome("completed")
 
     def _progress_writer(self, video_id: str) -> Any:
@@ -243,12 +232,13 @@ class ProcessingService:
             percent = round(fraction * 100, 1)
             with self.db.session() as session:
                 session.execute(update(Video).where(Video.id == video_id).values(stage=stage, progress=percent))
-            if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
-                self.events.to_video_owners(
-                    ProcessingProgress(
-                        video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+                if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
+                    self.events.to_video_owners(
+                        ProcessingProgress(
+                            video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+                        ),
+                        session,
                     )
-                )
 
         return write
 
@@ -300,6 +290,20 @@ class ProcessingService:
                     error_message=None,
                 )
             )
+            if self.events is not None:
+                self.events.to_video_owners(
+                    ProcessingCompleted(
+                        video_id=result.video_id,
+                        data=ProcessingCompletedData(
+                            processing_seconds=result.processing_seconds,
+                            fingerprint=result.fingerprint,
+                            duration=result.metadata.duration,
+                            result_url=f"/v1/videos/{result.video_id}/result",
+                            result=result.model_dump(mode="json"),
+                        ),
+                    ),
+                    session,
+                )
 
     def mark_failed(self, video_id: str, reason: str) -> None:
         log.warning(
@@ -314,10 +318,13 @@ class ProcessingService:
                 .where(Video.id == video_id)
                 .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=utcnow())
             )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingFailed(video_id=video_id, data=FailureData(error_code="processing_failed", message=reason))
-            )
+            if self.events is not None:
+                self.events.to_video_owners(
+                    ProcessingFailed(
+                        video_id=video_id, data=FailureData(error_code="processing_failed", message=reason)
+                    ),
+                    session,
+                )
 
     # ------------------------------------------------------------------ reading
     def owned_video(self, principal: Principal, video_id: str) -> Video:
@@ -353,11 +360,14 @@ class ProcessingService:
         )
         return stored
 
-    def stored_result_json(self, video_id: str) -> dict[str, Any] | None:
-        with self.db.session() as session:
-            row = session.scalar(
-                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
-            )
+    def stored_result_json(self, video_id: str, session: Session | None = None) -> dict[str, Any] | None:
+        """The stored result, read in ``session`` when given (a transaction that stages an event)."""
+        query = select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
+        if session is not None:
+            row = session.scalar(query)
+        else:
+            with self.db.session() as own:
+                row = own.scalar(query)
         return dict(row) if row is not None else None
 
     def stored_result(self, video_id: str) -> VideoAnalysisResult | None:
