@@ -49,13 +49,19 @@ async def _send_error(connection: Connection, code: str, message: str) -> None:
 
 
 async def _subscribe(services: Services, principal: Principal, connection: Connection, request: dict[str, Any]) -> None:
-    since = request.get("since")
+    raw_since = request.get("since")
+    since: int | None = None
+    if raw_since is not None:
+        try:
+            since = int(raw_since)
+        except (TypeError, ValueError):
+            since = -1
+        if since < 0:
+            message = f"since must be a sequence number (0 or more), got {raw_since!r}."
+            await _send_error(connection, "invalid_subscription", message)
+            return
     subject: str | None = None
     try:
-        if since is not None:
-            since = int(since)
-            if since < 0:
-                raise ValueError
         if request.get("all"):
             pass
         elif request.get("session_id"):
@@ -69,9 +75,6 @@ async def _subscribe(services: Services, principal: Principal, connection: Conne
         else:
             await _send_error(connection, "invalid_subscription", "Name a session_id, a video_id, or all: true.")
             return
-    except (TypeError, ValueError):
-        await _send_error(connection, "invalid_subscription", f"since must be a sequence number (>= 0), got {since!r}.")
-        return
     except VidgateError as exc:
         await _send_error(connection, exc.code, exc.message)
         return
