@@ -408,3 +408,34 @@ class HashBankFrame(Base):
     b15: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = tuple(Index(f"ix_hash_bank_frame_b{i}", f"b{i}", "entry_id") for i in range(BANK_BANDS))
+
+
+class StoredEvent(Base):
+    """One event as one user receives it, numbered in that user's stream (gapless: the number
+    comes from :class:`EventCounter` in the transaction of the state change the event describes).
+    Replay (``since``), catch-up after a bus outage and webhooks read these rows."""
+
+    __tablename__ = "event_store"
+    __table_args__ = (UniqueConstraint("user_id", "sequence", name="uq_event_store_user_sequence"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    video_id: Mapped[str | None] = mapped_column(String(36))
+    #: the event as clients see it (schema.to_client), sequence included
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class EventCounter(Base):
+    """The last sequence given to a user's events. Incremented in the event's own transaction, so
+    its row lock orders a user's events by commit and a rolled-back change leaves no gap. Never
+    swept with the events: numbers keep rising after old events are gone."""
+
+    __tablename__ = "event_counter"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)

@@ -233,7 +233,15 @@ class ProcessingService:
             content_id, content_hash = content.id, content.content_hash
             path = self.blobs.path(content.storage_key)
             options = dict(video.processing_options or {})
-            priority, user_id = video.priority, video.user_id
+            if self.events is not None:  # in the claim's transaction: told if and only if it started
+                self.events.to_user(
+                    ProcessingInitiated(
+                        video_id=video_id,
+                        data=ProcessingInitiatedData(priority=video.priority, attempt=current.attempt),
+                    ),
+                    video.user_id,
+                    session,
+                )
         fields = {"video_id": video_id, "attempt": current.attempt, "worker": holder}
         log.info(
             "processing %s started (attempt %d)",
@@ -241,13 +249,6 @@ class ProcessingService:
             current.attempt,
             extra={**fields, "event": "processing_initiated"},
         )
-        if self.events is not None:
-            self.events.to_user(
-                ProcessingInitiated(
-                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=current.attempt)
-                ),
-                user_id,
-            )
         try:
             if action == "reuse":
                 # The events of a short analysis (its first and last progress report), so reuse
@@ -310,7 +311,7 @@ class ProcessingService:
                     for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
                         self.blobs.put_derived(content_hash, made.name, made)
             self._match_banks(result)  # derived from the bytes too: the flag is the content's
-            done, stored, now = self._store(result, content_id, model_type, current)
+            done = self._store(result, content_id, model_type, current)
         except PipelineError as exc:
             self.mark_failed(content_id, str(exc), current)
             metrics.PROCESSING_JOBS.labels("failed").inc()
@@ -336,7 +337,7 @@ class ProcessingService:
                 "seconds": result.processing_seconds,
             },
         )
-        self._announce_completed(content_id, done, stored, now, reused=False)
+        self._log_completed(content_id, done, reused=False)
         return JobOutcome("completed")
 
     def _log_not_claimed(self, video_id: str, claimed: lease.Claim) -> None:
@@ -461,26 +462,28 @@ class ProcessingService:
                 ).all()
                 if all(video_id != current.video_id for video_id, _ in waiting):
                     raise lease.LeaseLost(f"attempt {current.attempt} of video {current.video_id} was superseded")
-            if self.events is None:
-                return
-            for video_id, user_id in waiting:  # every owner hears of their own video only
-                if self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
-                    self.events.to_user(
-                        ProcessingProgress(
-                            video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
-                        ),
-                        user_id,
-                    )
+                if self.events is None:
+                    return
+                for video_id, user_id in waiting:  # every owner hears of their own video only
+                    if self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
+                        self.events.to_user(
+                            ProcessingProgress(
+                                video_id=video_id,
+                                data=ProcessingProgressData(stage=stage, progress_percentage=percent),
+                            ),
+                            user_id,
+                            session,
+                        )
 
         return write
 
     def _store(
         self, result: VideoAnalysisResult, content_id: str, model_type: str, current: lease.Lease | None = None
-    ) -> tuple[list[tuple[str, str]], dict[str, Any], datetime]:
+    ) -> list[tuple[str, str]]:
         """Store the content's analysis once (frame hashes are replaced, never doubled) and
         complete every video waiting on it, in one transaction. With ``current``, only while
         that attempt holds the lease (else :class:`LeaseLost`, nothing stored). Returns the
-        completed videos (id, owner), the stored analysis and the completion time."""
+        completed videos (id, owner), each owner told in this transaction."""
         fingerprint = int(result.fingerprint, 16)
         stored = result.model_dump(mode="json")
         with self.db.session() as session:
@@ -532,7 +535,8 @@ class ProcessingService:
             )
             now = utcnow()
             done = _complete_processing(session, Video.content_id == content_id, now)
-        return done, stored, now
+            self._stage_completed(session, done, stored, now)
+        return done
 
     def _complete_waiting(self, content_id: str, current: lease.Lease, only: bool = False) -> None:
         """Complete the videos waiting on the content's stored analysis (with ``only``, just the
@@ -547,17 +551,11 @@ class ProcessingService:
             condition = Video.id == current.video_id if only else Video.content_id == content_id
             now = utcnow()
             done = _complete_processing(session, condition, now)
-        self._announce_completed(content_id, done, dict(stored) if stored is not None else None, now, reused=only)
+            self._stage_completed(session, done, dict(stored) if stored is not None else None, now)
+        self._log_completed(content_id, done, reused=only)
 
-    def _announce_completed(
-        self,
-        content_id: str,
-        done: list[tuple[str, str]],
-        stored: dict[str, Any] | None,
-        now: datetime,
-        reused: bool,
-    ) -> None:
-        """Log and tell each owner of a completed video of their own video (and nothing else)."""
+    @staticmethod
+    def _log_completed(content_id: str, done: list[tuple[str, str]], reused: bool) -> None:
         for video_id, _ in done:
             log.info(
                 "video %s processed%s",
@@ -565,6 +563,12 @@ class ProcessingService:
                 " (stored analysis reused)" if reused else "",
                 extra={"video_id": video_id, "content_id": content_id, "event": "processing_completed"},
             )
+
+    def _stage_completed(
+        self, session: Session, done: list[tuple[str, str]], stored: dict[str, Any] | None, now: datetime
+    ) -> None:
+        """Tell each owner of a completed video of their own video (and nothing else), in the
+        transaction that completed it."""
         if stored is None or self.events is None:
             return
         for video_id, user_id in done:
@@ -580,6 +584,7 @@ class ProcessingService:
                         ),
                     ),
                     user_id,
+                    session,
                 )
             self.events.to_user(
                 ProcessingCompleted(
@@ -594,6 +599,7 @@ class ProcessingService:
                     ),
                 ),
                 user_id,
+                session,
             )
 
     def mark_failed(self, content_id: str, reason: str, current: lease.Lease | None = None) -> None:
@@ -618,21 +624,23 @@ class ProcessingService:
                 .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=now, lease_expires_at=None)
                 .returning(Video.id, Video.user_id)
             ).all()
+            for video_id, user_id in failed:
+                if self.events is not None:
+                    self.events.to_user(
+                        ProcessingFailed(
+                            video_id=video_id, data=FailureData(error_code="processing_failed", message=reason)
+                        ),
+                        user_id,
+                        session,
+                    )
         attempt = {"attempt": current.attempt} if current is not None else {}
-        for video_id, user_id in failed:
+        for video_id, _ in failed:
             log.warning(
                 "processing of %s failed: %s",
                 video_id,
                 reason,
                 extra={"video_id": video_id, "content_id": content_id, "event": "processing_failed", **attempt},
             )
-            if self.events is not None:
-                self.events.to_user(
-                    ProcessingFailed(
-                        video_id=video_id, data=FailureData(error_code="processing_failed", message=reason)
-                    ),
-                    user_id,
-                )
 
     # ------------------------------------------------------------------ reading
     def owned_video(self, principal: Principal, video_id: str) -> tuple[Video, Content]:
@@ -667,22 +675,27 @@ class ProcessingService:
         )
         return stored
 
-    def owner_result(self, video_id: str) -> VideoAnalysisResult | None:
+    def owner_result(self, video_id: str, session: Session | None = None) -> VideoAnalysisResult | None:
         """The stored analysis as the video's owner sees it (their video id, the time their video
-        completed), once their video has completed; None before."""
-        with self.db.session() as session:
-            row = session.execute(
-                select(VideoAnalysisResultRow.result, Video.finished_at)
-                .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
-                .where(Video.id == video_id, Video.status == VideoStatus.COMPLETED)
-            ).first()
+        completed), once their video has completed; None before. Read in ``session`` when given
+        (a transaction that stages an event)."""
+        query = (
+            select(VideoAnalysisResultRow.result, Video.finished_at)
+            .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
+            .where(Video.id == video_id, Video.status == VideoStatus.COMPLETED)
+        )
+        if session is not None:
+            row = session.execute(query).first()
+        else:
+            with self.db.session() as own:
+                row = own.execute(query).first()
         if row is None:
             return None
         stored, finished_at = row
         return owner_result(dict(stored), video_id, finished_at or utcnow())
 
-    def owner_result_json(self, video_id: str) -> dict[str, Any] | None:
-        result = self.owner_result(video_id)
+    def owner_result_json(self, video_id: str, session: Session | None = None) -> dict[str, Any] | None:
+        result = self.owner_result(video_id, session)
         return result.model_dump(mode="json") if result is not None else None
 
 
