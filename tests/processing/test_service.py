@@ -69,8 +69,10 @@ def expire(services: Any, video_id: str) -> None:
 
 
 def initiated(services: Any, video_id: str) -> int:
-    """How many processing_initiated events the video's owner was sent."""
-    events = services.bus.replay(f"video:{video_id}", 0)
+    """How many processing_initiated events the video's owner was sent (from the event store)."""
+    with services.db.session() as session:
+        owner = session.get_one(Video, video_id).user_id
+    events = services.events.store.read(owner, 0, video_id=video_id)
     return sum(1 for event in events if event.event_type == "processing_initiated")
 
 
