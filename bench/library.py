@@ -3,11 +3,11 @@
     .venv/bin/python bench/library.py [--videos 100000] [--runs 300] [--explain]
 
 Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--videos``
-videos of one user and a tenth as many of another, interleaved in time (ownership is not in
-today's index, so each other-owner row on the way costs a probe; see the report):
-upload sessions, statuses (90 % completed, 5 % failed, 3 % processing, 2 % queued), review
-states (5 % approved, 2 % rejected, 1 % escalated), file names from 20 words (5 % each) with
-0.1 % holding a rare word. Then times :func:`vidgate.library.listing.page` (what the endpoint
+videos of one user and a tenth as many of another, interleaved in time (each its own
+``video`` row over a content; the keyset indexes lead with the owner): upload sessions,
+statuses (90 % completed, 5 % failed, 3 % processing, 2 % queued), review states (5 %
+approved, 2 % rejected, 1 % escalated), file names from 20 words (5 % each) with 0.1 %
+holding a rare word. Then times :func:`vidgate.library.listing.page` (what the endpoint
 runs: the query, its session, the response models) for a page of 50 with each filter; ANALYZE
 runs first, as autovacuum / ``PRAGMA optimize`` would. ``--explain`` prints each query plan.
 Goal: p99 < 20 ms.
@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import (
+    AnalysisStatus,
+    Content,
     ReviewDecision,
     SessionStatus,
     UploadSession,
@@ -88,7 +90,7 @@ def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
         owners = [users["lib"]] * count + [users["other"]] * (count // 10)
         rng.shuffle(owners)
         for first in range(0, total, 5000):
-            videos, sessions, states = [], [], []
+            contents, videos, sessions, states = [], [], [], []
             for index in range(first, min(total, first + 5000)):
                 owner = owners[index]
                 video_id = str(uuid.uuid4())
@@ -97,18 +99,28 @@ def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
                 if index >= count // 3 and not picked_hash and owner == users["lib"]:
                     picked_hash = digest
                 word = "needle" if rng.random() < 0.001 else rng.choice(WORDS)
-                videos.append(
+                contents.append(
                     dict(
                         id=video_id,
                         content_hash=digest,
                         file_size=1000,
                         storage_key=digest,
-                        first_user_id=owner,
+                        media_info={"container": "mp4", "duration": 12.0, "width": 640, "height": 360},
+                        status=AnalysisStatus.COMPLETED,
+                        analyses=1,
+                        created_at=created,
+                    )
+                )
+                videos.append(
+                    dict(
+                        id=video_id,
+                        user_id=owner,
+                        content_id=video_id,
+                        filename=f"{word}-{index}.mp4",
                         status=rng.choice(STATUSES),
                         priority=5,
                         created_at=created,
                         updated_at=created,
-                        media_info={"container": "mp4", "duration": 12.0, "width": 640, "height": 360},
                         processing_options={},
                         progress=100.0,
                         attempts=1,
@@ -147,6 +159,7 @@ def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
                             video_created_at=created,
                         )
                     )
+            session.execute(insert(Content), contents)
             session.execute(insert(Video), videos)
             session.execute(insert(UploadSession), sessions)
             if states:

@@ -7,6 +7,8 @@ user each, subscribed to everything of theirs. Then upload_progress events are p
 steady RATE per second, one user after another (so every client gets RATE/CLIENTS a second):
   in-process   from a thread inside the server process, through the local bus;
   redis        from a separate process (as a Celery worker would), through Redis pub/sub.
+Each event is stored first (numbered, in a transaction of the server's SQLite database) and
+published after the commit, as vidgate's services publish theirs.
 Latency is the client's clock at receipt minus the event's timestamp (set when published; one
 machine, one clock). Prints p50/p99/max, events lost, and the CPU the server used (percent of
 one core) over the publishing window. Goal: p99 under 50 ms with Redis.
@@ -93,7 +95,7 @@ async def measure(bus: str, clients: int, rate: float, seconds: float) -> dict[s
         server = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         publisher = None
         if bus == "redis":
-            publish = [sys.executable, str(HERE / "ws_peer.py"), "publish", *publish_args, REDIS_URL]
+            publish = [sys.executable, str(HERE / "ws_peer.py"), "publish", *publish_args, REDIS_URL, str(work)]
             publisher = subprocess.Popen(publish, env=env)
         try:
             await wait_for_port(port)

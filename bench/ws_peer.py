@@ -1,13 +1,15 @@
 """The two processes bench/ws_latency.py starts besides its clients.
 
     ws_peer.py serve   DATA_DIR PORT [--publish USERS_JSON RATE SECONDS START_FILE]
-    ws_peer.py publish USERS_JSON RATE SECONDS START_FILE REDIS_URL
+    ws_peer.py publish USERS_JSON RATE SECONDS START_FILE REDIS_URL DATA_DIR
 
 ``serve`` runs vidgate as ``vidgate serve`` does (settings from the environment); with
 ``--publish`` it also publishes from a thread of its own process, through the in-process bus.
 ``publish`` is a worker-like process publishing through Redis. Both wait for START_FILE so the
 clients are connected first, then publish one upload_progress per user in turn at RATE per
-second for SECONDS; the event's own timestamp is the moment of publishing.
+second for SECONDS, as vidgate's services do: stored (numbered in the user's stream) in a
+transaction of the server's database, published after the commit. The event's own timestamp
+is taken before that transaction, so the latency includes storing it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import uvicorn
 
 from vidgate.app import uvicorn_config
 from vidgate.config import load_settings
-from vidgate.events.bus import EventBus, RedisBus
+from vidgate.db.engine import Database
+from vidgate.events.bus import RedisBus
+from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import UploadProgress, UploadProgressData
 
 
-def publish_steadily(bus: EventBus, user_ids: list[str], rate: float, seconds: float, start_file: Path) -> None:
+def publish_steadily(
+    events: EventPublisher, user_ids: list[str], rate: float, seconds: float, start_file: Path
+) -> None:
     while not start_file.exists():
         time.sleep(0.01)
     total = int(rate * seconds)
@@ -37,7 +43,9 @@ def publish_steadily(bus: EventBus, user_ids: list[str], rate: float, seconds: f
             time.sleep(delay)
         user = user_ids[n % len(user_ids)]
         data = UploadProgressData(chunks_received=n, total_chunks=total, bytes_received=n, progress_percentage=0.0)
-        bus.publish(UploadProgress(session_id=f"bench-{user}", audience=[user], data=data))
+        event = UploadProgress(session_id=f"bench-{user}", data=data)
+        with events.db.session() as session:
+            events.to_user(event, user, session)
 
 
 def serve(data_dir: str, port: str, publish: list[str]) -> None:
@@ -50,9 +58,9 @@ def serve(data_dir: str, port: str, publish: list[str]) -> None:
         def publisher() -> None:
             while not server.started:
                 time.sleep(0.01)
-            bus = config.app.state.services.bus
+            events = config.app.state.services.events
             users = json.loads(Path(users_json).read_text())
-            publish_steadily(bus, users, float(rate), float(seconds), Path(start_file))
+            publish_steadily(events, users, float(rate), float(seconds), Path(start_file))
 
         threading.Thread(target=publisher, daemon=True).start()
     server.run()
@@ -63,9 +71,11 @@ def main(argv: list[str]) -> None:
         data_dir, port, *rest = argv[1:]
         serve(data_dir, port, rest[1:] if rest[:1] == ["--publish"] else [])
     elif argv[0] == "publish":
-        users_json, rate, seconds, start_file, redis_url = argv[1:]
+        users_json, rate, seconds, start_file, redis_url, data_dir = argv[1:]
         users = json.loads(Path(users_json).read_text())
-        publish_steadily(RedisBus(redis_url), users, float(rate), float(seconds), Path(start_file))
+        db = Database(load_settings(server={"data_dir": data_dir}).database_url)
+        events = EventPublisher(RedisBus(redis_url), db)
+        publish_steadily(events, users, float(rate), float(seconds), Path(start_file))
     else:
         raise SystemExit(__doc__)
 

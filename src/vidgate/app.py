@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from vidgate.auth import KeyCache, count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
+from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
 from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
@@ -64,7 +66,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         webhooks=WebhookOutbox(db, settings.webhook),
     )
     processing = ProcessingService(settings, db, blobs, events=events)
-    events.result_lookup = processing.stored_result_json
+    events.result_lookup = processing.owner_result_json
     queue: TaskQueue | None = None
     if start_queue:
         queue = make_queue(settings, processing)
@@ -102,8 +104,8 @@ def make_locker(settings: Settings, root: Path) -> Locker:
 def make_bus(settings: Settings) -> EventBus:
     ws = settings.websocket
     if settings.event_bus == "redis":
-        return RedisBus(ws.redis_url or settings.celery.broker_url, ws.replay_size, ws.replay_ttl_seconds)
-    return LocalBus(ws.replay_size, ws.replay_ttl_seconds)
+        return RedisBus(ws.redis_url or settings.celery.broker_url)
+    return LocalBus()
 
 
 def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
@@ -246,6 +248,18 @@ async def _deliver_webhooks(services: Services) -> None:
         sender.close()
 
 
+async def _sweep_events(services: Services) -> None:
+    """Delete stored events older than ``WEBSOCKET_EVENT_RETENTION_SECONDS`` (replay horizon)."""
+    retention = timedelta(seconds=services.settings.websocket.event_retention_seconds)
+
+    def sweep() -> None:
+        swept = services.events.store.sweep(utcnow() - retention)
+        if swept:
+            log.info("event store: %d events past retention deleted", swept)
+
+    await _every(services.settings.upload.cleanup_interval_seconds, sweep, "event store sweep")
+
+
 async def _periodic_cleanup(services: Services) -> None:
     """Sweep at start (finishing what a crashed process left) and then every interval."""
     await _every(services.settings.upload.cleanup_interval_seconds, services.uploads.cleanup, "periodic cleanup")
@@ -258,16 +272,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, start_queue=True)
         prepare_database(settings, services.db)
-        services.hub = Hub(settings.websocket.queue_size, settings.websocket.heartbeat_interval)
+        services.hub = Hub(
+            settings.websocket.queue_size,
+            settings.websocket.heartbeat_interval,
+            services.events.store,
+            settings.websocket.catch_up_interval_seconds,
+        )
         app.state.services = services
         tasks = [
             asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),
             asyncio.create_task(_periodic_dispatch(services)),
             asyncio.create_task(_deliver_webhooks(services)),
+            asyncio.create_task(_sweep_events(services)),
         ]
         if settings.websocket.enabled and services.bus is not None:
-            tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver)))
+            tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver, services.hub.bus_connected)))
+            tasks.append(asyncio.create_task(services.hub.watch_store()))
             tasks.append(asyncio.create_task(services.hub.heartbeats()))
         try:
             yield

@@ -63,6 +63,13 @@ class UploadSettings(BaseSettings):
         validation_alias=AliasChoices("ENABLE_DEDUPLICATION", "enable_deduplication"),
         description="Answer an identical file from the stored copy instead of storing it again.",
     )
+    dedup_scope: Literal["owner", "global"] = Field(
+        "owner",
+        validation_alias=AliasChoices("UPLOAD_DEDUP_SCOPE", "DEDUP_SCOPE", "dedup_scope"),
+        description="Who an upload of known bytes is told about it: owner (only an owner's own earlier "
+        "upload makes it a duplicate; reuse across owners is invisible) or global (any earlier upload "
+        "does, answered at once from the stored result).",
+    )
     locks: Literal["auto", "file", "redis"] = Field(
         "auto",
         description="Upload write locks: file (flock, one host) or redis (several API hosts); "
@@ -241,8 +248,12 @@ class WebSocketSettings(BaseSettings):
     queue_size: int = Field(
         256, ge=1, description="Events buffered per client; a client further behind is closed (4008)."
     )
-    replay_size: int = Field(500, ge=0, description="Events kept per session or video for clients that reconnect.")
-    replay_ttl_seconds: float = Field(3600.0, gt=0, description="How long kept events can be replayed.")
+    event_retention_seconds: float = Field(
+        86400.0, gt=0, description="How long stored events can be replayed with since (older ones are swept)."
+    )
+    catch_up_interval_seconds: float = Field(
+        2.0, gt=0, description="How often each API process checks the event store for events its sockets missed."
+    )
     progress_interval_seconds: float = Field(
         0.5, ge=0, description="At most one upload_progress / processing_progress per subject per this interval."
     )

@@ -102,9 +102,13 @@ def test_content_is_only_for_its_owners_and_each_sees_their_own_name(
         assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
         copy = tmp_path / "bobs-name.mp4"
         copy.write_bytes(data)
-        assert upload(bob, copy) == video_id  # the same bytes: bob owns the content now too
-        named = bob.get(url)
-    assert named.status_code == 200 and "bobs-name.mp4" in named.headers["content-disposition"]
+        bobs = upload(bob, copy)  # the same bytes: bob has a video of his own over the same content
+        assert bobs != video_id
+        still_refused = bob.get(url)
+        named = bob.get(f"/v1/videos/{bobs}/content")
+    assert (still_refused.status_code, error_code(still_refused)) == (404, "video_not_found")
+    assert named.status_code == 200 and named.content == data
+    assert "bobs-name.mp4" in named.headers["content-disposition"]
     assert "seekable" not in named.headers["content-disposition"]
 
 
@@ -194,11 +198,13 @@ def test_decisions_are_per_owner(server: RunningServer, stored: tuple[str, bytes
     copy = tmp_path / "same.mp4"
     copy.write_bytes(data)
     with server.client("bob") as bob:
-        assert upload(bob, copy) == video_id
+        bobs = upload(bob, copy)
     with role_client(server, "alice", "reviewer") as alice_reviewer:
         assert alice_reviewer.post(f"/v1/videos/{video_id}/review", json={"decision": "approved"}).status_code == 200
+        refused_bobs = alice_reviewer.post(f"/v1/videos/{bobs}/review", json={"decision": "approved"})
+        assert (refused_bobs.status_code, error_code(refused_bobs)) == (404, "video_not_found")
     with server.client("bob") as bob:
-        assert bob.get(f"/v1/videos/{video_id}/reviews").json()["data"]["reviews"] == []
+        assert bob.get(f"/v1/videos/{bobs}/reviews").json()["data"]["reviews"] == []
     with role_client(server, f"other-{uuid.uuid4().hex[:6]}", "admin") as stranger:
         refused = stranger.post(f"/v1/videos/{video_id}/review", json={"decision": "rejected"})
         assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
@@ -282,10 +288,11 @@ def test_listing_shows_only_the_callers_videos_under_their_own_names(
         assert client.get("/v1/videos").json()["data"] == {"items": [], "next_cursor": None}
         copy = tmp_path / "mine.mp4"
         copy.write_bytes(data)
-        assert upload(client, copy) == video_id
-        upload(client, copy)  # the same content twice: still one entry
+        mine = upload(client, copy)
+        assert mine != video_id  # their own video of the same bytes, never the other owner's id
+        assert upload(client, copy) == mine  # the same content twice: still one entry
         items = client.get("/v1/videos").json()["data"]["items"]
-    assert [(i["video_id"], i["filename"]) for i in items] == [(video_id, "mine.mp4")]
+    assert [(i["video_id"], i["filename"]) for i in items] == [(mine, "mine.mp4")]
 
 
 def test_listing_filters(server: RunningServer, tmp_path: Path) -> None:
@@ -391,5 +398,7 @@ def test_processing_makes_a_poster_and_a_storyboard(server: RunningServer, tmp_p
     with server.client("bob") as bob:
         refused = bob.get(f"/v1/videos/{video_id}/storyboard.json")
         assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
-        assert upload(bob, path, "bobs.mp4") == video_id
-        assert bob.get(f"/v1/videos/{video_id}/poster.jpg").content == poster.content
+        bobs = upload(bob, path, "bobs.mp4")
+        assert bobs != video_id
+        wait_for(bob, bobs)
+        assert bob.get(f"/v1/videos/{bobs}/poster.jpg").content == poster.content

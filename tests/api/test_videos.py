@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
 from tests.helpers import error_code, post_chunk, sha256, wait_for_video
 from tests.media import make_scene_video, make_video
 from tests.processing.onnx_models import channel_mean_model
+from vidgate.db.models import Content
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +66,20 @@ def test_identical_content_is_processed_once(server: RunningServer, tmp_path: Pa
     again = upload(server, "alice", path)
     assert again["duplicate"] is True and again["video_id"] == first["video_id"]
     assert again["result"]["content_hash"] == sha256(path.read_bytes())  # type: ignore[index]
-    # Another user who sends the same bytes has proven to hold them: same answer, no new job.
+    # Another user who sends the same bytes gets a video of their own, answered as a first
+    # upload would be (DEDUP_SCOPE=owner); the stored analysis is reused, not run again.
     other = upload(server, "bob", path)
-    assert other["duplicate"] is True and other["result"] is not None
+    assert other["duplicate"] is False and other["result"] is None
+    assert other["video_id"] != first["video_id"]
     with server.client("bob") as client:
-        video = client.get(f"/v1/videos/{first['video_id']}").json()["data"]
-    assert video["attempts"] == 1
+        video = wait_for_video(client, str(other["video_id"]))
+        assert video["status"] == "completed" and video["attempts"] == 1 and video["filename"] == "twice.mp4"
+        assert client.get(f"/v1/videos/{first['video_id']}").status_code == 404
+    with server.client("alice") as client:
+        assert client.get(f"/v1/videos/{first['video_id']}").json()["data"]["attempts"] == 1
+    with server.db.session() as session:
+        content = session.scalars(select(Content).where(Content.content_hash == sha256(path.read_bytes()))).one()
+        assert content.analyses == 1
 
 
 def test_a_video_id_alone_reveals_nothing(server: RunningServer, tmp_path: Path) -> None:
@@ -98,7 +109,7 @@ def test_near_duplicates_are_found_among_the_callers_own_videos(server: RunningS
     server.key_for(stranger)
     ids = {name: str(upload(server, owner, path)["video_id"]) for name, path in clips.items()}
     stranger_copy = str(upload(server, stranger, clips["reencoded"])["video_id"])
-    assert stranger_copy == ids["reencoded"]  # same bytes, same video
+    assert stranger_copy != ids["reencoded"]  # same bytes, a video of the stranger's own
     with server.client(owner) as client:
         for video_id in ids.values():
             assert wait_for_video(client, video_id)["status"] == "completed"
@@ -109,7 +120,9 @@ def test_near_duplicates_are_found_among_the_callers_own_videos(server: RunningS
             assert ids["unrelated"] not in found
     # The stranger owns only the re-encoded copy: the owner's other videos are not theirs to see.
     with server.client(stranger) as client:
-        similar = client.get(f"/v1/videos/{ids['reencoded']}/result").json()["data"]["similar_videos"]
+        assert wait_for_video(client, stranger_copy)["status"] == "completed"
+        similar = client.get(f"/v1/videos/{stranger_copy}/result").json()["data"]["similar_videos"]
+        assert client.get(f"/v1/videos/{ids['reencoded']}/result").status_code == 404
     assert similar == []
 
 
@@ -141,7 +154,9 @@ def test_shared_library_and_disabled_dedup(shared_library_server: RunningServer,
         with server.client("alice") as alice:
             wait_for_video(alice, original)
         result = bob.get(f"/v1/videos/{copy}/result").json()["data"]
-    assert original in {s["video_id"] for s in result["similar_videos"]}  # one library for everyone
+    # One library for everyone, but alice's video is not bob's: it is there, nameless.
+    assert [s["video_id"] for s in result["similar_videos"]] == [None], result["similar_videos"]
+    assert original not in json.dumps(result)
     assert result["embeddings"]["status"] == "ok" and result["embeddings"]["dimension"] == 3
     again = upload(server, "bob", clips["resized"])
     assert again["duplicate"] is True and again["result"] is None  # dedup off: processed again

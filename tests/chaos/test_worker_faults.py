@@ -51,7 +51,8 @@ def test_a_killed_worker_loses_no_job(backend: str, tmp_path: Path, broker: str)
         assert video["attempts"] == 2  # delivered again after the kill
         assert "which ran attempt 1, is gone; taking over" in running.worker_logs()
         with running.server.db.session() as session:
-            stored = session.scalar(select(func.count()).where(VideoAnalysisResultRow.video_id == video_id))
+            content_id = session.get_one(Video, video_id).content_id
+            stored = session.scalar(select(func.count()).where(VideoAnalysisResultRow.content_id == content_id))
         assert stored == 1
 
 
@@ -108,7 +109,9 @@ def _results(running: Cluster, video_id: str) -> list[tuple[object, ...]]:
         rows = session.execute(
             select(
                 VideoAnalysisResultRow.id, VideoAnalysisResultRow.created_at, VideoAnalysisResultRow.processing_seconds
-            ).where(VideoAnalysisResultRow.video_id == video_id)
+            )
+            .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
+            .where(Video.id == video_id)
         ).all()
     return [tuple(row) for row in rows]
 

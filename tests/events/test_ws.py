@@ -83,8 +83,8 @@ def test_the_owner_sees_every_step_and_nobody_else_does(server: RunningServer, t
     assert types[0] == "upload_started"
     assert "upload_progress" in types and "upload_completed" in types and "processing_initiated" in types
     assert types.index("upload_completed") < types.index("processing_initiated")
-    upload_events = [e for e in events if e["session_id"] == session_id]
-    assert [e["sequence"] for e in upload_events] == list(range(1, len(upload_events) + 1))
+    numbers = [e["sequence"] for e in events]  # alice's stream: one number per event, no gap
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     completed = events[-1]
     assert completed["data"]["result"]["video_id"] == completed["video_id"]
     assert completed["data"]["result_url"] == f"/v1/videos/{completed['video_id']}/result"
@@ -105,7 +105,9 @@ def test_a_client_that_reconnects_gets_what_it_missed(server: RunningServer, tmp
     upload_in_chunks(server, "alice", data, session_id, list(range(1, total)))  # while disconnected
     with open_socket(server, "alice", f"session_id={session_id}&since={last}") as again:
         missed = collect(again, "upload_completed", timeout=10)
-    assert [e["sequence"] for e in missed] == list(range(last + 1, last + 1 + len(missed)))
+    numbers = [e["sequence"] for e in missed]  # alice's numbers: other sessions of hers may come between
+    assert numbers == sorted(set(numbers)) and numbers[0] > last
+    assert {e["session_id"] for e in missed} == {session_id}
     with open_socket(server, "bob", "subscribe=none") as bob:
         bob.send(json.dumps({"action": "subscribe", "session_id": session_id, "since": 0}))
         refused = json.loads(bob.recv(timeout=5))

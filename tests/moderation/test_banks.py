@@ -190,3 +190,19 @@ def test_a_match_flags_the_video_and_notifies(server: RunningServer, clips: dict
     assert "hash_match" in kinds and payload is not None
     event = json.loads(payload)
     assert event["video_id"] == video_id and event["data"]["matches"][0]["bank"] == "ncmec-test"
+
+    # The flag is the content's (derived from the bytes): bob, sending the same file, has his
+    # own video flagged and is told of it under his own video's id, never alice's.
+    set_webhook(server.db, "bob", "http://127.0.0.1:9/bob-hook")
+    with server.client("bob") as bob:
+        response = post_chunk(bob, upload.read_bytes(), filename="b.mkv", content_type="")
+        bobs = response.json()["data"]["video_id"]
+        wait_for_video(bob, bobs)
+        bobs_result = bob.get(f"/v1/videos/{bobs}/result").json()["data"]
+    assert bobs != video_id and bobs_result["moderation"]["flagged"] is True
+    with server.db.session() as session:
+        told = session.execute(
+            select(WebhookDelivery.url, WebhookDelivery.payload).where(WebhookDelivery.event_type == "hash_match")
+        ).all()
+    by_hook = {url: json.loads(body)["video_id"] for url, body in told}
+    assert by_hook == {"http://127.0.0.1:9/hook": video_id, "http://127.0.0.1:9/bob-hook": bobs}

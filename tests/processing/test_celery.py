@@ -22,7 +22,7 @@ from tests.cluster import cluster
 from tests.conftest import free_port
 from tests.helpers import post_chunk
 from tests.media import make_scene_video, make_video
-from vidgate.db.models import UploadSession, Video, VideoStatus, utcnow
+from vidgate.db.models import Content, UploadSession, Video, VideoStatus, utcnow
 from vidgate.events.bus import EVENTS_CHANNEL
 from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
 from vidgate.processing.celery_app import create_celery
@@ -126,7 +126,7 @@ def test_worker_concurrency_and_retries_come_from_settings(backend: str, tmp_pat
         ]
         doomed = running.upload(make_video(tmp_path / "doomed.mp4", seed=77))
         with running.server.db.session() as session:
-            key = session.get(Video, doomed).storage_key
+            key = session.get_one(Content, session.get_one(Video, doomed).content_id).storage_key
         blob = running.server.settings.storage_dir / "blobs" / key[:2] / key
         blob.rename(tmp_path / "moved-away")  # its stored file vanishes before any worker runs
         running.start_worker()  # concurrency from PROCESSING_MAX_CONCURRENT_JOBS

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.processing.test_queue import _stored_video
-from vidgate.db.models import Video, VideoAnalysisResultRow, VideoStatus, utcnow
+from vidgate.db.models import Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
 from vidgate.processing import lease
 from vidgate.processing.pipeline import analyze
 
@@ -43,6 +43,14 @@ def _expire(services: Any, video_id: str) -> None:
         session.execute(
             update(Video).where(Video.id == video_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
+
+
+def _content(services: Any, video_id: str) -> Content:
+    """The content (stored bytes) of a video."""
+    with services.db.session() as session:
+        content = session.get_one(Content, session.get_one(Video, video_id).content_id)
+        session.expunge(content)
+        return content
 
 
 def _video(services: Any, video_id: str) -> Video:
@@ -133,10 +141,14 @@ def test_a_late_original_cannot_store_a_second_result(services_for: Callable[...
         video_id = _queued_video(services, tmp_path)
         original = _claim(services, video_id, "worker-a@host").lease
         assert original is not None
-        video = _video(services, video_id)
-        path = processing.blobs.path(video.storage_key)
+        content = _content(services, video_id)
+        path = processing.blobs.path(content.storage_key)
         late = analyze(
-            path, video_id=video_id, content_hash=video.content_hash, model_type="resnet50", config=processing.config
+            path,
+            video_id=content.id,
+            content_hash=content.content_hash,
+            model_type="resnet50",
+            config=processing.config,
         )
         _expire(services, video_id)  # worker-a froze; its lease ran out
         lease.reclaim_lapsed(services.db, JOB_TIMEOUT)
@@ -146,9 +158,9 @@ def test_a_late_original_cannot_store_a_second_result(services_for: Callable[...
 
         late.processing_seconds = 123.0  # recognisable if it were stored
         with pytest.raises(lease.LeaseLost):
-            processing._store(late, "resnet50", original)
+            processing._store(late, content.id, "resnet50", original)
         with pytest.raises(lease.LeaseLost):
-            processing.mark_failed(video_id, "the late original failed", original)
+            processing.mark_failed(content.id, "the late original failed", original)
         with services.db.session() as session:
             rows = session.execute(select(VideoAnalysisResultRow.id, VideoAnalysisResultRow.result)).all()
         assert rows == [stored]
@@ -166,16 +178,16 @@ def test_the_current_attempt_stores_even_after_its_lease_ran_out_if_nobody_took_
         video_id = _queued_video(services, tmp_path)
         current = _claim(services, video_id, "worker-a@host").lease
         assert current is not None
-        video = _video(services, video_id)
+        content = _content(services, video_id)
         result = analyze(
-            processing.blobs.path(video.storage_key),
-            video_id=video_id,
-            content_hash=video.content_hash,
+            processing.blobs.path(content.storage_key),
+            video_id=content.id,
+            content_hash=content.content_hash,
             model_type="resnet50",
             config=processing.config,
         )
         _expire(services, video_id)
-        processing._store(result, "resnet50", current)
+        processing._store(result, content.id, "resnet50", current)
         assert lease.reclaim_lapsed(services.db, JOB_TIMEOUT) == []
         video = _video(services, video_id)
         assert video.status is VideoStatus.COMPLETED and video.lease_expires_at is None
@@ -232,7 +244,7 @@ def test_a_transient_failure_hands_the_video_back_due_after_the_backoff(
     with services_for(processing={"retry_backoff_seconds": 30}) as services:
         processing = services.processing
         video_id = _queued_video(services, tmp_path)
-        processing.blobs.path(_video(services, video_id).storage_key).rename(tmp_path / "away")
+        processing.blobs.path(_content(services, video_id).storage_key).rename(tmp_path / "away")
         outcome = processing.run(video_id, worker="worker-a@host")
         assert outcome.status == "retry" and outcome.retry_in == 30
         video = _video(services, video_id)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tests.helpers import split
 from tests.media import make_video
 from tests.uploads.test_service import send
-from vidgate.db.models import Video, VideoStatus
+from vidgate.db.models import Content, Video, VideoStatus
 from vidgate.processing.queue import InlineQueue
 
 
@@ -67,7 +67,7 @@ def test_transient_failures_retry_with_backoff_then_fail(services_for: Callable[
     with services_for(processing={"max_retries": 2, "retry_backoff_seconds": 0.05}) as services:
         video_id = _stored_video(services, tmp_path)
         with services.db.session() as session:
-            key = session.get(Video, video_id).storage_key
+            key = session.get_one(Content, session.get_one(Video, video_id).content_id).storage_key
         services.processing.blobs.path(key).rename(tmp_path / "away")  # the storage "disappears"
         attempts: list[float] = []
 
@@ -110,4 +110,4 @@ def test_jobs_of_a_dead_process_are_offered_again(services_for: Callable[..., An
                     break
             time.sleep(0.05)
         queue.close()
-        assert services.processing.stored_result(video_id) is not None
+        assert services.processing.owner_result(video_id) is not None

@@ -96,5 +96,7 @@ function embeddingText(embeddings) {
 
 function similarText(similar) {
   if (!Array.isArray(similar) || similar.length === 0) return 'none'
-  return similar.map((s) => `${s.video_id.slice(0, 8)} (${Math.round(s.similarity * 100)} %)`).join(', ')
+  // video_id is null for a video of the shared library that is not the caller's (never named)
+  const name = (s) => (s.video_id ? s.video_id.slice(0, 8) : 'not yours')
+  return similar.map((s) => `${name(s)} (${Math.round(s.similarity * 100)} %)`).join(', ')
 }

@@ -10,9 +10,12 @@ parameters (``?subscribe=all``, ``?session_id=...``, ``?video_id=...``, each wit
     {"action": "subscribe", "all": true}
     {"action": "unsubscribe", "session_id": "..."}
 
-``since`` replays the kept events numbered after N first, so a client that reconnects
-loses nothing. A client that falls ``WEBSOCKET_QUEUE_SIZE`` events behind is closed with
-code 4008; a bad key closes with 4401.
+``sequence`` numbers each user's events (all their sessions and videos) without gaps;
+``since`` first replays the stored events numbered after N (of that subscription), so a client
+that reconnects with the last number it saw loses nothing and gets nothing twice (events are
+kept for ``WEBSOCKET_EVENT_RETENTION_SECONDS``). ``{"action": "subscribe", "all": true,
+"since": N}`` and ``?subscribe=all&since=N`` replay everything of the user's. A client that
+falls ``WEBSOCKET_QUEUE_SIZE`` events behind is closed with code 4008; a bad key closes with 4401.
 """
 
 from __future__ import annotations
@@ -46,12 +49,22 @@ async def _send_error(connection: Connection, code: str, message: str) -> None:
 
 
 async def _subscribe(services: Services, principal: Principal, connection: Connection, request: dict[str, Any]) -> None:
-    since = request.get("since")
-    if request.get("all"):
-        connection.everything = True
-        return
+    raw_since = request.get("since")
+    since: int | None = None
+    if raw_since is not None:
+        try:
+            since = int(raw_since)
+        except (TypeError, ValueError):
+            since = -1
+        if since < 0:
+            message = f"since must be a sequence number (0 or more), got {raw_since!r}."
+            await _send_error(connection, "invalid_subscription", message)
+            return
+    subject: str | None = None
     try:
-        if request.get("session_id"):
+        if request.get("all"):
+            pass
+        elif request.get("session_id"):
             session_id = str(request["session_id"])
             await run_in_threadpool(services.uploads.get_session, principal, session_id)
             subject = f"session:{session_id}"
@@ -65,12 +78,14 @@ async def _subscribe(services: Services, principal: Principal, connection: Conne
     except VidgateError as exc:
         await _send_error(connection, exc.code, exc.message)
         return
-    connection.subjects.add(subject)
-    if since is not None and services.bus is not None:
-        kept = await run_in_threadpool(services.bus.replay, subject, int(since))
-        for event in kept:
-            if principal.user_id in event.audience:
-                connection.offer(event)
+    hub = services.hub
+    assert hub is not None
+    if since is not None:
+        hub.replay(connection, subject, since)  # the subject joins once its past is queued
+    elif subject is None:
+        connection.everything = True
+    else:
+        connection.subjects.add(subject)
 
 
 async def _read(services: Services, principal: Principal, connection: Connection, websocket: WebSocket) -> None:
@@ -109,7 +124,7 @@ async def events_socket(websocket: WebSocket) -> None:
     params = websocket.query_params
     initial: list[dict[str, Any]] = []
     if params.get("subscribe") == "all":
-        initial.append({"all": True})
+        initial.append({"all": True, "since": params.get("since")})
     for key in ("session_id", "video_id"):
         for value in params.getlist(key):
             initial.append({key: value, "since": params.get("since")})

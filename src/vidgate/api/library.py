@@ -51,7 +51,7 @@ CONTENT_CACHE = "private, max-age=3600"  # per-key content: browsers may keep it
 def _owned(services: Services, principal: Principal, video_id: str) -> OwnedVideo:
     with services.db.session() as session:
         owned = owned_video(session, principal.user_id, video_id)
-        session.expunge(owned.video)
+        session.expunge_all()
         return owned
 
 
@@ -60,7 +60,7 @@ def _blobs(services: Services) -> BlobStore:
 
 
 def media_type(owned: OwnedVideo) -> str:
-    container = str((owned.video.media_info or {}).get("container") or "")
+    container = str((owned.content.media_info or {}).get("container") or "")
     return CONTAINER_MEDIA_TYPES.get(container, "application/octet-stream")
 
 
@@ -99,8 +99,8 @@ def _content_disposition(filename: str | None) -> str:
 )
 async def get_content(video_id: str, request: Request, principal: Reader, services: ServicesDep) -> Response:
     owned = await run_in_threadpool(_owned, services, principal, video_id)
-    video = owned.video
-    etag = f'"{video.content_hash}"'
+    content = owned.content
+    etag = f'"{content.content_hash}"'
     headers = {
         "ETag": etag,
         "Cache-Control": CONTENT_CACHE,
@@ -113,13 +113,13 @@ async def get_content(video_id: str, request: Request, principal: Reader, servic
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     if range_header is not None and (if_range is None or if_range.strip() == etag):
-        ranges = parse_range(range_header, video.file_size)
+        ranges = parse_range(range_header, content.file_size)
     blobs = _blobs(services)
-    path = blobs.local_path(video.storage_key)
+    path = blobs.local_path(content.storage_key)
     if path is not None:
         # Starlette serves Range (one or many), If-Range and HEAD itself, reading the file in chunks.
         return FileResponse(path, media_type=media_type(owned), headers=headers)
-    return _streamed(blobs, video.storage_key, video.file_size, ranges, media_type(owned), headers)
+    return _streamed(blobs, content.storage_key, content.file_size, ranges, media_type(owned), headers)
 
 
 def _streamed(
@@ -203,7 +203,7 @@ def list_videos(
 def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, Path]:
     owned = _owned(services, principal, video_id)
     blobs = _blobs(services)
-    path = blobs.local_path(blobs.derived_key(owned.video.content_hash, name))
+    path = blobs.local_path(blobs.derived_key(owned.content.content_hash, name))  # per content: shared
     if path is None or not path.is_file():
         video = owned.video
         done = video.status is VideoStatus.COMPLETED

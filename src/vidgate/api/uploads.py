@@ -247,7 +247,7 @@ async def upload_video(request: Request, principal: Uploader, services: Services
     response = UploadResponse(**receipt.model_dump())
     answer_from_cache = services.settings.upload.enable_deduplication
     if receipt.status == "completed" and receipt.duplicate and receipt.video_id and answer_from_cache:
-        response.result = await run_in_threadpool(services.processing.stored_result, receipt.video_id)
+        response.result = await run_in_threadpool(services.processing.owner_result, receipt.video_id)
     if receipt.status == "completed":
         message = "Upload complete" + (": known content, answered from the stored result" if response.result else "")
     elif receipt.duplicate_chunk:

@@ -1,4 +1,7 @@
-"""Videos and their analysis results: GET /v1/videos/{id} and /v1/videos/{id}/result."""
+"""Videos and their analysis results: GET /v1/videos/{id} and /v1/videos/{id}/result.
+
+A video is its owner's alone (another user's id is not found); what comes from the shared
+content (hash, size, media info, fingerprint, the analysis) is derived from the bytes only."""
 
 from __future__ import annotations
 
@@ -40,21 +43,23 @@ class VideoView(BaseModel):
 
 @router.get("/{video_id}", response_model=Envelope[VideoView], responses=ERRORS, summary="Status and metadata")
 def get_video(video_id: str, principal: CurrentUser, services: ServicesDep) -> Envelope[VideoView]:
-    video = services.processing.owned_video(principal, video_id)
+    video, content = services.processing.owned_video(principal, video_id)
+    # The fingerprint is the analysis's: shown once this owner's video has completed, not before.
+    fingerprint = content.fingerprint if video.status is VideoStatus.COMPLETED else None
     view = VideoView(
         video_id=video.id,
         status=video.status,
         stage=video.stage,
         progress=video.progress,
-        content_hash=video.content_hash,
-        file_size=video.file_size,
+        content_hash=content.content_hash,
+        file_size=content.file_size,
         filename=video.filename,
         content_type=video.content_type,
-        media_info=video.media_info or {},
+        media_info=content.media_info or {},
         priority=video.priority,
         attempts=video.attempts,
         error_message=video.error_message,
-        fingerprint=to_hex(to_unsigned(video.fingerprint)) if video.fingerprint is not None else None,
+        fingerprint=to_hex(to_unsigned(fingerprint)) if fingerprint is not None else None,
         created_at=video.created_at,
         queued_at=video.queued_at,
         started_at=video.started_at,

@@ -1,5 +1,6 @@
-"""Tables of vidgate: the seed's upload_session / upload_chunk / upload_progress_log,
-plus video (one row per stored content hash), user_account and api_key."""
+"""Tables of vidgate: the seed's upload_session / upload_chunk / upload_progress_log, plus
+content (one row per stored SHA-256: the blob and its analysis), video (one row per owner
+and content: what that owner uploaded and sees), user_account and api_key."""
 
 from __future__ import annotations
 
@@ -113,24 +114,59 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class Video(Base):
-    """One row per stored content (SHA-256); owners are the users with a completed session for it."""
+class AnalysisStatus(StrEnum):
+    PENDING = "pending"  # not analysed (yet, or again)
+    PROCESSING = "processing"  # one job is analysing it (``Content.analysing_video_id``)
+    COMPLETED = "completed"
+    FAILED = "failed"
 
-    __tablename__ = "video"
-    __table_args__ = (
-        Index("ix_video_status_lease_expires_at", "status", "lease_expires_at"),
-        # The library's keyset order (newest first) and its status filter (migration 0010).
-        Index("ix_video_created_id", "created_at", "id"),
-        Index("ix_video_status_created_id", "status", "created_at", "id"),
-    )
+
+class Content(Base):
+    """Stored bytes, once per SHA-256, and what is derived from them alone (the analysis).
+
+    Never shown to users as such: every owner reaches it only through a :class:`Video` of
+    their own, so nothing here may name an owner, a file name or an upload."""
+
+    __tablename__ = "content"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     file_size: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(512))
+    media_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[AnalysisStatus] = mapped_column(
+        _enum(AnalysisStatus, "analysis_status"), default=AnalysisStatus.PENDING, index=True
+    )
+    #: the video whose job analyses the content now (its claim); other videos' jobs wait for it
+    analysing_video_id: Mapped[str | None] = mapped_column(String(36))
+    analyses: Mapped[int] = mapped_column(Integer, default=0)  # analysis runs started
+    error_message: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Video(Base):
+    """One owner's video: their upload's name, options, priority and times, and processing as
+    they see it. Each owner of the same bytes has their own row (never another's id); the
+    analysis is the content's, shared. One row per owner and content (a repeated upload by
+    the same owner is answered with the same video)."""
+
+    __tablename__ = "video"
+    __table_args__ = (
+        UniqueConstraint("user_id", "content_id", name="uq_video_user_content"),
+        Index("ix_video_status_lease_expires_at", "status", "lease_expires_at"),
+        # The library's keyset: the owner's videos newest first, and its status filter (0010).
+        Index("ix_video_user_created_id", "user_id", "created_at", "id"),
+        Index("ix_video_user_status_created_id", "user_id", "status", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    content_id: Mapped[str] = mapped_column(ForeignKey("content.id"), index=True)
     content_type: Mapped[str | None] = mapped_column(String(100))
     filename: Mapped[str | None] = mapped_column(String(255))
-    first_user_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[VideoStatus] = mapped_column(
         _enum(VideoStatus, "video_status"), default=VideoStatus.UPLOADED, index=True
     )
@@ -138,7 +174,6 @@ class Video(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    media_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     processing_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stage: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -147,7 +182,6 @@ class Video(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
     #: the worker running (or that last ran) the job; attempts is the lease's fencing token
     lease_holder: Mapped[str | None] = mapped_column(String(255))
     #: the process (on the holder's host) running the job: a gone one's job is taken over at once
@@ -157,12 +191,12 @@ class Video(Base):
 
 
 class VideoAnalysisResultRow(Base):
-    """One stored analysis per video (unique: a redelivered job cannot store it twice)."""
+    """One stored analysis per content (unique: a redelivered job cannot store it twice)."""
 
     __tablename__ = "video_analysis_result"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), unique=True)
+    content_id: Mapped[str] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), unique=True)
     pipeline_version: Mapped[str] = mapped_column(String(16))
     model_type: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column()
@@ -173,12 +207,12 @@ class VideoAnalysisResultRow(Base):
 class FrameHash(Base):
     """A sampled frame's 64-bit perceptual hash, split into four indexed 16-bit bands so
     near-duplicate search is an index lookup per band (multi-index hashing), on SQLite and
-    plain PostgreSQL alike."""
+    plain PostgreSQL alike. Per content: derived from the bytes alone."""
 
     __tablename__ = "frame_hash"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    video_id: Mapped[str] = mapped_column(ForeignKey("video.id", ondelete="CASCADE"), index=True)
+    content_id: Mapped[str] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
     timestamp: Mapped[float] = mapped_column(Float)
     hash: Mapped[int] = mapped_column(BigInteger)
     band0: Mapped[int] = mapped_column(Integer, index=True)
@@ -229,10 +263,6 @@ class VideoReviewState(Base):
 
 class UploadSession(Base):
     __tablename__ = "upload_session"
-    __table_args__ = (
-        # Ownership (vidgate.library.owners): "has this user a completed session of this video?"
-        Index("ix_upload_session_video_user_status", "video_id", "user_id", "status"),
-    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     session_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -378,3 +408,34 @@ class HashBankFrame(Base):
     b15: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = tuple(Index(f"ix_hash_bank_frame_b{i}", f"b{i}", "entry_id") for i in range(BANK_BANDS))
+
+
+class StoredEvent(Base):
+    """One event as one user receives it, numbered in that user's stream (gapless: the number
+    comes from :class:`EventCounter` in the transaction of the state change the event describes).
+    Replay (``since``), catch-up after a bus outage and webhooks read these rows."""
+
+    __tablename__ = "event_store"
+    __table_args__ = (UniqueConstraint("user_id", "sequence", name="uq_event_store_user_sequence"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    video_id: Mapped[str | None] = mapped_column(String(36))
+    #: the event as clients see it (schema.to_client), sequence included
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class EventCounter(Base):
+    """The last sequence given to a user's events. Incremented in the event's own transaction, so
+    its row lock orders a user's events by commit and a rolled-back change leaves no gap. Never
+    swept with the events: numbers keep rising after old events are gone."""
+
+    __tablename__ = "event_counter"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)

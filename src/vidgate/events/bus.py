@@ -1,10 +1,11 @@
 """``EventBus``: how events travel from whoever publishes them (an API process, a Celery
 worker) to the WebSocket hubs of every API process.
 
-Both implementations number events per subject and keep the last ``replay_size`` of each
-subject for ``replay_ttl`` seconds, so a client that reconnects can ask for what it missed.
-``LocalBus`` lives in one process (the embedded default); ``RedisBus`` uses INCR for the
-numbers, a capped list per subject for replay and pub/sub for delivery.
+The bus is only the fast path: events are numbered and stored before they are published
+(:mod:`vidgate.events.store`), so a message the bus loses (Redis down, a subscriber
+reconnecting) is found in the store by the hub. ``listen`` calls ``on_connect`` each time it
+(re)subscribes, so the hub knows when to look. ``LocalBus`` lives in one process (the embedded
+default); ``RedisBus`` uses pub/sub.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from vidgate.events.schema import AnyEvent, from_wire, to_wire
 
@@ -24,55 +23,42 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "vidgate:events"
 Deliver = Callable[[AnyEvent], None]
+OnConnect = Callable[[], None]
 
 
 class EventBus(Protocol):
     def publish(self, event: AnyEvent) -> AnyEvent:
-        """Number ``event`` within its subject, keep it for replay, deliver it. Thread-safe."""
+        """Deliver ``event`` to every listener, in any process. Thread-safe."""
         ...
 
-    def replay(self, subject: str, since: int) -> list[AnyEvent]:
-        """Kept events of ``subject`` numbered after ``since``, oldest first."""
-        ...
-
-    async def listen(self, deliver: Deliver) -> None:
-        """Call ``deliver`` (in this event loop) for every event published anywhere, until cancelled."""
+    async def listen(self, deliver: Deliver, on_connect: OnConnect | None = None) -> None:
+        """Call ``deliver`` (in this event loop) for every event published anywhere, until
+        cancelled; ``on_connect`` each time listening starts or resumes after a break."""
         ...
 
     def close(self) -> None: ...
 
 
 class LocalBus:
-    def __init__(self, replay_size: int = 500, replay_ttl: float = 3600.0) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sequences: dict[str, int] = defaultdict(int)
-        self._kept: dict[str, deque[tuple[float, AnyEvent]]] = defaultdict(lambda: deque(maxlen=replay_size))
-        self._ttl = replay_ttl
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Deliver]] = []
 
     def publish(self, event: AnyEvent) -> AnyEvent:
-        subject = event.subject
         with self._lock:
-            if subject is not None:
-                self._sequences[subject] += 1
-                event.sequence = self._sequences[subject]
-                self._kept[subject].append((time.monotonic(), event))
             listeners = list(self._listeners)
         for loop, deliver in listeners:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(deliver, event)
         return event
 
-    def replay(self, subject: str, since: int) -> list[AnyEvent]:
-        horizon = time.monotonic() - self._ttl
-        with self._lock:
-            return [e for t, e in self._kept.get(subject, ()) if e.sequence > since and t >= horizon]
-
-    async def listen(self, deliver: Deliver) -> None:
+    async def listen(self, deliver: Deliver, on_connect: OnConnect | None = None) -> None:
         entry = (asyncio.get_running_loop(), deliver)
         with self._lock:
             self._listeners.append(entry)
         try:
+            if on_connect is not None:
+                on_connect()
             await asyncio.Event().wait()
         finally:
             with self._lock:
@@ -83,44 +69,37 @@ class LocalBus:
 
 
 class RedisBus:
-    def __init__(self, url: str, replay_size: int = 500, replay_ttl: float = 3600.0) -> None:
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
         import redis
 
         self.url = url
-        self._client = redis.Redis.from_url(url)
-        self._replay_size = replay_size
-        self._ttl = int(replay_ttl)
+        # A Redis that vanished must not hold up the upload or job that publishes (after its commit).
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
     def publish(self, event: AnyEvent) -> AnyEvent:
-        subject = event.subject
-        if subject is not None:
-            event.sequence = int(self._client.incr(f"vidgate:seq:{subject}"))
-        wire = to_wire(event)
-        pipe = self._client.pipeline(transaction=False)
-        if subject is not None:
-            key = f"vidgate:replay:{subject}"
-            pipe.rpush(key, wire)
-            pipe.ltrim(key, -self._replay_size, -1)
-            pipe.expire(key, self._ttl)
-            pipe.expire(f"vidgate:seq:{subject}", self._ttl)
-        pipe.publish(EVENTS_CHANNEL, wire)
-        pipe.execute()
+        self._client.publish(EVENTS_CHANNEL, to_wire(event))
         return event
 
-    def replay(self, subject: str, since: int) -> list[AnyEvent]:
-        kept = self._client.lrange(f"vidgate:replay:{subject}", 0, -1)
-        events = [from_wire(raw) for raw in kept]
-        return [e for e in events if e.sequence > since]
-
-    async def listen(self, deliver: Deliver) -> None:
+    async def listen(self, deliver: Deliver, on_connect: OnConnect | None = None) -> None:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
+        notify = on_connect or (lambda: None)
+
+        class PubSub(aioredis.client.PubSub):
+            """Says when redis-py resubscribed by itself after a lost connection."""
+
+            async def on_connect(self, connection: Any) -> None:
+                await super().on_connect(connection)
+                if self.channels:
+                    notify()
+
         while True:
             client = aioredis.Redis.from_url(self.url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = PubSub(client.connection_pool, ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
+                notify()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         try:
@@ -129,7 +108,7 @@ class RedisBus:
                             log.warning("dropped a malformed event from the bus")
             except (RedisError, OSError) as exc:
                 log.warning("event bus connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,7 +1,9 @@
 """Webhooks: signed JSON POSTs of chosen events to a URL per user, retried with backoff.
 
-The process that publishes an event records one ``webhook_delivery`` row per receiving user
-(the outbox; unique per event and user). Any ``vidgate serve`` process sends due rows: it
+The transaction that stores an event (:mod:`vidgate.events.store`) records one
+``webhook_delivery`` row per receiving user who has a webhook and asked for that type (unique
+per event and user), so it exists exactly when the change does. Any ``vidgate serve`` process
+sends due rows, at least once (a crash after a POST sends it again): it
 leases a row in a short transaction, posts outside any transaction, then records the
 outcome, so neither SQLite's single writer nor a slow receiver holds a lock.
 
@@ -21,8 +23,8 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 import httpx
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
 
 from vidgate.config import WebhookSettings
 from vidgate.db.engine import Database
@@ -74,37 +76,32 @@ def clear_webhook(db: Database, username: str) -> None:
 
 
 class WebhookOutbox:
-    """Records deliveries for the events users asked for (called by the event publisher)."""
+    """Records a delivery for each stored event its user asked for, in the event's own
+    transaction (so a crash between the change and the delivery loses nothing)."""
 
     def __init__(self, db: Database, settings: WebhookSettings) -> None:
         self.db = db
         self.event_types = set(settings.event_types)
+        self._url_of = select(UserAccount.webhook_url).where(UserAccount.id == bindparam("user_id"))
 
-    def __call__(self, event: AnyEvent) -> None:
+    def stage(self, session: Session, event: AnyEvent) -> None:
+        """``event`` is one user's copy (numbered, that user its only audience)."""
         if event.event_type not in self.event_types or not event.audience:
             return
-        body = to_client(event)
-        with self.db.session() as session:
-            users = session.execute(
-                select(UserAccount.id, UserAccount.webhook_url).where(
-                    UserAccount.id.in_(event.audience), UserAccount.webhook_url.is_not(None)
-                )
-            ).all()
-            for user_id, url in users:
-                try:
-                    with session.begin_nested():
-                        session.add(
-                            WebhookDelivery(
-                                event_id=event.event_id,
-                                event_type=event.event_type,
-                                user_id=user_id,
-                                url=url,
-                                payload=body,
-                                next_attempt_at=utcnow(),
-                            )
-                        )
-                except IntegrityError:
-                    pass  # already recorded
+        user_id = event.audience[0]
+        url = session.scalar(self._url_of, {"user_id": user_id})
+        if url is None:
+            return
+        session.add(
+            WebhookDelivery(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                user_id=user_id,
+                url=url,
+                payload=to_client(event),
+                next_attempt_at=utcnow(),
+            )
+        )
 
 
 class WebhookSender:

@@ -23,9 +23,9 @@ from sqlalchemy import ColumnElement, and_, exists, select, tuple_
 from sqlalchemy.orm import aliased
 
 from vidgate.db.engine import Database
-from vidgate.db.models import ReviewDecision, Video, VideoReviewState, VideoStatus
+from vidgate.db.models import Content, ReviewDecision, Video, VideoReviewState, VideoStatus
 from vidgate.errors import InvalidCursor, InvalidParameter
-from vidgate.library.owners import filename_matches, owned_by, owner_filename
+from vidgate.library.owners import filename_matches, owned_by
 from vidgate.library.reviews import UNREVIEWED
 
 ReviewFilter = Literal["unreviewed", "approved", "rejected", "escalated"]
@@ -91,8 +91,9 @@ def _like_contains(text: str) -> str:
 
 def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
     """Every WHERE condition of one listing (ownership first). The seam for more filters."""
-    owner_conditions = [filename_matches(_like_contains(query.filename))] if query.filename else []
-    where: list[ColumnElement[bool]] = [owned_by(user_id, *owner_conditions)]
+    where: list[ColumnElement[bool]] = [owned_by(user_id)]
+    if query.filename:
+        where.append(filename_matches(_like_contains(query.filename)))
     if query.status is not None:
         where.append(Video.status == query.status)
     decided_filter = query.review is not None and query.review != UNREVIEWED
@@ -111,7 +112,7 @@ def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
     if query.created_before is not None:
         where.append(Video.created_at < query.created_before)
     if query.content_hash is not None:
-        where.append(Video.content_hash == query.content_hash)
+        where.append(Content.content_hash == query.content_hash)
     if query.cursor is not None:
         created_at, video_id = decode_cursor(query.cursor)
         where.append(tuple_(*_order(query)) < tuple_(created_at, video_id))
@@ -142,14 +143,14 @@ def statement(query: LibraryQuery, user_id: str) -> Any:
     created_at, video_id = _order(query)
     columns = (
         Video.id,
-        owner_filename(user_id).scalar_subquery(),
+        Video.filename,
         Video.status,
         Video.stage,
         Video.progress,
         VideoReviewState.state,
-        Video.content_hash,
-        Video.file_size,
-        Video.media_info,
+        Content.content_hash,
+        Content.file_size,
+        Content.media_info,
         Video.created_at,
         Video.finished_at,
     )
@@ -159,6 +160,7 @@ def statement(query: LibraryQuery, user_id: str) -> Any:
         joined = select(*columns).outerjoin(
             VideoReviewState, and_(VideoReviewState.user_id == user_id, VideoReviewState.video_id == Video.id)
         )
+    joined = joined.join(Content, Content.id == Video.content_id)
     return joined.where(*conditions(query, user_id)).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
 
 
@@ -172,7 +174,7 @@ def page(db: Database, user_id: str, query: LibraryQuery, *, max_limit: int) -> 
         items.append(
             LibraryItem(
                 video_id=row.id,
-                filename=row[1],
+                filename=row.filename,
                 status=row.status,
                 stage=row.stage,
                 progress=row.progress,

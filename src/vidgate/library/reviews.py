@@ -106,22 +106,23 @@ def record(
                 .values(**state)
             )
         view = _view(row)
-    if events is not None:
-        events.to_user(
-            VideoReviewed(
-                video_id=video_id,
-                data=VideoReviewedData(
-                    review_id=view.review_id,
-                    decision=view.decision.value,
-                    note=view.note,
-                    key_id=view.key_id,
-                    key_label=view.key_label,
-                    key_role=view.key_role,
-                    decided_at=view.created_at,
+        if events is not None:
+            events.to_user(
+                VideoReviewed(
+                    video_id=video_id,
+                    data=VideoReviewedData(
+                        review_id=view.review_id,
+                        decision=view.decision.value,
+                        note=view.note,
+                        key_id=view.key_id,
+                        key_label=view.key_label,
+                        key_role=view.key_role,
+                        decided_at=view.created_at,
+                    ),
                 ),
-            ),
-            principal.user_id,
-        )
+                principal.user_id,
+                session,  # in the decision's transaction
+            )
     return view
 
 

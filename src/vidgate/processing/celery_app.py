@@ -157,13 +157,14 @@ def sweep_processing_jobs() -> dict[str, Any]:
 
 @app.task(name="send_websocket_notification")
 def send_websocket_notification(event: dict[str, Any]) -> dict[str, Any]:
-    """Publish an event (the envelope of :mod:`vidgate.events.schema`, with ``audience``) through
-    the worker's event bus to every API process's sockets; returns it numbered."""
+    """Store an event (the envelope of :mod:`vidgate.events.schema`, with ``audience``) and publish
+    it through the worker's event bus to every API process's sockets; returns the first
+    receiver's copy, numbered in that user's stream."""
     parsed = from_wire(json.dumps(event))
-    bus = services().bus
-    if bus is None:
-        raise RuntimeError("no event bus configured")
-    published: dict[str, Any] = json.loads(to_wire(bus.publish(parsed)))
+    stored = services().events.to_audience(parsed)
+    if stored is None:
+        raise ValueError("the event names no audience")
+    published: dict[str, Any] = json.loads(to_wire(stored))
     return published
 
 

@@ -9,6 +9,11 @@ visibility timeout, hours later. So the database decides who runs a video:
   video taken and does nothing.
 - :class:`LeaseKeeper` renews the lease every ``PROCESSING_LEASE_RENEW_SECONDS`` while the job
   runs; :func:`reclaim_lapsed` (the sweep) queues again a video whose lease ran out.
+- A video whose job found its content being analysed by another video's job *waits*: it
+  stays ``processing`` with its lease released (``lease_expires_at`` unset, ``lease_holder``
+  kept) and runs nothing; the analysing job completes it. Such a video is never queued again
+  by the sweep nor taken over (it would re-run and announce its processing twice); if the
+  analysing video's worker dies, that video's lease lapses and it is queued again instead.
 - The attempt number is the fencing token: every write of a job (progress, result, failure)
   names it, so a late original that wakes up after its job was handed on writes nothing
   (:func:`settle` raises :class:`LeaseLost` and its transaction stores nothing).
@@ -59,18 +64,20 @@ class Claim:
 
     lease: Lease | None
     status: VideoStatus | None = None  # the video's status when not claimed (None: no such video)
-    holder: str | None = None  # who holds it, when another job is running it
+    holder: str | None = None  # who holds it, when another job is running it (None: it is waiting)
 
 
 def _lapsed(now: datetime, job_timeout_seconds: float) -> ColumnElement[bool]:
-    """A processing job nobody renews: its lease ran out, or (a row from before leases) it
-    started longer ago than the longest job may take."""
+    """A processing job nobody renews: its lease ran out, or (a row from before leases, which
+    has no holder) it started longer ago than the longest job may take. A waiting video (a
+    holder, no lease) runs no job, so it never lapses."""
     return and_(
         Video.status == VideoStatus.PROCESSING,
         or_(
             Video.lease_expires_at < now,
             and_(
                 Video.lease_expires_at.is_(None),
+                Video.lease_holder.is_(None),
                 Video.started_at < now - timedelta(seconds=job_timeout_seconds),
             ),
         ),
@@ -87,10 +94,14 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
     if attempt is not None:
         return Claim(Lease(video_id, attempt, holder))
     found = session.execute(
-        select(Video.status, Video.lease_holder, Video.lease_pid, Video.attempts).where(Video.id == video_id)
+        select(Video.status, Video.lease_holder, Video.lease_pid, Video.attempts, Video.lease_expires_at).where(
+            Video.id == video_id
+        )
     ).one_or_none()
     if found is None:
         return Claim(None)
+    if found.status is VideoStatus.PROCESSING and found.lease_expires_at is None and found.lease_holder is not None:
+        return Claim(None, status=found.status, holder=None)  # waiting on another video's analysis
     if (
         found.status is VideoStatus.PROCESSING
         and found.lease_holder == holder
@@ -99,6 +110,7 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
     ):
         orphaned = and_(
             Video.status == VideoStatus.PROCESSING,
+            Video.lease_expires_at.is_not(None),
             Video.attempts == found.attempts,
             Video.lease_holder == holder,
             Video.lease_pid == found.lease_pid,

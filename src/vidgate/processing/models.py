@@ -85,7 +85,10 @@ class StageTiming(BaseModel):
 
 
 class SimilarVideo(BaseModel):
-    video_id: str
+    video_id: str | None = Field(
+        description="Your video; null for a video in the shared library that is not yours "
+        "(PROCESSING_SIMILARITY_SCOPE=shared): whose it is and what it is called are never told."
+    )
     similarity: float = Field(description="Share of this video's sampled frames found in the other (0-1).")
     matched_frames: int
     hamming_threshold: int

@@ -1,10 +1,22 @@
-"""Processing of stored videos: queue them, run the pipeline, store one result each.
+"""Processing of stored videos: queue them, run the pipeline, store one result per content.
+
+A job is one owner's video; the analysis belongs to the video's content (the bytes), so it
+runs once however many owners uploaded them: the first job claims it, jobs of other videos
+of the same content wait and are completed with it, later ones reuse the stored result. Each
+owner's video still goes queued -> processing -> completed with events of its own.
 
 The video row is the outbox: ``status=queued`` with ``dispatched_at`` unset means "not yet
 handed to the broker". :meth:`ProcessingService.dispatch_pending` hands such videos over and
 is repeated while the broker is down, so an upload accepted during a Redis outage is
-processed once Redis is back. Jobs are idempotent: a video that already has a result is not
-analysed again, and the unique result row cannot be stored twice.
+processed once Redis is back. Jobs are idempotent: a completed video is not processed again,
+and the unique result row cannot be stored twice.
+
+Leases (:mod:`vidgate.processing.lease`) are the video's, since the job is: the content's claim
+is only as good as the claiming video's current attempt, whose writes (progress, result,
+failure, retry) each start by checking it, so a superseded original stores nothing. A video
+waiting on another's claim holds no lease (it runs no job); the sweep never queues it again.
+If the claimer's worker dies, the sweep queues the claimer, whose next attempt finds its own
+claim, analyses and completes the waiters.
 """
 
 from __future__ import annotations
@@ -13,27 +25,28 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
 from vidgate.config import Settings
 from vidgate.db.engine import Database
 from vidgate.db.models import (
+    AnalysisStatus,
+    Content,
     FrameHash,
-    SessionStatus,
-    UploadSession,
     Video,
     VideoAnalysisResultRow,
     VideoStatus,
     utcnow,
 )
-from vidgate.errors import ResultNotReady, VideoNotFound
+from vidgate.errors import ResultNotReady
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import (
     FailureData,
@@ -47,6 +60,7 @@ from vidgate.events.schema import (
     ProcessingProgress,
     ProcessingProgressData,
 )
+from vidgate.library.owners import owned_video
 from vidgate.moderation.banks import match_video
 from vidgate.moderation.models import FlagReason, ModerationResult, NsfwResult
 from vidgate.processing import lease
@@ -61,13 +75,17 @@ from vidgate.storage.local import LocalBlobStore
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
+#: what a video whose content's analysis is reused reports: the pipeline's first and last progress
+#: (vidgate.processing.pipeline.analyze: metadata first; embeddings last, after vPDQ, moderation
+#: and the pictures, which all finish before it)
+REUSED_PROGRESS = (("metadata", 0.05), ("embeddings", 1.0))
 
 
 @dataclass
 class JobOutcome:
     """What one run of a job ended in."""
 
-    status: str  # "completed", "skipped", "failed", "retry", "superseded"
+    status: str  # "completed", "skipped", "failed", "retry", "superseded", "waiting" (another job analyses the content)
     retry_in: float | None = None
 
 
@@ -135,11 +153,14 @@ class ProcessingService:
         return True
 
     def requeue(self, video_id: str) -> bool:
-        """Queue a stored video (again) unless it is being processed right now."""
+        """Queue a stored video to be analysed again, unless it is being processed right now."""
         with self.db.session() as session:
-            video = session.get(Video, video_id)
-            if video is None or video.status is VideoStatus.PROCESSING:
+            locked = _lock_video_and_content(session, video_id)
+            if locked is None or locked[0].status is VideoStatus.PROCESSING:
                 return False
+            video, content = locked
+            if content.status is not AnalysisStatus.PROCESSING:
+                content.status, content.analysing_video_id = AnalysisStatus.PENDING, None
             video.status = VideoStatus.QUEUED
             video.queued_at = utcnow()
             video.dispatched_at = None
@@ -171,27 +192,56 @@ class ProcessingService:
                 .where(Video.status.in_([VideoStatus.QUEUED, VideoStatus.PROCESSING]))
                 .values(status=VideoStatus.QUEUED, dispatched_at=None)
             )
+            # their analyses died with that process too: the first job to run claims each again
+            session.execute(
+                update(Content)
+                .where(Content.status == AnalysisStatus.PROCESSING)
+                .values(status=AnalysisStatus.PENDING, analysing_video_id=None)
+            )
             return int(getattr(result, "rowcount", 0) or 0)
 
     # ------------------------------------------------------------------ running
     def run(self, video_id: str, retries: int = 0, worker: str | None = None) -> JobOutcome:
-        """Process one video under a lease (see :mod:`vidgate.processing.lease`). Transient errors
-        ask for a retry (with backoff) until ``PROCESSING_MAX_RETRIES`` are used up (``retries``:
-        this job's earlier transient failures); a video the decoder cannot read fails at once.
-        The attempt number logged and stored is the video's own: a redelivery counts too."""
+        """Process one owner's video under a lease (see :mod:`vidgate.processing.lease`). Its
+        content is analysed by the first job that claims it; a job that finds the analysis stored
+        reuses it, one that finds it running waits (the running job completes every waiting
+        video). Transient errors ask for a retry (with backoff) until ``PROCESSING_MAX_RETRIES``
+        are used up (``retries``: this job's earlier transient failures); a video the decoder
+        cannot read fails at once. The attempt logged and stored is the video's own."""
         processing = self.settings.processing
         holder = worker or lease.process_name()
         with self.db.session() as session:
+            content = _lock_content_of(session, video_id)  # content before video, as uploads take them
             claimed = lease.claim(session, video_id, holder, processing.lease_seconds, processing.job_timeout_seconds)
-            if claimed.lease is None:
+            if content is None or claimed.lease is None:
                 self._log_not_claimed(video_id, claimed)
                 return JobOutcome("skipped")
-            video = session.get_one(Video, video_id)
-            path = self.blobs.path(video.storage_key)
-            content_hash = video.content_hash
+            current = claimed.lease
+            video = session.get_one(Video, video_id, populate_existing=True)
+            if content.status is AnalysisStatus.COMPLETED:
+                action = "reuse"
+            elif content.status is AnalysisStatus.PROCESSING and self._claim_alive(session, content, video_id):
+                action = "wait"
+                # No job runs for a waiting video: release its lease so the sweep leaves it be.
+                lease.settle(session, current)
+            else:
+                action = "analyse"
+                content.status = AnalysisStatus.PROCESSING
+                content.analysing_video_id = video_id
+                content.analyses = (content.analyses or 0) + 1
+                content.started_at = utcnow()
+            content_id, content_hash = content.id, content.content_hash
+            path = self.blobs.path(content.storage_key)
             options = dict(video.processing_options or {})
-            priority = video.priority
-        current = claimed.lease
+            if self.events is not None:  # in the claim's transaction: told if and only if it started
+                self.events.to_user(
+                    ProcessingInitiated(
+                        video_id=video_id,
+                        data=ProcessingInitiatedData(priority=video.priority, attempt=current.attempt),
+                    ),
+                    video.user_id,
+                    session,
+                )
         fields = {"video_id": video_id, "attempt": current.attempt, "worker": holder}
         log.info(
             "processing %s started (attempt %d)",
@@ -199,42 +249,25 @@ class ProcessingService:
             current.attempt,
             extra={**fields, "event": "processing_initiated"},
         )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingInitiated(
-                    video_id=video_id, data=ProcessingInitiatedData(priority=priority, attempt=current.attempt)
-                )
-            )
-        model_type = str(options.get("model_type") or processing.default_model_type)
         try:
-            try:
-                with lease.LeaseKeeper(
-                    self.db, current, processing.lease_seconds, processing.lease_renew_seconds
-                ) as keeper:
-                    if not path.is_file():  # storage not mounted, or being restored: may pass
-                        raise FileNotFoundError(f"the stored file {path} is missing")
-                    with tempfile.TemporaryDirectory(dir=self.blobs.root.parent, prefix=".pictures-") as pictures:
-                        result = analyze(
-                            path,
-                            video_id=video_id,
-                            content_hash=content_hash,
-                            model_type=model_type,
-                            config=self.config,
-                            progress=self._progress_writer(current, keeper),
-                            pictures_dir=Path(pictures),
-                        )
-                        for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
-                            self.blobs.put_derived(content_hash, made.name, made)
-                self._match_banks(result)
-                self._store(result, model_type, current)
-            except PipelineError as exc:
-                self.mark_failed(video_id, str(exc), current)
-                metrics.PROCESSING_JOBS.labels("failed").inc()
-                return JobOutcome("failed")
-            except lease.LeaseLost:
-                raise
-            except Exception as exc:
-                return self._after_transient_error(current, retries, exc)
+            if action == "reuse":
+                # The events of a short analysis (its first and last progress report), so reuse
+                # looks like a first processing to the owner; only its speed differs.
+                report = self._progress_writer(content_id, current, only=True)
+                for stage_name, fraction in REUSED_PROGRESS:
+                    report(stage_name, fraction)
+                self._complete_waiting(content_id, current, only=True)
+                metrics.PROCESSING_JOBS.labels("reused").inc()
+                return JobOutcome("completed")
+            if action == "wait":
+                log.info(
+                    "video %s waits for the analysis of its content %s",
+                    video_id,
+                    content_id,
+                    extra={**fields, "content_id": content_id, "event": "processing_waiting"},
+                )
+                return JobOutcome("waiting")
+            return self._analyse(current, content_id, content_hash, path, options, retries, fields)
         except lease.LeaseLost:
             metrics.PROCESSING_JOBS.labels("superseded").inc()
             log.warning(
@@ -244,46 +277,74 @@ class ProcessingService:
                 extra={**fields, "event": "processing_superseded"},
             )
             return JobOutcome("superseded")
+
+    def _analyse(
+        self,
+        current: lease.Lease,
+        content_id: str,
+        content_hash: str,
+        path: Path,
+        options: dict[str, Any],
+        retries: int,
+        fields: dict[str, Any],
+    ) -> JobOutcome:
+        """Run the pipeline over the content while the lease is renewed, then store the result
+        and complete every video waiting on it (or fail them, or hand the job back for a retry).
+        Raises :class:`~vidgate.processing.lease.LeaseLost` if the attempt was superseded."""
+        processing = self.settings.processing
+        model_type = str(options.get("model_type") or processing.default_model_type)
+        try:
+            renew_seconds = processing.lease_renew_seconds
+            with lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper:
+                if not path.is_file():  # storage not mounted, or being restored: may pass
+                    raise FileNotFoundError(f"the stored file {path} is missing")
+                with tempfile.TemporaryDirectory(dir=self.blobs.root.parent, prefix=".pictures-") as pictures:
+                    result = analyze(
+                        path,
+                        video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
+                        content_hash=content_hash,
+                        model_type=model_type,
+                        config=self.config,
+                        progress=self._progress_writer(content_id, current, keeper=keeper),
+                        pictures_dir=Path(pictures),
+                    )
+                    for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
+                        self.blobs.put_derived(content_hash, made.name, made)
+            self._match_banks(result)  # derived from the bytes too: the flag is the content's
+            done = self._store(result, content_id, model_type, current)
+        except PipelineError as exc:
+            self.mark_failed(content_id, str(exc), current)
+            metrics.PROCESSING_JOBS.labels("failed").inc()
+            return JobOutcome("failed")
+        except lease.LeaseLost:
+            raise
+        except Exception as exc:
+            return self._after_transient_error(current, content_id, retries, exc)
         metrics.PROCESSING_JOBS.labels("completed").inc()
         for stage in result.stages:
             metrics.PROCESSING_STAGE.labels(stage.name).observe(stage.seconds)
         metrics.PROCESSING_STAGE.labels("total").observe(result.processing_seconds)
         log.info(
-            "video %s processed in %.2f s (attempt %d)",
-            video_id,
+            "content %s of video %s analysed in %.2f s (attempt %d)",
+            content_id,
+            current.video_id,
             result.processing_seconds,
             current.attempt,
-            extra={**fields, "event": "processing_completed", "seconds": result.processing_seconds},
+            extra={
+                **fields,
+                "content_id": content_id,
+                "event": "content_analysed",
+                "seconds": result.processing_seconds,
+            },
         )
-        if self.events is not None and result.moderation is not None and result.moderation.hash_matches:
-            self.events.to_video_owners(
-                HashMatchEvent(
-                    video_id=video_id,
-                    data=HashMatchData(
-                        matches=[m.model_dump(mode="json") for m in result.moderation.hash_matches],
-                        result_url=f"/v1/videos/{video_id}/result",
-                    ),
-                )
-            )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingCompleted(
-                    video_id=video_id,
-                    data=ProcessingCompletedData(
-                        processing_seconds=result.processing_seconds,
-                        fingerprint=result.fingerprint,
-                        duration=result.metadata.duration,
-                        result_url=f"/v1/videos/{video_id}/result",
-                        flagged=result.moderation is not None and result.moderation.flagged,
-                        result=result.model_dump(mode="json"),
-                    ),
-                )
-            )
+        self._log_completed(content_id, done, reused=False)
         return JobOutcome("completed")
 
     def _log_not_claimed(self, video_id: str, claimed: lease.Claim) -> None:
         """A delivery of a video that is not waiting for a job (a duplicate): nothing to do."""
-        if claimed.status is VideoStatus.PROCESSING:
+        if claimed.status is VideoStatus.PROCESSING and claimed.holder is None:
+            why = "waiting for the analysis of its content by another video's job"
+        elif claimed.status is VideoStatus.PROCESSING:
             why = f"being processed by {claimed.holder}"
         else:
             why = claimed.status.value if claimed.status is not None else "gone"
@@ -294,13 +355,14 @@ class ProcessingService:
             extra={"video_id": video_id, "event": "processing_skipped"},
         )
 
-    def _after_transient_error(self, current: lease.Lease, retries: int, exc: Exception) -> JobOutcome:
+    def _after_transient_error(self, current: lease.Lease, content_id: str, retries: int, exc: Exception) -> JobOutcome:
         """Give up after the last retry; otherwise hand the video back as queued, due after the
-        backoff (the retry is in the broker; the dispatch timeout counts from when it is due)."""
+        backoff (the retry is in the broker; the dispatch timeout counts from when it is due).
+        The content's claim stays this video's, so its waiters keep waiting for the retry."""
         processing = self.settings.processing
         video_id = current.video_id
         if retries >= processing.max_retries:
-            self.mark_failed(video_id, f"gave up after {retries + 1} attempts: {exc}", current)
+            self.mark_failed(content_id, f"gave up after {retries + 1} attempts: {exc}", current)
             metrics.PROCESSING_JOBS.labels("failed").inc()
             return JobOutcome("failed")
         delay = processing.retry_backoff_seconds * (2**retries)
@@ -327,7 +389,8 @@ class ProcessingService:
         return JobOutcome("retry", retry_in=delay)
 
     def _match_banks(self, result: VideoAnalysisResult) -> None:
-        """Match the video's vPDQ against every hash bank; a match flags it, naming bank and entry."""
+        """Match the content's vPDQ against every hash bank; a match flags it, naming bank and
+        entry (derived from the bytes alone, so every owner's video of them is flagged)."""
         if result.hashes is None:
             return
         moderation = self.settings.moderation
@@ -360,58 +423,97 @@ class ProcessingService:
                 )
             )
 
-    def _progress_writer(self, current: lease.Lease, keeper: lease.LeaseKeeper) -> Any:
+    @staticmethod
+    def _claim_alive(session: Session, content: Content, video_id: str) -> bool:
+        """Whether another video's job holds the content's analysis (a claim left by a video that
+        is no longer waiting, or by this very video's earlier delivery, is taken over)."""
+        holder = content.analysing_video_id
+        if holder is None or holder == video_id:
+            return False
+        status = session.scalar(select(Video.status).where(Video.id == holder))
+        return status in (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+
+    def _progress_writer(
+        self, content_id: str, current: lease.Lease, only: bool = False, keeper: lease.LeaseKeeper | None = None
+    ) -> Any:
+        """Writes an analysis's progress to the videos waiting on it (with ``only``, to the job's
+        own video alone), while ``current`` is the job's attempt (else :class:`LeaseLost`)."""
         last = [0.0]
-        video_id = current.video_id
+        waiting_on = Video.id == current.video_id if only else Video.content_id == content_id
 
         def write(stage: str, fraction: float) -> None:
-            keeper.check()  # a superseded attempt stops at its next report
+            if keeper is not None:
+                keeper.check()  # a superseded attempt stops at its next report
             now = time.monotonic()
             if now - last[0] < PROGRESS_EVERY_SECONDS and fraction < 1.0:
                 return
             last[0] = now
             percent = round(fraction * 100, 1)
-            lease.write_progress(self.db, current, stage, percent)
-            if self.events is not None and self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
-                self.events.to_video_owners(
-                    ProcessingProgress(
-                        video_id=video_id, data=ProcessingProgressData(stage=stage, progress_percentage=percent)
+            with self.db.session() as session:
+                waiting = session.execute(
+                    update(Video)
+                    .where(
+                        waiting_on,
+                        Video.status == VideoStatus.PROCESSING,
+                        or_(Video.id != current.video_id, Video.attempts == current.attempt),
                     )
-                )
+                    .values(stage=stage, progress=percent)
+                    .returning(Video.id, Video.user_id)
+                ).all()
+                if all(video_id != current.video_id for video_id, _ in waiting):
+                    raise lease.LeaseLost(f"attempt {current.attempt} of video {current.video_id} was superseded")
+                if self.events is None:
+                    return
+                for video_id, user_id in waiting:  # every owner hears of their own video only
+                    if self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
+                        self.events.to_user(
+                            ProcessingProgress(
+                                video_id=video_id,
+                                data=ProcessingProgressData(stage=stage, progress_percentage=percent),
+                            ),
+                            user_id,
+                            session,
+                        )
 
         return write
 
-    def _store(self, result: VideoAnalysisResult, model_type: str, current: lease.Lease | None = None) -> None:
-        """Store the result once; frame hashes are replaced, never doubled. With ``current``,
-        only while that attempt holds the lease (else :class:`LeaseLost`, nothing stored)."""
+    def _store(
+        self, result: VideoAnalysisResult, content_id: str, model_type: str, current: lease.Lease | None = None
+    ) -> list[tuple[str, str]]:
+        """Store the content's analysis once (frame hashes are replaced, never doubled) and
+        complete every video waiting on it, in one transaction. With ``current``, only while
+        that attempt holds the lease (else :class:`LeaseLost`, nothing stored). Returns the
+        completed videos (id, owner), each owner told in this transaction."""
         fingerprint = int(result.fingerprint, 16)
+        stored = result.model_dump(mode="json")
         with self.db.session() as session:
+            _lock_content(session, content_id)  # content before video, as uploads take them
             if current is not None:
                 lease.settle(session, current)
             try:
                 with session.begin_nested():
                     session.add(
                         VideoAnalysisResultRow(
-                            video_id=result.video_id,
+                            content_id=content_id,
                             pipeline_version=result.pipeline_version,
                             model_type=model_type,
-                            result=result.model_dump(mode="json"),
+                            result=stored,
                             processing_seconds=result.processing_seconds,
                         )
                     )
             except IntegrityError:
                 session.execute(
                     update(VideoAnalysisResultRow)
-                    .where(VideoAnalysisResultRow.video_id == result.video_id)
-                    .values(result=result.model_dump(mode="json"), processing_seconds=result.processing_seconds)
+                    .where(VideoAnalysisResultRow.content_id == content_id)
+                    .values(result=stored, processing_seconds=result.processing_seconds)
                 )
-            session.execute(delete(FrameHash).where(FrameHash.video_id == result.video_id))
+            session.execute(delete(FrameHash).where(FrameHash.content_id == content_id))
             for sample in result.samples:
                 value = int(sample.phash, 16)
                 b0, b1, b2, b3 = bands(value)
                 session.add(
                     FrameHash(
-                        video_id=result.video_id,
+                        content_id=content_id,
                         timestamp=sample.timestamp,
                         hash=to_signed(value),
                         band0=b0,
@@ -421,86 +523,224 @@ class ProcessingService:
                     )
                 )
             session.execute(
-                update(Video)
-                .where(Video.id == result.video_id)
+                update(Content)
+                .where(Content.id == content_id)
                 .values(
-                    status=VideoStatus.COMPLETED,
-                    stage="done",
-                    progress=100.0,
+                    status=AnalysisStatus.COMPLETED,
+                    analysing_video_id=None,
                     finished_at=utcnow(),
                     fingerprint=to_signed(fingerprint),
                     error_message=None,
                 )
             )
+            now = utcnow()
+            done = _complete_processing(session, Video.content_id == content_id, now)
+            self._stage_completed(session, done, stored, now)
+        return done
 
-    def mark_failed(self, video_id: str, reason: str, current: lease.Lease | None = None) -> None:
-        """Fail the video for good; with ``current``, only while that attempt holds the lease."""
+    def _complete_waiting(self, content_id: str, current: lease.Lease, only: bool = False) -> None:
+        """Complete the videos waiting on the content's stored analysis (with ``only``, just the
+        job's own video), each with its owner's own processing_completed event; only while
+        ``current`` holds the lease (else :class:`LeaseLost`)."""
         with self.db.session() as session:
+            _lock_content(session, content_id)
+            lease.settle(session, current)
+            stored = session.scalar(
+                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.content_id == content_id)
+            )
+            condition = Video.id == current.video_id if only else Video.content_id == content_id
+            now = utcnow()
+            done = _complete_processing(session, condition, now)
+            self._stage_completed(session, done, dict(stored) if stored is not None else None, now)
+        self._log_completed(content_id, done, reused=only)
+
+    @staticmethod
+    def _log_completed(content_id: str, done: list[tuple[str, str]], reused: bool) -> None:
+        for video_id, _ in done:
+            log.info(
+                "video %s processed%s",
+                video_id,
+                " (stored analysis reused)" if reused else "",
+                extra={"video_id": video_id, "content_id": content_id, "event": "processing_completed"},
+            )
+
+    def _stage_completed(
+        self, session: Session, done: list[tuple[str, str]], stored: dict[str, Any] | None, now: datetime
+    ) -> None:
+        """Tell each owner of a completed video of their own video (and nothing else), in the
+        transaction that completed it."""
+        if stored is None or self.events is None:
+            return
+        for video_id, user_id in done:
+            result = owner_result(dict(stored), video_id, now)
+            moderation = result.moderation
+            if moderation is not None and moderation.hash_matches:  # the content's flag, told per owner
+                self.events.to_user(
+                    HashMatchEvent(
+                        video_id=video_id,
+                        data=HashMatchData(
+                            matches=[m.model_dump(mode="json") for m in moderation.hash_matches],
+                            result_url=f"/v1/videos/{video_id}/result",
+                        ),
+                    ),
+                    user_id,
+                    session,
+                )
+            self.events.to_user(
+                ProcessingCompleted(
+                    video_id=video_id,
+                    data=ProcessingCompletedData(
+                        processing_seconds=result.processing_seconds,
+                        fingerprint=result.fingerprint,
+                        duration=result.metadata.duration,
+                        result_url=f"/v1/videos/{video_id}/result",
+                        flagged=moderation is not None and moderation.flagged,
+                        result=result.model_dump(mode="json"),
+                    ),
+                ),
+                user_id,
+                session,
+            )
+
+    def mark_failed(self, content_id: str, reason: str, current: lease.Lease | None = None) -> None:
+        """The content cannot be analysed: it and every video waiting on it fail, each owner told
+        of their own video. With ``current``, only while that attempt holds the lease (else
+        :class:`LeaseLost`, nothing written)."""
+        with self.db.session() as session:
+            _lock_content(session, content_id)
             if current is not None:
                 lease.settle(session, current)
+            now = utcnow()
             session.execute(
-                update(Video)
-                .where(Video.id == video_id)
-                .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=utcnow())
+                update(Content)
+                .where(Content.id == content_id)
+                .values(
+                    status=AnalysisStatus.FAILED, analysing_video_id=None, error_message=reason[:2000], finished_at=now
+                )
             )
+            failed = session.execute(
+                update(Video)
+                .where(Video.content_id == content_id, Video.status == VideoStatus.PROCESSING)
+                .values(status=VideoStatus.FAILED, error_message=reason[:2000], finished_at=now, lease_expires_at=None)
+                .returning(Video.id, Video.user_id)
+            ).all()
+            for video_id, user_id in failed:
+                if self.events is not None:
+                    self.events.to_user(
+                        ProcessingFailed(
+                            video_id=video_id, data=FailureData(error_code="processing_failed", message=reason)
+                        ),
+                        user_id,
+                        session,
+                    )
         attempt = {"attempt": current.attempt} if current is not None else {}
-        log.warning(
-            "processing of %s failed: %s",
-            video_id,
-            reason,
-            extra={"video_id": video_id, "event": "processing_failed", **attempt},
-        )
-        if self.events is not None:
-            self.events.to_video_owners(
-                ProcessingFailed(video_id=video_id, data=FailureData(error_code="processing_failed", message=reason))
+        for video_id, _ in failed:
+            log.warning(
+                "processing of %s failed: %s",
+                video_id,
+                reason,
+                extra={"video_id": video_id, "content_id": content_id, "event": "processing_failed", **attempt},
             )
 
     # ------------------------------------------------------------------ reading
-    def owned_video(self, principal: Principal, video_id: str) -> Video:
-        """The video, if ``principal`` uploaded it (a completed session of theirs points at it)."""
+    def owned_video(self, principal: Principal, video_id: str) -> tuple[Video, Content]:
+        """The video and its content, if the video is ``principal``'s (anyone else's is not found)."""
         with self.db.session() as session:
-            owns = session.scalar(
-                select(UploadSession.id)
-                .where(
-                    UploadSession.video_id == video_id,
-                    UploadSession.user_id == principal.user_id,
-                    UploadSession.status == SessionStatus.COMPLETED,
-                )
-                .limit(1)
-            )
-            video = session.get(Video, video_id) if owns else None
-            if video is None:
-                raise VideoNotFound(f"No video {video_id!r}.")
-            session.expunge(video)
-            return video
+            owned = owned_video(session, principal.user_id, video_id)  # ownership: vidgate.library.owners
+            session.expunge_all()
+            return owned.video, owned.content
 
     def result_without_similar(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
-        """The stored result of a video ``principal`` may see (409 until there is one)."""
-        video = self.owned_video(principal, video_id)
-        stored = self.stored_result(video_id)
+        """The stored result of a video ``principal`` owns, as theirs (409 until there is one)."""
+        return self._owned_result(principal, video_id)[0]
+
+    def _owned_result(self, principal: Principal, video_id: str) -> tuple[VideoAnalysisResult, Content]:
+        video, content = self.owned_video(principal, video_id)
+        stored = self.owner_result(video_id)
         if stored is None:
             detail = f": {video.error_message}" if video.status is VideoStatus.FAILED and video.error_message else ""
             raise ResultNotReady(f"Video {video_id!r} is {video.status.value}; it has no result yet{detail}.")
-        return stored
+        return stored, content
 
     def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
-        stored = self.result_without_similar(principal, video_id)
+        stored, content = self._owned_result(principal, video_id)
         stored.similar_videos = find_similar(
             self.db,
             stored,
-            user_id=None if self.settings.processing.similarity_scope == "shared" else principal.user_id,
+            content_id=content.id,
+            user_id=principal.user_id,
+            shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
         )
         return stored
 
-    def stored_result_json(self, video_id: str) -> dict[str, Any] | None:
-        with self.db.session() as session:
-            row = session.scalar(
-                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.video_id == video_id)
-            )
-        return dict(row) if row is not None else None
+    def owner_result(self, video_id: str, session: Session | None = None) -> VideoAnalysisResult | None:
+        """The stored analysis as the video's owner sees it (their video id, the time their video
+        completed), once their video has completed; None before. Read in ``session`` when given
+        (a transaction that stages an event)."""
+        query = (
+            select(VideoAnalysisResultRow.result, Video.finished_at)
+            .join(Video, Video.content_id == VideoAnalysisResultRow.content_id)
+            .where(Video.id == video_id, Video.status == VideoStatus.COMPLETED)
+        )
+        if session is not None:
+            row = session.execute(query).first()
+        else:
+            with self.db.session() as own:
+                row = own.execute(query).first()
+        if row is None:
+            return None
+        stored, finished_at = row
+        return owner_result(dict(stored), video_id, finished_at or utcnow())
 
-    def stored_result(self, video_id: str) -> VideoAnalysisResult | None:
-        row = self.stored_result_json(video_id)
-        return VideoAnalysisResult.model_validate(row) if row is not None else None
+    def owner_result_json(self, video_id: str, session: Session | None = None) -> dict[str, Any] | None:
+        result = self.owner_result(video_id, session)
+        return result.model_dump(mode="json") if result is not None else None
+
+
+def _lock_content_of(session: Session, video_id: str) -> Content | None:
+    """Lock a video's content (before the video: the order upload completion takes them in, so
+    the two never wait for each other; PostgreSQL would abort one as a deadlock)."""
+    content_id = session.scalar(select(Video.content_id).where(Video.id == video_id))
+    if content_id is None:
+        return None
+    return _lock_content(session, content_id)
+
+
+def _lock_content(session: Session, content_id: str) -> Content:
+    return session.get_one(Content, content_id, with_for_update=True, populate_existing=True)
+
+
+def _lock_video_and_content(session: Session, video_id: str) -> tuple[Video, Content] | None:
+    """Lock a video's content, then the video (see :func:`_lock_content_of`)."""
+    content = _lock_content_of(session, video_id)
+    if content is None:
+        return None
+    video = session.get_one(Video, video_id, with_for_update=True, populate_existing=True)
+    return video, content
+
+
+def _complete_processing(session: Session, condition: ColumnElement[bool], now: datetime) -> list[tuple[str, str]]:
+    """Complete the processing videos that match ``condition``; their (id, owner)."""
+    done = session.execute(
+        update(Video)
+        .where(condition, Video.status == VideoStatus.PROCESSING)
+        .values(
+            status=VideoStatus.COMPLETED,
+            stage="done",
+            progress=100.0,
+            finished_at=now,
+            error_message=None,
+            lease_expires_at=None,
+        )
+        .returning(Video.id, Video.user_id)
+    ).all()
+    return [(video_id, user_id) for video_id, user_id in done]
+
+
+def owner_result(stored: dict[str, Any], video_id: str, completed_at: datetime) -> VideoAnalysisResult:
+    """A content's stored analysis as one owner's result: their video id, and the time their
+    video completed (not when the bytes were first analysed, which could tell of another owner)."""
+    result = VideoAnalysisResult.model_validate(stored)
+    return result.model_copy(update={"video_id": video_id, "created_at": completed_at})

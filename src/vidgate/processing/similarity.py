@@ -6,6 +6,11 @@ lookup per band on plain SQLite or PostgreSQL, no extension needed. Two frames w
 Hamming distance 3 always share a band (pigeonhole); farther matches are found through the
 many frames a copy shares. Candidates are then scored exactly: the share of the query's
 sampled frames that have a frame within ``max_distance`` bits in the candidate.
+
+Frame hashes belong to contents (the bytes); a match is reported as the caller's own video
+of that content. In the shared library a match the caller does not own is reported with no
+video id at all: it says that such a video exists, never whose it is, what it is called or
+any id that leads to it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from sqlalchemy import or_, select
 
 from vidgate.db.engine import Database
-from vidgate.db.models import FrameHash, SessionStatus, UploadSession
+from vidgate.db.models import FrameHash, Video, VideoStatus
 from vidgate.processing.analyzers.phash import bands, to_unsigned
 from vidgate.processing.models import SimilarVideo, VideoAnalysisResult
 
@@ -28,11 +33,14 @@ def find_similar(
     db: Database,
     result: VideoAnalysisResult,
     *,
-    user_id: str | None,
+    content_id: str,
+    user_id: str,
+    shared: bool,
     max_distance: int,
     min_score: float,
 ) -> list[SimilarVideo]:
-    """Videos resembling ``result``'s video; among ``user_id``'s own videos unless None (shared)."""
+    """Videos resembling ``result`` (the analysis of ``content_id``): among ``user_id``'s own
+    completed videos, or in the whole library with ``shared`` (others' without an id)."""
     hashes = [int(sample.phash, 16) for sample in result.samples]
     if not hashes:
         return []
@@ -45,42 +53,41 @@ def find_similar(
         for index, band in enumerate(bands(value)):
             band_values[index].add(band)
     columns = (FrameHash.band0, FrameHash.band1, FrameHash.band2, FrameHash.band3)
+    # the caller's videos that have completed: a video still waiting shows nothing yet
+    owned = select(Video.content_id, Video.id).where(Video.user_id == user_id, Video.status == VideoStatus.COMPLETED)
     with db.session() as session:
-        query = select(FrameHash.video_id).where(
-            FrameHash.video_id != result.video_id,
+        query = select(FrameHash.content_id).where(
+            FrameHash.content_id != content_id,
             or_(*(column.in_(sorted(values)) for column, values in zip(columns, band_values, strict=True))),
         )
-        if user_id is not None:
-            owned = select(UploadSession.video_id).where(
-                UploadSession.user_id == user_id,
-                UploadSession.status == SessionStatus.COMPLETED,
-                UploadSession.video_id.is_not(None),
-            )
-            query = query.where(FrameHash.video_id.in_(owned))
+        if not shared:
+            query = query.where(FrameHash.content_id.in_(owned.with_only_columns(Video.content_id)))
         counts: dict[str, int] = defaultdict(int)
-        for (video_id,) in session.execute(query).all():
-            counts[video_id] += 1
+        for (candidate,) in session.execute(query).all():
+            counts[candidate] += 1
         candidates = sorted(counts, key=counts.__getitem__, reverse=True)[:MAX_CANDIDATES]
         frames: dict[str, list[int]] = defaultdict(list)
+        mine: dict[str, str] = {}
         if candidates:
             rows = session.execute(
-                select(FrameHash.video_id, FrameHash.hash).where(FrameHash.video_id.in_(candidates))
+                select(FrameHash.content_id, FrameHash.hash).where(FrameHash.content_id.in_(candidates))
             ).all()
-            for video_id, value in rows:
-                frames[video_id].append(to_unsigned(value))
-    mine = np.array(hashes, dtype=np.uint64)
-    mine_mirrored = np.array(mirrored, dtype=np.uint64) if len(mirrored) == len(hashes) else None
+            for candidate, value in rows:
+                frames[candidate].append(to_unsigned(value))
+            mine = {str(c): str(v) for c, v in session.execute(owned.where(Video.content_id.in_(candidates))).all()}
+    query_hashes = np.array(hashes, dtype=np.uint64)
+    query_mirrored = np.array(mirrored, dtype=np.uint64) if len(mirrored) == len(hashes) else None
     similar = []
-    for video_id, theirs in frames.items():
+    for candidate, theirs in frames.items():
         stored = np.array(theirs, dtype=np.uint64)
-        matched = _matched_frames(mine, stored, max_distance)
-        if mine_mirrored is not None:  # a video is either mirrored or not: the better reading counts
-            matched = max(matched, _matched_frames(mine_mirrored, stored, max_distance))
+        matched = _matched_frames(query_hashes, stored, max_distance)
+        if query_mirrored is not None:  # a video is either mirrored or not: the better reading counts
+            matched = max(matched, _matched_frames(query_mirrored, stored, max_distance))
         score = matched / len(hashes)
         if score >= min_score:
             similar.append(
                 SimilarVideo(
-                    video_id=video_id,
+                    video_id=mine.get(candidate),
                     similarity=round(score, 3),
                     matched_frames=matched,
                     hamming_threshold=max_distance,

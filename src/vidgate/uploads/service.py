@@ -34,6 +34,8 @@ from vidgate.config import Settings
 from vidgate.db.engine import Database
 from vidgate.db.models import (
     TERMINAL_STATUSES,
+    AnalysisStatus,
+    Content,
     SessionStatus,
     UploadChunk,
     UploadProgressLog,
@@ -179,17 +181,6 @@ class UploadService:
                 # Two first chunks of a new session raced to create it: the second reads it now.
                 if attempt == 1 or request.session_id is None:
                     raise
-        if plan.created and self.events is not None:
-            view = self._view(plan.session_id)
-            self.events.to_user(
-                UploadStarted(
-                    session_id=plan.session_id,
-                    data=UploadStartedData(
-                        filename=view.filename, total_chunks=view.total_chunks, file_size=view.file_size
-                    ),
-                ),
-                principal.user_id,
-            )
         try:
             plan.locks.enter_context(self.locker.hold(plan.upload_id, f"chunk-{plan.chunk_index}"))
             if plan.mode is WriteMode.DIRECT:
@@ -224,6 +215,17 @@ class UploadService:
                     row.file_hash = file_hash  # sent with a later chunk (clients hash while sending)
             plan = self._choose_target(session, row, request)
             plan.anonymous_new_session = plan.created = created
+            if created and self.events is not None:
+                self.events.to_user(
+                    UploadStarted(
+                        session_id=row.session_id,
+                        data=UploadStartedData(
+                            filename=row.filename, total_chunks=row.total_chunks, file_size=row.file_size
+                        ),
+                    ),
+                    principal.user_id,
+                    session,
+                )
             if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
                 extension = row.filename.rpartition(".")[2].lower()
                 plan.head_check = partial(check_first_bytes, extension=extension, content_type=row.content_type)
@@ -441,23 +443,6 @@ class UploadService:
                 target=self.frontier.catch_up, args=(plan.upload_id, plan.path), name="hash-catch-up", daemon=True
             ).start()
         plan.close()
-        if (
-            self.events is not None
-            and not receipt.duplicate_chunk
-            and self.events.progress_due(f"upload:{plan.session_id}", final=complete)
-        ):
-            self.events.to_user(
-                UploadProgress(
-                    session_id=plan.session_id,
-                    data=UploadProgressData(
-                        chunks_received=receipt.chunks_received,
-                        total_chunks=receipt.total_chunks,
-                        bytes_received=receipt.bytes_received,
-                        progress_percentage=receipt.progress_percentage,
-                    ),
-                ),
-                plan.user_id,
-            )
         if complete:
             self.assemble(plan.upload_id)
             return receipt.model_copy(update=self._view(plan.session_id).model_dump())
@@ -522,7 +507,22 @@ class UploadService:
             if complete:
                 row.status = SessionStatus.ASSEMBLING
             self.log_event(session, row, "upload_progress", f"chunk {plan.chunk_index} received")
-            return self._receipt(session, row, plan, result, duplicate=False, received=set(sizes)), complete
+            receipt = self._receipt(session, row, plan, result, duplicate=False, received=set(sizes))
+            if self.events is not None and self.events.progress_due(f"upload:{plan.session_id}", final=complete):
+                self.events.to_user(
+                    UploadProgress(
+                        session_id=row.session_id,
+                        data=UploadProgressData(
+                            chunks_received=receipt.chunks_received,
+                            total_chunks=receipt.total_chunks,
+                            bytes_received=receipt.bytes_received,
+                            progress_percentage=receipt.progress_percentage,
+                        ),
+                    ),
+                    row.user_id,
+                    session,
+                )
+            return receipt, complete
 
     def _check_chunk_size(self, session: Session, row: UploadSession, plan: ChunkPlan, size: int) -> None:
         if size == 0:
@@ -646,37 +646,24 @@ class UploadService:
         return str(hasher.hexdigest())
 
     def _complete(self, upload_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:
-        """Link the session to the video of its content; queue processing unless it is known."""
+        """Link the session to its owner's video of this content (made now if the owner has none)
+        and queue processing unless the answer is already known (see :mod:`vidgate.dedup`)."""
         with self.db.session() as session:
             row = session.get_one(UploadSession, upload_id)
-            video = session.scalar(select(Video).where(Video.content_hash == digest).with_for_update())
-            is_new = video is None
-            if video is None:
-                try:
-                    with session.begin_nested():
-                        video = Video(
-                            content_hash=digest,
-                            file_size=file_size,
-                            storage_key=digest,
-                            content_type=row.content_type,
-                            filename=row.filename,
-                            first_user_id=row.user_id,
-                            status=VideoStatus.UPLOADED,
-                            priority=row.priority,
-                            media_info=media_info,
-                        )
-                        session.add(video)
-                except IntegrityError:
-                    is_new = False
-                    video = session.scalars(select(Video).where(Video.content_hash == digest).with_for_update()).one()
+            now = utcnow()
+            content, content_is_new = self._content_for(session, digest, file_size, media_info, now)
+            video, video_is_new = self._video_for(session, row, content, now)
             decision = dedup.decide(
+                content,
                 video,
-                is_new=is_new,
+                content_is_new=content_is_new,
+                video_is_new=video_is_new,
+                scope=self.settings.upload.dedup_scope,
                 enabled=self.settings.upload.enable_deduplication,
                 priority=row.priority,
                 options=row.upload_options,
+                now=now,
             )
-            now = utcnow()
             row.video_id = video.id
             row.status = SessionStatus.COMPLETED
             row.completed_at = now
@@ -685,7 +672,34 @@ class UploadService:
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
             self.log_event(session, row, event, f"stored as {digest}")
             video_id, session_id, user_id = video.id, row.session_id, row.user_id
+            content_id, reused = content.id, not content_is_new
             protocol, took = row.protocol, (now - row.created_at).total_seconds()
+            if self.events is not None:
+                self.events.to_user(
+                    UploadCompleted(
+                        session_id=session_id,
+                        video_id=video_id,
+                        data=UploadCompletedData(video_id=video_id, content_hash=digest, file_size=file_size),
+                    ),
+                    user_id,
+                    session,
+                )
+                if decision.duplicate:
+                    self.events.to_user(
+                        DuplicateDetected(
+                            session_id=session_id,
+                            video_id=video_id,
+                            data=DuplicateDetectedData(
+                                video_id=video_id,
+                                content_hash=digest,
+                                cached_result=self.events.result_lookup(video_id, session)
+                                if self.settings.upload.enable_deduplication
+                                else None,
+                            ),
+                        ),
+                        user_id,
+                        session,
+                    )
         metrics.UPLOADS.labels(protocol, "duplicate" if decision.duplicate else "completed").inc()
         metrics.UPLOAD_DURATION.labels(protocol).observe(took)
         metrics.DEDUP_LOOKUPS.inc()
@@ -694,43 +708,74 @@ class UploadService:
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
         log.info(
-            "upload %s completed: sha256 %s, %d bytes%s",
+            "upload %s completed: video %s, sha256 %s, %d bytes%s",
             session_id,
+            video_id,
             digest,
             file_size,
-            " (known content)" if decision.duplicate else "",
-            extra={"session_id": session_id, "video_id": video_id, "event": event, "content_hash": digest},
+            " (known content)" if decision.duplicate else (" (stored content reused)" if reused else ""),
+            extra={
+                "session_id": session_id,
+                "video_id": video_id,
+                "content_id": content_id,
+                "event": event,
+                "content_hash": digest,
+            },
         )
-        if self.events is not None:
-            self.events.to_user(
-                UploadCompleted(
-                    session_id=session_id,
-                    video_id=video_id,
-                    data=UploadCompletedData(video_id=video_id, content_hash=digest, file_size=file_size),
-                ),
-                user_id,
-            )
-            if decision.duplicate:
-                self.events.to_user(
-                    DuplicateDetected(
-                        session_id=session_id,
-                        video_id=video_id,
-                        data=DuplicateDetectedData(
-                            video_id=video_id,
-                            content_hash=digest,
-                            cached_result=self.events.result_lookup(video_id)
-                            if self.settings.upload.enable_deduplication
-                            else None,
-                        ),
-                    ),
-                    user_id,
-                )
         if decision.queue_job and self.on_video_queued is not None:
             self.on_video_queued(video_id)
 
+    @staticmethod
+    def _content_for(
+        session: Session, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
+    ) -> tuple[Content, bool]:
+        """The content row of ``digest``, locked; made if new (a racing upload's row is read instead)."""
+        content = session.scalar(select(Content).where(Content.content_hash == digest).with_for_update())
+        if content is not None:
+            return content, False
+        try:
+            with session.begin_nested():
+                content = Content(
+                    content_hash=digest,
+                    file_size=file_size,
+                    storage_key=digest,
+                    media_info=media_info,
+                    status=AnalysisStatus.PENDING,
+                    created_at=now,
+                )
+                session.add(content)
+            return content, True
+        except IntegrityError:
+            return session.scalars(select(Content).where(Content.content_hash == digest).with_for_update()).one(), False
+
+    @staticmethod
+    def _video_for(session: Session, row: UploadSession, content: Content, now: datetime) -> tuple[Video, bool]:
+        """The owner's video of ``content``, locked; made from this upload if they have none."""
+        mine = select(Video).where(Video.user_id == row.user_id, Video.content_id == content.id).with_for_update()
+        video = session.scalar(mine)
+        if video is not None:
+            return video, False
+        try:
+            with session.begin_nested():
+                video = Video(
+                    user_id=row.user_id,
+                    content_id=content.id,
+                    filename=row.filename,
+                    content_type=row.content_type,
+                    status=VideoStatus.UPLOADED,
+                    priority=row.priority,
+                    processing_options=dict(row.upload_options or {}),
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(video)
+            return video, True
+        except IntegrityError:  # the same owner's other upload of these bytes made it a moment ago
+            return session.scalars(mine).one(), False
+
     def fail(self, upload_id: str, code: str, message: str) -> None:
         """End a session as refused: data deleted, reason kept, ``upload_failed`` published."""
-        session_id, user_id, _, _ = self._end(upload_id, SessionStatus.FAILED, code, message)
+        session_id = self._end(upload_id, SessionStatus.FAILED, code, message)[0]
         metrics.UPLOAD_FAILURES.labels(code).inc()
         log.warning(
             "upload %s failed (%s): %s",
@@ -739,10 +784,6 @@ class UploadService:
             message,
             extra={"session_id": session_id, "event": "upload_failed", "error_code": code},
         )
-        if self.events is not None:
-            self.events.to_user(
-                UploadFailed(session_id=session_id, data=FailureData(error_code=code, message=message)), user_id
-            )
 
     def _end(
         self, upload_id: str, status: SessionStatus, code: str | None, message: str | None
@@ -762,6 +803,12 @@ class UploadService:
                 status, "upload_cancelled"
             )
             self.log_event(session, row, event, message)
+            if self.events is not None and status is SessionStatus.FAILED:
+                failure = FailureData(error_code=code or "upload_failed", message=message or "")
+                self.events.to_user(UploadFailed(session_id=row.session_id, data=failure), row.user_id, session)
+            elif self.events is not None and status is SessionStatus.EXPIRED:
+                counts = SessionExpiredData(chunks_received=ended[2], total_chunks=ended[3])
+                self.events.to_user(SessionExpired(session_id=row.session_id, data=counts), row.user_id, session)
         self.frontier.drop(upload_id)
         self.parts.remove(upload_id)
         self.locker.release_all(upload_id)
@@ -852,22 +899,15 @@ class UploadService:
             purged = session.execute(delete(UploadChunk).where(UploadChunk.session_id.in_(finished)))
             report.purged_chunk_rows = int(getattr(purged, "rowcount", 0) or 0)
         for upload_id in expired:
-            session_id, user_id, received, total = self._end(
+            session_id = self._end(
                 upload_id, SessionStatus.EXPIRED, "session_expired", "The session expired before it completed."
-            )
+            )[0]
             report.expired_sessions += 1
             log.info(
                 "upload session %s expired",
                 session_id,
                 extra={"session_id": session_id, "event": "session_expired"},
             )
-            if self.events is not None:
-                self.events.to_user(
-                    SessionExpired(
-                        session_id=session_id, data=SessionExpiredData(chunks_received=received, total_chunks=total)
-                    ),
-                    user_id,
-                )
         for upload_id in stalled:
             try:
                 self.assemble(upload_id)

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
@@ -280,6 +281,8 @@ class TusService:
             session.flush()
             self.uploads.log_event(session, row, "upload_started", "tus upload created")
             session_id, upload_id = row.session_id, row.id
+            if not partial_upload:
+                self._announce(session, principal.user_id, session_id, filename, length)
         self._remember(session_id, _Identity(upload_id, principal.user_id, row.concat))
         log.info(
             "tus upload %s created by %s (%s bytes)",
@@ -288,8 +291,6 @@ class TusService:
             length,
             extra={"session_id": session_id, "event": "session_created", "user": principal.username},
         )
-        if not partial_upload:
-            self._announce(principal.user_id, session_id, filename, length)
         if length == 0 and not partial_upload:
             self._complete_appended(upload_id)
         return self.get(principal, session_id)
@@ -365,9 +366,9 @@ class TusService:
                 session.add(row)
                 session.flush()
                 self.uploads.log_event(session, row, "upload_started", f"tus final upload of {len(parts)} parts")
+                self._announce(session, principal.user_id, final_id, filename, total)
         for upload_id, _ in parts:
             self.uploads.parts.remove(upload_id)
-        self._announce(principal.user_id, final_id, filename, total)
         self.uploads.assemble(row_id)
         return self.get(principal, final_id)
 
@@ -408,7 +409,8 @@ class TusService:
         )
         return safe.name, content_type, priority
 
-    def _announce(self, user_id: str, session_id: str, filename: str, length: int | None) -> None:
+    def _announce(self, session: Session, user_id: str, session_id: str, filename: str, length: int | None) -> None:
+        """``upload_started``, in the transaction that creates the upload."""
         if self.uploads.events is not None:
             self.uploads.events.to_user(
                 UploadStarted(
@@ -416,6 +418,7 @@ class TusService:
                     data=UploadStartedData(filename=filename, total_chunks=1, file_size=length),
                 ),
                 user_id,
+                session,
             )
 
     # ------------------------------------------------------------------ queries
@@ -629,30 +632,34 @@ class TusService:
                     "created_at": now,
                 },
             )
+            events = self.uploads.events
+            if (
+                events is not None
+                and row.concat != "partial"
+                and events.progress_due(f"upload:{plan.session_id}", final=complete)
+            ):
+                events.to_user(
+                    UploadProgress(
+                        session_id=row.session_id,
+                        data=UploadProgressData(
+                            chunks_received=row.chunks_received,
+                            total_chunks=row.chunks_received,
+                            bytes_received=row.bytes_received,
+                            progress_percentage=progress_percent(row.bytes_received, row.file_size),
+                        ),
+                    ),
+                    row.user_id,
+                    session,
+                )
         upload = _to_upload(row, self.settings.session_timeout, status=status)
         return _Recorded(upload, row.chunks_received, row.user_id, complete)
 
     def _after_record(self, plan: PatchPlan, recorded: _Recorded) -> TusUpload:
         upload, complete = recorded.upload, recorded.complete
-        offset, length = upload.offset, upload.length
+        offset = upload.offset
         if plan.frontier_hasher is not None:
             self.uploads.frontier.commit(plan.upload_id, offset - plan.offset)
         plan.close()
-        events = self.uploads.events
-        if events is not None and not plan.partial and events.progress_due(f"upload:{plan.session_id}", final=complete):
-            chunks = recorded.chunks
-            events.to_user(
-                UploadProgress(
-                    session_id=plan.session_id,
-                    data=UploadProgressData(
-                        chunks_received=chunks,
-                        total_chunks=chunks,
-                        bytes_received=offset,
-                        progress_percentage=progress_percent(offset, length),
-                    ),
-                ),
-                recorded.user_id,
-            )
         if complete and not plan.partial:
             self._complete_appended(plan.upload_id)
             with self.db.session() as session:  # assembled: now with its video and content hash

@@ -38,7 +38,7 @@ test('the result summary names the key metadata', () => {
       keyframes: { count: 1 },
       statistics: { scene_cuts: [1.2] },
       embeddings: { status: 'unavailable', model_type: 'resnet50', reason: 'no model file' },
-      similar_videos: [{ video_id: 'abcdef0123', similarity: 0.9 }],
+      similar_videos: [{ video_id: 'abcdef0123', similarity: 0.9 }, { video_id: null, similarity: 0.75 }],
       processing_seconds: 0.4,
     }).map(([field, , text]) => [field, text]),
   )
@@ -51,7 +51,7 @@ test('the result summary names the key metadata', () => {
   assert.equal(rows.scene_cuts, '1')
   assert.equal(rows.fingerprint, '0123456789abcdef')
   assert.equal(rows.embeddings, 'unavailable (no model file)')
-  assert.equal(rows.similar_videos, 'abcdef01 (90 %)')
+  assert.equal(rows.similar_videos, 'abcdef01 (90 %), not yours (75 %)')
   assert.equal(summarizeResult({}).length, rows && Object.keys(rows).length)
 })
 

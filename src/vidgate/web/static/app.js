@@ -3723,7 +3723,8 @@
   }
   function similarText(similar) {
     if (!Array.isArray(similar) || similar.length === 0) return "none";
-    return similar.map((s) => `${s.video_id.slice(0, 8)} (${Math.round(s.similarity * 100)} %)`).join(", ");
+    const name = (s) => s.video_id ? s.video_id.slice(0, 8) : "not yours";
+    return similar.map((s) => `${name(s)} (${Math.round(s.similarity * 100)} %)`).join(", ");
   }
 
   // src/app.js

@@ -4,7 +4,7 @@ A running job holds its video's lease and renews it; a sweep queues again a job 
 ran out (its worker died whole, or hangs). ``video.attempts`` is the fencing token.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 10:40:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

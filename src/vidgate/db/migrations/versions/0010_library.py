@@ -3,10 +3,10 @@
 - ``api_key.role``: keys made before roles existed could read and upload, so they become
   ``uploader`` (nothing they did stops working; reviewing needs a new reviewer/admin key).
 - ``video_review``: every decision kept; ``video_review_state``: the latest per owner and video.
-- Indexes for ``GET /v1/videos``: newest-first keyset, status + keyset, and ownership lookups.
+- Indexes for ``GET /v1/videos``: the owner's videos newest first (keyset), and with a status.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-01 10:00:00
 """
 
@@ -60,15 +60,13 @@ def upgrade() -> None:
         "video_review_state",
         ["user_id", "state", "video_created_at", "video_id"],
     )
-    op.create_index("ix_video_created_id", "video", ["created_at", "id"])
-    op.create_index("ix_video_status_created_id", "video", ["status", "created_at", "id"])
-    op.create_index("ix_upload_session_video_user_status", "upload_session", ["video_id", "user_id", "status"])
+    op.create_index("ix_video_user_created_id", "video", ["user_id", "created_at", "id"])
+    op.create_index("ix_video_user_status_created_id", "video", ["user_id", "status", "created_at", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_upload_session_video_user_status", table_name="upload_session")
-    op.drop_index("ix_video_status_created_id", table_name="video")
-    op.drop_index("ix_video_created_id", table_name="video")
+    op.drop_index("ix_video_user_status_created_id", table_name="video")
+    op.drop_index("ix_video_user_created_id", table_name="video")
     op.drop_index("ix_video_review_state_owner_state_created", table_name="video_review_state")
     op.drop_table("video_review_state")
     op.drop_index("ix_video_review_owner_video", table_name="video_review")

@@ -1,0 +1,200 @@
+"""The processing service over real databases: one analysis per content, however many owners'
+jobs run, and each owner's video completed or failed with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.helpers import split
+from tests.media import make_video
+from vidgate.auth import Principal
+from vidgate.db.models import AnalysisStatus, Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
+from vidgate.processing import lease
+from vidgate.uploads.models import ChunkReceipt, ChunkRequest
+from vidgate.uploads.service import UploadService
+
+ALICE = Principal(user_id="u-alice", username="alice")
+BOB = Principal(user_id="u-bob", username="bob")
+
+
+def upload(service: UploadService, who: Principal, data: bytes, name: str) -> ChunkReceipt:
+    plan = service.begin_chunk(who, ChunkRequest(filename=name))
+
+    async def stream() -> Any:
+        sink = service.open_sink(plan)
+        for piece in split(data, 64_000):
+            await sink.write(piece)
+        return await sink.finish()
+
+    return service.finish_chunk(plan, asyncio.run(stream()))
+
+
+def two_owners(services: Any, tmp_path: Path) -> tuple[str, str, str]:
+    """alice and bob upload the same bytes (no queue runs): their video ids and the content id."""
+    data = make_video(tmp_path / "same.mp4", frames=25).read_bytes()
+    alice = upload(services.uploads, ALICE, data, "board-meeting-private.mp4")
+    bob = upload(services.uploads, BOB, data, "b.mp4")
+    assert alice.video_id and bob.video_id and alice.video_id != bob.video_id
+    assert not alice.duplicate and not bob.duplicate  # DEDUP_SCOPE=owner
+    with services.db.session() as session:
+        content_id = session.get_one(Video, alice.video_id).content_id
+        assert session.get_one(Video, bob.video_id).content_id == content_id
+    return alice.video_id, bob.video_id, content_id
+
+
+def claims_the_analysis(services: Any, video_id: str, content_id: str, holder: str = "worker-a@host") -> lease.Lease:
+    """``video_id``'s job has started under ``holder``'s lease and claimed the analysis (and runs
+    elsewhere, as far as the test's own calls are concerned)."""
+    with services.db.session() as session:
+        content = session.get_one(Content, content_id, with_for_update=True)
+        claimed = lease.claim(session, video_id, holder, 60.0, 3600.0).lease
+        assert claimed is not None
+        content.status, content.analysing_video_id = AnalysisStatus.PROCESSING, video_id
+    return claimed
+
+
+def expire(services: Any, video_id: str) -> None:
+    """The video's worker died: nobody renews its lease, which ends in the past."""
+    with services.db.session() as session:
+        session.execute(
+            update(Video).where(Video.id == video_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def initiated(services: Any, video_id: str) -> int:
+    """How many processing_initiated events the video's owner was sent (from the event store)."""
+    with services.db.session() as session:
+        owner = session.get_one(Video, video_id).user_id
+    events = services.events.store.read(owner, 0, video_id=video_id)
+    return sum(1 for event in events if event.event_type == "processing_initiated")
+
+
+def test_a_job_waits_for_the_analysis_another_runs_and_completes_with_it(
+    services_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    with services_for() as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        processing = services.processing
+        claims_the_analysis(services, alice, content_id)
+        assert processing.run(bob, worker="worker-b@host").status == "waiting"
+        with services.db.session() as session:
+            video = session.get_one(Video, bob)
+            assert video.status is VideoStatus.PROCESSING and video.lease_expires_at is None  # no job of its own
+        assert processing.owner_result(bob) is None  # nothing to read before his video completes
+        assert processing.run(alice).status == "skipped"  # a duplicate delivery: worker-a runs it
+        assert processing.run(bob).status == "skipped"  # so is bob's: he waits, and is not re-run
+        assert lease.reclaim_lapsed(services.db, 3600.0) == []  # neither is handed on
+        expire(services, alice)  # worker-a died mid-analysis
+        assert [r.video_id for r in lease.reclaim_lapsed(services.db, 3600.0)] == [alice]  # only hers
+        assert processing.run(alice, worker="worker-c@host").status == "completed"  # the claim is still hers
+        for video_id in (alice, bob):
+            result = processing.owner_result(video_id)
+            assert result is not None and result.video_id == video_id
+        with services.db.session() as session:
+            assert session.get_one(Video, bob).status is VideoStatus.COMPLETED
+            assert session.get_one(Video, bob).attempts == 1
+            assert session.get_one(Video, alice).attempts == 2
+            content = session.get_one(Content, content_id)
+            assert content.analysing_video_id is None and content.analyses == 1
+            assert session.scalar(select(func.count()).where(VideoAnalysisResultRow.content_id == content_id)) == 1
+        assert initiated(services, bob) == 1  # bob's processing was announced once
+        assert processing.run(bob).status == "skipped"  # a repeated job changes nothing
+
+
+def test_a_waiting_video_is_never_handed_on_however_long_it_waits(
+    services_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A waiting video holds no lease; the sweep's fallback for rows from before leases (no
+    lease, started longer ago than the job timeout) must not take it for a dead job."""
+    with services_for() as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        claims_the_analysis(services, alice, content_id)
+        assert services.processing.run(bob, worker="worker-b@host").status == "waiting"
+        with services.db.session() as session:
+            session.execute(update(Video).where(Video.id == bob).values(started_at=utcnow() - timedelta(hours=5)))
+        assert lease.reclaim_lapsed(services.db, 3600.0) == []
+        with services.db.session() as session:
+            session.execute(
+                update(Video)
+                .where(Video.id == alice)
+                .values(lease_holder=None, lease_expires_at=None, started_at=utcnow() - timedelta(hours=5))
+            )  # alice's row is one from before leases, long dead: it is handed on
+        assert [r.video_id for r in lease.reclaim_lapsed(services.db, 3600.0)] == [alice]
+
+
+def test_a_superseded_analysing_job_stores_nothing_and_completes_no_waiter(
+    services_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    with services_for() as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        processing = services.processing
+        original = claims_the_analysis(services, alice, content_id)
+        assert processing.run(bob, worker="worker-b@host").status == "waiting"
+        expire(services, alice)
+        lease.reclaim_lapsed(services.db, 3600.0)
+        assert processing.run(alice, worker="worker-c@host").status == "completed"
+        with services.db.session() as session:
+            stored = session.execute(select(VideoAnalysisResultRow.id, VideoAnalysisResultRow.result)).one()
+        # the original wakes up: its progress, result and failure are all refused
+        report = processing._progress_writer(content_id, original)
+        with pytest.raises(lease.LeaseLost):
+            report("metadata", 1.0)
+        result = processing.owner_result(alice)
+        assert result is not None
+        with pytest.raises(lease.LeaseLost):
+            processing._store(result, content_id, "resnet50", original)
+        with pytest.raises(lease.LeaseLost):
+            processing.mark_failed(content_id, "the late original failed", original)
+        with services.db.session() as session:
+            assert session.execute(select(VideoAnalysisResultRow.id, VideoAnalysisResultRow.result)).all() == [stored]
+            for video_id in (alice, bob):
+                assert session.get_one(Video, video_id).status is VideoStatus.COMPLETED
+            assert session.get_one(Content, content_id).status is AnalysisStatus.COMPLETED
+
+
+def test_a_later_job_reuses_the_stored_analysis(services_for: Callable[..., Any], tmp_path: Path) -> None:
+    with services_for() as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        assert services.processing.run(alice).status == "completed"
+        assert services.processing.run(bob).status == "completed"
+        with services.db.session() as session:
+            assert session.get_one(Content, content_id).analyses == 1
+            video = session.get_one(Video, bob)
+            assert (video.status, video.attempts, video.stage, video.progress) == (
+                VideoStatus.COMPLETED,
+                1,
+                "done",
+                100.0,
+            )
+
+
+def test_a_failed_analysis_fails_every_waiting_video(services_for: Callable[..., Any], tmp_path: Path) -> None:
+    with services_for(processing={"max_retries": 0}) as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        with services.db.session() as session:
+            key = session.get_one(Content, content_id).storage_key
+            # alice's job claimed the analysis and was handed back (a retry, or its worker died)
+            content = session.get_one(Content, content_id)
+            content.status, content.analysing_video_id = AnalysisStatus.PROCESSING, alice
+        services.processing.blobs.path(key).rename(tmp_path / "away")  # the stored file is gone
+        assert services.processing.run(bob).status == "waiting"
+        assert services.processing.run(alice).status == "failed"
+        with services.db.session() as session:
+            for video_id in (alice, bob):
+                video = session.get_one(Video, video_id)
+                assert video.status is VideoStatus.FAILED and "gave up" in (video.error_message or "")
+            assert session.get_one(Content, content_id).status is AnalysisStatus.FAILED
+        (tmp_path / "away").rename(services.processing.blobs.path(key))
+        # bob sends the bytes again: the failed analysis is tried again, for his video
+        again = upload(services.uploads, BOB, (services.processing.blobs.path(key)).read_bytes(), "b.mp4")
+        assert again.video_id == bob and again.duplicate
+        assert services.processing.run(bob).status == "completed"
+        with services.db.session() as session:
+            assert session.get_one(Video, alice).status is VideoStatus.FAILED  # alice's stays hers
