@@ -83,6 +83,12 @@ export class Tracker {
 
   /** The one way into the error state: the outcome and its word come from the error's code. */
   #fail(entry, { status = null, code, message }) {
+    if (entry.state === 'error' && entry.error?.code === code) {
+      // The same refusal heard twice (the socket's event or the session view, then the HTTP
+      // answer, in either order): keep it, adding the HTTP status the first one lacked.
+      if (status && !entry.error.status) this.#update(entry, { error: { ...entry.error, status }, force: true })
+      return
+    }
     const outcome = outcomeOf({ status, code })
     this.#update(entry, { state: 'error', speed: null, error: { status, code, message }, outcome, note: OUTCOME_LABELS[outcome] })
   }

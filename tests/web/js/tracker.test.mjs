@@ -94,6 +94,19 @@ test('refusals keep the server code and message, and later events do not undo th
   assert.equal(e.state, 'error')
 })
 
+test('a refusal heard first from the socket gains the HTTP status when the answer comes', () => {
+  const t = new Tracker()
+  const e = t.add(file('late.mkv'))
+  t.uploadStarted(e.id, 'sess9')
+  t.event(ev('upload_failed', { session_id: 'sess9', data: { error_code: 'format_mismatch', message: 'declared mp4' } }))
+  assert.equal(e.error.status, null)
+  t.failed(e.id, { status: 415, code: 'format_mismatch', message: 'declared mp4' })
+  assert.deepEqual(e.error, { status: 415, code: 'format_mismatch', message: 'declared mp4' })
+  assert.equal(e.outcome, 'refused')
+  t.failed(e.id, { status: 500, code: 'internal_error', message: 'other' })  // a different, later error changes nothing
+  assert.equal(e.error.code, 'format_mismatch')
+})
+
 test('upload_failed and processing_failed events become errors', () => {
   const t = new Tracker()
   const a = t.add(file('g.mp4'))

@@ -3360,6 +3360,10 @@
     }
     /** The one way into the error state: the outcome and its word come from the error's code. */
     #fail(entry, { status = null, code, message }) {
+      if (entry.state === "error" && entry.error?.code === code) {
+        if (status && !entry.error.status) this.#update(entry, { error: { ...entry.error, status }, force: true });
+        return;
+      }
       const outcome = outcomeOf({ status, code });
       this.#update(entry, { state: "error", speed: null, error: { status, code, message }, outcome, note: OUTCOME_LABELS[outcome] });
     }
