@@ -24,11 +24,12 @@ import pytest
 import uvicorn
 
 from tests.media import make_mp4
-from vidgate.app import build_services, uvicorn_config
+from vidgate.app import uvicorn_config
 from vidgate.auth import create_key
 from vidgate.config import Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
+from vidgate.wiring import build_services
 
 PG_ADMIN_URL = os.environ.get("VIDGATE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -1,4 +1,5 @@
-"""FastAPI factory and lifespan: wires database, storage, locks and the upload service."""
+"""FastAPI factory and lifespan: the app, its routes, middlewares and background rounds over the
+services :mod:`vidgate.wiring` builds."""
 
 from __future__ import annotations
 
@@ -21,103 +22,27 @@ from starlette.exceptions import HTTPException
 from vidgate import __version__, web
 from vidgate.api import events as events_api
 from vidgate.api import hashes, health, library, me, tus, uploads, videos
-from vidgate.api.deps import Services
 from vidgate.api.errors import install_error_handlers
-from vidgate.auth import KeyCache, count_active_keys, create_key
+from vidgate.auth import count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
-from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
-from vidgate.events.publisher import EventPublisher
-from vidgate.events.webhooks import WebhookOutbox, WebhookSender
+from vidgate.events.webhooks import WebhookSender
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.dispatch import run_dispatcher
-from vidgate.processing.queue import InlineQueue, TaskQueue
-from vidgate.processing.service import ProcessingService
 from vidgate.roles import Role
-from vidgate.storage import LocalBlobStore, PartStore
-from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
-from vidgate.uploads.service import UploadService
-from vidgate.uploads.tus import TusService
-from vidgate.validation.pipeline import FileValidator, warm_up_probes
+from vidgate.validation.pipeline import warm_up_probes
+from vidgate.wiring import Services, build_services
 
 log = logging.getLogger(__name__)
 
 
 class SchemaOutdated(Exception):
     """The database is not at the newest migration."""
-
-
-def build_services(settings: Settings, *, start_queue: bool = False) -> Services:
-    """Wire everything. ``start_queue`` starts the task queue this process feeds jobs into (the
-    API server does; CLI commands and Celery workers do not)."""
-    db = Database(settings.database_url, echo=settings.database.echo)
-    root = settings.storage_dir
-    blobs = LocalBlobStore(root)
-    bus = make_bus(settings)
-    events = EventPublisher(
-        bus,
-        db,
-        progress_interval=settings.websocket.progress_interval_seconds,
-        webhooks=WebhookOutbox(db, settings.webhook),
-    )
-    processing = ProcessingService(settings, db, blobs, events=events)
-    events.result_lookup = processing.owner_result_json
-    queue: TaskQueue | None = None
-    if start_queue:
-        queue = make_queue(settings, processing)
-        processing.queue = queue
-    uploads = UploadService(
-        settings=settings,
-        db=db,
-        parts=PartStore(root),
-        blobs=blobs,
-        locker=make_locker(settings, root),
-        validator=FileValidator(settings.validation),
-        on_video_queued=processing.dispatch,
-        events=events,
-    )
-    return Services(
-        settings=settings,
-        db=db,
-        uploads=uploads,
-        processing=processing,
-        queue=queue,
-        bus=bus,
-        events=events,
-        tus=TusService(uploads),
-        keys=KeyCache(db, settings.auth.cache_seconds),
-    )
-
-
-def make_locker(settings: Settings, root: Path) -> Locker:
-    if settings.upload_locks == "redis":
-        fallback = FileLocker(root / "locks")
-        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback)
-    return FileLocker(root / "locks")
-
-
-def make_bus(settings: Settings) -> EventBus:
-    ws = settings.websocket
-    if settings.event_bus == "redis":
-        return RedisBus(ws.redis_url or settings.celery.broker_url)
-    return LocalBus()
-
-
-def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
-    if settings.processing.queue == "celery":
-        from vidgate.processing.celery_app import CeleryQueue
-
-        return CeleryQueue(settings)
-
-    def job(video_id: str, attempt: int) -> float | None:
-        return processing.run(video_id, attempt).retry_in
-
-    return InlineQueue(job, settings.processing.max_concurrent_jobs)
 
 
 def prepare_database(settings: Settings, db: Database) -> None:
@@ -262,7 +187,7 @@ async def _sweep_events(services: Services) -> None:
 
 async def _periodic_cleanup(services: Services) -> None:
     """Sweep at start (finishing what a crashed process left) and then every interval."""
-    await _every(services.settings.upload.cleanup_interval_seconds, services.uploads.cleanup, "periodic cleanup")
+    await _every(services.settings.upload.cleanup_interval_seconds, services.cleanup.run, "periodic cleanup")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

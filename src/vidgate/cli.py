@@ -133,7 +133,9 @@ def worker(
     _database(settings).dispose()
     from celery.signals import setup_logging
 
-    from vidgate.processing.celery_app import app as celery
+    from vidgate.processing.worker import create_worker
+
+    celery = create_worker(settings)
 
     @setup_logging.connect  # type: ignore[untyped-decorator]
     def _logging(**_: object) -> None:  # our format (LOG_FORMAT) instead of Celery's
@@ -182,12 +184,12 @@ def migrate() -> None:
 @app.command()
 def cleanup() -> None:
     """Expire old sessions and remove their part files and orphans, once."""
-    from vidgate.app import build_services
+    from vidgate.wiring import build_services
 
     settings = _settings()
     _database(settings).dispose()
     services = build_services(settings)
-    report = services.uploads.cleanup()
+    report = services.cleanup.run()
     services.db.dispose()
     typer.echo(report.model_dump_json(indent=2))
 

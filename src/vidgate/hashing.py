@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any
+from typing import Protocol
 
 BLOCK_SIZE = 1 << 20
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-def new_sha256() -> Any:
+class Hasher(Protocol):
+    """What the upload flow needs of a hash object (``hashlib``'s, or any with these methods)."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
+
+    def copy(self) -> Hasher: ...
+
+
+def new_sha256() -> Hasher:
     return hashlib.sha256()
 
 
@@ -23,7 +35,7 @@ def normalise_sha256(value: str) -> str | None:
     return text if _SHA256_HEX.match(text) else None
 
 
-def update_from_fd(hasher: Any, fd: int, start: int, end: int) -> None:
+def update_from_fd(hasher: Hasher, fd: int, start: int, end: int) -> None:
     """Feed bytes ``[start, end)`` of an open file into ``hasher`` (hashlib releases the GIL)."""
     offset = start
     while offset < end:

@@ -102,7 +102,7 @@ def test_cleanup_and_expiry_counts_are_scraped(server: RunningServer) -> None:
             .where(UploadSession.session_id == session_id)
             .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
         )
-    server.services.uploads.cleanup()
+    server.services.cleanup.run()
     after = scrape(server)
     assert value(after, "vidgate_cleanup_runs_total") >= value(before, "vidgate_cleanup_runs_total") + 1
     expired = value(after, "vidgate_cleanup_total", action="expired_sessions")

@@ -386,7 +386,7 @@ def locked(server: RunningServer, url: str) -> bool:
         row_id = session.scalars(
             select(UploadSession.id).where(UploadSession.session_id == url.rsplit("/", 1)[1])
         ).one()
-    locker = server.services.uploads.locker
+    locker = server.services.locker
     if isinstance(locker, RedisLocker):
         with redis.Redis.from_url(server.settings.celery.broker_url) as client:
             return bool(client.exists(f"vidgate:lock:{row_id}:tus"))
@@ -423,7 +423,7 @@ def test_concurrent_patches_are_serialised_by_redis_locks_too(tmp_path: Path) ->
     """UPLOAD_LOCKS=redis: the lock lives in Redis, so API processes on several hosts agree."""
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", upload={"locks": "redis"})
     with running_server(settings) as server:
-        assert isinstance(server.services.uploads.locker, RedisLocker)
+        assert isinstance(server.services.locker, RedisLocker)
         second_patch_waits_for_the_first(server, tmp_path)
 
 

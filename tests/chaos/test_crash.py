@@ -25,12 +25,12 @@ from sqlalchemy import func, select
 from tests.conftest import free_port
 from tests.helpers import sha256, split
 from tests.media import make_video
-from vidgate.app import build_services
 from vidgate.auth import create_key
 from vidgate.config import load_settings
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import UploadChunk, utcnow
+from vidgate.wiring import build_services
 
 CHUNK = 32 * 1024
 PAUSE = 0.05  # between chunks, so that every upload is still in flight when the server dies
@@ -232,7 +232,7 @@ def test_kill_9_during_25_uploads_loses_nothing(server: Server, tmp_path: Path) 
 
     services = build_services(settings)
     try:
-        report = services.uploads.cleanup(now=utcnow() + timedelta(days=2), orphan_grace_seconds=0)
+        report = services.cleanup.run(now=utcnow() + timedelta(days=2), orphan_grace_seconds=0)
         with services.db.session() as session:
             chunk_rows = session.scalar(select(func.count()).select_from(UploadChunk))
     finally:

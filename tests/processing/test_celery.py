@@ -25,7 +25,7 @@ from tests.media import make_scene_video, make_video
 from vidgate.db.models import Content, UploadSession, Video, VideoStatus, utcnow
 from vidgate.events.bus import EVENTS_CHANNEL
 from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
-from vidgate.processing.celery_app import create_celery
+from vidgate.processing.celery_queue import create_celery
 
 
 def test_upload_is_processed_by_a_worker(backend: str, tmp_path: Path, broker: str) -> None:

@@ -17,14 +17,14 @@ from tests.media import make_video
 from vidgate.auth import Principal
 from vidgate.db.models import AnalysisStatus, Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
 from vidgate.processing import lease
+from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
-from vidgate.uploads.service import UploadService
 
 ALICE = Principal(user_id="u-alice", username="alice")
 BOB = Principal(user_id="u-bob", username="bob")
 
 
-def upload(service: UploadService, who: Principal, data: bytes, name: str) -> ChunkReceipt:
+def upload(service: ChunkedUploads, who: Principal, data: bytes, name: str) -> ChunkReceipt:
     plan = service.begin_chunk(who, ChunkRequest(filename=name))
 
     async def stream() -> Any:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vidgate.storage import LocalBlobStore, PartStore
+from vidgate.storage import LocalBlobStore, LocalPartStore
 
 
 def test_blob_store_is_content_addressed(tmp_path: Path) -> None:
@@ -30,11 +30,11 @@ def test_blob_store_is_content_addressed(tmp_path: Path) -> None:
 
 
 def test_part_store_writes_at_offsets_and_removes(tmp_path: Path) -> None:
-    parts = PartStore(tmp_path)
-    fd = parts.open_part("u1", reserve=10)
-    os.pwrite(fd, b"world", 5)
-    os.pwrite(fd, b"hello", 0)
-    os.close(fd)
+    parts = LocalPartStore(tmp_path)
+    part = parts.open_part("u1", reserve=10)
+    assert part.write_at([memoryview(b"world")], 5) == 5
+    assert part.write_at([memoryview(b"hello")], 0) == 5
+    part.close()
     assert parts.part_path("u1").read_bytes() == b"helloworld"
     parts.staging_path("u1", "3.chunk").write_bytes(b"x")
     assert {upload_id for upload_id, _ in parts.upload_ids_on_disk()} == {"u1"}

@@ -17,14 +17,15 @@ from tests.helpers import sha256, split
 from vidgate.auth import Principal, create_key
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
 from vidgate.errors import ChunkInProgress, SessionNotActive
+from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
-from vidgate.uploads.service import UploadService, WriteMode
+from vidgate.uploads.writing import WriteMode
 
 CHUNK = 64 * 1024
 ALICE = Principal(user_id="u-alice", username="alice")
 
 
-def send(service: UploadService, data: bytes, **fields: Any) -> ChunkReceipt:
+def send(service: ChunkedUploads, data: bytes, **fields: Any) -> ChunkReceipt:
     """Drive one chunk through begin -> stream -> finish, as the API does."""
     plan = service.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", **fields))
 
@@ -42,7 +43,7 @@ def test_write_modes(services_for: Callable[..., Any], video_file: Path) -> None
     chunks = split(data, CHUNK)
     total = len(chunks)
     with services_for() as services:
-        uploads: UploadService = services.uploads
+        uploads: ChunkedUploads = services.uploads
         common = {"session_id": "modes", "total_chunks": total}
         # Chunk size unknown: a later chunk waits in staging...
         plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
@@ -70,19 +71,19 @@ def test_in_order_chunks_need_no_second_read(services_for: Callable[..., Any], v
     data = video_file.read_bytes()
     chunks = split(data, CHUNK)
     with services_for() as services:
-        uploads: UploadService = services.uploads
+        uploads: ChunkedUploads = services.uploads
         for index, chunk in enumerate(chunks[:-1]):
             send(uploads, chunk, session_id="frontier", chunk_index=index, total_chunks=len(chunks))
         plan = uploads.begin_chunk(
             ALICE, ChunkRequest(filename="clip.mp4", session_id="frontier", chunk_index=0, total_chunks=len(chunks))
         )
         uploads.abort_chunk(plan)
-        hasher, upto = uploads.frontier.take(plan.upload_id)
+        hasher, upto = uploads.frontier.take(plan.row_id)
         assert upto == len(data) - len(chunks[-1])
         assert hasher.hexdigest() == sha256(data[:upto])
 
 
-def _start_session(uploads: UploadService, session_id: str, chunks: list[bytes], count: int) -> str:
+def _start_session(uploads: ChunkedUploads, session_id: str, chunks: list[bytes], count: int) -> str:
     for index in range(count):
         send(uploads, chunks[index], session_id=session_id, chunk_index=index, total_chunks=len(chunks))
     with uploads.db.session() as session:
@@ -95,7 +96,7 @@ def test_cleanup_expires_old_sessions_only(services_for: Callable[..., Any], vid
     data = video_file.read_bytes()
     chunks = split(data, CHUNK)
     with services_for() as services:
-        uploads: UploadService = services.uploads
+        uploads: ChunkedUploads = services.uploads
         old = _start_session(uploads, "old", chunks, 2)
         live = _start_session(uploads, "live", chunks, 2)
         with uploads.db.session() as session:
@@ -104,7 +105,7 @@ def test_cleanup_expires_old_sessions_only(services_for: Callable[..., Any], vid
                 .where(UploadSession.id == old)
                 .values(last_updated=utcnow() - timedelta(days=30))  # idle far past the timeout
             )
-        report = uploads.cleanup()
+        report = services.cleanup.run()
         assert report.expired_sessions == 1
         assert not uploads.parts.part_path(old).exists()
         assert uploads.parts.part_path(live).exists()
@@ -125,7 +126,7 @@ def test_cleanup_removes_orphans_and_purges_finished_chunks(services_for: Callab
     data = video_file.read_bytes()
     chunks = split(data, CHUNK)
     with services_for() as services:
-        uploads: UploadService = services.uploads
+        uploads: ChunkedUploads = services.uploads
         live = _start_session(uploads, "live", chunks, 1)
         stale = uploads.parts.part_path("0" * 8 + "-stale")
         stale.write_bytes(b"left by a crash")
@@ -136,14 +137,14 @@ def test_cleanup_removes_orphans_and_purges_finished_chunks(services_for: Callab
         fresh.write_bytes(b"just created")
         for index in range(len(chunks)):
             send(uploads, chunks[index], session_id="done", chunk_index=index, total_chunks=len(chunks))
-        report = uploads.cleanup()
+        report = services.cleanup.run()
         assert report.orphan_uploads_removed == 1
         assert not stale.exists()
         assert fresh.exists()  # younger than the grace period: may belong to a session being created
         assert uploads.parts.part_path(live).exists()  # old, but its session is active
         # Chunk rows of a completed session stay until it would have expired, then go.
         later = utcnow() + timedelta(hours=48)
-        report = uploads.cleanup(now=later, orphan_grace_seconds=0)
+        report = services.cleanup.run(now=later, orphan_grace_seconds=0)
         with uploads.db.session() as session:
             remaining = session.scalar(select(func.count()).where(UploadChunk.session_id == "done"))
         assert report.purged_chunk_rows == len(chunks)
@@ -155,12 +156,12 @@ def test_interrupted_assembly_is_finished_by_cleanup(services_for: Callable[...,
     data = video_file.read_bytes()
     chunks = split(data, CHUNK)
     with services_for() as services:
-        uploads: UploadService = services.uploads
-        crashed = uploads.assemble
-        uploads.assemble = lambda upload_id: None  # type: ignore[method-assign]  # the process "dies" here
+        uploads: ChunkedUploads = services.uploads
+        crashed = uploads.completion.assemble
+        uploads.completion.assemble = lambda row_id: None  # type: ignore[method-assign]  # the process "dies" here
         for index in range(len(chunks)):
             send(uploads, chunks[index], session_id="crash", chunk_index=index, total_chunks=len(chunks))
-        uploads.assemble = crashed  # type: ignore[method-assign]
+        uploads.completion.assemble = crashed  # type: ignore[method-assign]
         with uploads.db.session() as session:
             row = session.scalars(select(UploadSession).where(UploadSession.session_id == "crash")).one()
             assert row.status is SessionStatus.ASSEMBLING
@@ -170,7 +171,7 @@ def test_interrupted_assembly_is_finished_by_cleanup(services_for: Callable[...,
                 .values(last_updated=utcnow() - timedelta(hours=1))
             )
         uploads.frontier.drop(row.id)  # a restarted process has no in-memory hash state
-        report = uploads.cleanup()
+        report = services.cleanup.run()
         assert report.reassembled_sessions == 1
         view = uploads.get_session(ALICE, "crash")
         assert view.status is SessionStatus.COMPLETED
@@ -207,7 +208,7 @@ def test_the_timeout_in_force_decides_expiry_of_seed_and_tus_sessions(
 
     from tests.conftest import database_url_for, make_settings, running_server
     from tests.helpers import post_chunk
-    from vidgate.app import build_services
+    from vidgate.wiring import build_services
 
     chunks = split(video_file.read_bytes(), CHUNK)
     tus = {"Tus-Resumable": "1.0.0"}
@@ -253,8 +254,8 @@ def test_the_timeout_in_force_decides_expiry_of_seed_and_tus_sessions(
         def sweep(hours: float, hours_later: float) -> dict[str, Any]:
             services = build_services(make_settings(tmp_path, url, upload={"session_timeout_hours": hours}))
             try:
-                report = services.uploads.cleanup(now=utcnow() + timedelta(hours=hours_later))
-                views = {sid: services.uploads._view(sid) for sid in ("seed-idle", tus_id)}
+                report = services.cleanup.run(now=utcnow() + timedelta(hours=hours_later))
+                views = {sid: services.uploads.records.view(sid) for sid in ("seed-idle", tus_id)}
                 return {"expired": report.expired_sessions, "views": views}
             finally:
                 services.db.dispose()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vidgate.errors import FileTooLarge
+from vidgate.storage import PartFile
 from vidgate.uploads import writer
 from vidgate.uploads.writer import ChunkSink
 
@@ -28,7 +29,7 @@ def _stream_into_file(path: Path, pieces: list[bytes]) -> writer.SinkResult:
     """Stream ``pieces`` into a new file at ``path`` and check every byte landed in order."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        result = _stream(ChunkSink(fd, 0, 10 << 20, FileTooLarge("x")), pieces)
+        result = _stream(ChunkSink(PartFile(fd), 0, 10 << 20, FileTooLarge("x")), pieces)
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(pieces)
@@ -48,7 +49,9 @@ def test_pieces_land_at_the_offset_and_every_hasher_sees_them(tmp_path: Path) ->
     running = hashlib.sha256(b"\xee" * 100)
     fd = os.open(path, os.O_RDWR)
     try:
-        result = _stream(ChunkSink(fd, 100, len(body), FileTooLarge("too large"), extra_hashers=[running]), pieces)
+        result = _stream(
+            ChunkSink(PartFile(fd), 100, len(body), FileTooLarge("too large"), extra_hashers=[running]), pieces
+        )
     finally:
         os.close(fd)
     assert result.size == len(body)
@@ -74,7 +77,9 @@ def test_each_hash_runs_in_its_own_thread_beside_the_others(tmp_path: Path) -> N
     pieces = _pieces(3 * writer.BLOCK_SIZE, 100_000)
     fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
     try:
-        sink = ChunkSink(fd, 0, 3 * writer.BLOCK_SIZE, FileTooLarge("too large"), extra_hashers=[first, second])
+        sink = ChunkSink(
+            PartFile(fd), 0, 3 * writer.BLOCK_SIZE, FileTooLarge("too large"), extra_hashers=[first, second]
+        )
         result = _stream(sink, pieces)
     finally:
         os.close(fd)
@@ -99,7 +104,7 @@ def test_without_its_own_hash_the_body_is_hashed_once(tmp_path: Path) -> None:
     counting = CountingHasher()
     fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
     try:
-        sink = ChunkSink(fd, 0, 10 << 20, FileTooLarge("x"), extra_hashers=[counting], hash_body=False)
+        sink = ChunkSink(PartFile(fd), 0, 10 << 20, FileTooLarge("x"), extra_hashers=[counting], hash_body=False)
         result = _stream(sink, pieces)
     finally:
         os.close(fd)
@@ -119,7 +124,7 @@ def test_many_tiny_pieces_and_short_writes(tmp_path: Path, monkeypatch: pytest.M
         first = bytes(buffers[0])
         return real_pwritev(fd, [first[: max(1, len(first) // 3)]], offset)
 
-    monkeypatch.setattr(writer.os, "pwritev", short_pwritev)
+    monkeypatch.setattr(os, "pwritev", short_pwritev)
     pieces = _pieces(writer.BLOCK_SIZE + 5000, 1000)
     result = _stream_into_file(tmp_path / "part", pieces)
     assert result.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
@@ -136,7 +141,7 @@ def test_no_write_call_is_larger_than_write_size(tmp_path: Path, monkeypatch: py
         sizes.append(sum(len(buffer) for buffer in buffers))
         return real_pwritev(fd, buffers, offset)
 
-    monkeypatch.setattr(writer.os, "pwritev", recording_pwritev)
+    monkeypatch.setattr(os, "pwritev", recording_pwritev)
     pieces = _pieces(3 * writer.BLOCK_SIZE + 777, 700_001) + _pieces(writer.BLOCK_SIZE, 30_000)
     result = _stream_into_file(tmp_path / "part", pieces)
     assert result.size == sum(sizes) == sum(map(len, pieces))
@@ -147,7 +152,7 @@ def test_one_byte_past_the_limit_is_refused_before_it_is_written(tmp_path: Path)
     fd = os.open(tmp_path / "part", os.O_RDWR | os.O_CREAT)
     try:
         with pytest.raises(FileTooLarge):
-            _stream(ChunkSink(fd, 0, 10, FileTooLarge("past the limit")), [b"12345", b"678901"])
+            _stream(ChunkSink(PartFile(fd), 0, 10, FileTooLarge("past the limit")), [b"12345", b"678901"])
     finally:
         os.close(fd)
     assert (tmp_path / "part").read_bytes() == b""

@@ -20,8 +20,8 @@ from sqlalchemy import update
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
 from tests.helpers import UPLOAD, error_code, post_chunk, sha256
 from tests.media import EICAR, make_video
-from vidgate.app import build_services
 from vidgate.db.models import UploadSession, utcnow
+from vidgate.wiring import build_services
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 
@@ -101,7 +101,7 @@ def test_scanner_down_keeps_the_upload_and_cleanup_finishes_it(backend: str, cla
                     .where(UploadSession.session_id == session_id)
                     .values(last_updated=utcnow() - timedelta(hours=1))
                 )
-            report = services.uploads.cleanup()
+            report = services.cleanup.run()
             services.db.dispose()
             assert report.reassembled_sessions == 1
             with server.client() as client:

@@ -1,52 +1,18 @@
-"""Dependencies injected into routes: the wired services and the authenticated user."""
+"""Dependencies injected into routes: the wired services (:mod:`vidgate.wiring`) and the authenticated user."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from vidgate.auth import KeyCache, Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
+from vidgate.auth import Principal
 from vidgate.errors import Unauthenticated
-from vidgate.events.bus import EventBus
-from vidgate.events.hub import Hub
-from vidgate.events.publisher import EventPublisher
-from vidgate.processing.queue import TaskQueue
-from vidgate.processing.service import ProcessingService
 from vidgate.roles import Permission
-from vidgate.uploads.service import UploadService
-from vidgate.uploads.tus import TusService
-
-
-@dataclass
-class Services:
-    """Everything the app wires at start-up (see :func:`vidgate.app.build_services`)."""
-
-    settings: Settings
-    db: Database
-    uploads: UploadService
-    processing: ProcessingService
-    queue: TaskQueue | None
-    bus: EventBus | None
-    events: EventPublisher
-    tus: TusService
-    keys: KeyCache
-    hub: Hub | None = None
-    warmed_up: bool = False  # set once start-up warm-up ended (see vidgate.app._warm_up); /ready waits for it
-    warm_up_failure: str | None = None  # which warm-up step failed and why; /ready reports it
-
-    def close(self) -> None:
-        if self.queue is not None:
-            self.queue.close()
-        if self.bus is not None:
-            self.bus.close()
-        self.db.dispose()
+from vidgate.wiring import Services as Services  # routes name it from here (api/events.py, api/health.py)
 
 
 async def get_services(request: Request) -> Services:

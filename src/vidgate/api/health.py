@@ -67,7 +67,7 @@ def _check_all(services: Services) -> Readiness:
     else:
         checks["warm_up"] = Check(ok=True)
     run("database", database)
-    run("storage", services.uploads.blobs.check)
+    run("storage", services.blobs.check)
     settings = services.settings
     if settings.processing.queue == "celery" or settings.event_bus == "redis" or settings.upload_locks == "redis":
         import redis

@@ -1,4 +1,4 @@
-"""tus 1.0.0 on ``/v1/tus/``: the HTTP edge of :mod:`vidgate.uploads.tus`.
+"""tus 1.0.0 on ``/v1/tus/``: the HTTP edge of :mod:`vidgate.uploads.tus` and its header grammar.
 
 Core (OPTIONS, HEAD, PATCH) with the extensions creation, creation-with-upload,
 creation-defer-length, expiration, checksum (sha1, sha256, md5), termination and
@@ -8,10 +8,19 @@ envelope, with tus's statuses (409 offset, 412 version, 415 content type, 423 lo
 460 checksum). When an upload completes, ``Vidgate-Session-Id``, ``Vidgate-Video-Id``,
 ``Vidgate-Content-Hash`` and ``Vidgate-Duplicate`` tell the client what became of it; the
 upload id is also the seed API's session id.
+
+As in tusd's handler, the headers are parsed here (``Upload-Metadata``, ``Upload-Concat``,
+``Upload-Checksum``) and the upload service gets their meaning; a held lock
+(``ChunkInProgress``) is answered as tus's 423 ``UploadLocked`` here too.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
 from email.utils import format_datetime
 from typing import Any
 
@@ -22,13 +31,32 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
+from vidgate.api.receiving import receiving
 from vidgate.api.schemas import ErrorEnvelope
-from vidgate.api.uploads import DRAIN_LIMIT, drain_request
 from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus
-from vidgate.errors import InvalidContentType, InvalidParameter, TusVersionUnsupported, VidgateError
-from vidgate.uploads.tus import CHECKSUM_ALGORITHMS, EXTENSIONS, TUS_VERSION, TusService, TusUpload
+from vidgate.errors import ChunkInProgress, InvalidContentType, InvalidParameter, TusVersionUnsupported, UploadLocked
+from vidgate.hashing import Hasher
+from vidgate.uploads.models import TusUpload
+from vidgate.uploads.tus import TusService
+from vidgate.uploads.writer import SinkResult
+from vidgate.uploads.writing import Checksum
 
+TUS_VERSION = "1.0.0"
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "expiration",
+    "checksum",
+    "termination",
+    "concatenation",
+)
+CHECKSUM_ALGORITHMS: dict[str, Callable[[], Hasher]] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "md5": hashlib.md5,
+}
 PREFIX = "/v1/tus"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 EXPOSED_HEADERS = [
@@ -54,6 +82,50 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope}
     for status in (400, 401, 403, 404, 409, 410, 412, 413, 415, 422, 423, 460, 503, 507)
 }
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """``Upload-Metadata: key base64,key2 base64,flag`` as a dict (a key without value maps to "")."""
+    result: dict[str, str] = {}
+    if not header:
+        return result
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        if not parts[0] or len(parts) > 2:
+            raise InvalidParameter(f"Upload-Metadata: {pair.strip()[:60]!r} is not 'key base64-value'.")
+        value = ""
+        if len(parts) == 2:
+            try:
+                value = base64.b64decode(parts[1], validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise InvalidParameter(f"Upload-Metadata: the value of {parts[0]!r} is not base64 of UTF-8.") from exc
+        result[parts[0]] = value
+    return result
+
+
+def parse_checksum(header: str | None) -> Checksum | None:
+    """``Upload-Checksum: sha1 <base64>`` as the digest to compare and a hasher to compute it."""
+    if header is None:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise InvalidParameter(
+            f"Upload-Checksum algorithm {algorithm!r} is not supported; use one of {', '.join(CHECKSUM_ALGORITHMS)}."
+        )
+    try:
+        digest = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise InvalidParameter("Upload-Checksum: the digest is not base64.") from exc
+    return Checksum(algorithm, digest, CHECKSUM_ALGORITHMS[algorithm]())
+
+
+@contextlib.contextmanager
+def _locked_as_423() -> Iterator[None]:
+    """tus's answer to a lock another request holds: 423, which tus clients retry."""
+    try:
+        yield
+    except ChunkInProgress as exc:
+        raise UploadLocked("Another request is writing this upload; retry when it ends.") from exc
 
 
 def _header(name: str, description: str, *, required: bool = False, integer: bool = False) -> dict[str, Any]:
@@ -158,22 +230,23 @@ async def _receive_body(
 ) -> TusUpload:
     """Stream the body to the upload at ``offset``; on a break-off keep what arrived. Returns
     the upload as it stands after this body."""
-    plan = await run_in_threadpool(tus.begin_patch, principal, upload_id, offset, length=length, checksum=checksum)
+    expected = parse_checksum(checksum)
+    with _locked_as_423():
+        plan = await run_in_threadpool(tus.begin_patch, principal, upload_id, offset, length=length, checksum=expected)
     sink = tus.open_sink(plan)
-    try:
+
+    async def abort(error: BaseException) -> None:
+        if isinstance(error, ClientDisconnect):
+            kept: SinkResult | None = await sink.keep_written()
+            await run_in_threadpool(tus.keep_received, plan, kept)
+        else:
+            await sink.abort()
+            await run_in_threadpool(tus.abort_patch, plan, error)
+
+    async with receiving(request, abort):
         async for data in request.stream():
             await sink.write(data)
         result = await sink.finish()
-    except ClientDisconnect:
-        kept = await sink.keep_written()
-        await run_in_threadpool(tus.keep_received, plan, kept)
-        raise
-    except BaseException as exc:
-        await sink.abort()
-        await run_in_threadpool(tus.abort_patch, plan, exc)
-        if isinstance(exc, VidgateError):
-            await drain_request(request, DRAIN_LIMIT)
-        raise
     return await run_in_threadpool(tus.finish_patch, plan, result)
 
 
@@ -217,12 +290,16 @@ def options_upload(upload_id: str, services: ServicesDep) -> Response:
 )
 async def create_upload(request: Request, principal: Uploader, services: ServicesDep) -> Response:
     _require_version(request)
-    tus = services.tus
     concat = request.headers.get("upload-concat")
     metadata = request.headers.get("upload-metadata")
     if concat is not None and concat.startswith("final;"):
         part_ids = [url.rstrip("/").rsplit("/", 1)[-1] for url in concat[len("final;") :].split()]
-        upload = await run_in_threadpool(tus.concatenate, principal, part_ids, metadata)
+        if not part_ids:
+            raise InvalidParameter("Upload-Concat: final needs at least one partial upload.")
+        with _locked_as_423():
+            upload = await run_in_threadpool(
+                services.tus_creation.concatenate, principal, part_ids, parse_metadata(metadata), metadata
+            )
         return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
     if concat is not None and concat != "partial":
         raise InvalidParameter("Upload-Concat must be 'partial' or 'final;<upload URLs>'.")
@@ -233,14 +310,19 @@ async def create_upload(request: Request, principal: Uploader, services: Service
     if length is None and defer is None:
         raise InvalidParameter("Send Upload-Length (or Upload-Defer-Length: 1).")
     upload = await run_in_threadpool(
-        tus.create, principal, length=length, metadata_header=metadata, partial_upload=concat == "partial"
+        services.tus_creation.create,
+        principal,
+        length=length,
+        metadata=parse_metadata(metadata),
+        metadata_header=metadata,
+        partial_upload=concat == "partial",
     )
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if has_body and request.headers.get("content-type", "").split(";")[0].strip().lower() == OFFSET_CONTENT_TYPE:
         upload = await _receive_body(
             request,
             principal,
-            tus,
+            services.tus,
             upload.upload_id,
             0,
             length=None,

@@ -12,10 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
 from vidgate.api.multipart import Event, MultipartEvents, PartData, PartStart
+from vidgate.api.receiving import receiving
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.errors import (
@@ -25,12 +25,12 @@ from vidgate.errors import (
     InvalidParameter,
     MalformedMultipart,
     MissingFile,
-    VidgateError,
 )
 from vidgate.processing.models import VideoAnalysisResult
+from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest, SessionView
-from vidgate.uploads.service import ChunkPlan, UploadService
 from vidgate.uploads.writer import ChunkSink
+from vidgate.uploads.writing import WritePlan
 
 router = APIRouter(prefix="/v1/upload", tags=["uploads"])
 
@@ -46,7 +46,6 @@ FIELD_LIMITS = {
 }
 INT_FIELDS = ("chunk_index", "total_chunks", "chunk_size", "file_size", "priority")
 MULTIPART_OVERHEAD = 1 << 20  # generous allowance for boundaries and fields over the file itself
-DRAIN_LIMIT = 16 << 20  # after a refusal, read at most this much more so the client sees the answer
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope} for status in (400, 401, 404, 409, 413, 415, 422, 507)
@@ -110,14 +109,14 @@ class _Field:
 class _UploadReader:
     """Consumes multipart events: fields first, then the file part streamed into a chunk sink."""
 
-    def __init__(self, principal: Principal, service: UploadService) -> None:
+    def __init__(self, principal: Principal, service: ChunkedUploads) -> None:
         self.principal = principal
         self.service = service
         self.fields = {name: _Field(name, limit) for name, limit in FIELD_LIMITS.items()}
         self.fields_seen_at_start: set[str] = set()
         self.current: _Field | None = None
         self.in_file = False
-        self.plan: ChunkPlan | None = None
+        self.plan: WritePlan | None = None
         self.sink: ChunkSink | None = None
         self.done = False
 
@@ -184,19 +183,7 @@ def _chunk_request(fields: dict[str, _Field], filename: str | None, content_type
     return ChunkRequest(filename=filename, content_type=content_type, **values)
 
 
-async def drain_request(request: Request, limit: int) -> None:
-    """Read (and drop) what the client is still sending, up to ``limit``, so it reads our answer."""
-    received = 0
-    try:
-        async for data in request.stream():
-            received += len(data)
-            if received > limit:
-                return
-    except (ClientDisconnect, RuntimeError):
-        return
-
-
-async def receive_upload(request: Request, principal: Principal, service: UploadService) -> ChunkReceipt:
+async def receive_upload(request: Request, principal: Principal, service: ChunkedUploads) -> ChunkReceipt:
     """Stream one multipart upload request into the upload service."""
     content_length = request.headers.get("content-length")
     too_long = content_length is not None and content_length.isdigit()
@@ -206,7 +193,7 @@ async def receive_upload(request: Request, principal: Principal, service: Upload
         )
     events = MultipartEvents(request.headers.get("content-type", ""))
     reader = _UploadReader(principal, service)
-    try:
+    async with receiving(request, reader.abandon):
         async for data in request.stream():
             for event in events.feed(data):
                 await reader.handle(event)
@@ -221,11 +208,6 @@ async def receive_upload(request: Request, principal: Principal, service: Upload
             )
         assert reader.sink is not None
         result = await reader.sink.finish()
-    except BaseException as exc:
-        await reader.abandon(exc)
-        if isinstance(exc, VidgateError):
-            await drain_request(request, DRAIN_LIMIT)
-        raise
     return await run_in_threadpool(service.finish_chunk, reader.plan, result)
 
 

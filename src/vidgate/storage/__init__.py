@@ -1,12 +1,13 @@
-"""Where bytes live: the local part area (uploads in progress) and the blob store.
+"""Where bytes live: the part store (uploads in progress) and the blob store (finished files).
 
 ``BlobStore`` is the interface for finished, content-addressed files; ``LocalBlobStore``
 keeps them on local disk (an S3-compatible store is the planned second implementation).
-Part files always sit on local disk, in :class:`PartStore`, because chunks are written
-into them at random offsets.
+``PartStore`` (:mod:`vidgate.storage.parts`) is the interface for uploads in progress;
+``LocalPartStore`` writes chunks into local part files at their offsets.
 """
 
 from vidgate.storage.base import BlobStore
-from vidgate.storage.local import LocalBlobStore, PartStore, translate_os_error
+from vidgate.storage.local import LocalBlobStore, LocalPartStore, PartFile, storage_errors
+from vidgate.storage.parts import PartStore, PartWriter
 
-__all__ = ["BlobStore", "LocalBlobStore", "PartStore", "translate_os_error"]
+__all__ = ["BlobStore", "LocalBlobStore", "LocalPartStore", "PartFile", "PartStore", "PartWriter", "storage_errors"]

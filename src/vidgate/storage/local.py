@@ -7,11 +7,13 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 from vidgate.errors import InsufficientStorage, VidgateError
+from vidgate.hashing import Hasher, update_from_fd
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -21,9 +23,47 @@ def translate_os_error(exc: OSError) -> VidgateError:
     return VidgateError(f"storage error: {exc.strerror or exc}")
 
 
-class PartStore:
-    """Part files (``parts/<upload>.part``) that chunks are written into at their offsets, and a
-    staging area (``staging/<upload>/``) for the rare chunk whose offset is not yet known."""
+class storage_errors:  # noqa: N801 - used as ``with storage_errors():``, like httpx's map_httpcore_exceptions
+    """The one place the part store's ``OSError`` becomes a domain error (see :func:`translate_os_error`).
+
+    A class rather than a generator context manager: it wraps every write call of the byte path."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, OSError):
+            raise translate_os_error(exc) from exc
+
+
+class PartFile:
+    """A :class:`~vidgate.storage.parts.PartWriter` over an open file descriptor."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def write_at(self, views: Sequence[memoryview], position: int) -> int:
+        assert self.fd is not None
+        with storage_errors():
+            return os.pwritev(self.fd, views, position)
+
+    def sync(self) -> None:
+        if self.fd is not None:
+            with storage_errors():
+                os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+class LocalPartStore:
+    """:class:`~vidgate.storage.parts.PartStore` on local disk: part files
+    (``parts/<key>.part``) written at their offsets, and a staging area (``staging/<key>/``)
+    for the rare chunk whose offset is not yet known."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -32,44 +72,88 @@ class PartStore:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
 
-    def part_path(self, upload_id: str) -> Path:
-        return self.parts_dir / f"{upload_id}.part"
+    def part_path(self, key: str) -> Path:
+        return self.parts_dir / f"{key}.part"
 
-    def staging_path(self, upload_id: str, name: str) -> Path:
-        directory = self.staging_dir / upload_id
+    def location(self, key: str) -> str:
+        return str(self.part_path(key))
+
+    def staging_path(self, key: str, name: str) -> Path:
+        directory = self.staging_dir / key
         directory.mkdir(parents=True, exist_ok=True)
         return directory / name
 
-    def open_part(self, upload_id: str, reserve: int | None = None) -> int:
-        """Open (creating if needed) the part file for writing; reserve ``reserve`` bytes of disk
-        up front so a full disk is reported on the first chunk, not in the middle of one."""
-        path = self.part_path(upload_id)
-        try:
+    def open_part(self, key: str, *, reserve: int | None = None) -> PartFile:
+        path = self.part_path(key)
+        with storage_errors():
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise translate_os_error(exc) from exc
         if reserve:
             try:
                 os.posix_fallocate(fd, 0, reserve)
             except OSError as exc:
                 os.close(fd)
-                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                    return os.open(path, os.O_RDWR)
-                raise translate_os_error(exc) from exc
-        return fd
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise translate_os_error(exc) from exc
+                with storage_errors():
+                    fd = os.open(path, os.O_RDWR)
+        return PartFile(fd)
 
-    def truncate_part(self, upload_id: str, size: int) -> None:
-        """Cut preallocated space beyond the real end of the file."""
-        os.truncate(self.part_path(upload_id), size)
+    def stage(self, key: str, name: str) -> tuple[str, PartFile]:
+        path = self.staging_path(key, name)
+        with storage_errors():
+            return str(path), PartFile(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
 
-    def remove(self, upload_id: str) -> None:
-        """Delete everything of one upload (part file and staged chunks)."""
+    def discard_staged(self, location: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.part_path(upload_id).unlink()
-        shutil.rmtree(self.staging_dir / upload_id, ignore_errors=True)
+            Path(location).unlink()
+
+    def assemble(
+        self,
+        key: str,
+        staged: Sequence[tuple[str, int, int]],
+        size: int,
+        hasher: Hasher,
+        hashed_upto: int,
+        *,
+        fsync: bool,
+    ) -> None:
+        with storage_errors():
+            fd = os.open(self.part_path(key), os.O_RDWR)
+            try:
+                for location, offset, length in staged:
+                    _place(Path(location), fd, offset, length)
+                os.ftruncate(fd, size)
+                update_from_fd(hasher, fd, hashed_upto, size)
+                if fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def concatenate(self, key: str, sources: Sequence[tuple[str, int]]) -> None:
+        total = sum(size for _, size in sources)
+        part = self.open_part(key, reserve=total or None)
+        assert part.fd is not None
+        try:
+            offset = 0
+            with storage_errors():
+                for source, size in sources:
+                    _place(self.part_path(source), part.fd, offset, size)
+                    offset += size
+        finally:
+            part.close()
+
+    def exists(self, key: str) -> bool:
+        return self.part_path(key).exists()
+
+    def create_empty(self, key: str) -> None:
+        self.open_part(key).close()
+
+    def remove(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.part_path(key).unlink()
+        shutil.rmtree(self.staging_dir / key, ignore_errors=True)
 
     def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
-        """Every upload id that has a part file or staging folder, with its last change time."""
         seen: set[str] = set()
         for entry in self.parts_dir.iterdir():
             if entry.suffix == ".part":
@@ -78,6 +162,20 @@ class PartStore:
         for entry in self.staging_dir.iterdir():
             if entry.is_dir() and entry.name not in seen:
                 yield entry.name, entry.stat().st_mtime
+
+
+def _place(source: Path, fd: int, offset: int, size: int) -> None:
+    """Copy ``size`` bytes of ``source`` to ``offset`` of ``fd`` inside the kernel (no user-space copy)."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        copied = 0
+        while copied < size:
+            n = os.copy_file_range(src, fd, size - copied, copied, offset + copied)
+            if n == 0:
+                raise OSError(f"staged chunk {source} ended early")
+            copied += n
+    finally:
+        os.close(src)
 
 
 _DERIVED_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")

@@ -70,3 +70,19 @@ class CleanupReport(BaseModel):
     failed_assemblies: int = 0
     purged_chunk_rows: int = 0
     orphan_uploads_removed: int = 0
+
+
+class TusUpload(BaseModel):
+    """What a tus HEAD reports of an upload (and what the API adds in its own headers)."""
+
+    upload_id: str
+    offset: int
+    length: int | None
+    metadata: str | None
+    expires_at: datetime
+    concat: str | None
+    concat_parts: list[str]
+    status: SessionStatus
+    video_id: str | None
+    duplicate: bool
+    content_hash: str | None

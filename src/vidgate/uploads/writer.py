@@ -1,28 +1,27 @@
-"""Write a byte stream at an offset of a file while hashing it, off the event loop.
+"""Write a byte stream at an offset of a part while hashing it, off the event loop.
 
 The event loop keeps parsing HTTP while worker threads handle the previous blocks, one per
 hash (a seed chunk has two: its own SHA-256 and the running file hash) and one writing:
 ``hashlib`` and ``os.pwritev`` both release the GIL, so parsing, hashing and the kernel's copy
 into the page cache overlap. A block is the list of pieces the server received (never joined:
 ``pwritev`` writes them, ``WRITE_SIZE`` bytes per call, and each is hashed in place, so no byte
-is copied in user space). At most ``MAX_PENDING`` blocks wait for the threads, which bounds the memory one upload
-holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
+is copied in user space). The bytes go to a :class:`~vidgate.storage.parts.PartWriter`, so the
+sink does not know where a part lives. At most ``MAX_PENDING`` blocks wait for the threads,
+which bounds the memory one upload holds (``BLOCK_SIZE * (MAX_PENDING + 1)``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from vidgate.errors import VidgateError
-from vidgate.hashing import new_sha256
-from vidgate.storage.local import translate_os_error
+from vidgate.hashing import Hasher, new_sha256
+from vidgate.storage.parts import PartWriter
 
 BLOCK_SIZE = 1 << 20
 MAX_PENDING = 4
@@ -41,7 +40,7 @@ class SinkResult:
 
 
 class ChunkSink:
-    """Streams bytes to ``fd`` at ``offset`` (or only hashes them when ``fd`` is None).
+    """Streams bytes to ``target`` at ``offset`` (or only hashes them when ``target`` is None).
 
     ``limit`` is the most bytes accepted: one more raises ``too_large`` (built by the caller)
     before anything past the limit is written. ``extra_hashers`` also receive the bytes (the
@@ -53,18 +52,18 @@ class ChunkSink:
 
     def __init__(
         self,
-        fd: int | None,
+        target: PartWriter | None,
         offset: int,
         limit: int,
         too_large: VidgateError,
         *,
-        extra_hashers: Iterable[Any] = (),
+        extra_hashers: Iterable[Hasher | None] = (),
         hash_body: bool = True,
         fsync: bool = False,
-        head_check: Callable[[bytes], None] | None = None,
+        head_check: Callable[[bytes], object] | None = None,
         head_bytes: int = 4096,
     ) -> None:
-        self._fd = fd
+        self._target = target
         self._offset = offset
         self._limit = limit
         self._too_large = too_large
@@ -82,7 +81,7 @@ class ChunkSink:
             (hasher, ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")) for hasher in self._hashers
         ]
         self._write_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if fd is not None else None
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if target is not None else None
         )
 
     @property
@@ -90,7 +89,7 @@ class ChunkSink:
         return self._size
 
     @staticmethod
-    def _hash_block(hasher: Any, pieces: list[bytes]) -> None:
+    def _hash_block(hasher: Hasher, pieces: list[bytes]) -> None:
         for piece in pieces:
             hasher.update(piece)
 
@@ -112,12 +111,9 @@ class ChunkSink:
             position += size
 
     def _write_all(self, views: list[memoryview], position: int) -> None:
-        assert self._fd is not None
+        assert self._target is not None
         while views:
-            try:
-                written = os.pwritev(self._fd, views, position)
-            except OSError as exc:
-                raise translate_os_error(exc) from exc
+            written = self._target.write_at(views, position)
             position += written
             while views and written >= len(views[0]):  # a short write: go on from where it stopped
                 written -= len(views[0])
@@ -175,8 +171,8 @@ class ChunkSink:
             await self._submit()
             while self._pending:
                 await self._wait_oldest()
-            if self._fsync and self._fd is not None:
-                await asyncio.to_thread(os.fdatasync, self._fd)
+            if self._fsync and self._target is not None:
+                await asyncio.to_thread(self._target.sync)
         finally:
             self._shutdown()
         return SinkResult(size=self._size, sha256=self._hasher.hexdigest() if self._hasher is not None else None)

@@ -1,0 +1,109 @@
+"""The part-store interface: where the bytes of an upload in progress live until it completes.
+
+The upload flow touches part storage only through :class:`PartStore` and the
+:class:`PartWriter` it hands out, as tusd's handler touches a data store only through
+``Upload.WriteChunk(ctx, offset, src)``: the handler decides locking, offsets and limits; the
+store only places bytes. Every method raises :class:`vidgate.errors.VidgateError` (a full disk:
+``InsufficientStorage``), never ``OSError``: an implementation translates its own errors in
+one place (the local one: :func:`vidgate.storage.local.storage_errors`).
+
+``key`` is the upload's row id (``upload_session.id``): never shown to clients, so it is safe
+in paths and object names.
+
+What an implementation must provide, and what a remote one (S3 multipart) may do instead:
+
+- :meth:`PartStore.open_part` hands out a writer for the part of ``key``; its
+  :meth:`PartWriter.write_at` writes at a byte offset of the finished file. The seed API writes
+  a chunk at ``index * chunk_size`` (chunks may come in any order, several at once, each
+  through its own writer); tus appends at the upload's offset. A multipart store maps a chunk
+  to a part (``offset // chunk_size + 1``) and buffers a writer's bytes into that part; a
+  writer is only ever asked to continue where its own previous write ended.
+- :meth:`PartStore.stage` keeps a chunk whose offset is not known yet (its chunk size is learnt
+  from chunk 0) and :meth:`PartStore.assemble` places it when the file is complete.
+- :meth:`PartStore.assemble` and :meth:`PartStore.concatenate` make the whole file; after
+  them :meth:`PartStore.part_path` names a local file of it (validation reads it and the blob
+  store moves it in: a remote store downloads or streams the completed object there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from vidgate.hashing import Hasher
+
+
+class PartWriter(Protocol):
+    """One request's way into a part: bytes at offsets, then sync and close."""
+
+    def write_at(self, views: Sequence[memoryview], position: int) -> int:
+        """Write ``views`` one after another from byte ``position``; return how many bytes were
+        written (fewer than offered is a short write: the caller continues from there)."""
+        ...
+
+    def sync(self) -> None:
+        """Make what was written durable (UPLOAD_FSYNC)."""
+        ...
+
+    def close(self) -> None:
+        """Release the writer; safe to call twice."""
+        ...
+
+
+class PartStore(Protocol):
+    def open_part(self, key: str, *, reserve: int | None = None) -> PartWriter:
+        """A writer into the part of ``key`` (created if new). ``reserve``: bytes the whole file
+        will take, reserved up front where the store can, so a full disk shows on the first
+        chunk rather than in the middle of one."""
+        ...
+
+    def stage(self, key: str, name: str) -> tuple[str, PartWriter]:
+        """A writer for a chunk whose offset is not known yet, written from 0, and where it is
+        kept (the chunk row records it until :meth:`assemble` places it)."""
+        ...
+
+    def discard_staged(self, location: str) -> None:
+        """Drop a staged chunk that broke off (nothing if it is already gone)."""
+        ...
+
+    def assemble(
+        self,
+        key: str,
+        staged: Sequence[tuple[str, int, int]],
+        size: int,
+        hasher: Hasher,
+        hashed_upto: int,
+        *,
+        fsync: bool,
+    ) -> None:
+        """Make the part of ``key`` the whole file: place each staged ``(location, offset,
+        size)``, cut it to ``size`` bytes and feed ``hasher`` (which has seen the first
+        ``hashed_upto`` bytes) the rest of it. Safe to run again after a crash."""
+        ...
+
+    def concatenate(self, key: str, sources: Sequence[tuple[str, int]]) -> None:
+        """Make the part of ``key`` from the parts ``(source key, size)``, in that order."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def create_empty(self, key: str) -> None:
+        """An empty part (a zero-byte upload still goes through validation, which refuses it)."""
+        ...
+
+    def location(self, key: str) -> str:
+        """Where the part of ``key`` is, as chunk rows record it."""
+        ...
+
+    def part_path(self, key: str) -> Path:
+        """The local file of the part (see the module's docstring)."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Delete everything of one upload (its part and staged chunks)."""
+        ...
+
+    def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
+        """Every key that has stored data, with its last change time (the orphan sweep)."""
+        ...

@@ -1,0 +1,270 @@
+"""Completion: the received bytes become a stored, validated, deduplicated video, once.
+
+assemble -> validate -> store -> dedup -> queue. :meth:`Completion.assemble` turns the data
+of an ``assembling`` session (either protocol) into its file, checks its SHA-256, validates it,
+moves it into the blob store and links it to its owner's video; it is safe to run again after
+a crash at any point (the cleanup sweep does so for stalled sessions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vidgate import dedup, metrics
+from vidgate.config import Settings
+from vidgate.db.engine import Database
+from vidgate.db.models import (
+    AnalysisStatus,
+    Content,
+    SessionStatus,
+    UploadChunk,
+    UploadSession,
+    Video,
+    VideoStatus,
+    utcnow,
+)
+from vidgate.errors import FileHashMismatch, VidgateError
+from vidgate.events.schema import DuplicateDetected, DuplicateDetectedData, UploadCompleted, UploadCompletedData
+from vidgate.hashing import new_sha256
+from vidgate.storage.base import BlobStore
+from vidgate.storage.parts import PartStore
+from vidgate.uploads.ending import Endings
+from vidgate.uploads.frontier import HashFrontier
+from vidgate.uploads.locks import Locker
+from vidgate.uploads.records import Records
+from vidgate.validation.pipeline import FileValidator
+
+log = logging.getLogger(__name__)
+
+
+class Completion:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        parts: PartStore,
+        blobs: BlobStore,
+        locker: Locker,
+        frontier: HashFrontier,
+        validator: FileValidator,
+        records: Records,
+        endings: Endings,
+        on_video_queued: Callable[[str], object] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.parts = parts
+        self.blobs = blobs
+        self.locker = locker
+        self.frontier = frontier
+        self.validator = validator
+        self.records = records
+        self.endings = endings
+        #: called after commit with the id of a video that needs processing
+        self.on_video_queued = on_video_queued
+
+    def assemble(self, row_id: str) -> None:
+        """Turn the received data of an ``assembling`` session into a stored, hash-checked file.
+
+        Safe to run again after a crash at any point (cleanup does so for stalled sessions).
+        """
+        with self.db.session() as tx:
+            row = tx.get(UploadSession, row_id)
+            if row is None or row.status is not SessionStatus.ASSEMBLING:
+                return
+            chunks = tx.scalars(
+                select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
+            ).all()
+            snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
+            appended = row.appended
+            single_hash = chunks[0].chunk_hash if len(chunks) == 1 and not appended else None
+            upload_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
+            appended_size = row.file_size
+            known_hash = row.content_hash
+        file_size = (appended_size or 0) if appended else sum(size for _, size, _ in snapshot)
+        if not self.parts.exists(row_id):
+            if known_hash and self.blobs.exists(known_hash):
+                self._complete(row_id, known_hash, file_size, {})
+                return
+            self.endings.fail(row_id, "assembly_failed", "The received data was lost before it could be assembled.")
+            return
+        if not appended and len(snapshot) != total:
+            self.endings.fail(row_id, "assembly_failed", "Chunks are missing at assembly.")
+            return
+        staged: list[tuple[str, int, int]] = []
+        if not appended:
+            part = self.parts.location(row_id)
+            chunk_size = max(size for _, size, _ in snapshot)
+            staged = [(path, index * chunk_size, size) for index, size, path in snapshot if path != part]
+        if single_hash:  # a single chunk's own hash is the file's: nothing to read
+            hasher, upto = new_sha256(), file_size
+        else:  # continue the running hash from where in-order bytes left it; read only the rest
+            hasher, upto = self.frontier.take(row_id)
+            if upto > file_size:
+                hasher, upto = new_sha256(), 0
+        self.parts.assemble(row_id, staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
+        digest = single_hash or str(hasher.hexdigest())
+        if file_hash is not None and digest != file_hash:
+            message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
+            self.endings.fail(row_id, FileHashMismatch.code, message)
+            raise FileHashMismatch(message, session_id=upload_id)
+        self._validate_and_store(row_id, self.parts.part_path(row_id), digest, file_size)
+
+    def _validate_and_store(self, row_id: str, part: Path, digest: str, file_size: int) -> None:
+        """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
+        with self.db.session() as tx:
+            row = tx.get_one(UploadSession, row_id)
+            upload_id, filename, content_type = row.session_id, row.filename, row.content_type
+        try:
+            info = self.validator.validate(part, filename.rpartition(".")[2].lower(), content_type)
+        except VidgateError as exc:
+            if exc.fails_session:
+                self.endings.fail(row_id, exc.code, exc.message)
+            raise  # anything else (the scanner is down): the session stays assembling, retried later
+        log.info("upload %s validated: %s", upload_id, info.model_dump(exclude_none=True))
+        with self.db.session() as tx:
+            tx.execute(
+                update(UploadSession)
+                .where(UploadSession.id == row_id)
+                .values(content_hash=digest, file_size=file_size, last_updated=utcnow())
+            )
+            tx.execute(update(UploadChunk).where(UploadChunk.session_id == upload_id).values(storage_path=str(part)))
+        self.blobs.put_file(digest, part)
+        self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True))
+
+    def _complete(self, row_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:
+        """Link the session to its owner's video of this content (made now if the owner has none)
+        and queue processing unless the answer is already known (see :mod:`vidgate.dedup`)."""
+        with self.db.session() as tx:
+            row = tx.get_one(UploadSession, row_id)
+            now = utcnow()
+            content, content_is_new = self._content_for(tx, digest, file_size, media_info, now)
+            video, video_is_new = self._video_for(tx, row, content, now)
+            decision = dedup.decide(
+                content,
+                video,
+                content_is_new=content_is_new,
+                video_is_new=video_is_new,
+                scope=self.settings.upload.dedup_scope,
+                enabled=self.settings.upload.enable_deduplication,
+                priority=row.priority,
+                options=row.upload_options,
+                now=now,
+            )
+            row.video_id = video.id
+            row.status = SessionStatus.COMPLETED
+            row.completed_at = now
+            row.last_updated = now
+            row.is_duplicate = decision.duplicate
+            event = "duplicate_detected" if decision.duplicate else "upload_completed"
+            self.records.log(tx, row, event, f"stored as {digest}")
+            video_id, upload_id, user_id = video.id, row.session_id, row.user_id
+            content_id, reused = content.id, not content_is_new
+            protocol, took = row.protocol, (now - row.created_at).total_seconds()
+            events = self.records.events
+            if events is not None:
+                events.to_user(
+                    UploadCompleted(
+                        session_id=upload_id,
+                        video_id=video_id,
+                        data=UploadCompletedData(video_id=video_id, content_hash=digest, file_size=file_size),
+                    ),
+                    user_id,
+                    tx,
+                )
+                if decision.duplicate:
+                    events.to_user(
+                        DuplicateDetected(
+                            session_id=upload_id,
+                            video_id=video_id,
+                            data=DuplicateDetectedData(
+                                video_id=video_id,
+                                content_hash=digest,
+                                cached_result=events.result_lookup(video_id, tx)
+                                if self.settings.upload.enable_deduplication
+                                else None,
+                            ),
+                        ),
+                        user_id,
+                        tx,
+                    )
+        metrics.UPLOADS.labels(protocol, "duplicate" if decision.duplicate else "completed").inc()
+        metrics.UPLOAD_DURATION.labels(protocol).observe(took)
+        metrics.DEDUP_LOOKUPS.inc()
+        if decision.duplicate:
+            metrics.DEDUP_HITS.inc()
+        self.parts.remove(row_id)
+        self.locker.release_all(row_id)
+        log.info(
+            "upload %s completed: video %s, sha256 %s, %d bytes%s",
+            upload_id,
+            video_id,
+            digest,
+            file_size,
+            " (known content)" if decision.duplicate else (" (stored content reused)" if reused else ""),
+            extra={
+                "session_id": upload_id,
+                "video_id": video_id,
+                "content_id": content_id,
+                "event": event,
+                "content_hash": digest,
+            },
+        )
+        if decision.queue_job and self.on_video_queued is not None:
+            self.on_video_queued(video_id)
+
+    @staticmethod
+    def _content_for(
+        tx: Session, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
+    ) -> tuple[Content, bool]:
+        """The content row of ``digest``, locked; made if new (a racing upload's row is read instead)."""
+        content = tx.scalar(select(Content).where(Content.content_hash == digest).with_for_update())
+        if content is not None:
+            return content, False
+        try:
+            with tx.begin_nested():
+                content = Content(
+                    content_hash=digest,
+                    file_size=file_size,
+                    storage_key=digest,
+                    media_info=media_info,
+                    status=AnalysisStatus.PENDING,
+                    created_at=now,
+                )
+                tx.add(content)
+            return content, True
+        except IntegrityError:
+            return tx.scalars(select(Content).where(Content.content_hash == digest).with_for_update()).one(), False
+
+    @staticmethod
+    def _video_for(tx: Session, row: UploadSession, content: Content, now: datetime) -> tuple[Video, bool]:
+        """The owner's video of ``content``, locked; made from this upload if they have none."""
+        mine = select(Video).where(Video.user_id == row.user_id, Video.content_id == content.id).with_for_update()
+        video = tx.scalar(mine)
+        if video is not None:
+            return video, False
+        try:
+            with tx.begin_nested():
+                video = Video(
+                    user_id=row.user_id,
+                    content_id=content.id,
+                    filename=row.filename,
+                    content_type=row.content_type,
+                    status=VideoStatus.UPLOADED,
+                    priority=row.priority,
+                    processing_options=dict(row.upload_options or {}),
+                    created_at=now,
+                    updated_at=now,
+                )
+                tx.add(video)
+            return video, True
+        except IntegrityError:  # the same owner's other upload of these bytes made it a moment ago
+            return tx.scalars(mine).one(), False

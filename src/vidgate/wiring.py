@@ -1,0 +1,145 @@
+"""The composition root: every service built once, from the settings, in one place.
+
+:func:`build_services` is the only code that picks implementations (file or Redis locks, local
+or Redis event bus, inline or Celery queue) and hands each step of an upload what it depends
+on. The API (:mod:`vidgate.app`), the CLI and the Celery worker (:mod:`vidgate.processing.worker`)
+all start here; nothing below imports this module, so there is no way round to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidgate.auth import KeyCache
+from vidgate.config import Settings
+from vidgate.db.engine import Database
+from vidgate.events.bus import EventBus, LocalBus, RedisBus
+from vidgate.events.hub import Hub
+from vidgate.events.publisher import EventPublisher
+from vidgate.events.webhooks import WebhookOutbox
+from vidgate.processing.celery_queue import CeleryQueue
+from vidgate.processing.queue import InlineQueue, TaskQueue
+from vidgate.processing.service import ProcessingService
+from vidgate.storage import BlobStore, LocalBlobStore, LocalPartStore
+from vidgate.uploads.chunked import ChunkedUploads
+from vidgate.uploads.cleanup import Cleanup
+from vidgate.uploads.completion import Completion
+from vidgate.uploads.ending import Endings
+from vidgate.uploads.frontier import HashFrontier
+from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
+from vidgate.uploads.records import Records
+from vidgate.uploads.tus import TusService
+from vidgate.uploads.tus_create import TusCreation
+from vidgate.uploads.tus_store import TusStore
+from vidgate.uploads.writing import WritePath
+from vidgate.validation.pipeline import FileValidator
+
+
+@dataclass
+class Services:
+    """Everything the app wires at start-up (see :func:`build_services`)."""
+
+    settings: Settings
+    db: Database
+    uploads: ChunkedUploads
+    tus: TusService
+    tus_creation: TusCreation
+    cleanup: Cleanup
+    locker: Locker
+    blobs: BlobStore
+    processing: ProcessingService
+    queue: TaskQueue | None
+    bus: EventBus | None
+    events: EventPublisher
+    keys: KeyCache
+    hub: Hub | None = None
+    warmed_up: bool = False  # set once start-up warm-up ended (see vidgate.app._warm_up); /ready waits for it
+    warm_up_failure: str | None = None  # which warm-up step failed and why; /ready reports it
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        if self.bus is not None:
+            self.bus.close()
+        self.db.dispose()
+
+
+def build_services(settings: Settings, *, start_queue: bool = False) -> Services:
+    """Wire everything. ``start_queue`` starts the task queue this process feeds jobs into (the
+    API server and Celery workers do; CLI commands do not)."""
+    db = Database(settings.database_url, echo=settings.database.echo)
+    root = settings.storage_dir
+    blobs = LocalBlobStore(root)
+    bus = make_bus(settings)
+    events = EventPublisher(
+        bus,
+        db,
+        progress_interval=settings.websocket.progress_interval_seconds,
+        webhooks=WebhookOutbox(db, settings.webhook),
+    )
+    processing = ProcessingService(settings, db, blobs, events=events)
+    events.result_lookup = processing.owner_result_json
+    queue: TaskQueue | None = None
+    if start_queue:
+        queue = make_queue(settings, processing)
+        processing.queue = queue
+
+    parts = LocalPartStore(root)
+    locker = make_locker(settings, root)
+    frontier = HashFrontier()
+    records = Records(settings, db, events)
+    endings = Endings(db, parts, locker, frontier, records)
+    completion = Completion(
+        settings,
+        db,
+        parts,
+        blobs,
+        locker,
+        frontier,
+        FileValidator(settings.validation),
+        records,
+        endings,
+        on_video_queued=processing.dispatch,
+    )
+    writes = WritePath(settings, parts, frontier, endings)
+    tus_store = TusStore(settings, db, parts, completion)
+    return Services(
+        settings=settings,
+        db=db,
+        uploads=ChunkedUploads(settings, db, parts, locker, frontier, writes, records, completion, endings),
+        tus=TusService(settings, db, parts, locker, writes, records, endings, tus_store),
+        tus_creation=TusCreation(settings, db, parts, locker, records, completion, tus_store),
+        cleanup=Cleanup(settings, db, parts, locker, completion, endings),
+        locker=locker,
+        blobs=blobs,
+        processing=processing,
+        queue=queue,
+        bus=bus,
+        events=events,
+        keys=KeyCache(db, settings.auth.cache_seconds),
+    )
+
+
+def make_locker(settings: Settings, root: Path) -> Locker:
+    if settings.upload_locks == "redis":
+        fallback = FileLocker(root / "locks")
+        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback)
+    return FileLocker(root / "locks")
+
+
+def make_bus(settings: Settings) -> EventBus:
+    ws = settings.websocket
+    if settings.event_bus == "redis":
+        return RedisBus(ws.redis_url or settings.celery.broker_url)
+    return LocalBus()
+
+
+def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
+    if settings.processing.queue == "celery":
+        return CeleryQueue(settings)
+
+    def job(video_id: str, attempt: int) -> float | None:
+        return processing.run(video_id, attempt).retry_in
+
+    return InlineQueue(job, settings.processing.max_concurrent_jobs)
