@@ -17,8 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidgate.auth import Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
 from vidgate.errors import (
     ChunkConflict,
@@ -34,20 +32,18 @@ from vidgate.errors import (
 from vidgate.hashing import normalise_sha256
 from vidgate.uploads.models import ChunkRequest
 from vidgate.uploads.records import Records
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writing import WriteMode, WritePlan, first_bytes_check, safe_filename
-from vidgate.validation import UploadLimits
 
 log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
-class ChunkPlanner:
-    def __init__(self, settings: Settings, db: Database, records: Records) -> None:
-        self.settings = settings
-        self.db = db
+class ChunkPlanner(Step):
+    def __init__(self, deps: UploadDeps, records: Records) -> None:
+        super().__init__(deps)
         self.records = records
-        self.limits = UploadLimits.from_settings(settings)
 
     def plan(self, principal: Principal, request: ChunkRequest) -> WritePlan:
         """Check the request against its session and the limits; create the session if new."""

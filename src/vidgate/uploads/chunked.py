@@ -16,8 +16,6 @@ from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
 from vidgate.errors import (
     ChunkConflict,
@@ -28,43 +26,26 @@ from vidgate.errors import (
     SessionNotActive,
     SessionNotFound,
 )
-from vidgate.storage.parts import PartStore
 from vidgate.uploads.chunk_plan import ChunkPlanner
 from vidgate.uploads.completion import Completion
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.frontier import HashFrontier
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest, SessionView
 from vidgate.uploads.records import Records, received, to_view
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import WriteMode, WritePath, WritePlan
-from vidgate.validation import UploadLimits
 
 
-class ChunkedUploads:
+class ChunkedUploads(Step):
     def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        parts: PartStore,
-        locker: Locker,
-        frontier: HashFrontier,
-        writes: WritePath,
-        records: Records,
-        completion: Completion,
-        endings: Endings,
+        self, deps: UploadDeps, writes: WritePath, records: Records, completion: Completion, endings: Endings
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
-        self.locker = locker
-        self.frontier = frontier
+        super().__init__(deps)
         self.writes = writes
         self.records = records
         self.completion = completion
         self.endings = endings
-        self.planner = ChunkPlanner(settings, db, records)
-        self.limits = UploadLimits.from_settings(settings)
+        self.planner = ChunkPlanner(deps, records)
 
     def begin_chunk(self, principal: Principal, request: ChunkRequest) -> WritePlan:
         """Check the request, create or find its session, lock the chunk and open its target."""

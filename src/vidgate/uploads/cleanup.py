@@ -13,35 +13,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from vidgate import metrics
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import TERMINAL_STATUSES, SessionStatus, UploadChunk, UploadSession, utcnow
 from vidgate.errors import VidgateError
-from vidgate.storage.parts import PartStore
 from vidgate.uploads.completion import Completion
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import CleanupReport
+from vidgate.uploads.step import Step, UploadDeps
 
 log = logging.getLogger(__name__)
 
 ORPHAN_GRACE_SECONDS = 300.0
 
 
-class Cleanup:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        parts: PartStore,
-        locker: Locker,
-        completion: Completion,
-        endings: Endings,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
-        self.locker = locker
+class Cleanup(Step):
+    def __init__(self, deps: UploadDeps, completion: Completion, endings: Endings) -> None:
+        super().__init__(deps)
         self.completion = completion
         self.endings = endings
 

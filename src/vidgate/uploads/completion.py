@@ -19,8 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidgate import dedup, metrics
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import (
     AnalysisStatus,
     Content,
@@ -35,36 +33,26 @@ from vidgate.errors import FileHashMismatch, VidgateError
 from vidgate.events.schema import DuplicateDetected, DuplicateDetectedData, UploadCompleted, UploadCompletedData
 from vidgate.hashing import new_sha256
 from vidgate.storage.base import BlobStore
-from vidgate.storage.parts import PartStore
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.frontier import HashFrontier
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.records import Records
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
 
 
-class Completion:
+class Completion(Step):
     def __init__(
         self,
-        settings: Settings,
-        db: Database,
-        parts: PartStore,
+        deps: UploadDeps,
         blobs: BlobStore,
-        locker: Locker,
-        frontier: HashFrontier,
         validator: FileValidator,
         records: Records,
         endings: Endings,
         on_video_queued: Callable[[str], object] | None = None,
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
+        super().__init__(deps)
         self.blobs = blobs
-        self.locker = locker
-        self.frontier = frontier
         self.validator = validator
         self.records = records
         self.endings = endings

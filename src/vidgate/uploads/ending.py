@@ -14,27 +14,19 @@ from sqlalchemy import delete, select
 
 from vidgate import metrics
 from vidgate.auth import Principal
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
 from vidgate.errors import SessionNotActive, SessionNotFound
 from vidgate.events.schema import FailureData, SessionExpired, SessionExpiredData, UploadFailed
-from vidgate.storage.parts import PartStore
-from vidgate.uploads.frontier import HashFrontier
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import SessionView
 from vidgate.uploads.records import Records
+from vidgate.uploads.step import Step, UploadDeps
 
 log = logging.getLogger(__name__)
 
 
-class Endings:
-    def __init__(
-        self, db: Database, parts: PartStore, locker: Locker, frontier: HashFrontier, records: Records
-    ) -> None:
-        self.db = db
-        self.parts = parts
-        self.locker = locker
-        self.frontier = frontier
+class Endings(Step):
+    def __init__(self, deps: UploadDeps, records: Records) -> None:
+        super().__init__(deps)
         self.records = records
 
     def fail(self, row_id: str, code: str, message: str) -> None:

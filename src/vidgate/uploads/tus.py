@@ -24,8 +24,6 @@ from sqlalchemy import select
 
 from vidgate import metrics
 from vidgate.auth import Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
 from vidgate.errors import (
     ChecksumMismatch,
@@ -36,16 +34,14 @@ from vidgate.errors import (
     SessionNotActive,
     UploadGone,
 )
-from vidgate.storage.parts import PartStore
 from vidgate.uploads import tus_store
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import Records, progress_percent
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import TusStore, check_alive, to_upload
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import Checksum, WritePath, WritePlan, first_bytes_check
-from vidgate.validation import UploadLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +53,15 @@ class _Recorded(NamedTuple):
     complete: bool
 
 
-class TusService:
+class TusService(Step):
     def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        parts: PartStore,
-        locker: Locker,
-        writes: WritePath,
-        records: Records,
-        endings: Endings,
-        store: TusStore,
+        self, deps: UploadDeps, writes: WritePath, records: Records, endings: Endings, store: TusStore
     ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
-        self.locker = locker
+        super().__init__(deps)
         self.writes = writes
         self.records = records
         self.endings = endings
         self.store = store
-        self.limits = UploadLimits.from_settings(settings)
 
     @property
     def max_size(self) -> int:

@@ -15,41 +15,24 @@ from typing import Any
 from sqlalchemy import select
 
 from vidgate.auth import Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, new_id, utcnow
 from vidgate.errors import FileTooLarge, InvalidParameter, SessionNotActive, SessionNotFound
-from vidgate.storage.parts import PartStore
 from vidgate.uploads.completion import Completion
-from vidgate.uploads.locks import Locker
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import Records
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import Identity, TusStore
 from vidgate.uploads.writing import safe_filename
-from vidgate.validation import UploadLimits
 
 log = logging.getLogger(__name__)
 
 
-class TusCreation:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        parts: PartStore,
-        locker: Locker,
-        records: Records,
-        completion: Completion,
-        store: TusStore,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
-        self.locker = locker
+class TusCreation(Step):
+    def __init__(self, deps: UploadDeps, records: Records, completion: Completion, store: TusStore) -> None:
+        super().__init__(deps)
         self.records = records
         self.completion = completion
         self.store = store
-        self.limits = UploadLimits.from_settings(settings)
 
     def create(
         self,

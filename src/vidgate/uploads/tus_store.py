@@ -16,14 +16,12 @@ from typing import Any, NamedTuple, Protocol, cast
 from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 
 from vidgate.auth import Principal
-from vidgate.config import Settings
-from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, UploadSession, new_id, utcnow
 from vidgate.errors import SessionNotFound, UploadGone
-from vidgate.storage.parts import PartStore
 from vidgate.uploads.completion import Completion
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import progress_percent
+from vidgate.uploads.step import Step, UploadDeps
 
 _GONE = (SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED)
 
@@ -163,13 +161,9 @@ class Identity(NamedTuple):
     concat: str | None
 
 
-class TusStore:
-    def __init__(
-        self, settings: Settings, db: Database, parts: PartStore, completion: Completion, max_remembered: int = 10_000
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.parts = parts
+class TusStore(Step):
+    def __init__(self, deps: UploadDeps, completion: Completion, max_remembered: int = 10_000) -> None:
+        super().__init__(deps)
         self.completion = completion
         # upload id -> identity, so a PATCH goes straight to its locked transaction instead of
         # first reading the row to learn which lock to take (one transaction less per PATCH)

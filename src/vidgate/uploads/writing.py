@@ -19,9 +19,9 @@ from functools import partial
 from vidgate.config import Settings
 from vidgate.errors import VidgateError
 from vidgate.hashing import Hasher
-from vidgate.storage.parts import PartStore, PartWriter
+from vidgate.storage.parts import PartWriter
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.frontier import HashFrontier
+from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink
 from vidgate.validation import sanitize_filename
 from vidgate.validation.formats import HEAD_BYTES, check_head
@@ -96,11 +96,9 @@ def safe_filename(settings: Settings, raw: str | None) -> str:
     ).name
 
 
-class WritePath:
-    def __init__(self, settings: Settings, parts: PartStore, frontier: HashFrontier, endings: Endings) -> None:
-        self.settings = settings
-        self.parts = parts
-        self.frontier = frontier
+class WritePath(Step):
+    def __init__(self, deps: UploadDeps, endings: Endings) -> None:
+        super().__init__(deps)
         self.endings = endings
 
     def open(self, plan: WritePlan) -> None:
