@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from tests.helpers import sha256
 from vidgate.auth import KeyCache, create_key, revoke_key
 from vidgate.errors import Unauthenticated
 
@@ -89,3 +91,21 @@ def test_keys_carry_their_role_and_default_to_uploader(services_for: Callable[..
         principal = authenticate(services.db, reviewer)
         assert principal.role is Role.REVIEWER and principal.key_id
         assert sorted(k.role.value for k in list_keys(services.db)) == ["reviewer", "uploader"]
+
+
+def test_keys_are_stored_hashed(services_for: Callable[..., Any]) -> None:
+    from vidgate.auth import authenticate, list_keys, revoke_key
+    from vidgate.errors import Unauthenticated
+
+    with services_for() as services:
+        key, info = create_key(services.db, "carol")
+        assert authenticate(services.db, key).username == "carol"
+        with services.db.session() as session:
+            from vidgate.db.models import ApiKey
+
+            stored = session.scalars(select(ApiKey.key_hash)).all()
+        assert key not in stored and sha256(key.encode()) in stored
+        assert [k.key_prefix for k in list_keys(services.db)] == [info.key_prefix]
+        revoke_key(services.db, info.key_prefix)
+        with pytest.raises(Unauthenticated):
+            authenticate(services.db, key)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -21,8 +20,7 @@ from tests.conftest import RunningServer, make_settings, running_server
 from tests.helpers import error_code, sha256, wait_until
 from tests.media import make_video
 from vidgate.db.models import UploadSession, utcnow
-from vidgate.errors import ChunkInProgress
-from vidgate.uploads.locks import FileLocker, RedisLocker
+from vidgate.uploads.locks import RedisLocker
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -442,36 +440,6 @@ def second_patch_waits_for_the_first(server: RunningServer, tmp_path: Path) -> N
         finally:
             raw.close()
         assert head(client, url).headers["upload-offset"] == str(len(data))
-
-
-def test_the_redis_lock_excludes_a_second_holder_in_another_process_and_frees_on_release(tmp_path: Path) -> None:
-    first = RedisLocker("redis://127.0.0.1:6379/0", FileLocker(tmp_path / "a"))
-    second = RedisLocker("redis://127.0.0.1:6379/0", FileLocker(tmp_path / "b"))
-    upload_id = uuid.uuid4().hex
-    with first.hold(upload_id, "tus"), pytest.raises(ChunkInProgress), second.hold(upload_id, "tus"):
-        pass
-    with second.hold(upload_id, "tus"):
-        pass
-
-
-def test_the_redis_lock_is_renewed_while_held(tmp_path: Path) -> None:
-    locker = RedisLocker("redis://127.0.0.1:6379/0", FileLocker(tmp_path / "a"), lease_seconds=0.6)
-    other = RedisLocker("redis://127.0.0.1:6379/0", FileLocker(tmp_path / "b"), lease_seconds=0.6)
-    upload_id = uuid.uuid4().hex
-    with locker.hold(upload_id, "tus"):
-        time.sleep(1.5)  # longer than the lease: only renewal keeps it
-        with pytest.raises(ChunkInProgress), other.hold(upload_id, "tus"):
-            pass
-
-
-def test_while_redis_is_down_the_file_lock_keeps_uploads_going_and_exclusive(tmp_path: Path) -> None:
-    shared = tmp_path / "locks"  # two processes of one host share the lock folder
-    first = RedisLocker("redis://127.0.0.1:1/0", FileLocker(shared))
-    second = RedisLocker("redis://127.0.0.1:1/0", FileLocker(shared))
-    with first.hold("upload", "tus"), pytest.raises(ChunkInProgress), second.hold("upload", "tus"):
-        pass
-    with second.hold("upload", "tus"):
-        pass
 
 
 def test_expect_100_continue_is_answered_before_the_body(server: RunningServer, tmp_path: Path) -> None:

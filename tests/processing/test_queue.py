@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.helpers import split
 from tests.media import make_video
-from tests.uploads.test_service import send
+from tests.uploads.test_chunked import send
 from vidgate.db.models import Content, Video, VideoStatus
 from vidgate.processing.queue import InlineQueue
 

@@ -49,7 +49,7 @@ def create_worker(settings: Settings) -> Celery:
     services = WorkerServices(settings)
     worker_process_init.connect(services.reset, weak=False)
 
-    @celery.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
+    @celery.task(name=PROCESS_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True, shared=False)
     def process_video_async(self: Task, video_id: str) -> str:
         """Analyse one stored video and store its result (once), under a lease in this worker's name."""
         outcome = services.get().processing.run(video_id, self.request.retries, worker=self.request.hostname)
@@ -57,24 +57,24 @@ def create_worker(settings: Settings) -> Celery:
             raise self.retry(countdown=outcome.retry_in, exc=TransientProcessingError(video_id))
         return str(outcome.status)
 
-    @celery.task(name="process_video_batch")
+    @celery.task(name="process_video_batch", shared=False)
     def process_video_batch(video_ids: list[str]) -> int:
         """Queue many videos at once (each as its own job, with its own priority)."""
         processing = services.get().processing
         return sum(1 for video_id in video_ids if processing.requeue(video_id))
 
-    @celery.task(name="cleanup_expired_sessions")
+    @celery.task(name="cleanup_expired_sessions", shared=False)
     def cleanup_expired_sessions() -> dict[str, int]:
         """Expire old sessions and sweep orphans (on the beat schedule)."""
         return dict(services.get().cleanup.run().model_dump())
 
-    @celery.task(name=SWEEP_TASK, ignore_result=True)
+    @celery.task(name=SWEEP_TASK, ignore_result=True, shared=False)
     def sweep_processing_jobs() -> dict[str, Any]:
         """The dispatcher round on the beat schedule: jobs whose lease ran out, hand-overs the broker
         lost, videos not handed over yet (see :mod:`vidgate.processing.dispatch`)."""
         return sweep(services.get().processing).model_dump()
 
-    @celery.task(name="send_websocket_notification")
+    @celery.task(name="send_websocket_notification", shared=False)
     def send_websocket_notification(event: dict[str, Any]) -> dict[str, Any]:
         """Store an event (the envelope of :mod:`vidgate.events.schema`, with ``audience``) and publish
         it through the worker's event bus to every API process's sockets; returns the first

@@ -20,18 +20,17 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from vidgate.hashing import new_sha256, update_from_fd
+from vidgate.hashing import Hasher, new_sha256, update_from_fd
 
 TAKE_WAIT_SECONDS = 60.0  # assembly waits this long at most for a running catch-up
 
 
 @dataclass
 class _State:
-    hasher: Any
+    hasher: Hasher
     upto: int
-    saved: Any | None = None  # copy taken when a claim began, restored if it fails
+    saved: Hasher | None = None  # copy taken when a claim began, restored if it fails
     stored: dict[int, int] = field(default_factory=dict)  # offset -> size of chunks on disk past upto
     idle: threading.Event = field(default_factory=threading.Event)  # no catch-up running
 
@@ -45,55 +44,55 @@ class HashFrontier:
         self._states: OrderedDict[str, _State] = OrderedDict()
         self._max = max_entries
 
-    def _state(self, upload_id: str, offset: int) -> _State | None:
-        """The state of ``upload_id``; a new one at 0 when a chunk at offset 0 starts it."""
-        state = self._states.get(upload_id)
+    def _state(self, row_id: str, offset: int) -> _State | None:
+        """The state of ``row_id``; a new one at 0 when a chunk at offset 0 starts it."""
+        state = self._states.get(row_id)
         if state is None and offset == 0:
-            state = self._states[upload_id] = _State(new_sha256(), 0)
+            state = self._states[row_id] = _State(new_sha256(), 0)
             while len(self._states) > self._max:
                 self._states.popitem(last=False)
         return state
 
-    def claim(self, upload_id: str, offset: int) -> Any | None:
+    def claim(self, row_id: str, offset: int) -> Hasher | None:
         """The hasher to feed a chunk starting at ``offset``, if that chunk extends the frontier."""
         with self._lock:
-            state = self._state(upload_id, offset)
+            state = self._state(row_id, offset)
             if state is None or state.upto != offset or state.saved is not None:
                 return None
             state.saved = state.hasher.copy()
             return state.hasher
 
-    def commit(self, upload_id: str, size: int) -> None:
+    def commit(self, row_id: str, size: int) -> None:
         with self._lock:
-            state = self._states.get(upload_id)
+            state = self._states.get(row_id)
             if state is not None and state.saved is not None:
                 state.upto += size
                 state.saved = None
                 _forget_covered(state)
 
-    def rollback(self, upload_id: str) -> None:
+    def rollback(self, row_id: str) -> None:
         with self._lock:
-            state = self._states.get(upload_id)
+            state = self._states.get(row_id)
             if state is not None and state.saved is not None:
                 state.hasher, state.saved = state.saved, None
 
-    def stored(self, upload_id: str, offset: int, size: int) -> bool:
+    def stored(self, row_id: str, offset: int, size: int) -> bool:
         """A chunk of ``size`` bytes is final on disk at ``offset`` of the part file. True when
         the frontier could now move on by reading from disk (call :meth:`catch_up`)."""
         with self._lock:
-            state = self._state(upload_id, 0)  # found, or started at 0 (chunk 0 may come later)
+            state = self._state(row_id, 0)  # found, or started at 0 (chunk 0 may come later)
             assert state is not None
             if offset + size > state.upto:
                 state.stored[offset] = size
             _forget_covered(state)
             return state.saved is None and state.upto in state.stored
 
-    def catch_up(self, upload_id: str, part: Path) -> None:
+    def catch_up(self, row_id: str, part: Path) -> None:
         """Hash, from ``part``, the stored chunks that now follow the frontier without a gap
         (run in a background thread; one at a time per upload, never beside a streaming claim)."""
         while True:
             with self._lock:
-                state = self._states.get(upload_id)
+                state = self._states.get(row_id)
                 if state is None or state.saved is not None or not state.idle.is_set():
                     return
                 start = end = state.upto
@@ -120,24 +119,24 @@ class HashFrontier:
                 _forget_covered(state)
                 state.idle.set()
 
-    def take(self, upload_id: str) -> tuple[Any, int]:
+    def take(self, row_id: str) -> tuple[Hasher, int]:
         """Remove and return ``(hasher, bytes hashed)``; a fresh hasher at 0 when unknown. Waits
         (a bounded time) for a catch-up that is running, rather than hashing its bytes again."""
         deadline = time.monotonic() + TAKE_WAIT_SECONDS
         while True:
             with self._lock:
-                state = self._states.get(upload_id)
+                state = self._states.get(row_id)
                 if state is None or state.idle.is_set() or time.monotonic() >= deadline:
-                    self._states.pop(upload_id, None)
+                    self._states.pop(row_id, None)
                     break
             state.idle.wait(max(0.0, deadline - time.monotonic()))
         if state is None or state.saved is not None:
             return new_sha256(), 0
         return state.hasher, state.upto
 
-    def drop(self, upload_id: str) -> None:
+    def drop(self, row_id: str) -> None:
         with self._lock:
-            self._states.pop(upload_id, None)
+            self._states.pop(row_id, None)
 
 
 def _forget_covered(state: _State) -> None:

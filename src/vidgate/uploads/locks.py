@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class Locker(Protocol):
-    def hold(self, upload_id: str, name: str) -> contextlib.AbstractContextManager[None]:
-        """Hold the lock ``name`` of ``upload_id`` or raise :class:`ChunkInProgress` at once."""
+    def hold(self, row_id: str, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock ``name`` of ``row_id`` or raise :class:`ChunkInProgress` at once."""
         ...
 
-    def release_all(self, upload_id: str) -> None:
+    def release_all(self, row_id: str) -> None:
         """Forget every lock file of a finished upload."""
         ...
 
@@ -38,8 +38,8 @@ class FileLocker:
         root.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager
-    def hold(self, upload_id: str, name: str) -> Iterator[None]:
-        path = self.root / f"{upload_id}.{name}.lock"
+    def hold(self, row_id: str, name: str) -> Iterator[None]:
+        path = self.root / f"{row_id}.{name}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
@@ -52,8 +52,8 @@ class FileLocker:
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def release_all(self, upload_id: str) -> None:
-        for path in self.root.glob(f"{upload_id}.*.lock"):
+    def release_all(self, row_id: str) -> None:
+        for path in self.root.glob(f"{row_id}.*.lock"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -75,17 +75,17 @@ class RedisLocker:
         self._lease = lease_seconds
 
     @contextlib.contextmanager
-    def hold(self, upload_id: str, name: str) -> Iterator[None]:
+    def hold(self, row_id: str, name: str) -> Iterator[None]:
         from redis.exceptions import RedisError
 
         lock = self._client.lock(
-            f"vidgate:lock:{upload_id}:{name}", timeout=self._lease, blocking=False, thread_local=False
+            f"vidgate:lock:{row_id}:{name}", timeout=self._lease, blocking=False, thread_local=False
         )
         try:
             acquired = lock.acquire()
         except RedisError as exc:
             log.warning("Redis unreachable for upload locks (%s); using the local file lock", exc)
-            with self._fallback.hold(upload_id, name):
+            with self._fallback.hold(row_id, name):
                 yield
             return
         if not acquired:
@@ -107,6 +107,6 @@ class RedisLocker:
             with contextlib.suppress(Exception):
                 lock.release()
 
-    def release_all(self, upload_id: str) -> None:
+    def release_all(self, row_id: str) -> None:
         """Redis locks are released when their holder ends, or expire; only fallback files remain."""
-        self._fallback.release_all(upload_id)
+        self._fallback.release_all(row_id)

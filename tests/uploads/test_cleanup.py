@@ -1,8 +1,8 @@
-"""The upload service without HTTP: write modes, expiry, orphans and crash recovery."""
+"""The cleanup sweep without HTTP: expiry by the timeout in force, orphans, purges, and
+assemblies a crashed process left (finished by the sweep)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -14,73 +14,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.helpers import sha256, split
-from vidgate.auth import Principal, create_key
+from tests.uploads.test_chunked import ALICE, CHUNK, send
 from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
-from vidgate.errors import ChunkInProgress, SessionNotActive
+from vidgate.errors import SessionNotActive
 from vidgate.uploads.chunked import ChunkedUploads
-from vidgate.uploads.models import ChunkReceipt, ChunkRequest
-from vidgate.uploads.writing import WriteMode
-
-CHUNK = 64 * 1024
-ALICE = Principal(user_id="u-alice", username="alice")
-
-
-def send(service: ChunkedUploads, data: bytes, **fields: Any) -> ChunkReceipt:
-    """Drive one chunk through begin -> stream -> finish, as the API does."""
-    plan = service.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", **fields))
-
-    async def stream() -> Any:
-        sink = service.open_sink(plan)
-        for piece in split(data, 10_000):
-            await sink.write(piece)
-        return await sink.finish()
-
-    return service.finish_chunk(plan, asyncio.run(stream()))
-
-
-def test_write_modes(services_for: Callable[..., Any], video_file: Path) -> None:
-    data = video_file.read_bytes()
-    chunks = split(data, CHUNK)
-    total = len(chunks)
-    with services_for() as services:
-        uploads: ChunkedUploads = services.uploads
-        common = {"session_id": "modes", "total_chunks": total}
-        # Chunk size unknown: a later chunk waits in staging...
-        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
-        assert plan.mode is WriteMode.STAGED
-        uploads.abort_chunk(plan)
-        # ...and chunk 0 goes straight into the part file and teaches the chunk size.
-        send(uploads, chunks[0], chunk_index=0, **common)
-        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
-        assert (plan.mode, plan.offset) == (WriteMode.DIRECT, 2 * CHUNK)
-        # The same index twice at once: the second is refused while the first holds the lock.
-        with pytest.raises(ChunkInProgress):
-            uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=2, **common))
-        uploads.abort_chunk(plan)
-        # An index already received is only verified.
-        plan = uploads.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", chunk_index=0, **common))
-        assert plan.mode is WriteMode.VERIFY
-        uploads.abort_chunk(plan)
-        for index in range(1, total):
-            receipt = send(uploads, chunks[index], chunk_index=index, **common)
-        assert receipt.status is SessionStatus.COMPLETED
-        assert receipt.content_hash == sha256(data)
-
-
-def test_in_order_chunks_need_no_second_read(services_for: Callable[..., Any], video_file: Path) -> None:
-    data = video_file.read_bytes()
-    chunks = split(data, CHUNK)
-    with services_for() as services:
-        uploads: ChunkedUploads = services.uploads
-        for index, chunk in enumerate(chunks[:-1]):
-            send(uploads, chunk, session_id="frontier", chunk_index=index, total_chunks=len(chunks))
-        plan = uploads.begin_chunk(
-            ALICE, ChunkRequest(filename="clip.mp4", session_id="frontier", chunk_index=0, total_chunks=len(chunks))
-        )
-        uploads.abort_chunk(plan)
-        hasher, upto = uploads.frontier.take(plan.row_id)
-        assert upto == len(data) - len(chunks[-1])
-        assert hasher.hexdigest() == sha256(data[:upto])
 
 
 def _start_session(uploads: ChunkedUploads, session_id: str, chunks: list[bytes], count: int) -> str:
@@ -176,24 +113,6 @@ def test_interrupted_assembly_is_finished_by_cleanup(services_for: Callable[...,
         view = uploads.get_session(ALICE, "crash")
         assert view.status is SessionStatus.COMPLETED
         assert view.content_hash == sha256(data)
-
-
-def test_keys_are_stored_hashed(services_for: Callable[..., Any]) -> None:
-    from vidgate.auth import authenticate, list_keys, revoke_key
-    from vidgate.errors import Unauthenticated
-
-    with services_for() as services:
-        key, info = create_key(services.db, "carol")
-        assert authenticate(services.db, key).username == "carol"
-        with services.db.session() as session:
-            from vidgate.db.models import ApiKey
-
-            stored = session.scalars(select(ApiKey.key_hash)).all()
-        assert key not in stored and sha256(key.encode()) in stored
-        assert [k.key_prefix for k in list_keys(services.db)] == [info.key_prefix]
-        revoke_key(services.db, info.key_prefix)
-        with pytest.raises(Unauthenticated):
-            authenticate(services.db, key)
 
 
 def test_the_timeout_in_force_decides_expiry_of_seed_and_tus_sessions(

@@ -1,0 +1,116 @@
+"""Chunk locks: one contract suite run over every Locker (file, Redis), then what only the
+Redis locker does (lease renewal, the file-lock fallback while Redis is down)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vidgate.errors import ChunkInProgress
+from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["file", "redis"])
+def lockers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Locker]]:
+    """Makes lockers of one kind that stand for separate processes sharing the lock state (the
+    lock folder of one host, or one Redis)."""
+    shared = tmp_path / "locks"
+    count = iter(range(1000))
+
+    def file_locker() -> Locker:
+        return FileLocker(shared)
+
+    def redis_locker() -> Locker:
+        return RedisLocker(REDIS, FileLocker(tmp_path / f"fallback-{next(count)}"))
+
+    yield file_locker if request.param == "file" else redis_locker
+
+
+def test_a_held_lock_refuses_a_second_holder_at_once_and_frees_on_release(lockers: Callable[[], Locker]) -> None:
+    first, second = lockers(), lockers()
+    row_id = uuid.uuid4().hex
+    started = time.monotonic()
+    with first.hold(row_id, "tus"), pytest.raises(ChunkInProgress), second.hold(row_id, "tus"):
+        pass
+    assert time.monotonic() - started < 1  # refused at once, never waits
+    with second.hold(row_id, "tus"):
+        pass
+
+
+def test_the_same_locker_does_not_reenter_its_own_lock(lockers: Callable[[], Locker]) -> None:
+    locker = lockers()
+    row_id = uuid.uuid4().hex
+    with locker.hold(row_id, "chunk-0"), pytest.raises(ChunkInProgress), locker.hold(row_id, "chunk-0"):
+        pass
+
+
+def test_other_names_and_other_uploads_are_separate_locks(lockers: Callable[[], Locker]) -> None:
+    first, second = lockers(), lockers()
+    row_id, other = uuid.uuid4().hex, uuid.uuid4().hex
+    with first.hold(row_id, "chunk-0"), second.hold(row_id, "chunk-1"), second.hold(other, "chunk-0"):
+        pass
+
+
+def test_a_lock_is_released_when_its_holder_raises(lockers: Callable[[], Locker]) -> None:
+    first, second = lockers(), lockers()
+    row_id = uuid.uuid4().hex
+    with pytest.raises(RuntimeError), first.hold(row_id, "tus"):
+        raise RuntimeError("the request failed")
+    with second.hold(row_id, "tus"):
+        pass
+
+
+def test_release_all_forgets_a_finished_upload_and_it_can_be_locked_again(lockers: Callable[[], Locker]) -> None:
+    locker = lockers()
+    row_id = uuid.uuid4().hex
+    with locker.hold(row_id, "chunk-0"), locker.hold(row_id, "chunk-1"):
+        pass
+    locker.release_all(row_id)
+    locker.release_all(row_id)  # twice is harmless
+    with locker.hold(row_id, "chunk-0"):
+        pass
+
+
+def test_the_file_locker_leaves_no_lock_file_after_release_all(tmp_path: Path) -> None:
+    locker = FileLocker(tmp_path / "locks")
+    with locker.hold("row", "chunk-0"), locker.hold("row", "chunk-1"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["row.chunk-0.lock", "row.chunk-1.lock"]
+    locker.release_all("row")
+    assert list((tmp_path / "locks").iterdir()) == []
+
+
+def test_the_redis_lock_excludes_a_second_holder_in_another_process_and_frees_on_release(tmp_path: Path) -> None:
+    first = RedisLocker(REDIS, FileLocker(tmp_path / "a"))
+    second = RedisLocker(REDIS, FileLocker(tmp_path / "b"))
+    row_id = uuid.uuid4().hex
+    with first.hold(row_id, "tus"), pytest.raises(ChunkInProgress), second.hold(row_id, "tus"):
+        pass
+    with second.hold(row_id, "tus"):
+        pass
+
+
+def test_the_redis_lock_is_renewed_while_held(tmp_path: Path) -> None:
+    locker = RedisLocker(REDIS, FileLocker(tmp_path / "a"), lease_seconds=0.6)
+    other = RedisLocker(REDIS, FileLocker(tmp_path / "b"), lease_seconds=0.6)
+    row_id = uuid.uuid4().hex
+    with locker.hold(row_id, "tus"):
+        time.sleep(1.5)  # longer than the lease: only renewal keeps it
+        with pytest.raises(ChunkInProgress), other.hold(row_id, "tus"):
+            pass
+
+
+def test_while_redis_is_down_the_file_lock_keeps_uploads_going_and_exclusive(tmp_path: Path) -> None:
+    shared = tmp_path / "locks"  # two processes of one host share the lock folder
+    first = RedisLocker("redis://127.0.0.1:1/0", FileLocker(shared))
+    second = RedisLocker("redis://127.0.0.1:1/0", FileLocker(shared))
+    with first.hold("upload", "tus"), pytest.raises(ChunkInProgress), second.hold("upload", "tus"):
+        pass
+    with second.hold("upload", "tus"):
+        pass
