@@ -39,7 +39,7 @@ from vidgate.processing.dispatch import run_dispatcher
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.roles import Role
-from vidgate.storage import LocalBlobStore, PartStore
+from vidgate.storage import PartStore, make_blob_store
 from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 from vidgate.uploads.service import UploadService
 from vidgate.uploads.tus import TusService
@@ -57,7 +57,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
     API server does; CLI commands and Celery workers do not)."""
     db = Database(settings.database_url, echo=settings.database.echo)
     root = settings.storage_dir
-    blobs = LocalBlobStore(root)
+    blobs = make_blob_store(settings)  # STORAGE_BACKEND: local disk or an S3 bucket
     bus = make_bus(settings)
     events = EventPublisher(
         bus,

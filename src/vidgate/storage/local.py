@@ -169,6 +169,9 @@ class LocalBlobStore:
     def delete_derived(self, content_hash: str) -> None:
         shutil.rmtree(self.derived_root / content_hash[:2] / _check_hash(content_hash), ignore_errors=True)
 
+    def scratch_dir(self) -> Path | None:
+        return self.root.parent
+
     def check(self) -> None:
         probe = self.root / ".probe"
         probe.write_bytes(b"ok")
