@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vidgate.errors import InsufficientStorage, VidgateError
+from vidgate.storage.base import check_derived_name
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -154,7 +155,7 @@ class LocalBlobStore:
                 yield data
 
     def derived_key(self, content_hash: str, name: str) -> str:
-        return f"{_check_hash(content_hash)}/{name}"
+        return f"{_check_hash(content_hash)}/{check_derived_name(name)}"
 
     def put_derived(self, content_hash: str, name: str, source: Path) -> str:
         key = self.derived_key(content_hash, name)

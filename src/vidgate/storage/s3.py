@@ -75,7 +75,7 @@ def make_client(storage: StorageSettings) -> Any:
         s3={"addressing_style": storage.s3_addressing_style},
         # standard: 5xx, dropped connections and throttling (SlowDown ...) retried with
         # exponential backoff and jitter, up to max_attempts tries in all
-        retries={"mode": "standard", "max_attempts": storage.s3_max_attempts},
+        retries={"mode": "standard", "total_max_attempts": storage.s3_max_attempts},
         connect_timeout=storage.s3_timeout_seconds,
         read_timeout=storage.s3_timeout_seconds,
         max_pool_connections=max(10, 2 * storage.s3_concurrency),
@@ -210,8 +210,6 @@ class S3BlobStore:
             multipart_threshold=part,
             multipart_chunksize=part,
             max_concurrency=self.settings.s3_concurrency,
-            max_io_queue=self.settings.s3_concurrency,
-            max_in_memory_upload_chunks=self.settings.s3_concurrency,
             use_threads=self.settings.s3_concurrency > 1,
         )
         with self._translated(f"upload of {object_key}"):
@@ -283,10 +281,11 @@ class S3BlobStore:
         prefix = self._derived_prefix(content_hash)
         with self._translated(f"delete of {prefix}*"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            # one DELETE each (a content has three or so): DeleteObjects wants Content-MD5 on some
+            # servers (Swift) and a CRC checksum header on newer botocore, never both
             for page in pages:
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if keys:
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                for item in page.get("Contents", []):
+                    self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
 
     # ------------------------------------------------------------------ the bucket
     def check(self) -> None:
