@@ -18,6 +18,15 @@ loopback to (keys for --only in brackets):
                 tuspyserver and tussi (PyPI, each in its own venv under the same uvicorn with
                 uvloop + httptools) and the Node reference server @tus/server with
                 @tus/file-store (npm), each set up as its README shows, storing on local disk.
+  S3 rows, against the machine's Swift with its S3 API (scripts/swift starts it; one bucket,
+  a fresh key prefix per run):
+  boto3 -> S3   [boto3-s3]  no server: a bare boto3 multipart upload of the file from disk
+                (vidgate's part size and concurrency): the ceiling of this S3 server here;
+  vidgate on S3 [chunked1-s3, tus-s3]  vidgate with STORAGE_BACKEND=s3. In phase 1 its part
+                file is on local disk and the finished file is copied into the bucket at
+                completion (inside the measured time: the last chunk/PATCH answers after it);
+  @tus/s3-store [tus-node-s3]  @tus/server with @tus/s3-store (npm, bench/peers/s3-node, its
+                package-lock.json; installed there with npm ci), every PATCH sent on to S3.
 The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
 into the project's environment. The runs are interleaved (round r uploads to every server in
 turn, starting one server later each round); each starts a fresh server with empty storage
@@ -52,6 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -66,6 +76,11 @@ VIDEO_METADATA = {"filename": "bench.mkv", "filetype": "video/x-matroska"}
 TUSPYSERVER = "tuspyserver==4.4.3"
 TUSSI = "tussi==3.1.0"
 NODE_PACKAGES = {"@tus/server": "2.4.5", "@tus/file-store": "2.1.1"}
+S3_NODE_PEER = PEER_SOURCES / "s3-node"  # package.json + package-lock.json: @tus/server + @tus/s3-store
+SWIFT_ENDPOINT = "http://127.0.0.1:16280"  # scripts/swift
+S3_BUCKET = "vidgate-bench"
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test:tester", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+S3_PART_SIZE, S3_CONCURRENCY = 16 << 20, 4  # vidgate's defaults (STORAGE_S3_PART_SIZE, STORAGE_S3_CONCURRENCY)
 
 
 def _same_as_ours(*names: str) -> list[str]:
@@ -170,6 +185,60 @@ def ensure_node_peer() -> Path:
     return folder
 
 
+def ensure_swift() -> None:
+    """Swift running (scripts/swift: installs and starts it if needed) and the bench's bucket."""
+    done = subprocess.run([str(ROOT / "scripts" / "swift")], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise SetupFailed(f"scripts/swift failed: {_last_lines(done.stderr or done.stdout)}")
+    client = s3_client()
+    try:
+        client.head_bucket(Bucket=S3_BUCKET)
+    except Exception:
+        client.create_bucket(Bucket=S3_BUCKET)
+
+
+def s3_client() -> object:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=SWIFT_ENDPOINT,
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def s3_sha256(key: str) -> tuple[int, str]:
+    """Size and SHA-256 of an object of the bench's bucket, streamed."""
+    body = s3_client().get_object(Bucket=S3_BUCKET, Key=key)["Body"]  # type: ignore[attr-defined]
+    digest, size = hashlib.sha256(), 0
+    for piece in body.iter_chunks(PIECE):
+        digest.update(piece)
+        size += len(piece)
+    return size, digest.hexdigest()
+
+
+def ensure_node_s3_peer() -> Path:
+    """bench/peers/s3-node/node_modules from its package-lock.json (npm ci), once."""
+    if (S3_NODE_PEER / "node_modules" / "@tus" / "s3-store").is_dir():
+        return S3_NODE_PEER
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SetupFailed("npm is not installed")
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=S3_NODE_PEER, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupFailed(f"npm ci failed: {_last_lines(done.stderr or done.stdout)}")
+    return S3_NODE_PEER
+
+
 def node_version() -> str:
     node = shutil.which("node")
     return subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip() if node else "?"
@@ -186,6 +255,7 @@ class Server:
     rss_at_start: int
     tus_path: str
     stored: Callable[[str], Path]  # upload id -> where the server keeps the finished file
+    s3_prefix: str = ""  # vidgate on S3: its STORAGE_S3_PREFIX
 
     def proc(self, name: str) -> str:
         return Path(f"/proc/{self.process.pid}/{name}").read_text()
@@ -289,8 +359,17 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
     if kind == "hashwrite":
         env["PEER_FILES_DIR"] = str(workdir)
         return Launch(_uvicorn(sys.executable, "hashwrite_app:app", port), BENCH, env, ("GET", "/health"))
-    if kind == "vidgate":
+    if kind in ("vidgate", "vidgate-s3"):
         env["VIDGATE_DATA_DIR"] = str(workdir)
+        if kind == "vidgate-s3":
+            env.update(S3_CREDENTIALS)
+            env.update(
+                STORAGE_BACKEND="s3",
+                STORAGE_S3_ENDPOINT_URL=SWIFT_ENDPOINT,
+                STORAGE_S3_BUCKET=S3_BUCKET,
+                STORAGE_S3_PREFIX=f"bench-{uuid.uuid4().hex[:8]}/",
+                STORAGE_S3_ADDRESSING_STYLE="path",
+            )
         env["AUTH_CREATE_DEV_KEY"] = "false"
         env["VIDGATE_LOG_LEVEL"] = "warning"
         script = Path(sys.executable).parent / "vidgate"  # started the way users start it (scripts/serve)
@@ -332,6 +411,13 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
             tus_path="/files",
             stored=lambda upload_id: workdir / upload_id,
         )
+    if kind == "tus-node-s3":
+        folder = ensure_node_s3_peer()
+        env.update(S3_CREDENTIALS, S3_ENDPOINT=SWIFT_ENDPOINT, S3_BUCKET=S3_BUCKET)
+        node = shutil.which("node") or "node"
+        return Launch(
+            [node, "tus_node_s3_server.mjs", str(port)], folder, env, ("OPTIONS", "/files"), tus_path="/files"
+        )
     raise ValueError(kind)
 
 
@@ -354,7 +440,8 @@ def start_server(kind: str, workdir: Path) -> Server:
             conn.close()
             if 200 <= status < 300:
                 rss = _status_kib(Path(f"/proc/{process.pid}/status").read_text(), "VmRSS") * 1024
-                return Server(process, port, launch.key, rss, launch.tus_path, launch.stored)
+                prefix = launch.env.get("STORAGE_S3_PREFIX", "")
+                return Server(process, port, launch.key, rss, launch.tus_path, launch.stored, prefix)
         except OSError:
             time.sleep(0.05)
     if process.poll() is None:
@@ -473,7 +560,15 @@ class Case:
 
     @property
     def is_peer(self) -> bool:
-        return self.kind not in ("baseline", "hashwrite", "vidgate")
+        return self.kind not in ("baseline", "hashwrite", "vidgate", "vidgate-s3", "boto3")
+
+    @property
+    def is_vidgate(self) -> bool:
+        return self.kind in ("vidgate", "vidgate-s3")
+
+    @property
+    def on_s3(self) -> bool:
+        return self.kind in ("vidgate-s3", "tus-node-s3", "boto3")
 
 
 CASES = [
@@ -486,6 +581,10 @@ CASES = [
     Case("tuspyserver", f"tuspyserver {TUSPYSERVER.split('==')[1]}", "tuspyserver", "tus"),
     Case("tussi", f"tussi {TUSSI.split('==')[1]}", "tussi", "tus"),
     Case("tus-node", f"@tus/server {NODE_PACKAGES['@tus/server']}", "tus-node", "tus"),
+    Case("boto3-s3", "S3: bare boto3 multipart", "boto3", "boto3"),
+    Case("chunked1-s3", "S3: vidgate seed chunked x1", "vidgate-s3", "chunked x1"),
+    Case("tus-s3", "S3: vidgate tus", "vidgate-s3", "tus"),
+    Case("tus-node-s3", "S3: @tus/s3-store 2.0.7", "tus-node-s3", "tus"),
 ]
 
 
@@ -528,14 +627,37 @@ def warm_up(server: Server, case: Case, warm_path: Path, chunk_size: int) -> Non
     measures a server in its steady state (code paths run, statements compiled, pools
     started) rather than its first request after start-up."""
     _, headers, result = upload(server, case, warm_path, chunk_size)
-    if case.kind == "vidgate":
+    if case.is_vidgate:
         video_id = headers.get("vidgate-video-id") or result["data"]["video_id"]  # type: ignore[index]
         wait_until_processed(server, str(video_id))
+
+
+def measure_boto3(path: Path, digest: str) -> Measurement:
+    """The S3 ceiling: this process uploads the file with boto3 (no server in between)."""
+    from boto3.s3.transfer import TransferConfig
+
+    client = s3_client()
+    key = f"bench-boto3-{uuid.uuid4().hex[:8]}"
+    config = TransferConfig(
+        multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE, max_concurrency=S3_CONCURRENCY
+    )
+    rss_before = _status_kib(Path("/proc/self/status").read_text(), "VmRSS") * 1024
+    cpu_before = _client_cpu()
+    started = time.perf_counter()
+    client.upload_file(str(path), S3_BUCKET, key, Config=config)  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    cpu = _client_cpu() - cpu_before
+    peak = _status_kib(Path("/proc/self/status").read_text(), "VmHWM") * 1024
+    assert s3_sha256(key) == (path.stat().st_size, digest), "boto3: stored object differs"
+    client.delete_object(Bucket=S3_BUCKET, Key=key)  # type: ignore[attr-defined]
+    return Measurement(seconds, peak, max(0, peak - rss_before), 0, 0, 0.0, cpu)
 
 
 def measure(
     case: Case, path: Path, warm_path: Path, chunk_size: int, digest: str, profile: Path | None = None
 ) -> Measurement:
+    if case.kind == "boto3":
+        return measure_boto3(path, digest)
     root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
     workdir = root / "data"
     workdir.mkdir()
@@ -575,17 +697,24 @@ def measure(
                 spy.send_signal(signal.SIGINT)
                 spy.wait(timeout=60)
             # check the outcome, outside the timing
-            if case.kind == "vidgate" and case.mode == "tus":
+            if case.is_vidgate and case.mode == "tus":
                 got = headers.get("vidgate-content-hash")
                 assert got == digest, f"vidgate tus: content hash {got} != {digest}"
-            elif case.kind == "vidgate":
+            elif case.is_vidgate:
                 got = result["data"]["content_hash"]  # type: ignore[index]
                 assert got == digest, f"vidgate {case.mode}: content hash {got} != {digest}"
+            if case.kind == "vidgate-s3":
+                prefix = server.s3_prefix
+                stored_size, stored_hash = s3_sha256(f"{prefix}blobs/{digest[:2]}/{digest}")
+                assert (stored_size, stored_hash) == (path.stat().st_size, digest), "vidgate s3: object differs"
+            elif case.kind == "tus-node-s3":
+                stored_size, stored_hash = s3_sha256(url.rstrip("/").rsplit("/", 1)[-1])
+                assert (stored_size, stored_hash) == (path.stat().st_size, digest), "@tus/s3-store: object differs"
             elif case.kind == "hashwrite":
                 kept = Path(str(result["path"]))
                 assert kept.stat().st_size == result["received"], "ceiling: stored size differs"
                 assert sha256_of(kept) == result["sha256"], "ceiling: stored bytes differ from their hash"
-            elif case.is_peer:
+            elif case.is_peer and not case.on_s3:
                 stored = server.stored(url.rstrip("/").rsplit("/", 1)[-1])
                 assert stored.is_file(), f"{case.kind}: no file at {stored}"
                 assert sha256_of(stored) == digest, f"{case.kind}: stored file differs"
@@ -595,8 +724,20 @@ def measure(
                 spy.kill()
                 spy.wait()
             stop_server(server)
+            if case.on_s3:
+                empty_bucket()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def empty_bucket() -> None:
+    """Delete what a run left in the bench's bucket (objects and unfinished multipart uploads)."""
+    client: Any = s3_client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
+    for upload in client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=S3_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
 @dataclass
@@ -639,6 +780,10 @@ def main() -> None:
                 ensure_python_peer(row.case.kind)
             elif row.case.kind == "tus-node":
                 ensure_node_peer()
+            if row.case.on_s3:
+                ensure_swift()
+            if row.case.kind == "tus-node-s3":
+                ensure_node_s3_peer()
         except SetupFailed as exc:
             row.problem = f"not run: {exc}"
 
@@ -673,7 +818,8 @@ def main() -> None:
     speeds = {row.case.key: row.speed(size) for row in rows if row.runs and not row.problem}
     base = speeds.get("baseline")
     ceiling = speeds.get("ceiling")
-    peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and r.case.key in speeds]
+    peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and not r.case.on_s3 and r.case.key in speeds]
+    s3_ceiling, s3_peer = speeds.get("boto3-s3"), speeds.get("tus-node-s3")
     best_peer = max(peer_speeds) if peer_speeds else None
     columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x ceil", 8), ("x peer", 8), ("srv CPU", 9)]
     columns += [("cli CPU", 9), ("peak RSS", 10), ("+RSS", 8), ("disk w/B", 10), ("disk r/B", 10)]
@@ -689,8 +835,9 @@ def main() -> None:
         times = [r.seconds for r in row.runs]
         spread = f"{100 * (max(times) - min(times)) / statistics.median(times):.0f}%"
         ratio_base = f"{speed / base:.2f}" if base else "-"
-        ratio_ceiling = f"{speed / ceiling:.2f}" if ceiling else "-"
-        ratio_peer = f"{speed / best_peer:.2f}" if best_peer else "-"
+        against_ceiling, against_peer = (s3_ceiling, s3_peer) if row.case.on_s3 else (ceiling, best_peer)
+        ratio_ceiling = f"{speed / against_ceiling:.2f}" if against_ceiling else "-"
+        ratio_peer = f"{speed / against_peer:.2f}" if against_peer else "-"
         server_cpu = statistics.median(r.server_cpu for r in row.runs)
         client_cpu = statistics.median(r.client_cpu for r in row.runs)
         rss = max(r.peak_rss for r in row.runs) / (1 << 20)
@@ -705,6 +852,9 @@ def main() -> None:
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
         "\n  x ceil: over the bare app that also hashes and writes every byte (bench/hashwrite_app.py);"
         "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
+        "\n  S3 rows (Swift 2.30 s3api on this machine): x ceil is over the bare boto3 multipart upload, x peer"
+        "\n  over @tus/s3-store; boto3's row has no server (RSS and cli CPU are this process's)."
+        "\n  vidgate on S3, phase 1: parts on local disk, the finished file copied into the bucket at completion."
         f"\nsrv CPU, cli CPU: CPU seconds (user + system, median) of the server with the processes under"
         f"\n  it, and of this client, during the upload; {os.cpu_count()} cores give at most"
         f" {os.cpu_count()} CPU seconds per second of wall time."

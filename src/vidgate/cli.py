@@ -1,4 +1,4 @@
-"""``vidgate serve | migrate | cleanup | keys | webhooks | banks | settings | upload``."""
+"""``vidgate serve | migrate | cleanup | keys | webhooks | banks | storage | settings | upload``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ app.add_typer(webhooks_app, name="webhooks")
 banks_app = typer.Typer(help="Manage hash banks (known vPDQ/PDQ hashes every video is matched against).")
 banks_app.info.no_args_is_help = True
 app.add_typer(banks_app, name="banks")
+storage_app = typer.Typer(help="The blob store (STORAGE_BACKEND: local disk or an S3 bucket).", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
 
 
 def _settings(**overrides: Mapping[str, object]) -> Settings:
@@ -53,6 +55,22 @@ def _database(settings: Settings):  # type: ignore[no-untyped-def]
         typer.echo(f"vidgate: database not ready: {exc}", err=True)
         raise typer.Exit(1) from exc
     return db
+
+
+def _storage(settings: Settings) -> None:
+    """Start-up check of the blob store: refused credentials or a missing bucket stop the
+    command (an operator must act: the message says what to set); a store that is merely
+    unreachable is reported and the command goes on (``/ready`` says not ready meanwhile)."""
+    from vidgate.errors import StorageMisconfigured, StorageUnavailable
+    from vidgate.wiring import make_blob_store
+
+    try:
+        make_blob_store(settings).check()
+    except StorageMisconfigured as exc:
+        typer.echo(f"vidgate: storage not usable: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except StorageUnavailable as exc:
+        typer.echo(f"vidgate: warning: storage not reachable yet: {exc.message}", err=True)
 
 
 def _run_as_module() -> None:
@@ -86,6 +104,7 @@ def serve(
     settings = _settings(server=server)
     configure_logging(settings)
     db = _database(settings)
+    _storage(settings)
     key = ensure_dev_key(settings, db)
     db.dispose()
     if key:
@@ -131,6 +150,7 @@ def worker(
             typer.echo(f"vidgate: cannot serve metrics on {host}:{metrics_port}: {exc}", err=True)
             raise typer.Exit(1) from exc
     _database(settings).dispose()
+    _storage(settings)
     from celery.signals import setup_logging
 
     from vidgate.processing.worker import create_worker
@@ -315,6 +335,29 @@ def banks_delete(name: Annotated[str, typer.Argument(help="Bank name.")]) -> Non
         typer.echo(f"vidgate: no bank {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted bank {name}")
+
+
+@storage_app.command("init")
+def storage_init() -> None:
+    """Create the S3 bucket (STORAGE_S3_BUCKET) if it does not exist, and check it can be used."""
+    from vidgate.errors import StorageUnavailable
+    from vidgate.storage.s3 import S3BlobStore
+    from vidgate.wiring import make_blob_store
+
+    settings = _settings()
+    store = make_blob_store(settings)
+    try:
+        if isinstance(store, S3BlobStore):
+            created = store.create_bucket()
+            store.check()
+            state = "created" if created else "already there"
+            typer.echo(f"bucket {store.bucket!r} at {settings.storage.s3_endpoint_url or 'AWS S3'}: {state}, usable")
+        else:
+            store.check()
+            typer.echo(f"local storage at {settings.storage_dir}: usable (STORAGE_BACKEND=local needs no init)")
+    except StorageUnavailable as exc:
+        typer.echo(f"vidgate: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command("settings")

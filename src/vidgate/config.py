@@ -323,9 +323,55 @@ class CelerySettings(BaseSettings):
 
 
 class StorageSettings(BaseSettings):
+    """Where bytes live. S3 credentials are never settings of ours: botocore's standard chain
+    finds them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared files,
+    instance roles), and nothing logs them."""
+
     model_config = _config("STORAGE_")
 
-    dir: Path | None = Field(None, description="Where part files and blobs live (default: VIDGATE_DATA_DIR/storage).")
+    dir: Path | None = Field(
+        None,
+        description="Where part files (uploads in progress) and, with STORAGE_BACKEND=local, blobs live "
+        "(default: VIDGATE_DATA_DIR/storage).",
+    )
+    backend: Literal["local", "s3"] = Field(
+        "local", description="Stored videos and pictures on local disk (STORAGE_DIR) or in an S3-compatible bucket."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint, e.g. http://127.0.0.1:16280 (unset: AWS S3 of STORAGE_S3_REGION)."
+    )
+    s3_bucket: str | None = Field(None, description="Bucket of stored videos (needed with STORAGE_BACKEND=s3).")
+    s3_region: str = Field("us-east-1", description="Region the requests are signed for.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. vidgate/ (objects: PREFIXblobs/...).")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="path: ENDPOINT/BUCKET/KEY (most self-hosted servers); virtual: BUCKET.ENDPOINT/KEY."
+    )
+    s3_part_size: ByteSize = Field(
+        ByteSize(16 << 20),
+        ge=5 << 20,
+        le=5 << 30,
+        description="Part size of multipart uploads into the bucket (5 MiB-5 GiB; bigger for files over "
+        "10 000 parts); at most STORAGE_S3_CONCURRENCY parts are held in memory at once.",
+    )
+    s3_concurrency: int = Field(4, ge=1, le=64, description="Parts of one file sent to S3 at once.")
+    s3_read_buffer: ByteSize = Field(
+        ByteSize(8 << 20),
+        ge=64 << 10,
+        le=256 << 20,
+        description="Read-ahead of a stored video read from S3 (processing): one ranged GET per this many bytes.",
+    )
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="Tries of one S3 request (5xx, throttling such as SlowDown, dropped connections)."
+    )
+    s3_timeout_seconds: float = Field(30.0, gt=0, description="Connect and read timeout of one S3 request.")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs STORAGE_S3_BUCKET")
+        if self.s3_prefix.startswith("/"):
+            raise ValueError("STORAGE_S3_PREFIX must not start with /")
+        return self
 
 
 class DatabaseSettings(BaseSettings):

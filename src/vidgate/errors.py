@@ -295,6 +295,21 @@ class QueueUnavailable(VidgateError):
     status = 503
 
 
+class StorageUnavailable(VidgateError):
+    """The object store (S3) cannot be reached or answers with a server error, after the
+    client's retries; whatever was being stored is kept and tried again later."""
+
+    code = "storage_unavailable"
+    status = 503
+
+
+class StorageMisconfigured(StorageUnavailable):
+    """The object store refuses our credentials or has no such bucket: an operator must act
+    (the message names the setting); the same request will work once that is fixed."""
+
+    code = "storage_misconfigured"
+
+
 def all_error_classes() -> list[type[VidgateError]]:
     """Every concrete error class, for documentation and tests."""
     seen: list[type[VidgateError]] = []

@@ -72,6 +72,17 @@ PROCESSING_STAGE = Histogram(
     ["stage"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+S3_REQUESTS = Counter(
+    "vidgate_s3_requests",
+    "HTTP requests to the object store (STORAGE_BACKEND=s3), retries included, by operation.",
+    ["operation"],
+)
+S3_ERRORS = Counter(
+    "vidgate_s3_errors",
+    "Failed object-store requests by operation and kind: connection, throttled (SlowDown ...), server (5xx), "
+    "client (4xx other than a missing key).",
+    ["operation", "kind"],
+)
 HTTP_REQUESTS = Counter(
     "vidgate_http_requests", "HTTP requests by method, route template and status.", ["method", "route", "status"]
 )

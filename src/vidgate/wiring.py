@@ -70,7 +70,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
     API server and Celery workers do; CLI commands do not)."""
     db = Database(settings.database_url, echo=settings.database.echo)
     root = settings.storage_dir
-    blobs = LocalBlobStore(root)
+    blobs = make_blob_store(settings)  # STORAGE_BACKEND: local disk or an S3 bucket
     bus = make_bus(settings)
     events = EventPublisher(
         bus,
@@ -108,6 +108,17 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         events=events,
         keys=KeyCache(db, settings.auth.cache_seconds),
     )
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    """The blob store of ``STORAGE_BACKEND`` (no request is made: :meth:`BlobStore.check` does)."""
+    if settings.storage.backend == "s3":
+        # Imported here for start-up time and memory, not for a cycle: boto3 costs the
+        # embedded default (local disk) ~25 MiB it never needs.
+        from vidgate.storage.s3 import S3BlobStore
+
+        return S3BlobStore(settings.storage)
+    return LocalBlobStore(settings.storage_dir)
 
 
 def make_locker(settings: Settings, root: Path) -> Locker:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -119,10 +118,10 @@ async def get_content(video_id: str, request: Request, principal: Reader, servic
     if path is not None:
         # Starlette serves Range (one or many), If-Range and HEAD itself, reading the file in chunks.
         return FileResponse(path, media_type=media_type(owned), headers=headers)
-    return _streamed(blobs, content.storage_key, content.file_size, ranges, media_type(owned), headers)
+    return await _streamed(blobs, content.storage_key, content.file_size, ranges, media_type(owned), headers)
 
 
-def _streamed(
+async def _streamed(
     blobs: BlobStore, key: str, size: int, ranges: list[tuple[int, int]], kind: str, headers: dict[str, str]
 ) -> Response:
     """A store without local files (S3): one range as 206, anything else whole (RFC 9110 lets a
@@ -133,8 +132,20 @@ def _streamed(
         (start, end), status = ranges[0], 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    body: Iterator[bytes] = blobs.read_range(key, start, end)
+    body = await _started(blobs.read_range(key, start, end))
     return StreamingResponse(body, status_code=status, media_type=kind, headers=headers)
+
+
+async def _started(body: Iterator[bytes]) -> Iterator[bytes]:
+    """``body`` with its first chunk read now: the store's request is made before the answer's
+    status is sent, so a store that is down answers 503 (storage_unavailable), not a cut 200."""
+    first = await run_in_threadpool(next, body, b"")
+
+    def chained() -> Iterator[bytes]:
+        yield first
+        yield from body
+
+    return chained()
 
 
 # ------------------------------------------------------------------ reviews
@@ -200,16 +211,29 @@ def list_videos(
 
 
 # ------------------------------------------------------------------ pictures
-def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, Path]:
+def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, str, int]:
+    """The video's derived file ``name``: its store key and size (PictureNotReady if there is none)."""
     owned = _owned(services, principal, video_id)
     blobs = _blobs(services)
-    path = blobs.local_path(blobs.derived_key(owned.content.content_hash, name))  # per content: shared
-    if path is None or not path.is_file():
+    key = blobs.derived_key(owned.content.content_hash, name)  # per content: shared by every owner
+    try:
+        size = blobs.size(key)
+    except FileNotFoundError:
         video = owned.video
         done = video.status is VideoStatus.COMPLETED
         why = "it was processed before pictures were made: process it again" if done else "it is not processed yet"
-        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).")
-    return owned, path
+        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).") from None
+    return owned, key, size
+
+
+async def _picture_response(services: Services, principal: Principal, video_id: str, name: str) -> Response:
+    _, key, size = await run_in_threadpool(_picture, services, principal, video_id, name)
+    blobs = _blobs(services)
+    headers = {"Cache-Control": CONTENT_CACHE}
+    path = blobs.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type="image/jpeg", headers=headers)
+    return await _streamed(blobs, key, size, [], "image/jpeg", headers)
 
 
 PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": ErrorEnvelope}}
@@ -222,8 +246,7 @@ PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": E
     summary="A poster JPEG: the frame nearest the middle that is not black",
 )
 async def get_poster(video_id: str, principal: Reader, services: ServicesDep) -> Response:
-    _, path = await run_in_threadpool(_picture, services, principal, video_id, POSTER)
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+    return await _picture_response(services, principal, video_id, POSTER)
 
 
 @router.get(
@@ -233,8 +256,7 @@ async def get_poster(video_id: str, principal: Reader, services: ServicesDep) ->
     summary="The storyboard sprite: sampled frames as tiles, left to right, top to bottom",
 )
 async def get_storyboard(video_id: str, principal: Reader, services: ServicesDep) -> Response:
-    _, path = await run_in_threadpool(_picture, services, principal, video_id, STORYBOARD)
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": CONTENT_CACHE})
+    return await _picture_response(services, principal, video_id, STORYBOARD)
 
 
 class StoryboardTile(BaseModel):
@@ -254,8 +276,9 @@ class Storyboard(BaseModel):
 
 
 def _storyboard(services: Services, principal: Principal, video_id: str) -> Storyboard:
-    _, path = _picture(services, principal, video_id, STORYBOARD_INDEX)
-    index = json.loads(path.read_text())  # small: at most LIBRARY_STORYBOARD_MAX_TILES tiles
+    _, key, size = _picture(services, principal, video_id, STORYBOARD_INDEX)
+    # small: at most LIBRARY_STORYBOARD_MAX_TILES tiles
+    index = json.loads(b"".join(_blobs(services).read_range(key, 0, size)))
     return Storyboard(url=f"/v1/videos/{video_id}/storyboard.jpg", **index)
 
 

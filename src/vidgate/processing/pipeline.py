@@ -22,12 +22,13 @@ PyAV errors are translated to :class:`PipelineError` here, at the adapter bounda
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class _Timer:
 
 
 def analyze(
-    path: Path,
+    path: Path | BinaryIO,
     *,
     video_id: str,
     content_hash: str,
@@ -96,17 +97,21 @@ def analyze(
     progress: Progress | None = None,
     pictures_dir: Path | None = None,
 ) -> VideoAnalysisResult:
-    """Analyse the video at ``path``; with ``pictures_dir`` (and ``config.pictures``) also write
-    its poster and storyboard there."""
+    """Analyse the video at ``path`` (a file, or a seekable binary file object such as a stored
+    video read from S3); with ``pictures_dir`` (and ``config.pictures``) also write its poster
+    and storyboard there."""
     import av
 
     report = progress or (lambda stage, fraction: None)
     started = time.perf_counter()
     timer = _Timer()
     try:
-        with av.open(str(path)) as container:
+        size = path.stat().st_size if isinstance(path, Path) else path.seek(0, io.SEEK_END)
+        if not isinstance(path, Path):
+            path.seek(0)
+        with av.open(str(path) if isinstance(path, Path) else path) as container:
             t = time.perf_counter()
-            metadata = read_metadata(container, path.stat().st_size)
+            metadata = read_metadata(container, size)
             timer.add("metadata", t)
             report("metadata", 0.05)
 

@@ -21,13 +21,15 @@ claim, analyses and completes the waiters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -70,7 +72,7 @@ from vidgate.processing.pictures import PictureConfig
 from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
 from vidgate.processing.queue import QueueUnavailable, TaskQueue
 from vidgate.processing.similarity import find_similar
-from vidgate.storage.local import LocalBlobStore
+from vidgate.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class ProcessingService:
         self,
         settings: Settings,
         db: Database,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         queue: TaskQueue | None = None,
         events: EventPublisher | None = None,
     ) -> None:
@@ -231,7 +233,7 @@ class ProcessingService:
                 content.analyses = (content.analyses or 0) + 1
                 content.started_at = utcnow()
             content_id, content_hash = content.id, content.content_hash
-            path = self.blobs.path(content.storage_key)
+            storage_key = content.storage_key
             options = dict(video.processing_options or {})
             if self.events is not None:  # in the claim's transaction: told if and only if it started
                 self.events.to_user(
@@ -267,7 +269,7 @@ class ProcessingService:
                     extra={**fields, "content_id": content_id, "event": "processing_waiting"},
                 )
                 return JobOutcome("waiting")
-            return self._analyse(current, content_id, content_hash, path, options, retries, fields)
+            return self._analyse(current, content_id, content_hash, storage_key, options, retries, fields)
         except lease.LeaseLost:
             metrics.PROCESSING_JOBS.labels("superseded").inc()
             log.warning(
@@ -283,7 +285,7 @@ class ProcessingService:
         current: lease.Lease,
         content_id: str,
         content_hash: str,
-        path: Path,
+        storage_key: str,
         options: dict[str, Any],
         retries: int,
         fields: dict[str, Any],
@@ -295,21 +297,22 @@ class ProcessingService:
         model_type = str(options.get("model_type") or processing.default_model_type)
         try:
             renew_seconds = processing.lease_renew_seconds
-            with lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper:
-                if not path.is_file():  # storage not mounted, or being restored: may pass
-                    raise FileNotFoundError(f"the stored file {path} is missing")
-                with tempfile.TemporaryDirectory(dir=self.blobs.root.parent, prefix=".pictures-") as pictures:
-                    result = analyze(
-                        path,
-                        video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
-                        content_hash=content_hash,
-                        model_type=model_type,
-                        config=self.config,
-                        progress=self._progress_writer(content_id, current, keeper=keeper),
-                        pictures_dir=Path(pictures),
-                    )
-                    for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
-                        self.blobs.put_derived(content_hash, made.name, made)
+            with (
+                lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper,
+                self._stored_file(storage_key) as source,
+                tempfile.TemporaryDirectory(dir=self.blobs.scratch_dir(), prefix=".pictures-") as pictures,
+            ):
+                result = analyze(
+                    source,
+                    video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
+                    content_hash=content_hash,
+                    model_type=model_type,
+                    config=self.config,
+                    progress=self._progress_writer(content_id, current, keeper=keeper),
+                    pictures_dir=Path(pictures),
+                )
+                for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
+                    self.blobs.put_derived(content_hash, made.name, made)
             self._match_banks(result)  # derived from the bytes too: the flag is the content's
             done = self._store(result, content_id, model_type, current)
         except PipelineError as exc:
@@ -339,6 +342,21 @@ class ProcessingService:
         )
         self._log_completed(content_id, done, reused=False)
         return JobOutcome("completed")
+
+    @contextlib.contextmanager
+    def _stored_file(self, storage_key: str) -> Iterator[Path | BinaryIO]:
+        """The stored video to analyse: its local file, or (a remote store: no shared disk) a
+        seekable reader over ranged GETs that holds one read-ahead window
+        (``STORAGE_S3_READ_BUFFER``). Missing (storage not mounted, being restored) or an
+        unreachable store: a transient error, retried."""
+        path = self.blobs.local_path(storage_key)
+        if path is not None:
+            if not path.is_file():
+                raise FileNotFoundError(f"the stored file {path} is missing")
+            yield path
+            return
+        with self.blobs.open(storage_key) as reader:
+            yield reader
 
     def _log_not_claimed(self, video_id: str, claimed: lease.Claim) -> None:
         """A delivery of a video that is not waiting for a job (a duplicate): nothing to do."""

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+_DERIVED_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def check_hash(key: str) -> str:
+    """``key`` if it is a SHA-256 in lowercase hex (every store's blob key), else ValueError."""
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError(f"not a SHA-256 key: {key!r}")
+    return key
+
+
+def check_derived_name(name: str) -> str:
+    """``name`` if it can name a derived file (poster.jpg ...), else ValueError."""
+    if not _DERIVED_NAME.fullmatch(name):
+        raise ValueError(f"not a derived file name: {name!r}")
+    return name
+
 
 class BlobStore(Protocol):
-    """Finished files, addressed by their SHA-256 (so each content is stored once)."""
+    """Finished files, addressed by their SHA-256 (so each content is stored once).
+
+    Keys are the same in every store: ``<sha256>`` for a stored file, ``<sha256>/<name>`` for a
+    file derived from it (:meth:`derived_key`); the database keeps them, whatever the backend.
+    A missing key raises FileNotFoundError (``open``, ``size``, ``read_range``); a store that
+    cannot be reached raises :class:`vidgate.errors.StorageUnavailable`."""
 
     def put_file(self, content_hash: str, source: Path) -> str:
         """Move ``source`` in as ``content_hash`` and return its key. If the content is already
@@ -47,5 +69,10 @@ class BlobStore(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise if the store cannot be written (used by readiness checks)."""
+        """Raise if the store cannot be used (used by readiness checks and at start-up)."""
+        ...
+
+    def scratch_dir(self) -> Path | None:
+        """Where to write files meant for :meth:`put_derived` so that it can rename them in
+        (the store's own filesystem); None: anywhere (the system's temporary directory)."""
         ...

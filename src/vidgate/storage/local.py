@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from vidgate.errors import InsufficientStorage, VidgateError
 from vidgate.hashing import Hasher, update_from_fd
+from vidgate.storage.base import check_derived_name
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -252,7 +253,7 @@ class LocalBlobStore:
                 yield data
 
     def derived_key(self, content_hash: str, name: str) -> str:
-        return f"{_check_hash(content_hash)}/{name}"
+        return f"{_check_hash(content_hash)}/{check_derived_name(name)}"
 
     def put_derived(self, content_hash: str, name: str, source: Path) -> str:
         key = self.derived_key(content_hash, name)
@@ -266,6 +267,9 @@ class LocalBlobStore:
 
     def delete_derived(self, content_hash: str) -> None:
         shutil.rmtree(self.derived_root / content_hash[:2] / _check_hash(content_hash), ignore_errors=True)
+
+    def scratch_dir(self) -> Path | None:
+        return self.root.parent
 
     def check(self) -> None:
         probe = self.root / ".probe"

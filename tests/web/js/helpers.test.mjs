@@ -81,7 +81,15 @@ test('the outcome of an error comes from its code, else from its status', () => 
   assert.equal(outcomeOf({ status: 413, code: 'file_too_large' }), 'refused')
   assert.equal(outcomeOf({ status: 401, code: 'unauthenticated' }), 'refused')
   assert.equal(outcomeOf({ status: 415, code: 'a_code_this_page_does_not_know' }), 'refused')
-  for (const code of ['network_error', 'server_error', 'internal_error', 'insufficient_storage', 'scanner_unavailable'])
+  for (const code of [
+    'network_error',
+    'server_error',
+    'internal_error',
+    'insufficient_storage',
+    'scanner_unavailable',
+    'storage_unavailable',
+    'storage_misconfigured',
+  ])
     assert.equal(outcomeOf({ status: code === 'network_error' ? null : 503, code }), 'failed', code)
   assert.equal(outcomeOf({ status: 460, code: 'checksum_mismatch' }), 'failed')
   assert.equal(outcomeOf({ status: 410, code: 'upload_gone' }), 'failed')

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class VpdqStage:
             )
         )
 
-    def finish(self, path: Path) -> VideoHashes:
+    def finish(self, path: Path | BinaryIO) -> VideoHashes:
         poster = next((f for f in self.features if f.quality >= POSTER_MIN_QUALITY), None)
         poster = poster or (self.features[0] if self.features else None)
         md5, sha256 = file_digests(path)
@@ -69,9 +69,16 @@ class VpdqStage:
         )
 
 
-def file_digests(path: Path) -> tuple[str, str]:
-    """MD5 and SHA-256 of the file, read in blocks (never whole)."""
+def file_digests(path: Path | BinaryIO) -> tuple[str, str]:
+    """MD5 and SHA-256 of the file (or of a seekable binary file object, from its start), read
+    in blocks (never whole)."""
     md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    if not isinstance(path, Path):
+        path.seek(0)
+        while block := path.read(BLOCK_SIZE):
+            md5.update(block)
+            sha256.update(block)
+        return md5.hexdigest(), sha256.hexdigest()
     fd = os.open(path, os.O_RDONLY)
     try:
         while block := os.read(fd, BLOCK_SIZE):

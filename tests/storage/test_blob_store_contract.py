@@ -1,0 +1,165 @@
+"""One contract for every BlobStore: the same tests over LocalBlobStore (a folder) and
+S3BlobStore (Swift's S3 API on this machine), as tus-node-server runs one store suite over
+every store it ships."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.storage.swift import credentials, keys_in, settings_for
+from vidgate.storage import BlobStore, LocalBlobStore
+from vidgate.storage.s3 import S3BlobStore
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "store")
+        return
+    bucket = request.getfixturevalue("bucket")
+    credentials(monkeypatch)
+    prefix = f"contract-{uuid.uuid4().hex[:8]}/"
+    yield S3BlobStore(settings_for(tmp_path, bucket, prefix).storage)
+
+
+def _file(directory: Path, data: bytes, name: str = "upload.part") -> tuple[str, Path]:
+    path = directory / name
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), path
+
+
+def test_put_file_stores_once_by_content(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    digest, first = _file(tmp_path, data, "a")
+    assert not store.exists(digest)
+    assert store.put_file(digest, first) == digest
+    assert not first.exists()  # taken in, not left behind
+    assert store.exists(digest)
+    _, second = _file(tmp_path, data, "b")
+    assert store.put_file(digest, second) == digest
+    assert not second.exists()  # a second copy of stored content is dropped
+    assert store.size(digest) == len(data)
+    with store.open(digest) as handle:
+        assert handle.read() == data
+
+
+def test_a_file_of_many_parts_comes_back_whole(store: BlobStore, tmp_path: Path) -> None:
+    """Over S3 a file larger than the part size (5 MiB here) is a multipart upload."""
+    if isinstance(store, S3BlobStore):
+        store.settings = store.settings.model_copy(update={"s3_part_size": 5 << 20})
+        assert store.part_size_for(13 << 20) == 5 << 20
+    data = os.urandom((13 << 20) + 12345)
+    digest, path = _file(tmp_path, data)
+    store.put_file(digest, path)
+    assert store.size(digest) == len(data)
+    streamed = hashlib.sha256()
+    for chunk in store.read_range(digest, 0, len(data), chunk_size=1 << 20):
+        assert len(chunk) <= 1 << 20
+        streamed.update(chunk)
+    assert streamed.hexdigest() == digest
+
+
+def test_read_range_gives_exactly_the_range(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    digest, path = _file(tmp_path, data)
+    store.put_file(digest, path)
+    for start, end in ((0, 1), (10, 20), (255, 256_000), (100_000, 100_001), (0, len(data))):
+        assert b"".join(store.read_range(digest, start, end, chunk_size=4096)) == data[start:end]
+    assert b"".join(store.read_range(digest, 5, 5)) == b""
+
+
+def test_open_is_a_seekable_file(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    digest, path = _file(tmp_path, data)
+    store.put_file(digest, path)
+    with store.open(digest) as handle:
+        assert handle.seekable()
+        handle.seek(1000)
+        assert handle.read(10) == data[1000:1010]
+        handle.seek(-5, io.SEEK_END)
+        assert handle.read() == data[-5:]
+        handle.seek(0)
+        assert handle.read(3) == data[:3]
+        assert handle.tell() == 3
+
+
+def test_missing_keys(store: BlobStore) -> None:
+    digest = hashlib.sha256(b"never stored").hexdigest()
+    assert not store.exists(digest)
+    with pytest.raises(FileNotFoundError):
+        store.size(digest)
+    with pytest.raises(FileNotFoundError):
+        store.open(digest)
+    with pytest.raises(FileNotFoundError):
+        list(store.read_range(digest, 0, 10))
+    store.delete(digest)  # deleting what is not there is no error
+
+
+def test_keys_are_checked(store: BlobStore) -> None:
+    for bad in ("../../etc/passwd", "abc", "A" * 64):
+        with pytest.raises(ValueError):
+            store.exists(bad)
+    digest = hashlib.sha256(b"x").hexdigest()
+    for name in ("../x", "Poster.jpg", ""):
+        with pytest.raises(ValueError):
+            store.derived_key(digest, name)
+
+
+def test_delete(store: BlobStore, tmp_path: Path) -> None:
+    digest, path = _file(tmp_path, b"to be deleted")
+    store.put_file(digest, path)
+    store.delete(digest)
+    assert not store.exists(digest)
+
+
+def test_derived_files_replace_and_go_with_their_content(store: BlobStore, tmp_path: Path) -> None:
+    digest, path = _file(tmp_path, b"the video")
+    store.put_file(digest, path)
+    for name, body in (("poster.jpg", b"old poster"), ("poster.jpg", b"new poster"), ("storyboard.json", b"{}")):
+        source = tmp_path / name
+        source.write_bytes(body)
+        key = store.put_derived(digest, name, source)
+        assert key == store.derived_key(digest, name)
+        assert not source.exists()
+    poster = store.derived_key(digest, "poster.jpg")
+    assert b"".join(store.read_range(poster, 0, store.size(poster))) == b"new poster"
+    store.delete_derived(digest)
+    with pytest.raises(FileNotFoundError):
+        store.size(poster)
+    assert store.exists(digest)  # the content itself stays
+
+
+def test_local_path_only_where_the_file_is_local(store: BlobStore, tmp_path: Path) -> None:
+    digest, path = _file(tmp_path, b"where am I")
+    store.put_file(digest, path)
+    local = store.local_path(digest)
+    if isinstance(store, S3BlobStore):
+        assert local is None
+        assert store.scratch_dir() is None
+    else:
+        assert local is not None and local.read_bytes() == b"where am I"
+
+
+def test_check(store: BlobStore) -> None:
+    store.check()
+
+
+def test_s3_keys_are_content_addressed_under_the_prefix(store: BlobStore, tmp_path: Path) -> None:
+    if not isinstance(store, S3BlobStore):
+        pytest.skip("the bucket's layout")
+    digest, path = _file(tmp_path, b"layout")
+    store.put_file(digest, path)
+    poster = tmp_path / "poster.jpg"
+    poster.write_bytes(b"jpeg")
+    store.put_derived(digest, "poster.jpg", poster)
+    assert keys_in(store.bucket, store.prefix) == [
+        f"{store.prefix}blobs/{digest[:2]}/{digest}",
+        f"{store.prefix}derived/{digest[:2]}/{digest}/poster.jpg",
+    ]
