@@ -230,8 +230,14 @@ class ModerationSettings(BaseSettings):
     match_percent: float = Field(
         80.0, ge=0, le=100, description="A bank entry matches when this share (%) of either video's frames match."
     )
-    bank_probe_radius: int = Field(
-        0, ge=0, le=1, description="1: probe one-bit neighbours of every band too (finds every pair; 17x the lookups)."
+    bank_index_max_hashes: int = Field(
+        2_000_000,
+        ge=0,
+        description="Bank frames each process keeps in memory to match against (about 110 MB per million); "
+        "larger banks are searched in SQL (exact too, slower).",
+    )
+    rematch_batch: int = Field(
+        200, ge=1, description="Stored videos re-matched against a newly imported bank per dispatcher round."
     )
 
 

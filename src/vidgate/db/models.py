@@ -146,6 +146,8 @@ class Content(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    __table_args__ = (Index("ix_content_finished_at", "finished_at", "id"),)  # the bank re-match's pages
+
 
 class Video(Base):
     """One owner's video: their upload's name, options, priority and times, and processing as
@@ -363,6 +365,21 @@ class HashBank(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # imports into the bank
+    #: stored videos have been matched against the entries up to this revision
+    rematched_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_target: Mapped[int | None] = mapped_column(Integer)  # the pass in progress: entries up to this
+    rematch_after: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the pass's last content done:
+    rematch_cursor: Mapped[str | None] = mapped_column(String(36))  # its finish time and id
+
+
+class HashBankState(Base):
+    """One row: ``token`` changes with every import or delete (processes' bank indexes are stale)."""
+
+    __tablename__ = "hash_bank_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
 
 
 class HashBankEntry(Base):
@@ -375,6 +392,7 @@ class HashBankEntry(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(8))  # "vpdq" or "pdq"
     frames: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the import that added it
 
 
 class HashBankFrame(Base):
@@ -386,6 +404,7 @@ class HashBankFrame(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     entry_id: Mapped[int] = mapped_column(ForeignKey("hash_bank_entry.id", ondelete="CASCADE"), index=True)
     quality: Mapped[int] = mapped_column(Integer)
+    timestamp: Mapped[float | None] = mapped_column(Float)  # seconds into the bank's video (None: an image)
     w0: Mapped[int] = mapped_column(BigInteger)
     w1: Mapped[int] = mapped_column(BigInteger)
     w2: Mapped[int] = mapped_column(BigInteger)

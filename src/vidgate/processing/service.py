@@ -401,7 +401,7 @@ class ProcessingService:
             distance=moderation.match_distance,
             quality=moderation.match_quality,
             percent=moderation.match_percent,
-            probe_radius=moderation.bank_probe_radius,
+            max_index_hashes=moderation.bank_index_max_hashes,
         )
         result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
         if not matches:
