@@ -166,21 +166,37 @@ def main() -> None:
                     ("far copy (28-31)", far, 1),
                 ):
                     match_video(db, queries[0], max_index_hashes=limit)  # warm caches
-                    times, found = [], 0
+                    times, cpu, found = [], [], 0
                     for query in queries:
-                        started = time.perf_counter()
+                        started, started_cpu = time.perf_counter(), time.process_time()
                         found += len(match_video(db, query, max_index_hashes=limit)) == expect
                         times.append((time.perf_counter() - started) * 1000)
-                    rows.append((label, way, kind, statistics.median(times), max(times), found, len(queries)))
+                        cpu.append((time.process_time() - started_cpu) * 1000)
+                    rows.append(
+                        (
+                            label,
+                            way,
+                            kind,
+                            statistics.median(times),
+                            max(times),
+                            statistics.median(cpu),
+                            found,
+                            len(queries),
+                        )
+                    )
                     print(f"  {label} {way} {kind}: {statistics.median(times):.1f} ms", flush=True)
             CACHE.drop(db)
     print(
         f"\n{args.hashes} bank hashes ({args.hashes // args.frames} entries of {args.frames} frames); "
         f"queries of {args.frames} frames; one core\n"
     )
-    print(f"{'database':<12}{'search':<8}  {'query':<18}{'median ms':>10}{'max ms':>9}{'correct':>9}")
-    for label, way, kind, median, worst, found, total in rows:
-        print(f"{label:<12}{way:<8}  {kind:<18}{median:>10.1f}{worst:>9.1f}{found:>6}/{total}")
+    print(f"{'database':<12}{'search':<8}  {'query':<18}{'median ms':>10}{'max ms':>9}{'CPU ms':>8}{'correct':>9}")
+    for label, way, kind, median, worst, cpu_ms, found, total in rows:
+        print(f"{label:<12}{way:<8}  {kind:<18}{median:>10.1f}{worst:>9.1f}{cpu_ms:>8.1f}{found:>6}/{total}")
+    print(
+        "\nCPU ms: this process's CPU time per match (a PostgreSQL server's is not in it); on a shared "
+        f"machine the wall times include waiting for a core (load average now {os.getloadavg()[0]:.1f})."
+    )
     print()
     for label, seconds, nbytes in builds:
         print(f"{label}: index built in {seconds:.1f} s (read from the database and sorted), {nbytes / 2**20:.0f} MiB")

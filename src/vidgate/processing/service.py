@@ -62,7 +62,7 @@ from vidgate.events.schema import (
 )
 from vidgate.library.owners import owned_video
 from vidgate.moderation.banks import match_video
-from vidgate.moderation.models import FlagReason, ModerationResult, NsfwResult
+from vidgate.moderation.rematch import add_matches
 from vidgate.processing import lease
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import StageTiming, VideoAnalysisResult
@@ -404,24 +404,8 @@ class ProcessingService:
             max_index_hashes=moderation.bank_index_max_hashes,
         )
         result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
-        if not matches:
-            return
-        if result.moderation is None:
-            nsfw = NsfwResult(
-                status="unavailable", model="open_nsfw", reason="MODERATION_ENABLED is false", threshold=0
-            )
-            result.moderation = ModerationResult(flagged=False, nsfw=nsfw)
-        result.moderation.hash_matches = matches
-        result.moderation.flagged = True
-        for match in matches:
-            label = f" ({match.entry_name})" if match.entry_name else ""
-            result.moderation.reasons.append(
-                FlagReason(
-                    code="hash_match",
-                    message=f"matches entry {match.entry_id}{label} of hash bank {match.bank!r}: "
-                    f"{match.query_match_percent}% of this video's frames, {match.entry_match_percent}% of the entry's",
-                )
-            )
+        if matches:
+            add_matches(result, matches)
 
     @staticmethod
     def _claim_alive(session: Session, content: Content, video_id: str) -> bool:
