@@ -186,7 +186,19 @@ class ProcessingSettings(BaseSettings):
         "owner", description="Near-duplicates among the caller's own videos, or in one shared library."
     )
     similarity_max_distance: int = Field(10, ge=0, le=32, description="Hamming distance at which two frames match.")
-    similarity_min_score: float = Field(0.5, ge=0, le=1, description="Share of matching frames to report a video.")
+    similarity_min_score: float = Field(
+        0.5, ge=0, le=1, description="Share of matching frames (of either video) to report a video."
+    )
+    similarity_embedding_min_cosine: float = Field(
+        0.96,
+        ge=0,
+        le=1,
+        description="Second stage (the shipped open_nsfw embeddings): report a video whose embedding is this close "
+        "(crops); 1 disables it.",
+    )
+    similarity_embedding_max_videos: int = Field(
+        5000, ge=0, description="The second stage compares with at most this many of the newest videos."
+    )
     default_model_type: str = Field(
         "resnet50",
         validation_alias=AliasChoices("DEFAULT_MODEL_TYPE", "default_model_type"),

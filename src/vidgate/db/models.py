@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -204,6 +205,17 @@ class VideoAnalysisResultRow(Base):
     result: Mapped[dict[str, Any]] = mapped_column()
     processing_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContentEmbedding(Base):
+    """A content's video embedding (float32, L2-normalised), for the near-duplicate search's
+    second stage (crops that change every frame hash but not what the network sees)."""
+
+    __tablename__ = "content_embedding"
+
+    content_id: Mapped[str] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True)
+    model_type: Mapped[str] = mapped_column(String(255))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class FrameHash(Base):

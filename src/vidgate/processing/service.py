@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from vidgate.db.engine import Database
 from vidgate.db.models import (
     AnalysisStatus,
     Content,
+    ContentEmbedding,
     FrameHash,
     Video,
     VideoAnalysisResultRow,
@@ -506,6 +508,7 @@ class ProcessingService:
                         band3=b3,
                     )
                 )
+            _store_embedding(session, content_id, result)
             session.execute(
                 update(Content)
                 .where(Content.id == content_id)
@@ -656,6 +659,8 @@ class ProcessingService:
             shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
+            embedding_min_cosine=self.settings.processing.similarity_embedding_min_cosine,
+            embedding_max_videos=self.settings.processing.similarity_embedding_max_videos,
         )
         return stored
 
@@ -690,6 +695,15 @@ def _lock_content_of(session: Session, video_id: str) -> Content | None:
     if content_id is None:
         return None
     return _lock_content(session, content_id)
+
+
+def _store_embedding(session: Session, content_id: str, result: VideoAnalysisResult) -> None:
+    """The video embedding, for the near-duplicate search's second stage (replaced, never doubled)."""
+    session.execute(delete(ContentEmbedding).where(ContentEmbedding.content_id == content_id))
+    vector = result.embeddings.video_embedding
+    if result.embeddings.status == "ok" and vector is not None:
+        data = np.asarray(vector, dtype=np.float32).tobytes()
+        session.add(ContentEmbedding(content_id=content_id, model_type=result.embeddings.model_type, vector=data))
 
 
 def _lock_content(session: Session, content_id: str) -> Content:

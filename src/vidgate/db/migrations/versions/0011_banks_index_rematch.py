@@ -7,6 +7,8 @@
   matched against the bank; ``rematch_target`` and the cursor (``rematch_after``,
   ``rematch_cursor``: the last content done, by finish time and id) are the pass in progress,
   so a restarted process resumes it. ``ix_content_finished_at`` keeps the pass's pages cheap.
+- ``content_embedding``: each content's video embedding, for the near-duplicate search's
+  second stage (crops).
 - ``hash_bank_frame.timestamp``: where the frame is in the bank's video (None for images), to
   report matching time ranges.
 
@@ -44,9 +46,18 @@ def upgrade() -> None:
     with op.batch_alter_table("hash_bank_frame", schema=None) as batch_op:
         batch_op.add_column(sa.Column("timestamp", sa.Float(), nullable=True))
     op.create_index("ix_content_finished_at", "content", ["finished_at", "id"])
+    op.create_table(
+        "content_embedding",
+        sa.Column(
+            "content_id", sa.String(length=36), sa.ForeignKey("content.id", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("model_type", sa.String(length=255), nullable=False),
+        sa.Column("vector", sa.LargeBinary(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("content_embedding")
     op.drop_index("ix_content_finished_at", table_name="content")
     with op.batch_alter_table("hash_bank_frame", schema=None) as batch_op:
         batch_op.drop_column("timestamp")
