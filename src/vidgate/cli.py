@@ -315,6 +315,7 @@ def banks_import(
 
     summary = _bank_action(lambda db: import_bank(db, name, parse_bank_file(file)))
     typer.echo(f"bank {summary.name}: {summary.entries} entries, {summary.frames} hashes")
+    typer.echo("stored videos are matched against the new entries by the server's dispatcher rounds")
 
 
 @banks_app.command("list")

@@ -186,7 +186,19 @@ class ProcessingSettings(BaseSettings):
         "owner", description="Near-duplicates among the caller's own videos, or in one shared library."
     )
     similarity_max_distance: int = Field(10, ge=0, le=32, description="Hamming distance at which two frames match.")
-    similarity_min_score: float = Field(0.5, ge=0, le=1, description="Share of matching frames to report a video.")
+    similarity_min_score: float = Field(
+        0.5, ge=0, le=1, description="Share of matching frames (of either video) to report a video."
+    )
+    similarity_embedding_min_cosine: float = Field(
+        0.96,
+        ge=0,
+        le=1,
+        description="Second stage (the shipped open_nsfw embeddings): report a video whose embedding is this close "
+        "(crops); 1 disables it.",
+    )
+    similarity_embedding_max_videos: int = Field(
+        5000, ge=0, description="The second stage compares with at most this many of the newest videos."
+    )
     default_model_type: str = Field(
         "resnet50",
         validation_alias=AliasChoices("DEFAULT_MODEL_TYPE", "default_model_type"),
@@ -230,8 +242,14 @@ class ModerationSettings(BaseSettings):
     match_percent: float = Field(
         80.0, ge=0, le=100, description="A bank entry matches when this share (%) of either video's frames match."
     )
-    bank_probe_radius: int = Field(
-        0, ge=0, le=1, description="1: probe one-bit neighbours of every band too (finds every pair; 17x the lookups)."
+    bank_index_max_hashes: int = Field(
+        2_000_000,
+        ge=0,
+        description="Bank frames each process keeps in memory to match against (about 110 MB per million); "
+        "larger banks are searched in SQL (exact too, slower).",
+    )
+    rematch_batch: int = Field(
+        200, ge=1, description="Stored videos re-matched against a newly imported bank per dispatcher round."
     )
 
 

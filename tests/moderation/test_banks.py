@@ -4,6 +4,7 @@ reference's rule with real vPDQ of real clips (the reference computes the bank s
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,18 +151,93 @@ def test_real_clips_match_their_bank_and_nothing_else(
     assert match_video(db, pipeline_features(clips["bigbuckbunny"], tmp_path)) == []
 
 
-def test_the_reference_rule_quality_and_probe_radius(db: Database, tmp_path: Path) -> None:
+def test_the_reference_rule_and_quality(db: Database, tmp_path: Path) -> None:
     base = int(HEX_B, 16)
-    # Two bits flipped in ten 16-bit bands and one in the other six: distance 26, no band equal.
-    far = base ^ sum((0b11 if band < 10 else 0b1) << (16 * band) for band in range(16))
+    # Two bits flipped in fifteen 16-bit bands and one in the last: distance 31, no band equal
+    # (exact bands alone could not see it; the one-bit probes of the pigeonhole radius do).
+    far = base ^ sum((0b11 if band < 15 else 0b1) << (16 * band) for band in range(16))
     import_bank(db, "b", parse_bank_file(write(tmp_path / "far.txt", f"{far:064x} far\n")))
     query = [VpdqFeature(frame_number=0, quality=100, hash=HEX_B, timestamp=0.0)]
-    assert match_video(db, query) == []  # exact bands only: this pair is out of reach
-    (found,) = match_video(db, query, probe_radius=1)  # one-bit neighbours: within 31 bits, found
+    (found,) = match_video(db, query)
     assert found.entry_name == "far"
-    assert match_video(db, query, probe_radius=1, distance=25) == []
+    assert match_video(db, query, distance=30) == []
+    assert [m.entry_name for m in match_video(db, query, max_index_hashes=0)] == ["far"]  # through SQL too
     low = [VpdqFeature(frame_number=0, quality=49, hash=HEX_B, timestamp=0.0)]
-    assert match_video(db, low, probe_radius=1) == []  # frames under quality 50 do not count
+    assert match_video(db, low) == []  # frames under quality 50 do not count
+
+
+def brute_force(
+    bank: dict[str, list[tuple[str, int]]], query: list[VpdqFeature], distance: int, percent: float
+) -> dict[str, tuple[float, float]]:
+    """The reference's rule, pair by pair, in plain Python."""
+    found = {}
+    mine = [int(f.hash, 16) for f in query if f.quality >= 50]
+    for name, frames in bank.items():
+        theirs = [int(h, 16) for h, q in frames if q >= 50]
+        if not mine or not theirs:
+            continue
+        close = [[(a ^ b).bit_count() <= distance for b in theirs] for a in mine]
+        query_percent = round(100.0 * sum(any(row) for row in close) / len(mine), 2)
+        entry_percent = round(100.0 * sum(any(col) for col in zip(*close, strict=True)) / len(theirs), 2)
+        if query_percent >= percent or entry_percent >= percent:
+            found[name] = (query_percent, entry_percent)
+    return found
+
+
+def test_matching_is_exact_against_brute_force(db: Database, tmp_path: Path) -> None:
+    """Random entries and queries made of their frames flipped by 0-40 bits (many right at the
+    threshold), mixed with random frames and low-quality ones: the index (and the SQL path)
+    find exactly what comparing every pair finds, percents included."""
+    rng = random.Random(18)
+
+    def flip(value: str, bits: int) -> str:
+        number = int(value, 16)
+        for bit in rng.sample(range(256), bits):
+            number ^= 1 << bit
+        return f"{number:064x}"
+
+    bank = {
+        f"e{i}": [(f"{rng.getrandbits(256):064x}", rng.choice([100, 100, 100, 40])) for _ in range(rng.randint(1, 12))]
+        for i in range(300)
+    }
+    lines = "".join(
+        f"vpdq {json.dumps([f'{h},{q},{t}.0' for t, (h, q) in enumerate(frames)])} {name}\n"
+        for name, frames in bank.items()
+    )
+    import_bank(db, "random", parse_bank_file(write(tmp_path / "bank.txt", lines)))
+    checked = matched = 0
+    for trial in range(60):
+        source = bank[f"e{rng.randrange(300)}"]
+        near = [flip(h, rng.choice([0, 8, 20, 29, 30, 31, 31, 32, 33, 40])) for h, _ in source]
+        noise = [f"{rng.getrandbits(256):064x}" for _ in range(rng.randint(0, 3))]
+        query = [
+            VpdqFeature(frame_number=i, quality=rng.choice([100, 100, 100, 30]), hash=h, timestamp=float(i))
+            for i, h in enumerate(near + noise)
+        ]
+        percent = rng.choice([80.0, 50.0, 1.0])
+        expected = brute_force(bank, query, 31, percent)
+        for limit in (10**9, 0) if trial % 10 == 0 else (10**9,):  # the SQL path on every tenth
+            got = {
+                m.entry_name: (m.query_match_percent, m.entry_match_percent)
+                for m in match_video(db, query, percent=percent, max_index_hashes=limit)
+            }
+            assert got == expected, (trial, limit)
+        checked += 1
+        matched += len(expected)
+    assert checked == 60 and matched >= 30  # the threshold cases were really exercised
+
+
+def test_time_ranges_of_a_match(db: Database, tmp_path: Path) -> None:
+    frames = [f"{random.Random(i).getrandbits(256):064x}" for i in range(10)]
+    bank_file = write(tmp_path / "v.json", json.dumps({"clip": [f"{h},100,{t * 2}.0" for t, h in enumerate(frames)]}))
+    import_bank(db, "videos", parse_bank_file(bank_file))
+    # The query holds entry frames 3-7 (6-14 s of the entry) at 100-104 s, amid unrelated frames.
+    noise = [f"{random.Random(100 + i).getrandbits(256):064x}" for i in range(3)]
+    values = noise + frames[3:8]
+    query = [VpdqFeature(frame_number=i, quality=100, hash=h, timestamp=97.0 + i) for i, h in enumerate(values)]
+    (match,) = match_video(db, query, percent=50)
+    assert (match.query_start, match.query_end, match.entry_start, match.entry_end) == (100.0, 104.0, 6.0, 14.0)
+    assert (match.query_match_percent, match.entry_match_percent) == (62.5, 50.0)
 
 
 def test_a_match_flags_the_video_and_notifies(server: RunningServer, clips: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -146,6 +147,8 @@ class Content(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    __table_args__ = (Index("ix_content_finished_at", "finished_at", "id"),)  # the bank re-match's pages
+
 
 class Video(Base):
     """One owner's video: their upload's name, options, priority and times, and processing as
@@ -202,6 +205,17 @@ class VideoAnalysisResultRow(Base):
     result: Mapped[dict[str, Any]] = mapped_column()
     processing_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContentEmbedding(Base):
+    """A content's video embedding (float32, L2-normalised), for the near-duplicate search's
+    second stage (crops that change every frame hash but not what the network sees)."""
+
+    __tablename__ = "content_embedding"
+
+    content_id: Mapped[str] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True)
+    model_type: Mapped[str] = mapped_column(String(255))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class FrameHash(Base):
@@ -369,6 +383,21 @@ class HashBank(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # imports into the bank
+    #: stored videos have been matched against the entries up to this revision
+    rematched_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rematch_target: Mapped[int | None] = mapped_column(Integer)  # the pass in progress: entries up to this
+    rematch_after: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the pass's last content done:
+    rematch_cursor: Mapped[str | None] = mapped_column(String(36))  # its finish time and id
+
+
+class HashBankState(Base):
+    """One row: ``token`` changes with every import or delete (processes' bank indexes are stale)."""
+
+    __tablename__ = "hash_bank_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
 
 
 class HashBankEntry(Base):
@@ -381,6 +410,7 @@ class HashBankEntry(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(8))  # "vpdq" or "pdq"
     frames: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # the import that added it
 
 
 class HashBankFrame(Base):
@@ -392,6 +422,7 @@ class HashBankFrame(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     entry_id: Mapped[int] = mapped_column(ForeignKey("hash_bank_entry.id", ondelete="CASCADE"), index=True)
     quality: Mapped[int] = mapped_column(Integer)
+    timestamp: Mapped[float | None] = mapped_column(Float)  # seconds into the bank's video (None: an image)
     w0: Mapped[int] = mapped_column(BigInteger)
     w1: Mapped[int] = mapped_column(BigInteger)
     w2: Mapped[int] = mapped_column(BigInteger)

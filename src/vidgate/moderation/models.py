@@ -32,6 +32,12 @@ class HashMatch(BaseModel):
     entry_name: str | None = Field(None, description="The entry's id or label in the imported list, if it had one.")
     query_match_percent: float = Field(description="Share of this video's usable frames found in the entry.")
     entry_match_percent: float = Field(description="Share of the entry's usable frames found in this video.")
+    query_start: float | None = Field(None, description="Seconds: the first of this video's matched frames.")
+    query_end: float | None = Field(None, description="Seconds: the last of this video's matched frames.")
+    entry_start: float | None = Field(
+        None, description="Seconds into the entry's video: its first matched frame (None: an image, or not given)."
+    )
+    entry_end: float | None = Field(None, description="Seconds into the entry's video: its last matched frame.")
 
 
 class FlagReason(BaseModel):

@@ -7,7 +7,8 @@ Celery beat schedule:
 1. a processing job whose lease ran out (its worker died whole, or its process is frozen) is queued again;
 2. a video handed to the broker but not started within ``PROCESSING_DISPATCH_TIMEOUT_SECONDS``
    (Redis restarted empty, was flushed or failed over) counts as not handed over;
-3. every queued video not handed over is offered to the broker.
+3. every queued video not handed over is offered to the broker;
+4. a batch of stored videos is matched against newly imported hash-bank entries.
 
 Handing a video over twice is harmless: a job runs only under the video's current lease
 (:mod:`vidgate.processing.lease`), so the copy that comes second finds nothing to do.
@@ -25,6 +26,7 @@ from sqlalchemy import update
 from vidgate import metrics
 from vidgate.db.engine import Database
 from vidgate.db.models import Video, VideoStatus, utcnow
+from vidgate.moderation import rematch
 from vidgate.processing import lease
 from vidgate.processing.service import ProcessingService
 
@@ -38,6 +40,7 @@ class SweepReport(BaseModel):
     resent: int = 0  # hand-overs the broker did not start in time, offered again
     dispatched: int = 0  # videos handed to the broker in this round
     broker_reachable: bool = True
+    rematched: int = 0  # stored videos matched against newly imported bank entries
 
 
 def resend_stale(db: Database, timeout_seconds: float) -> list[str]:
@@ -75,7 +78,18 @@ def sweep(processing: ProcessingService) -> SweepReport:
         resent=len(resent),
         dispatched=dispatched,
         broker_reachable=processing.broker_reachable,
+        rematched=rematch_banks(processing),
     )
+
+
+def rematch_banks(processing: ProcessingService) -> int:
+    """4. one bounded step of matching stored videos against newly imported bank entries
+    (:mod:`vidgate.moderation.rematch`); a failure is logged, never stops the sweep."""
+    try:
+        return rematch.run_round(processing.db, processing.events, processing.settings.moderation).contents
+    except Exception:
+        log.exception("re-matching stored videos against hash banks failed; the next round tries again")
+        return 0
 
 
 async def run_dispatcher(processing: ProcessingService) -> None:

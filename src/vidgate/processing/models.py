@@ -89,8 +89,20 @@ class SimilarVideo(BaseModel):
         description="Your video; null for a video in the shared library that is not yours "
         "(PROCESSING_SIMILARITY_SCOPE=shared): whose it is and what it is called are never told."
     )
-    similarity: float = Field(description="Share of this video's sampled frames found in the other (0-1).")
-    matched_frames: int
+    similarity: float = Field(
+        description="The larger share of sampled frames found in the other video, this video's or the other's "
+        "(0-1, as vPDQ); for an embedding match, the cosine."
+    )
+    method: Literal["frame_hashes", "embedding"] = Field(
+        "frame_hashes", description="frame_hashes: per-frame pHash matching; embedding: the second stage (crops)."
+    )
+    matched_frames: int = Field(description="This video's sampled frames found in the other.")
+    query_share: float | None = Field(None, description="Share of this video's sampled frames found in the other.")
+    match_share: float | None = Field(None, description="Share of the other video's sampled frames found in this one.")
+    query_start: float | None = Field(None, description="Seconds: the first of this video's matched frames.")
+    query_end: float | None = Field(None, description="Seconds: the last of this video's matched frames.")
+    match_start: float | None = Field(None, description="Seconds into the other video: its first matched frame.")
+    match_end: float | None = Field(None, description="Seconds into the other video: its last matched frame.")
     hamming_threshold: int
 
 

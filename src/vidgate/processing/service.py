@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,6 +43,7 @@ from vidgate.db.engine import Database
 from vidgate.db.models import (
     AnalysisStatus,
     Content,
+    ContentEmbedding,
     FrameHash,
     Video,
     VideoAnalysisResultRow,
@@ -64,7 +66,7 @@ from vidgate.events.schema import (
 )
 from vidgate.library.owners import owned_video
 from vidgate.moderation.banks import match_video
-from vidgate.moderation.models import FlagReason, ModerationResult, NsfwResult
+from vidgate.moderation.rematch import add_matches
 from vidgate.processing import lease
 from vidgate.processing.analyzers.phash import bands, to_signed
 from vidgate.processing.models import StageTiming, VideoAnalysisResult
@@ -419,27 +421,11 @@ class ProcessingService:
             distance=moderation.match_distance,
             quality=moderation.match_quality,
             percent=moderation.match_percent,
-            probe_radius=moderation.bank_probe_radius,
+            max_index_hashes=moderation.bank_index_max_hashes,
         )
         result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
-        if not matches:
-            return
-        if result.moderation is None:
-            nsfw = NsfwResult(
-                status="unavailable", model="open_nsfw", reason="MODERATION_ENABLED is false", threshold=0
-            )
-            result.moderation = ModerationResult(flagged=False, nsfw=nsfw)
-        result.moderation.hash_matches = matches
-        result.moderation.flagged = True
-        for match in matches:
-            label = f" ({match.entry_name})" if match.entry_name else ""
-            result.moderation.reasons.append(
-                FlagReason(
-                    code="hash_match",
-                    message=f"matches entry {match.entry_id}{label} of hash bank {match.bank!r}: "
-                    f"{match.query_match_percent}% of this video's frames, {match.entry_match_percent}% of the entry's",
-                )
-            )
+        if matches:
+            add_matches(result, matches)
 
     @staticmethod
     def _claim_alive(session: Session, content: Content, video_id: str) -> bool:
@@ -540,6 +526,7 @@ class ProcessingService:
                         band3=b3,
                     )
                 )
+            _store_embedding(session, content_id, result)
             session.execute(
                 update(Content)
                 .where(Content.id == content_id)
@@ -690,6 +677,8 @@ class ProcessingService:
             shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
+            embedding_min_cosine=self.settings.processing.similarity_embedding_min_cosine,
+            embedding_max_videos=self.settings.processing.similarity_embedding_max_videos,
         )
         return stored
 
@@ -724,6 +713,15 @@ def _lock_content_of(session: Session, video_id: str) -> Content | None:
     if content_id is None:
         return None
     return _lock_content(session, content_id)
+
+
+def _store_embedding(session: Session, content_id: str, result: VideoAnalysisResult) -> None:
+    """The video embedding, for the near-duplicate search's second stage (replaced, never doubled)."""
+    session.execute(delete(ContentEmbedding).where(ContentEmbedding.content_id == content_id))
+    vector = result.embeddings.video_embedding
+    if result.embeddings.status == "ok" and vector is not None:
+        data = np.asarray(vector, dtype=np.float32).tobytes()
+        session.add(ContentEmbedding(content_id=content_id, model_type=result.embeddings.model_type, vector=data))
 
 
 def _lock_content(session: Session, content_id: str) -> Content:
