@@ -33,6 +33,7 @@ from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox, WebhookSender
+from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.dispatch import run_dispatcher
@@ -285,6 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_periodic_dispatch(services)),
             asyncio.create_task(_deliver_webhooks(services)),
             asyncio.create_task(_sweep_events(services)),
+            asyncio.create_task(sweep_library_periodically(services)),
         ]
         if settings.websocket.enabled and services.bus is not None:
             tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver, services.hub.bus_connected)))

@@ -70,3 +70,28 @@ def test_derived_files_belong_to_their_content_and_are_replaced(tmp_path: Path) 
             blobs.local_path(f"{digest}/{name}" if name else f"{digest}/")
     blobs.delete_derived(digest)
     assert not path.exists()
+
+
+def test_a_withdrawn_blob_is_out_of_reach_until_restored_or_purged(tmp_path: Path) -> None:
+    """What the library's delete relies on: after withdraw, put_file of the same bytes stores
+    its own copy; restore puts the blob back (or drops it if a new copy is there)."""
+    blobs = LocalBlobStore(tmp_path)
+    digest = "ab" * 32
+    source = tmp_path / "a"
+    source.write_bytes(b"bytes")
+    blobs.put_file(digest, source)
+    assert blobs.withdraw(digest) and not blobs.exists(digest)
+    assert [key for key, _ in blobs.withdrawn()] == [digest]
+    assert not blobs.withdraw(digest)  # nothing left to withdraw
+    blobs.restore(digest)
+    assert blobs.exists(digest) and list(blobs.withdrawn()) == []
+    assert blobs.withdraw(digest)
+    again = tmp_path / "b"
+    again.write_bytes(b"bytes")
+    blobs.put_file(digest, again)  # stored afresh, not dropped
+    assert not again.exists() and blobs.exists(digest)
+    blobs.restore(digest)  # a copy is there: the withdrawn one is dropped
+    assert blobs.open(digest).read() == b"bytes" and list(blobs.withdrawn()) == []
+    assert blobs.withdraw(digest)
+    blobs.purge_withdrawn(digest)
+    assert not blobs.exists(digest) and list(blobs.withdrawn()) == []

@@ -142,8 +142,10 @@ def process_video_batch(video_ids: list[str]) -> int:
 
 @app.task(name="cleanup_expired_sessions")
 def cleanup_expired_sessions() -> dict[str, int]:
-    """Expire old sessions and sweep orphans (on the beat schedule)."""
-    return dict(services().uploads.cleanup().model_dump())
+    """Expire old sessions and sweep orphans, then the library (RETENTION_DAYS; on the beat schedule)."""
+    from vidgate.library.retention import sweep_library
+
+    return {**services().uploads.cleanup().model_dump(), **sweep_library(services()).model_dump()}
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

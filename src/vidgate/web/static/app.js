@@ -3286,7 +3286,10 @@
     "malware_detected",
     "insufficient_role",
     "invalid_cursor",
-    "invalid_range"
+    "invalid_range",
+    // the library desk (issue 19)
+    "invalid_url_signature",
+    "url_expired"
   ]);
   var REFUSAL_STATUSES = /* @__PURE__ */ new Set([400, 401, 403, 413, 415, 422]);
   var OUTCOME_LABELS = { refused: "Refused", failed: "Failed" };
