@@ -103,8 +103,8 @@ def open_detail(page: Any, video_id: str) -> Any:
 def test_the_desk_lists_plays_reviews_and_deletes(
     desk: Any,
     desk_server: RunningServer,
-    clips: dict[str, Path],
-    tmp_path: Path,  # noqa: F811
+    clips: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     account = f"desk-{uuid.uuid4().hex[:6]}"
     with role_client(desk_server, account, "admin") as admin:

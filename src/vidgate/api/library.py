@@ -19,8 +19,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from pydantic import BaseModel, Field, PrivateAttr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
@@ -29,12 +28,12 @@ from vidgate.api import deps
 from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep, require
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
-from vidgate.db.models import Video, VideoStatus
-from vidgate.errors import InvalidRange, InvalidUrlSignature, PictureNotReady, RangeNotSatisfiable
+from vidgate.db.models import VideoStatus
+from vidgate.errors import InvalidRange, InvalidUrlSignature, PictureNotReady, RangeNotSatisfiable, VideoNotFound
 from vidgate.library import listing, reviews
 from vidgate.library.deletion import DeletedVideo, deleter_for
 from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
-from vidgate.library.owners import OwnedVideo, owned_video
+from vidgate.library.owners import ServedVideo, served_video
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
 from vidgate.library.signing import SignedUrls, UrlSigner
 from vidgate.processing.pictures import POSTER, STORYBOARD, STORYBOARD_INDEX
@@ -64,9 +63,11 @@ def signer(services: Services) -> UrlSigner:
     return UrlSigner.from_settings(services.settings.library)
 
 
-def _owner_of(services: Services, video_id: str) -> str | None:
-    with services.db.session() as session:
-        return session.scalar(select(Video.user_id).where(Video.id == video_id))
+class SignedPrincipal(Principal):
+    """The owner a signed URL stands for, with the video it looked up to verify it (so the
+    request reads the database once, as with a key)."""
+
+    _owned: ServedVideo | None = PrivateAttr(None)
 
 
 async def reader_or_signed(
@@ -86,30 +87,35 @@ async def reader_or_signed(
         return principal
     if exp is None or sig is None:
         raise InvalidUrlSignature("A signed URL carries both exp and sig.")
-    owner = await run_in_threadpool(_owner_of, services, video_id)
+    found = await run_in_threadpool(served_video, services.db, video_id, None)  # whoever owns it
     # An unknown video fails as a bad signature does: the answer tells nothing of which ids exist.
-    signer(services).verify(video_id, owner or "", exp, sig)
-    if owner is None:
+    signer(services).verify(video_id, found.user_id if found else "", exp, sig)
+    if found is None:
         raise InvalidUrlSignature("This URL's signature does not match: ask for a fresh one.")
-    return Principal(user_id=owner, username="", key_id=None, role=Role.VIEWER)
+    signed = SignedPrincipal(user_id=found.user_id, username="", key_id=None, role=Role.VIEWER)
+    signed._owned = found
+    return signed
 
 
 ReaderOrSigned = Annotated[Principal, Depends(reader_or_signed)]
 
 
-def _owned(services: Services, principal: Principal, video_id: str) -> OwnedVideo:
-    with services.db.session() as session:
-        owned = owned_video(session, principal.user_id, video_id)
-        session.expunge_all()
-        return owned
+def _owned(services: Services, principal: Principal, video_id: str) -> ServedVideo:
+    found = principal._owned if isinstance(principal, SignedPrincipal) else None
+    if found is not None and found.video_id == video_id:
+        return found  # looked up (and its owner checked) by reader_or_signed
+    owned = served_video(services.db, video_id, principal.user_id)
+    if owned is None:
+        raise VideoNotFound(f"No video {video_id!r}.")
+    return owned
 
 
 def _blobs(services: Services) -> BlobStore:
     return services.processing.blobs
 
 
-def media_type(owned: OwnedVideo) -> str:
-    container = str((owned.content.media_info or {}).get("container") or "")
+def media_type(owned: ServedVideo) -> str:
+    container = owned.container or ""
     return CONTAINER_MEDIA_TYPES.get(container, "application/octet-stream")
 
 
@@ -147,8 +153,7 @@ def _content_disposition(filename: str | None) -> str:
     summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
 )
 async def get_content(video_id: str, request: Request, principal: ReaderOrSigned, services: ServicesDep) -> Response:
-    owned = await run_in_threadpool(_owned, services, principal, video_id)
-    content = owned.content
+    content = owned = await run_in_threadpool(_owned, services, principal, video_id)
     etag = f'"{content.content_hash}"'
     headers = {
         "ETag": etag,
@@ -245,23 +250,20 @@ def list_videos(
         filename=filename or None,
         content_hash=content_hash,
     )
-    urls, owner = signer(services).urls, principal.user_id
-    page = listing.page(
-        services.db, owner, query, max_limit=settings.max_page_size, sign=lambda video_id: urls(video_id, owner)
-    )
+    sign = signer(services).for_owner(principal.user_id)
+    page = listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size, sign=sign)
     return Envelope(data=page)
 
 
 # ------------------------------------------------------------------ pictures
-def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, Path]:
+def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[ServedVideo, Path]:
     owned = _owned(services, principal, video_id)
     blobs = _blobs(services)
-    path = blobs.local_path(blobs.derived_key(owned.content.content_hash, name))  # per content: shared
+    path = blobs.local_path(blobs.derived_key(owned.content_hash, name))  # per content: shared
     if path is None or not path.is_file():
-        video = owned.video
-        done = video.status is VideoStatus.COMPLETED
+        done = owned.status is VideoStatus.COMPLETED
         why = "it was processed before pictures were made: process it again" if done else "it is not processed yet"
-        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).")
+        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {owned.status.value}).")
     return owned, path
 
 

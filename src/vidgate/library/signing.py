@@ -16,6 +16,7 @@ import hmac
 import math
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
@@ -39,7 +40,7 @@ class SignedUrls(BaseModel):
 
 class UrlSigner:
     def __init__(self, secret: bytes, ttl_seconds: float) -> None:
-        self._secret = secret
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per signature: the key is set up once
         self.ttl_seconds = ttl_seconds
 
     @classmethod
@@ -48,26 +49,35 @@ class UrlSigner:
         return cls(secret, settings.url_ttl_seconds)
 
     def signature(self, video_id: str, user_id: str, expires: int) -> str:
-        message = f"vidgate-url-v1\n{video_id}\n{user_id}\n{expires}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        keyed = self._keyed.copy()
+        keyed.update(f"vidgate-url-v1\n{video_id}\n{user_id}\n{expires}".encode())
+        return base64.urlsafe_b64encode(keyed.digest()).decode().rstrip("=")
 
-    def query(self, video_id: str, user_id: str, now: float | None = None) -> tuple[str, int]:
-        """``exp=...&sig=...`` and the expiry. The expiry is rounded up to the minute, so pages
-        listed within the same minute get the same URLs (and the browser's cache hits)."""
-        expires = math.ceil(((now if now is not None else time.time()) + self.ttl_seconds) / 60) * 60
-        return f"exp={expires}&sig={self.signature(video_id, user_id, expires)}", expires
+    def expiry(self, now: float | None = None) -> int:
+        """Now plus the TTL, rounded up to the minute, so pages listed within the same minute get
+        the same URLs (and the browser's cache hits)."""
+        return math.ceil(((now if now is not None else time.time()) + self.ttl_seconds) / 60) * 60
+
+    def for_owner(self, user_id: str, now: float | None = None) -> Callable[[str], SignedUrls]:
+        """Signs the URLs of ``user_id``'s videos with one expiry (a listing page signs 50)."""
+        expires = self.expiry(now)
+        expires_at = datetime.fromtimestamp(expires, UTC)
+
+        def urls(video_id: str) -> SignedUrls:
+            query = f"exp={expires}&sig={self.signature(video_id, user_id, expires)}"
+            base = f"/v1/videos/{video_id}"
+            return SignedUrls.model_construct(  # our own strings: nothing to validate
+                content=f"{base}/content?{query}",
+                poster=f"{base}/poster.jpg?{query}",
+                storyboard=f"{base}/storyboard.jpg?{query}",
+                storyboard_index=f"{base}/storyboard.json?{query}",
+                expires_at=expires_at,
+            )
+
+        return urls
 
     def urls(self, video_id: str, user_id: str, now: float | None = None) -> SignedUrls:
-        query, expires = self.query(video_id, user_id, now)
-        base = f"/v1/videos/{video_id}"
-        return SignedUrls(
-            content=f"{base}/content?{query}",
-            poster=f"{base}/poster.jpg?{query}",
-            storyboard=f"{base}/storyboard.jpg?{query}",
-            storyboard_index=f"{base}/storyboard.json?{query}",
-            expires_at=datetime.fromtimestamp(expires, UTC),
-        )
+        return self.for_owner(user_id, now)(video_id)
 
     def verify(self, video_id: str, user_id: str, expires: int, signature: str, now: float | None = None) -> None:
         """Raise :class:`InvalidUrlSignature` or :class:`UrlExpired` unless the URL is good now."""
