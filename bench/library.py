@@ -2,7 +2,7 @@
 ``GET /v1/videos/{id}/content`` serves bytes next to a bare Starlette ``FileResponse``.
 
     .venv/bin/python bench/library.py [--videos 100000] [--runs 300] [--explain]
-                                      [--serve-mib 256] [--serve-rounds 5] [--skip-listing]
+                                      [--serve-mib 256] [--serve-rounds 5] [--skip-listing] [--skip-serving]
 
 Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--videos``
 videos of one user and a tenth as many of another, interleaved in time (each its own
@@ -452,10 +452,12 @@ def main() -> None:
     parser.add_argument("--serve-mib", type=int, default=256, help="size of the served file")
     parser.add_argument("--serve-rounds", type=int, default=5)
     parser.add_argument("--skip-listing", action="store_true", help="only the serving comparison")
+    parser.add_argument("--skip-serving", action="store_true", help="only the listing")
     args = parser.parse_args()
     if not args.skip_listing:
         listing_bench(args)
-    serve_bench(args.serve_mib, args.serve_rounds)
+    if not args.skip_serving:
+        serve_bench(args.serve_mib, args.serve_rounds)
 
 
 def listing_bench(args: argparse.Namespace) -> None:

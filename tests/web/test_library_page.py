@@ -66,6 +66,7 @@ def open_library(page: Any, key: str) -> None:
     page.wait_for_selector("#api-key-status[data-state=ok]")
     page.wait_for_selector("#live-status[data-state=open]")
     page.click("#show-library")
+    page.wait_for_function("() => document.body.dataset.view === 'library'", timeout=5_000)
     page.wait_for_selector("#library:not([hidden])")
 
 

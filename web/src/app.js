@@ -118,10 +118,16 @@ function uploadOptions() {
 }
 
 let keyCheck = 0
+let checkedKey = null
 async function keyChanged() {
   const key = apiKey()
   if (key) localStorage.setItem(KEY_STORAGE, key)
   else localStorage.removeItem(KEY_STORAGE)
+  // The same key again (the input's change event after typing, or leaving the field): nothing
+  // to check, and no status text swapped under the pointer (on a narrow window that moved the
+  // buttons below between a press and its release, so the click was lost).
+  if (key && key === checkedKey && ui.keyStatus.dataset.state === 'ok') return
+  checkedKey = key
   const check = ++keyCheck
   if (!key) {
     setKeyStatus('missing', 'Enter an API key to upload.')

@@ -160,7 +160,6 @@ class Video(Base):
         # The library's keyset: the owner's videos newest first, and its status filter (0010).
         Index("ix_video_user_created_id", "user_id", "created_at", "id"),
         Index("ix_video_user_status_created_id", "user_id", "status", "created_at", "id"),
-        Index("ix_video_created_at", "created_at"),  # the retention sweep, oldest first (0011)
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -4317,10 +4317,13 @@
     };
   }
   var keyCheck = 0;
+  var checkedKey = null;
   async function keyChanged() {
     const key2 = apiKey();
     if (key2) localStorage.setItem(KEY_STORAGE, key2);
     else localStorage.removeItem(KEY_STORAGE);
+    if (key2 && key2 === checkedKey && ui.keyStatus.dataset.state === "ok") return;
+    checkedKey = key2;
     const check = ++keyCheck;
     if (!key2) {
       setKeyStatus("missing", "Enter an API key to upload.");
