@@ -1,6 +1,8 @@
-"""How long one page of GET /v1/videos takes in a big library, with each filter.
+"""How long one page of GET /v1/videos takes in a big library, with each filter; and how fast
+``GET /v1/videos/{id}/content`` serves bytes next to a bare Starlette ``FileResponse``.
 
     .venv/bin/python bench/library.py [--videos 100000] [--runs 300] [--explain]
+                                      [--serve-mib 256] [--serve-rounds 5] [--skip-listing] [--skip-serving]
 
 Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--videos``
 videos of one user and a tenth as many of another, interleaved in time (each its own
@@ -10,17 +12,32 @@ approved, 2 % rejected, 1 % escalated), file names from 20 words (5 % each) with
 holding a rare word. Then times :func:`vidgate.library.listing.page` (what the endpoint
 runs: the query, its session, the response models) for a page of 50 with each filter; ANALYZE
 runs first, as autovacuum / ``PRAGMA optimize`` would. ``--explain`` prints each query plan.
-Goal: p99 < 20 ms.
+Each item's signed URLs are made too (the endpoint does). Goal: p99 < 20 ms.
+
+Serving: a ``vidgate serve`` (embedded default, its own data directory) holding one
+``--serve-mib`` file as a video's content, and ``bench/sendfile_app.py`` (the same file behind
+Starlette's FileResponse alone) under the same uvicorn (uvloop + httptools). Each round asks
+both, in turn, for the whole file four times over two connections; for 16 open-ended ranges
+``bytes=N-`` from random offsets in the first half, each read to the end (what a ``<video>``
+sends when it starts and seeks); and for 256 random 1 MiB ranges (the worst case: the cost per
+request dominates). vidgate once with the key header, once with a signed URL. MB/s of the best
+round (the machine is shared: the best is the least disturbed), and the share of the bare
+app's. Goal: >= 80 % of the bare app.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
+import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,8 +67,11 @@ from vidgate.db.models import (
 )
 from vidgate.library import listing
 from vidgate.library.listing import LibraryQuery
+from vidgate.library.signing import UrlSigner
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ROOT = Path(__file__).resolve().parent.parent
+SIGNER = UrlSigner(b"bench" * 8, 3600)
 WORDS = [f"w{i:02d}" for i in range(20)]
 STATUSES = [VideoStatus.COMPLETED] * 90 + [VideoStatus.FAILED] * 5 + [VideoStatus.PROCESSING] * 3
 STATUSES += [VideoStatus.QUEUED] * 2
@@ -82,12 +102,12 @@ def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
     """Returns what the filters need: the user, a content hash, the time span."""
     migrate.upgrade(db)
     start = utcnow() - timedelta(days=365)
-    users = {"lib": str(uuid.uuid4()), "other": str(uuid.uuid4())}
+    users = {"lib": str(uuid.uuid4()), "other": str(uuid.uuid4()), "third": str(uuid.uuid4())}
     picked_hash = ""
     with db.session() as session:
         session.execute(insert(UserAccount), [{"id": uid, "username": name} for name, uid in users.items()])
-        total = count + count // 10
-        owners = [users["lib"]] * count + [users["other"]] * (count // 10)
+        total = count + count // 10 + count // 20
+        owners = [users["lib"]] * count + [users["other"]] * (count // 10) + [users["third"]] * (count // 20)
         rng.shuffle(owners)
         for first in range(0, total, 5000):
             contents, videos, sessions, states = [], [], [], []
@@ -223,9 +243,205 @@ def timed(db: Database, user: str, query: LibraryQuery, runs: int) -> list[float
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        listing.page(db, user, query, max_limit=200)
+        listing.page(db, user, query, max_limit=200, sign=SIGNER.for_owner(user))
         samples.append((time.perf_counter() - started) * 1000)
     return sorted(samples)
+
+
+# --- serving content ----------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on {port} exited")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("HEAD", path)
+            if connection.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server on {port} did not answer")
+
+
+def fetch(port: int, path: str, headers: dict[str, str], ranges: list[tuple[int, int]] | None, repeat: int) -> int:
+    """GET ``path`` on one keep-alive connection (whole, ``repeat`` times, or each range);
+    returns the bytes read (read into one buffer, as cheaply as Python can)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    buffer = memoryview(bytearray(1 << 20))
+    total = 0
+    asks = [None] * repeat if ranges is None else ranges
+    for ask in asks:
+        extra = {} if ask is None else {"Range": f"bytes={ask[0]}-{ask[1] - 1}"}
+        connection.request("GET", path, headers={**headers, **extra})
+        response = connection.getresponse()
+        assert response.status in (200, 206), (response.status, response.read()[:200])
+        while read := response.readinto(buffer):
+            total += read
+    connection.close()
+    return total
+
+
+def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: str) -> float:
+    """MB/s over two parallel connections."""
+    rng = random.Random(3)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        if mode == "whole":
+            got = fetch(port, path, headers, None, 2)
+        elif mode == "seeks":  # what a player sends: bytes=N- from where it seeks to, read to the end
+            got = fetch(port, path, headers, [(rng.randrange(0, size // 2), size) for _ in range(8)], 0)
+        else:
+            starts = [rng.randrange(0, size - (1 << 20)) for _ in range(128)]
+            got = fetch(port, path, headers, [(s, s + (1 << 20)) for s in starts], 0)
+        with lock:
+            results.append(got)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    return sum(results) / seconds / 1e6
+
+
+def serve_bench(mib: int, rounds: int) -> None:
+    from vidgate.auth import create_key
+    from vidgate.storage import LocalBlobStore
+
+    env_base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "DATABASE_", "STORAGE_"))}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        source = Path(tmp) / "file.bin"
+        with source.open("wb") as out:
+            for _ in range(mib):
+                out.write(os.urandom(1 << 20))
+        size = source.stat().st_size
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        db = Database(f"sqlite:///{data / 'vidgate.db'}")
+        migrate.upgrade(db)
+        blobs = LocalBlobStore(data / "storage")
+        copy = Path(tmp) / "copy.bin"
+        copy.write_bytes(source.read_bytes())
+        blobs.put_file(digest, copy)
+        key, _ = create_key(db, "bench")
+        with db.session() as session:
+            user_id = session.scalar(text("SELECT id FROM user_account WHERE username = 'bench'"))
+            content_id, video_id = str(uuid.uuid4()), str(uuid.uuid4())
+            session.execute(
+                insert(Content),
+                [
+                    dict(
+                        id=content_id,
+                        content_hash=digest,
+                        file_size=size,
+                        storage_key=digest,
+                        media_info={"container": "mp4"},
+                        status=AnalysisStatus.COMPLETED,
+                    )
+                ],
+            )
+            session.execute(
+                insert(Video),
+                [
+                    dict(
+                        id=video_id,
+                        user_id=str(user_id),
+                        content_id=content_id,
+                        filename="bench.mp4",
+                        status=VideoStatus.COMPLETED,
+                    )
+                ],
+            )
+        db.dispose()
+        secret = "bench-secret"
+        signed = UrlSigner(secret.encode(), 3600).urls(video_id, str(user_id)).content
+        ports = {"vidgate": free_port(), "bare": free_port()}
+        vidgate_env = {
+            **env_base,
+            "VIDGATE_DATA_DIR": str(data),
+            "AUTH_CREATE_DEV_KEY": "false",
+            "LIBRARY_URL_SECRET": secret,
+            "VIDGATE_LOG_LEVEL": "warning",
+        }
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(ports["vidgate"])],
+                env=vidgate_env,
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.sendfile_app:app",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports["bare"]),
+                    "--log-level",
+                    "warning",
+                ],
+                env={**env_base, "BENCH_FILE": str(source)},
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+        ]
+        try:
+            content_path = f"/v1/videos/{video_id}/content"
+            wait_healthy(ports["vidgate"], "/health", processes[0])
+            wait_healthy(ports["bare"], "/file", processes[1])
+            rows = {
+                "bare FileResponse": (ports["bare"], "/file", {}),
+                "vidgate, key header": (ports["vidgate"], content_path, {"X-API-Key": key}),
+                "vidgate, signed URL": (ports["vidgate"], signed, {}),
+            }
+            best: dict[tuple[str, str], float] = {}
+            for round_number in range(rounds):
+                order = list(rows)[round_number % 3 :] + list(rows)[: round_number % 3]
+                for mode in ("whole", "seeks", "ranges"):
+                    for name in order:
+                        port, path, headers = rows[name]
+                        speed = throughput(port, path, headers, size, mode)
+                        best[(name, mode)] = max(best.get((name, mode), 0.0), speed)
+            print(f"\nServing a {mib} MiB file: best of {rounds} rounds, MB/s over 2 connections")
+            print("| server | whole file (x4) | seeks: bytes=N- to the end (x16) | 1 MiB ranges (x256) |")
+            print("|---|---:|---:|---:|")
+            bare = "bare FileResponse"
+            for name in rows:
+                cells = [
+                    f"{best[(name, mode)]:.0f} ({best[(name, mode)] / best[(bare, mode)]:.0%})"
+                    for mode in ("whole", "seeks", "ranges")
+                ]
+                print(f"| {name} | {' | '.join(cells)} |", flush=True)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 def main() -> None:
@@ -233,9 +449,21 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--explain", action="store_true", help="print each query plan")
+    parser.add_argument("--serve-mib", type=int, default=256, help="size of the served file")
+    parser.add_argument("--serve-rounds", type=int, default=5)
+    parser.add_argument("--skip-listing", action="store_true", help="only the serving comparison")
+    parser.add_argument("--skip-serving", action="store_true", help="only the listing")
     args = parser.parse_args()
-    print(f"{args.videos} videos of the caller (+{args.videos // 10} of another user); page of {PAGE};")
-    print(f"{args.runs} runs each; milliseconds per page\n")
+    if not args.skip_listing:
+        listing_bench(args)
+    if not args.skip_serving:
+        serve_bench(args.serve_mib, args.serve_rounds)
+
+
+def listing_bench(args: argparse.Namespace) -> None:
+    others = f"+{args.videos // 10} and +{args.videos // 20} of two other users"
+    print(f"{args.videos} videos of the caller ({others}); page of {PAGE};")
+    print(f"{args.runs} runs each; milliseconds per page (signed URLs included)\n")
     print("| database | filter | rows | p50 | p99 | max |\n|---|---|---:|---:|---:|---:|")
     plans: list[str] = []
     with databases() as dbs:

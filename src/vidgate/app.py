@@ -31,6 +31,7 @@ from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
 from vidgate.events.hub import Hub
 from vidgate.events.webhooks import WebhookSender
+from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware
 from vidgate.processing.dispatch import run_dispatcher
@@ -210,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_periodic_dispatch(services)),
             asyncio.create_task(_deliver_webhooks(services)),
             asyncio.create_task(_sweep_events(services)),
+            asyncio.create_task(sweep_library_periodically(services)),
         ]
         if settings.websocket.enabled and services.bus is not None:
             tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver, services.hub.bus_connected)))

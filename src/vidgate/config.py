@@ -289,6 +289,7 @@ class WebhookSettings(BaseSettings):
             "duplicate_detected",
             "video_reviewed",
             "hash_match",
+            "video_deleted",
         ],
         description="Events sent to a user's webhook URL (JSON list).",
     )
@@ -325,6 +326,22 @@ class LibrarySettings(BaseSettings):
     )
     jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of posters and storyboards (1-100).")
     review_note_max_length: int = Field(2000, ge=0, le=100_000, description="Longest note of a review decision.")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("RETENTION_DAYS", "LIBRARY_RETENTION_DAYS", "retention_days"),
+        description="Videos older than this (days since upload) are deleted by the periodic sweep, "
+        "as a DELETE would; unset: kept forever.",
+    )
+    url_secret: SecretStr | None = Field(
+        None,
+        description="Key of the HMAC that signs content, poster and storyboard URLs (for a browser "
+        "<video> or <img>, which cannot send the API key); unset: a random one per process, so set it "
+        "when several API processes serve one library.",
+    )
+    url_ttl_seconds: float = Field(
+        3600.0, ge=10, le=7 * 86400, description="How long a signed URL works (it must outlast a playback)."
+    )
 
     @model_validator(mode="after")
     def _page_fits(self) -> LibrarySettings:

@@ -240,6 +240,18 @@ class InsufficientRole(Forbidden):
     code = "insufficient_role"
 
 
+class InvalidUrlSignature(Forbidden):
+    """Library: a signed URL whose signature does not match (altered, or for another video)."""
+
+    code = "invalid_url_signature"
+
+
+class UrlExpired(Forbidden):
+    """Library: a signed URL past its expiry (ask for fresh ones: the listing or /urls)."""
+
+    code = "url_expired"
+
+
 class FinalUploadImmutable(Forbidden):
     """tus: a final (concatenated) upload takes no PATCH."""
 

@@ -402,3 +402,75 @@ def test_processing_makes_a_poster_and_a_storyboard(server: RunningServer, tmp_p
         assert bobs != video_id
         wait_for(bob, bobs)
         assert bob.get(f"/v1/videos/{bobs}/poster.jpg").content == poster.content
+
+
+# ------------------------------------------------------------------ signed URLs
+def test_signed_urls_play_and_show_without_a_key_with_ranges(server: RunningServer, tmp_path: Path) -> None:
+    from tests.helpers import wait_for_video
+
+    path = make_video(tmp_path / "signed.mp4", frames=30, seed=seed())
+    data = path.read_bytes()
+    with server.client() as alice:
+        video_id = upload(alice, path)
+        wait_for_video(alice, video_id)
+        items = alice.get("/v1/videos", params={"content_hash": sha256(data)}).json()["data"]["items"]
+        urls = alice.get(f"/v1/videos/{video_id}/urls").json()["data"]
+    listed = items[0]["urls"]
+    assert set(listed) == {"content", "poster", "storyboard", "storyboard_index", "expires_at"}
+    with httpx.Client(base_url=server.base_url, timeout=30) as browser:  # no key, as a <video> element
+        for signed in (listed, urls):
+            whole = browser.get(signed["content"])
+            assert whole.status_code == 200 and whole.content == data
+            assert whole.headers["content-type"] == "video/mp4"
+            part = browser.get(signed["content"], headers={"Range": "bytes=100-199"})
+            assert part.status_code == 206 and part.content == data[100:200]
+            assert browser.get(signed["poster"]).headers["content-type"] == "image/jpeg"
+            assert browser.get(signed["storyboard"]).status_code == 200
+            index = browser.get(signed["storyboard_index"]).json()
+            sprite = browser.get(index["url"])  # signed the same way: an <img> can show it
+            assert sprite.status_code == 200 and sprite.headers["content-type"] == "image/jpeg"
+        unsigned = browser.get(f"/v1/videos/{video_id}/content")
+        assert (unsigned.status_code, error_code(unsigned)) == (401, "unauthenticated")
+        query = listed["content"].split("?", 1)[1]
+        exp = int(query.split("exp=")[1].split("&")[0])
+        for bad in (
+            listed["content"].replace(f"exp={exp}", f"exp={exp + 60}"),
+            listed["content"][:-2] + ("AA" if not listed["content"].endswith("AA") else "BB"),
+            listed["content"].split("&sig=")[0],
+        ):
+            refused = browser.get(bad)
+            assert (refused.status_code, error_code(refused)) == (403, "invalid_url_signature"), bad
+        # the signature opens this video only: another video id with it fails the same way
+        with server.client("bob") as bob:
+            bobs = upload(bob, make_video(tmp_path / "b.mp4", frames=5, seed=seed()))
+        other = browser.get(f"/v1/videos/{bobs}/content?{query}")
+        assert (other.status_code, error_code(other)) == (403, "invalid_url_signature")
+        unknown = browser.get(f"/v1/videos/{uuid.uuid4()}/content?{query}")
+        assert (unknown.status_code, error_code(unknown)) == (403, "invalid_url_signature")
+        # a signed URL reads; it never lists, reviews or deletes
+        assert browser.get(f"/v1/videos?{query}").status_code == 401
+        assert browser.delete(f"/v1/videos/{video_id}?{query}").status_code == 401
+
+
+def test_an_expired_signed_url_is_refused(server: RunningServer, stored: tuple[str, bytes]) -> None:
+    from vidgate.library.signing import UrlSigner
+
+    video_id, _ = stored
+    with server.db.session() as session:
+        from sqlalchemy import select
+
+        from vidgate.db.models import Video
+
+        owner = session.scalar(select(Video.user_id).where(Video.id == video_id))
+    signer = UrlSigner.from_settings(server.settings.library)  # this process's secret, as the server's
+    stale = signer.urls(video_id, str(owner), now=0).content
+    with httpx.Client(base_url=server.base_url, timeout=30) as browser:
+        refused = browser.get(stale)
+    assert (refused.status_code, error_code(refused)) == (403, "url_expired")
+
+
+def test_urls_are_only_for_the_owner(server: RunningServer, stored: tuple[str, bytes]) -> None:
+    video_id, _ = stored
+    with server.client("bob") as bob:
+        refused = bob.get(f"/v1/videos/{video_id}/urls")
+    assert (refused.status_code, error_code(refused)) == (404, "video_not_found")

@@ -30,7 +30,8 @@ def test_the_key_names_its_own_user_and_key(server: RunningServer) -> None:
         tzinfo=None
     )
     assert set(data) == {"user_id", "username", "key"}
-    assert set(data["key"]) == {"id", "prefix", "label", "created_at"}
+    assert set(data["key"]) == {"id", "prefix", "label", "role", "created_at"}
+    assert data["key"]["role"] == "uploader"
     assert bearer.json()["data"] == data
     assert second.json()["data"]["user_id"] == data["user_id"]
     assert second.json()["data"]["key"]["label"] == "phone"

@@ -163,3 +163,24 @@ def test_s3_keys_are_content_addressed_under_the_prefix(store: BlobStore, tmp_pa
         f"{store.prefix}blobs/{digest[:2]}/{digest}",
         f"{store.prefix}derived/{digest[:2]}/{digest}/poster.jpg",
     ]
+
+
+def test_a_withdrawn_blob_is_out_of_reach_until_restored_or_purged(store: BlobStore, tmp_path: Path) -> None:
+    """What the library's delete relies on: after withdraw, put_file of the same bytes stores
+    its own copy; restore puts the blob back (or drops it if a new copy is there)."""
+    digest, source = _file(tmp_path, b"bytes", "a")
+    store.put_file(digest, source)
+    assert store.withdraw(digest) and not store.exists(digest)
+    assert [key for key, _ in store.withdrawn()] == [digest]
+    assert not store.withdraw(digest)  # nothing left to withdraw
+    store.restore(digest)
+    assert store.exists(digest) and list(store.withdrawn()) == []
+    assert store.withdraw(digest)
+    _, again = _file(tmp_path, b"bytes", "b")
+    store.put_file(digest, again)  # stored afresh, not dropped
+    assert not again.exists() and store.exists(digest)
+    store.restore(digest)  # a copy is there: the withdrawn one is dropped
+    assert store.open(digest).read() == b"bytes" and list(store.withdrawn()) == []
+    assert store.withdraw(digest)
+    store.purge_withdrawn(digest)
+    assert not store.exists(digest) and list(store.withdrawn()) == []

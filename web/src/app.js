@@ -7,6 +7,7 @@ import { OUTCOME_LABELS, describeUploadError, parseErrorBody } from './errors.js
 import { FINAL_STATES, Tracker } from './tracker.js'
 import { LiveEvents, eventsUrl } from './live.js'
 import { SpeedMeter, formatBytes, formatDuration, formatPercent, formatSpeed, summarizeResult } from './format.js'
+import { Library } from './library.js'
 
 const KEY_STORAGE = 'vidgate.apiKey'
 const OPTIONS_STORAGE = 'vidgate.uploadOptions'
@@ -44,6 +45,7 @@ const live = new LiveEvents({
   url: () => eventsUrl(window.location, apiKey()),
   onEvent: (event) => {
     for (const videoId of tracker.event(event)) fetchResult(videoId)
+    library.onEvent(event)
   },
   onState: (state, detail) => {
     ui.liveStatus.dataset.state = state
@@ -65,8 +67,8 @@ function authHeaders() {
   return { 'X-API-Key': apiKey() }
 }
 
-async function getJson(path) {
-  const res = await fetch(path, { headers: authHeaders() })
+async function getJson(path, init = {}) {
+  const res = await fetch(path, { ...init, headers: { ...(init.headers ?? {}), ...authHeaders() } })
   const text = await res.text()
   if (!res.ok) {
     const error = parseErrorBody(text) ?? { code: `http_${res.status}`, message: text }
@@ -74,6 +76,8 @@ async function getJson(path) {
   }
   return JSON.parse(text).data
 }
+
+const library = new Library({ request: getJson })
 
 // ---------------------------------------------------------------- settings
 
@@ -114,13 +118,20 @@ function uploadOptions() {
 }
 
 let keyCheck = 0
+let checkedKey = null
 async function keyChanged() {
   const key = apiKey()
   if (key) localStorage.setItem(KEY_STORAGE, key)
   else localStorage.removeItem(KEY_STORAGE)
+  // The same key again (the input's change event after typing, or leaving the field): nothing
+  // to check, and no status text swapped under the pointer (on a narrow window that moved the
+  // buttons below between a press and its release, so the click was lost).
+  if (key && key === checkedKey && ui.keyStatus.dataset.state === 'ok') return
+  checkedKey = key
   const check = ++keyCheck
   if (!key) {
     setKeyStatus('missing', 'Enter an API key to upload.')
+    library.clear()
     live.stop()
     ui.liveStatus.dataset.state = 'closed'
     ui.liveStatus.textContent = 'Live updates: waiting for an API key'
@@ -130,11 +141,13 @@ async function keyChanged() {
   // GET /v1/me names the key's user: 200 for a valid key, 401 for an unknown or revoked one.
   let state
   let text
+  let role = null
   try {
     const res = await fetch('/v1/me', { headers: authHeaders() })
     if (res.ok) {
       const me = (await res.json()).data
       state = 'ok'
+      role = me.key?.role ?? 'viewer'
       text = `Key accepted: uploads go to ${me.username}.`
     } else if (res.status === 401) {
       state = 'refused'
@@ -150,9 +163,11 @@ async function keyChanged() {
   if (check !== keyCheck) return
   setKeyStatus(state, text)
   if (state === 'refused') {
+    library.clear()
     live.stop()
     return
   }
+  if (state === 'ok') library.setKey(role)
   live.start()
   pump()
 }
@@ -445,6 +460,17 @@ function render(entry) {
 
 // ---------------------------------------------------------------- wiring
 
+function showView(view) {
+  const isLibrary = view === 'library'
+  $('#upload-view').hidden = isLibrary
+  $('#library').hidden = !isLibrary
+  document.body.classList.toggle('library-wide', isLibrary)
+  $('#show-upload').setAttribute('aria-pressed', String(!isLibrary))
+  $('#show-library').setAttribute('aria-pressed', String(isLibrary))
+  document.body.dataset.view = view
+  if (isLibrary) library.loadMore()
+}
+
 function wire() {
   loadSettings()
   let typing
@@ -493,6 +519,13 @@ function wire() {
   window.addEventListener('beforeunload', (event) => {
     if ([...tracker.entries.values()].some((e) => e.state === 'uploading')) event.preventDefault()
   })
+
+  for (const [button, view] of [
+    ['#show-upload', 'upload'],
+    ['#show-library', 'library'],
+  ]) {
+    $(button).addEventListener('click', () => showView(view))
+  }
 
   keyChanged()
   document.body.dataset.ready = 'true'

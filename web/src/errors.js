@@ -93,6 +93,9 @@ export const REFUSAL_CODES = new Set([
   'insufficient_role',
   'invalid_cursor',
   'invalid_range',
+  // the library desk (issue 19)
+  'invalid_url_signature',
+  'url_expired',
 ])
 export const REFUSAL_STATUSES = new Set([400, 401, 403, 413, 415, 422])
 

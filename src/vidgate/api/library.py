@@ -1,8 +1,10 @@
 """The library: the caller's videos listed, their bytes played, their pictures, their reviews.
 
 ``GET /v1/videos`` (cursor pages), ``GET /v1/videos/{id}/content`` (HTTP Range, so a browser
-``<video>`` can seek), ``poster.jpg`` / ``storyboard.jpg`` / ``storyboard.json``, and
-``POST /v1/videos/{id}/review``. Ownership always comes from :mod:`vidgate.library.owners`.
+``<video>`` can seek), ``poster.jpg`` / ``storyboard.jpg`` / ``storyboard.json``,
+``POST /v1/videos/{id}/review`` and ``DELETE /v1/videos/{id}``. Ownership always comes from
+:mod:`vidgate.library.owners`. Content and pictures open with the key or with a signed URL
+(:mod:`vidgate.library.signing`: what a ``<video>`` element, which sends no header, can use).
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field, PrivateAttr
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
 
-from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep
+from vidgate.api import deps
+from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep, require
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.db.models import VideoStatus
-from vidgate.errors import InvalidRange, PictureNotReady, RangeNotSatisfiable
+from vidgate.errors import InvalidRange, InvalidUrlSignature, PictureNotReady, RangeNotSatisfiable, VideoNotFound
 from vidgate.library import listing, reviews
+from vidgate.library.deletion import DeletedVideo, deleter_for
 from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
-from vidgate.library.owners import OwnedVideo, owned_video
+from vidgate.library.owners import ServedVideo, served_video
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
+from vidgate.library.signing import SignedUrls, UrlSigner
 from vidgate.processing.pictures import POSTER, STORYBOARD, STORYBOARD_INDEX
+from vidgate.roles import Permission, Role
 from vidgate.storage import BlobStore
 
 router = APIRouter(prefix="/v1/videos", tags=["library"])
@@ -47,19 +54,67 @@ CONTAINER_MEDIA_TYPES = {
 CONTENT_CACHE = "private, max-age=3600"  # per-key content: browsers may keep it, shared caches not
 
 
-def _owned(services: Services, principal: Principal, video_id: str) -> OwnedVideo:
-    with services.db.session() as session:
-        owned = owned_video(session, principal.user_id, video_id)
-        session.expunge_all()
-        return owned
+#: A caller whose key may delete videos (uploader, admin: a viewer or reviewer may not).
+Deleter = Annotated[Principal, Depends(require(Permission.DELETE))]
+
+
+def signer(services: Services) -> UrlSigner:
+    return UrlSigner.from_settings(services.settings.library)
+
+
+class SignedPrincipal(Principal):
+    """The owner a signed URL stands for, with the video it looked up to verify it (so the
+    request reads the database once, as with a key)."""
+
+    _owned: ServedVideo | None = PrivateAttr(None)
+
+
+async def reader_or_signed(
+    video_id: str,
+    request: Request,
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(deps._bearer)],
+    api_key: Annotated[str | None, Depends(deps._api_key)],
+    exp: Annotated[int | None, Query(description="Signed URL: its expiry (Unix seconds).")] = None,
+    sig: Annotated[str | None, Query(max_length=128, description="Signed URL: its signature.")] = None,
+) -> Principal:
+    """The key (any role may read), or a signed URL of this video (``exp`` and ``sig``), which
+    stands for the video's owner with read access alone."""
+    if exp is None and sig is None:
+        principal = await deps.current_user(request, services, bearer, api_key)
+        principal.check(Permission.READ)
+        return principal
+    if exp is None or sig is None:
+        raise InvalidUrlSignature("A signed URL carries both exp and sig.")
+    found = await run_in_threadpool(served_video, services.db, video_id, None)  # whoever owns it
+    # An unknown video fails as a bad signature does: the answer tells nothing of which ids exist.
+    signer(services).verify(video_id, found.user_id if found else "", exp, sig)
+    if found is None:
+        raise InvalidUrlSignature("This URL's signature does not match: ask for a fresh one.")
+    signed = SignedPrincipal(user_id=found.user_id, username="", key_id=None, role=Role.VIEWER)
+    signed._owned = found
+    return signed
+
+
+ReaderOrSigned = Annotated[Principal, Depends(reader_or_signed)]
+
+
+def _owned(services: Services, principal: Principal, video_id: str) -> ServedVideo:
+    found = principal._owned if isinstance(principal, SignedPrincipal) else None
+    if found is not None and found.video_id == video_id:
+        return found  # looked up (and its owner checked) by reader_or_signed
+    owned = served_video(services.db, video_id, principal.user_id)
+    if owned is None:
+        raise VideoNotFound(f"No video {video_id!r}.")
+    return owned
 
 
 def _blobs(services: Services) -> BlobStore:
     return services.processing.blobs
 
 
-def media_type(owned: OwnedVideo) -> str:
-    container = str((owned.content.media_info or {}).get("container") or "")
+def media_type(owned: ServedVideo) -> str:
+    container = owned.container or ""
     return CONTAINER_MEDIA_TYPES.get(container, "application/octet-stream")
 
 
@@ -96,9 +151,8 @@ def _content_disposition(filename: str | None) -> str:
     response_class=Response,
     summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
 )
-async def get_content(video_id: str, request: Request, principal: Reader, services: ServicesDep) -> Response:
-    owned = await run_in_threadpool(_owned, services, principal, video_id)
-    content = owned.content
+async def get_content(video_id: str, request: Request, principal: ReaderOrSigned, services: ServicesDep) -> Response:
+    content = owned = await run_in_threadpool(_owned, services, principal, video_id)
     etag = f'"{content.content_hash}"'
     headers = {
         "ETag": etag,
@@ -207,22 +261,23 @@ def list_videos(
         filename=filename or None,
         content_hash=content_hash,
     )
-    return Envelope(data=listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size))
+    sign = signer(services).for_owner(principal.user_id)
+    page = listing.page(services.db, principal.user_id, query, max_limit=settings.max_page_size, sign=sign)
+    return Envelope(data=page)
 
 
 # ------------------------------------------------------------------ pictures
-def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[OwnedVideo, str, int]:
+def _picture(services: Services, principal: Principal, video_id: str, name: str) -> tuple[ServedVideo, str, int]:
     """The video's derived file ``name``: its store key and size (PictureNotReady if there is none)."""
     owned = _owned(services, principal, video_id)
     blobs = _blobs(services)
-    key = blobs.derived_key(owned.content.content_hash, name)  # per content: shared by every owner
+    key = blobs.derived_key(owned.content_hash, name)  # per content: shared by every owner
     try:
         size = blobs.size(key)
     except FileNotFoundError:
-        video = owned.video
-        done = video.status is VideoStatus.COMPLETED
+        done = owned.status is VideoStatus.COMPLETED
         why = "it was processed before pictures were made: process it again" if done else "it is not processed yet"
-        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {video.status.value}).") from None
+        raise PictureNotReady(f"Video {video_id!r} has no {name}: {why} (status {owned.status.value}).") from None
     return owned, key, size
 
 
@@ -245,7 +300,7 @@ PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": E
     responses=PICTURE_RESPONSES,
     summary="A poster JPEG: the frame nearest the middle that is not black",
 )
-async def get_poster(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+async def get_poster(video_id: str, principal: ReaderOrSigned, services: ServicesDep) -> Response:
     return await _picture_response(services, principal, video_id, POSTER)
 
 
@@ -255,7 +310,7 @@ async def get_poster(video_id: str, principal: Reader, services: ServicesDep) ->
     responses=PICTURE_RESPONSES,
     summary="The storyboard sprite: sampled frames as tiles, left to right, top to bottom",
 )
-async def get_storyboard(video_id: str, principal: Reader, services: ServicesDep) -> Response:
+async def get_storyboard(video_id: str, principal: ReaderOrSigned, services: ServicesDep) -> Response:
     return await _picture_response(services, principal, video_id, STORYBOARD)
 
 
@@ -275,11 +330,11 @@ class Storyboard(BaseModel):
     tiles: list[StoryboardTile]
 
 
-def _storyboard(services: Services, principal: Principal, video_id: str) -> Storyboard:
+def _storyboard(services: Services, principal: Principal, video_id: str, signed: str = "") -> Storyboard:
     _, key, size = _picture(services, principal, video_id, STORYBOARD_INDEX)
     # small: at most LIBRARY_STORYBOARD_MAX_TILES tiles
     index = json.loads(b"".join(_blobs(services).read_range(key, 0, size)))
-    return Storyboard(url=f"/v1/videos/{video_id}/storyboard.jpg", **index)
+    return Storyboard(url=f"/v1/videos/{video_id}/storyboard.jpg{signed}", **index)
 
 
 @router.get(
@@ -288,5 +343,37 @@ def _storyboard(services: Services, principal: Principal, video_id: str) -> Stor
     responses=PICTURE_RESPONSES,
     summary="The storyboard index: where each tile sits in the sprite and the time it shows",
 )
-def get_storyboard_index(video_id: str, principal: Reader, services: ServicesDep) -> Storyboard:
-    return _storyboard(services, principal, video_id)
+def get_storyboard_index(
+    video_id: str,
+    principal: ReaderOrSigned,
+    services: ServicesDep,
+    exp: int | None = None,
+    sig: str | None = None,
+) -> Storyboard:
+    # fetched through a signed URL: the sprite's URL is signed the same way (an <img> shows it)
+    signed = f"?exp={exp}&sig={sig}" if exp is not None and sig is not None else ""
+    return _storyboard(services, principal, video_id, signed)
+
+
+# ------------------------------------------------------------------ signed URLs
+@router.get(
+    "/{video_id}/urls",
+    response_model=Envelope[SignedUrls],
+    responses=ERRORS,
+    summary="Signed URLs of the content and pictures, for a <video> or <img> (which send no key)",
+)
+def get_urls(video_id: str, principal: Reader, services: ServicesDep) -> Envelope[SignedUrls]:
+    _owned(services, principal, video_id)
+    return Envelope(data=signer(services).urls(video_id, principal.user_id))
+
+
+# ------------------------------------------------------------------ deleting
+@router.delete(
+    "/{video_id}",
+    response_model=Envelope[DeletedVideo],
+    responses=ERRORS,
+    summary="Delete your video: its record, reviews and links; the stored bytes go with their last owner",
+)
+def delete_video(video_id: str, principal: Deleter, services: ServicesDep) -> Envelope[DeletedVideo]:
+    deleted = deleter_for(services).delete(principal.user_id, video_id, key_id=principal.key_id)
+    return Envelope(data=deleted, message="Video deleted")

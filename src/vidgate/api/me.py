@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vidgate.api.deps import CurrentUser, ServicesDep
 from vidgate.api.schemas import Envelope, ErrorEnvelope
@@ -23,6 +23,7 @@ class KeyView(BaseModel):
     id: str
     prefix: str
     label: str | None
+    role: str = Field(description="viewer, uploader, reviewer or admin (the page shows what the key may do).")
     created_at: datetime
 
 
@@ -35,5 +36,9 @@ class MeView(BaseModel):
 @router.get("/me", response_model=Envelope[MeView], responses=ERRORS, summary="The user of the API key sent")
 def get_me(principal: CurrentUser, services: ServicesDep) -> Envelope[MeView]:
     info = key_of(services.db, principal)
-    key = KeyView(id=info.id, prefix=info.key_prefix, label=info.label, created_at=info.created_at) if info else None
+    key = (
+        KeyView(id=info.id, prefix=info.key_prefix, label=info.label, role=info.role.value, created_at=info.created_at)
+        if info
+        else None
+    )
     return Envelope(data=MeView(user_id=principal.user_id, username=principal.username, key=key))

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     HASH_MATCH = "hash_match"
     SESSION_EXPIRED = "session_expired"
     VIDEO_REVIEWED = "video_reviewed"
+    VIDEO_DELETED = "video_deleted"
     ERROR = "error"
     HEARTBEAT = "heartbeat"
 
@@ -186,6 +187,27 @@ class VideoReviewed(AnyEvent):
     data: VideoReviewedData
 
 
+# ------------------------------------------------------------------ library: deletion (issue 19)
+class VideoDeletedData(BaseModel):
+    """Says nothing of whether the stored bytes went too: that depends on other owners."""
+
+    reason: Literal["request", "retention"] = Field(description="A DELETE, or the RETENTION_DAYS sweep.")
+    filename: str | None
+    content_hash: str
+    key_id: str | None = Field(description="The key that deleted it (None: the retention sweep).")
+    deleted_at: datetime
+
+
+class VideoDeleted(AnyEvent):
+    """The owner's video is gone (its record, reviews and links), sent to its owner alone."""
+
+    event_type: Literal["video_deleted"] = "video_deleted"
+    data: VideoDeletedData
+
+
+# ------------------------------------------------------------------ end of library: deletion
+
+
 class ErrorData(BaseModel):
     code: str
     message: str
@@ -218,6 +240,7 @@ Event = Annotated[
     | HashMatchEvent
     | SessionExpired
     | VideoReviewed
+    | VideoDeleted
     | Error
     | Heartbeat,
     Field(discriminator="event_type"),

@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from vidgate.db.models import Content, ReviewDecision, Video, VideoReviewState, 
 from vidgate.errors import InvalidCursor, InvalidParameter
 from vidgate.library.owners import filename_matches, owned_by
 from vidgate.library.reviews import UNREVIEWED
+from vidgate.library.signing import SignedUrls
 
 ReviewFilter = Literal["unreviewed", "approved", "rejected", "escalated"]
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -60,6 +62,9 @@ class LibraryItem(BaseModel):
     finished_at: datetime | None
     content_url: str
     poster_url: str
+    urls: SignedUrls | None = Field(
+        None, description="Signed URLs of the content and pictures (for a <video> or <img>), until expires_at."
+    )
 
 
 class LibraryPage(BaseModel):
@@ -164,7 +169,14 @@ def statement(query: LibraryQuery, user_id: str) -> Any:
     return joined.where(*conditions(query, user_id)).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
 
 
-def page(db: Database, user_id: str, query: LibraryQuery, *, max_limit: int) -> LibraryPage:
+def page(
+    db: Database,
+    user_id: str,
+    query: LibraryQuery,
+    *,
+    max_limit: int,
+    sign: Callable[[str], SignedUrls] | None = None,
+) -> LibraryPage:
     check(query, max_limit)
     with db.session() as session:
         rows = session.execute(statement(query, user_id)).all()
@@ -189,6 +201,7 @@ def page(db: Database, user_id: str, query: LibraryQuery, *, max_limit: int) -> 
                 finished_at=row.finished_at,
                 content_url=f"/v1/videos/{row.id}/content",
                 poster_url=f"/v1/videos/{row.id}/poster.jpg",
+                urls=sign(row.id) if sign is not None else None,
             )
         )
     last = rows[query.limit - 1] if len(rows) > query.limit else None

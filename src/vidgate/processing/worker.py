@@ -17,6 +17,7 @@ from celery.signals import worker_process_init
 
 from vidgate.config import Settings
 from vidgate.events.schema import from_wire, to_wire
+from vidgate.library.retention import sweep_library
 from vidgate.processing.celery_queue import PROCESS_TASK, SWEEP_TASK, create_celery
 from vidgate.processing.dispatch import sweep
 from vidgate.wiring import Services, build_services
@@ -65,8 +66,9 @@ def create_worker(settings: Settings) -> Celery:
 
     @celery.task(name="cleanup_expired_sessions", shared=False)
     def cleanup_expired_sessions() -> dict[str, int]:
-        """Expire old sessions and sweep orphans (on the beat schedule)."""
-        return dict(services.get().cleanup.run().model_dump())
+        """Expire old sessions and sweep orphans, then the library (RETENTION_DAYS; on the beat schedule)."""
+        wired = services.get()
+        return {**wired.cleanup.run().model_dump(), **sweep_library(wired).model_dump()}
 
     @celery.task(name=SWEEP_TASK, ignore_result=True, shared=False)
     def sweep_processing_jobs() -> dict[str, Any]:

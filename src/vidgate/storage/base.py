@@ -45,6 +45,25 @@ class BlobStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def withdraw(self, key: str) -> bool:
+        """Move the blob ``key`` out of reach, kept aside until :meth:`restore` or
+        :meth:`purge_withdrawn`: a :meth:`put_file` of the same bytes meanwhile stores its own
+        copy instead of trusting this one (the library deletes a content race-free this way).
+        False if there was no such blob."""
+        ...
+
+    def restore(self, key: str) -> None:
+        """Put a withdrawn blob back (dropped instead if a new copy was stored meanwhile)."""
+        ...
+
+    def purge_withdrawn(self, key: str) -> None:
+        """Remove a withdrawn blob for good."""
+        ...
+
+    def withdrawn(self) -> Iterator[tuple[str, float]]:
+        """Every withdrawn key and when it was withdrawn (Unix time): what a crash left aside."""
+        ...
+
     def local_path(self, key: str) -> Path | None:
         """The file of ``key`` on local disk, when the store keeps it there: the API then serves
         it with the OS's file reads (Range included); None (a remote store) means

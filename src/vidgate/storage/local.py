@@ -190,12 +190,15 @@ def _check_hash(key: str) -> str:
 
 class LocalBlobStore:
     """Content-addressed files under ``blobs/<hh>/<sha256>`` (two-hex shards keep folders small),
-    and files derived from them under ``derived/<hh>/<sha256>/<name>``."""
+    and files derived from them under ``derived/<hh>/<sha256>/<name>``; blobs being deleted
+    wait under ``withdrawn/<sha256>`` (same filesystem: moving them is a rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "blobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self.derived_root = root / "derived"
+        self.withdrawn_root = root / "withdrawn"
+        self.withdrawn_root.mkdir(exist_ok=True)
 
     def _path(self, key: str) -> Path:
         """``<sha256>`` (a blob) or ``<sha256>/<name>`` (a derived file)."""
@@ -237,6 +240,34 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def withdraw(self, key: str) -> bool:
+        aside = self.withdrawn_root / _check_hash(key)
+        try:
+            self._path(key).rename(aside)
+        except FileNotFoundError:
+            return False
+        os.utime(aside)  # when it was withdrawn, for the sweep's grace
+        return True
+
+    def restore(self, key: str) -> None:
+        aside = self.withdrawn_root / _check_hash(key)
+        target = self._path(key)
+        target.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if target.exists():  # the same bytes were stored again meanwhile: keep that copy
+                aside.unlink()
+            else:
+                aside.rename(target)
+
+    def purge_withdrawn(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.withdrawn_root / _check_hash(key)).unlink()
+
+    def withdrawn(self) -> Iterator[tuple[str, float]]:
+        for entry in self.withdrawn_root.iterdir():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                yield _check_hash(entry.name), entry.stat().st_mtime
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -242,6 +242,60 @@ class S3BlobStore:
         with self._translated(f"DELETE {object_key}"):
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
+    # ------------------------------------------------------------------ withdrawn blobs
+    def _withdrawn_key(self, key: str) -> str:
+        return f"{self.prefix}withdrawn/{check_hash(key)}"
+
+    def _copy(self, source_key: str, target_key: str) -> None:
+        """A server-side copy (s3transfer switches to UploadPartCopy past its threshold, so a
+        blob over 5 GiB copies too); no byte passes through this process."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=int(self.settings.s3_part_size),
+            multipart_chunksize=int(self.settings.s3_part_size),
+            max_concurrency=self.settings.s3_concurrency,
+            use_threads=self.settings.s3_concurrency > 1,
+        )
+        with self._translated(f"copy of {source_key} to {target_key}"):
+            self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key, Config=config)
+
+    def withdraw(self, key: str) -> bool:
+        """S3 has no rename: copy aside, then delete the original (a crash in between leaves both,
+        and the library's sweep restores or purges the aside copy)."""
+        object_key = self.object_key(key)
+        if self._head(object_key) is None:
+            return False
+        try:
+            self._copy(object_key, self._withdrawn_key(key))
+        except FileNotFoundError:  # deleted between the HEAD and the copy
+            return False
+        self.delete(key)
+        return True
+
+    def restore(self, key: str) -> None:
+        aside = self._withdrawn_key(key)
+        if self._head(self.object_key(key)) is None:  # else the same bytes were stored again: keep them
+            try:
+                self._copy(aside, self.object_key(key))
+            except FileNotFoundError:
+                return
+        self.purge_withdrawn(key)
+
+    def purge_withdrawn(self, key: str) -> None:
+        aside = self._withdrawn_key(key)
+        with self._translated(f"DELETE {aside}"):
+            self.client.delete_object(Bucket=self.bucket, Key=aside)
+
+    def withdrawn(self) -> Iterator[tuple[str, float]]:
+        prefix = f"{self.prefix}withdrawn/"
+        with self._translated(f"listing of {prefix}*"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    with contextlib.suppress(ValueError):
+                        yield check_hash(item["Key"][len(prefix) :]), item["LastModified"].timestamp()
+
     def local_path(self, key: str) -> Path | None:
         return None
 
