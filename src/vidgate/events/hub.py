@@ -106,13 +106,18 @@ class Connection:
         )
 
     def wants(self, event: AnyEvent) -> bool:
+        """A subscription of this connection covers ``event``: its subject (or everything), and for
+        a numbered event a number after the one the subscription started from (a client may ask
+        ``since`` a number the stream has not reached yet: it has what comes before)."""
         if event.event_type == "heartbeat":
             return True
         if self.user_id not in event.audience:
             return False
-        if None in self.following:
-            return True
-        return any(subject in self.following for subject in self._subjects_of(event) if subject)
+        for subject in (None, *self._subjects_of(event)):  # (a missing subject checks None again)
+            start = self.following.get(subject)
+            if start is not None and (not event.sequence or event.sequence > start):
+                return True
+        return False
 
     def had(self, event: AnyEvent) -> bool:
         """True if a subscription already brought this (numbered) event to this connection."""
@@ -274,7 +279,8 @@ class Hub:
         upto = connection.position
         assert upto is not None
         if since is None or since >= upto:
-            connection.following.setdefault(subject, upto)
+            start = upto if since is None else since
+            connection.following[subject] = min(start, connection.following.get(subject, start))
             return
         kind, _, value = (subject or "").partition(":")
         filters = {"session_id": value} if kind == "session" else {"video_id": value} if kind == "video" else {}
