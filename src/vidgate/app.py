@@ -30,7 +30,7 @@ from vidgate.db.engine import Database
 from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
 from vidgate.events.bus import EventBus, LocalBus, RedisBus
-from vidgate.events.hub import Hub
+from vidgate.events.hub import Hub, freeze_startup_heap
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox, WebhookSender
 from vidgate.logs import redact_server_logs
@@ -279,6 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.websocket.catch_up_interval_seconds,
         )
         app.state.services = services
+        freeze_startup_heap()
         tasks = [
             asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),
