@@ -156,7 +156,8 @@ def test_a_processing_write_refused_for_a_lost_lease_stores_and_publishes_no_eve
 
         def events_stored() -> list[tuple[int, str]]:
             with services.db.session() as session:
-                return list(session.execute(select(StoredEvent.sequence, StoredEvent.event_type)).tuples())
+                rows = session.execute(select(StoredEvent.sequence, StoredEvent.event_type))
+                return [(int(sequence), str(event_type)) for sequence, event_type in rows]
 
         before = events_stored()
         assert before and bus.published == []
