@@ -115,7 +115,8 @@ async def measure(bus: str, clients: int, rate: float, seconds: float, store: st
             latencies: list[float] = []
             ready = asyncio.Event()
             counter = [0, clients]
-            url = f"ws://127.0.0.1:{port}/ws?subscribe=all"
+            # since=0: every event of these new users is owed, however late a socket's start is read
+            url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since=0"
             tasks = []
             for key in keys:  # connect in waves so the listen backlog never overflows
                 tasks.append(asyncio.create_task(client(url, key, latencies, ready, counter)))
@@ -258,7 +259,7 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
             start = stored_sequences(work, user_id, 0)[-1]
             receipts = [Receipts() for _ in range(clients)]
             connected: list[int] = []
-            url = f"ws://127.0.0.1:{port}/ws?subscribe=all"
+            url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since={start}"
             tasks = []
             for receipt in receipts:  # in waves, so the listen backlog never overflows
                 tasks.append(asyncio.create_task(follower(url, key, receipt, connected)))
