@@ -1,7 +1,16 @@
-"""WebSocket delivery latency: publish to receipt, 500 clients, Redis bus against in-process bus.
+"""WebSocket delivery latency: publish to receipt, Redis bus against in-process bus.
 
-    .venv/bin/python bench/ws_latency.py [--clients 500] [--rate 500] [--seconds 10]
+    .venv/bin/python bench/ws_latency.py [--mode synthetic|uploads|both] [--clients 500] [--rate 500]
+        [--seconds 10] [--upload-clients 200,1000] [--uploads-per-second 1] [--upload-seconds 20]
 
+Mode ``synthetic`` (below); mode ``uploads``: N clients of ONE user, subscribed to everything,
+while real uploads (unique clips in 64 KB chunks, POST /v1/upload/video) are made and processed:
+in-process (PROCESSING_QUEUE=inline, local bus) and by a `vidgate worker` (celery, Redis bus).
+Every event the user's stream holds from the first upload on must reach every client once:
+``lost`` counts the (client, event) pairs missing, ``dup`` those received twice. Goals (issue 20):
+200 clients p99 < 50 ms, 1,000 clients p99 < 100 ms, 0 lost.
+
+Mode synthetic:
 For each bus a fresh `vidgate serve` (SQLite, its own data dir) gets CLIENTS connections, one
 user each, subscribed to everything of theirs. Then upload_progress events are published at a
 steady RATE per second, one user after another (so every client gets RATE/CLIENTS a second):
@@ -11,7 +20,8 @@ Each event is stored first (numbered, in a transaction of the server's SQLite da
 published after the commit, as vidgate's services publish theirs.
 Latency is the client's clock at receipt minus the event's timestamp (set when published; one
 machine, one clock). Prints p50/p99/max, events lost, and the CPU the server used (percent of
-one core) over the publishing window. Goal: p99 under 50 ms with Redis.
+one core) over the publishing window. Goal: p99 under 50 ms with Redis. Each bus runs twice:
+with the event store, and as before it (``bus only``: published unnumbered, nothing stored).
 """
 
 from __future__ import annotations
@@ -24,10 +34,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from vidgate.auth import create_key
@@ -78,7 +91,7 @@ async def client(url: str, key: str, latencies: list[float], ready: asyncio.Even
                 latencies.append(received - datetime.fromisoformat(event["timestamp"]).timestamp())
 
 
-async def measure(bus: str, clients: int, rate: float, seconds: float) -> dict[str, float]:
+async def measure(bus: str, clients: int, rate: float, seconds: float, store: str = "store") -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"ws-bench-{bus}-") as tmp:
         work = Path(tmp)
         keys, user_ids = make_users(work, clients)
@@ -88,7 +101,7 @@ async def measure(bus: str, clients: int, rate: float, seconds: float) -> dict[s
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "WEBSOCKET_", "DATABASE_"))}
         env.update(WEBSOCKET_BUS=bus, WEBSOCKET_REDIS_URL=REDIS_URL, AUTH_CREATE_DEV_KEY="false")
-        publish_args = [str(users_json), str(rate), str(seconds), str(start_file)]
+        publish_args = [str(users_json), str(rate), str(seconds), str(start_file), store]
         serve = [sys.executable, str(HERE / "ws_peer.py"), "serve", str(work), str(port)]
         if bus == "local":
             serve += ["--publish", *publish_args]
@@ -102,7 +115,8 @@ async def measure(bus: str, clients: int, rate: float, seconds: float) -> dict[s
             latencies: list[float] = []
             ready = asyncio.Event()
             counter = [0, clients]
-            url = f"ws://127.0.0.1:{port}/ws?subscribe=all"
+            # since=0: every event of these new users is owed, however late a socket's start is read
+            url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since=0"
             tasks = []
             for key in keys:  # connect in waves so the listen backlog never overflows
                 tasks.append(asyncio.create_task(client(url, key, latencies, ready, counter)))
@@ -136,7 +150,7 @@ async def measure(bus: str, clients: int, rate: float, seconds: float) -> dict[s
 
 
 async def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts slowly
     while time.monotonic() < deadline:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -147,19 +161,209 @@ async def wait_for_port(port: int) -> None:
     raise RuntimeError("the server did not start")
 
 
+class Receipts:
+    """What one client received: (sequence, latency in s) of each numbered event."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, float]] = []
+
+
+async def follower(url: str, key: str, receipts: Receipts, connected: list[int]) -> None:
+    async with connect(url, additional_headers={"X-API-Key": key}, max_size=None) as socket:
+        connected.append(1)
+        async for message in socket:
+            received = time.time()
+            event = json.loads(message)
+            if event.get("sequence"):
+                sent = datetime.fromisoformat(event["timestamp"]).timestamp()
+                receipts.got.append((event["sequence"], received - sent))
+
+
+def make_clips(directory: Path, count: int) -> list[bytes]:
+    """``count`` small real MP4s, each of bytes of its own (so each is processed, not deduplicated)."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.media import make_video
+
+    seed = uuid.uuid4().int % 100_000
+    return [make_video(directory / f"clip{n}.mp4", frames=25, seed=seed + n).read_bytes() for n in range(count)]
+
+
+def upload(base_url: str, key: str, data: bytes) -> str:
+    """One real chunked upload (64 KB chunks); returns the video id."""
+    chunk = 64 * 1024
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    session_id = f"bench-{uuid.uuid4().hex}"
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=60) as client:
+        for index, part in enumerate(parts):
+            form = {"session_id": session_id, "chunk_index": str(index), "total_chunks": str(len(parts))}
+            answer = client.post("/v1/upload/video", data=form, files={"file": ("clip.mp4", part, "video/mp4")})
+            answer.raise_for_status()
+        return str(answer.json()["data"]["video_id"])
+
+
+def wait_processed(base_url: str, key: str, video_ids: list[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=30) as client:
+        for video_id in video_ids:
+            while client.get(f"/v1/videos/{video_id}").json()["data"]["status"] not in ("completed", "failed"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"video {video_id} not processed in {timeout} s")
+                time.sleep(0.2)
+
+
+def stored_sequences(data_dir: Path, user_id: str, after: int) -> list[int]:
+    from vidgate.events.store import EventStore
+
+    db = Database(load_settings(server={"data_dir": str(data_dir)}).database_url)
+    found: list[int] = []
+    try:
+        while True:
+            events = EventStore(db).read(user_id, after, limit=500)
+            found += [e.sequence for e in events]
+            if len(events) < 500:
+                return found
+            after = events[-1].sequence
+    finally:
+        db.dispose()
+
+
+async def measure_uploads(bus: str, clients: int, per_second: float, seconds: float) -> dict[str, float]:
+    """N clients of one user while real uploads are made and processed."""
+    with tempfile.TemporaryDirectory(prefix=f"ws-uploads-{bus}-") as tmp:
+        work = Path(tmp)
+        (key,), (user_id,) = make_users(work, 1)
+        clips = make_clips(work, int(per_second * seconds) + 1)
+        port = free_port()
+        redis_db = 8 + os.getpid() % 7  # a database of the shared Redis of this run's own
+        redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "WEBSOCKET_", "DATABASE_"))}
+        env.update(AUTH_CREATE_DEV_KEY="false", VIDGATE_DATA_DIR=str(work), VIDGATE_LOG_LEVEL="warning")
+        if bus == "redis":
+            env.update(PROCESSING_QUEUE="celery", CELERY_BROKER_URL=redis_url, WEBSOCKET_REDIS_URL=redis_url)
+            env.update(WEBSOCKET_BUS="redis")
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+        else:
+            env.update(PROCESSING_QUEUE="inline", WEBSOCKET_BUS="local")
+        serve = [sys.executable, str(HERE / "ws_peer.py"), "serve", str(work), str(port)]
+        processes = [subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        if bus == "redis":
+            worker = [sys.executable, "-m", "vidgate", "worker", "--concurrency", "2"]
+            processes.append(subprocess.Popen(worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_for_port(port)
+            first = await asyncio.to_thread(upload, base_url, key, clips[0])  # warm-up: models loaded
+            await asyncio.to_thread(wait_processed, base_url, key, [first])
+            start = stored_sequences(work, user_id, 0)[-1]
+            receipts = [Receipts() for _ in range(clients)]
+            connected: list[int] = []
+            url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since={start}"
+            tasks = []
+            for receipt in receipts:  # in waves, so the listen backlog never overflows
+                tasks.append(asyncio.create_task(follower(url, key, receipt, connected)))
+                if len(tasks) % 50 == 0:
+                    await asyncio.sleep(0.05)
+            while len(connected) < clients:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            cpu_before, wall_before = cpu_seconds(processes[0].pid), time.monotonic()
+            video_ids: list[str] = []
+
+            def upload_steadily() -> None:
+                threads = []
+                began = time.monotonic()
+                for n, clip in enumerate(clips[1:]):
+                    if (delay := began + n / per_second - time.monotonic()) > 0:
+                        time.sleep(delay)
+                    thread = threading.Thread(target=lambda c=clip: video_ids.append(upload(base_url, key, c)))
+                    thread.start()
+                    threads.append(thread)
+                for thread in threads:
+                    thread.join()
+
+            await asyncio.to_thread(upload_steadily)
+            await asyncio.to_thread(wait_processed, base_url, key, list(video_ids))
+            expected = [n for n in stored_sequences(work, user_id, start)]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(
+                {s for s, _ in r.got if s > start} != set(expected) for r in receipts
+            ):
+                await asyncio.sleep(0.2)
+            cpu = (cpu_seconds(processes[0].pid) - cpu_before) / (time.monotonic() - wall_before)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for process in processes:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    wanted = set(expected)
+    lost = dup = 0
+    latencies: list[float] = []
+    for receipt in receipts:
+        mine = [(s, lat) for s, lat in receipt.got if s > start]
+        sequences = [s for s, _ in mine]
+        lost += len(wanted - set(sequences))
+        dup += len(sequences) - len(set(sequences))
+        latencies += [lat for _, lat in mine]
+    ordered = sorted(latencies)
+    return {
+        "events": len(expected),
+        "p50": statistics.median(ordered) * 1000 if ordered else float("nan"),
+        "p99": ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000 if ordered else float("nan"),
+        "max": ordered[-1] * 1000 if ordered else float("nan"),
+        "lost": lost,
+        "dup": dup,
+        "cpu": cpu * 100,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("synthetic", "uploads", "both"), default="both")
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--rate", type=float, default=500.0, help="events per second, all clients together")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--upload-clients", default="200,1000", help="client counts of the uploads mode")
+    parser.add_argument("--uploads-per-second", type=float, default=1.0)
+    parser.add_argument("--upload-seconds", type=float, default=20.0)
     args = parser.parse_args()
-    print(f"{args.clients} clients, {args.rate:g} events/s for {args.seconds:g} s, loopback, 2 cores shared")
-    print(f"{'bus':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>7}{'server CPU %':>14}")
-    for bus, label in (("local", "baseline: in-process bus"), ("redis", "redis (worker process)")):
-        row = asyncio.run(measure(bus, args.clients, args.rate, args.seconds))
-        print(
-            f"{label:<28}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>7.0f}{row['cpu']:>14.1f}"
+    if args.mode in ("synthetic", "both"):
+        print(f"synthetic: {args.clients} clients (one user each), {args.rate:g} events/s for {args.seconds:g} s")
+        print(f"{'bus':<36}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>7}{'server CPU %':>14}")
+        rows = (
+            ("local", "bus", "in-process, bus only (no store)"),
+            ("local", "store", "in-process, event store"),
+            ("redis", "bus", "redis, bus only (no store)"),
+            ("redis", "store", "redis, event store"),
         )
+        for bus, store, label in rows:
+            row = asyncio.run(measure(bus, args.clients, args.rate, args.seconds, store))
+            print(
+                f"{label:<36}{row['p50']:>9.2f}{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>7.0f}"
+                f"{row['cpu']:>14.1f}"
+            )
+    if args.mode in ("uploads", "both"):
+        print(
+            f"uploads: N clients of one user, {args.uploads_per_second:g} real uploads/s for {args.upload_seconds:g} s,"
+            " processed (goal: p99 < 50 ms at 200, < 100 ms at 1,000, 0 lost)"
+        )
+        print(
+            f"{'clients':>8} {'bus':<28}{'events':>7}{'receipts':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+            f"{'lost':>6}{'dup':>5}{'server CPU %':>14}"
+        )
+        for clients in (int(n) for n in args.upload_clients.split(",")):
+            for bus, label in (("local", "in-process (inline jobs)"), ("redis", "redis (vidgate worker)")):
+                row = asyncio.run(measure_uploads(bus, clients, args.uploads_per_second, args.upload_seconds))
+                print(
+                    f"{clients:>8} {label:<28}{row['events']:>7.0f}{row['events'] * clients:>9.0f}{row['p50']:>9.2f}"
+                    f"{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>6.0f}{row['dup']:>5.0f}{row['cpu']:>14.1f}"
+                )
 
 
 if __name__ == "__main__":

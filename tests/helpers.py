@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -127,3 +128,34 @@ def role_client(server: Any, user: str, role: str) -> httpx.Client:
 
     key, _ = create_key(server.db, user, label=f"{role} key", role=Role(role))
     return httpx.Client(base_url=server.base_url, headers={"X-API-Key": key}, timeout=30)
+
+
+def collect_events(
+    socket: Any, until: str | Callable[[dict[str, Any]], bool], timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Events received on a /ws ``socket`` (a websockets sync client) up to and including the
+    first that is of type ``until`` (or for which ``until(event)`` holds); heartbeats left out."""
+    done = until if callable(until) else (lambda event: event["event_type"] == until)
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not events or not done(events[-1]):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"never came: {until} (got {[e['event_type'] for e in events][-20:]})"
+        event = json.loads(socket.recv(timeout=remaining))
+        if event["event_type"] != "heartbeat":
+            events.append(event)
+    return events
+
+
+def drain_events(socket: Any, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """Whatever else a /ws ``socket`` receives within ``seconds`` (heartbeats left out)."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            event = json.loads(socket.recv(timeout=remaining))
+        except TimeoutError:
+            break
+        if event["event_type"] != "heartbeat":
+            events.append(event)
+    return events

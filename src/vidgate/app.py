@@ -29,7 +29,7 @@ from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
-from vidgate.events.hub import Hub
+from vidgate.events.hub import Hub, freeze_startup_heap
 from vidgate.events.webhooks import WebhookSender
 from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.websocket.catch_up_interval_seconds,
         )
         app.state.services = services
+        freeze_startup_heap()
         tasks = [
             asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),

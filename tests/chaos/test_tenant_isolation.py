@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,7 +27,7 @@ from sqlalchemy import func, select
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
-from tests.helpers import post_chunk, sha256, wait_for_video, wait_until
+from tests.helpers import collect_events, drain_events, post_chunk, sha256, wait_for_video, wait_until
 from tests.media import make_video
 from vidgate.db.models import Content, Video, VideoAnalysisResultRow
 from vidgate.events.schema import EventType
@@ -91,33 +90,6 @@ def isolated(
 
 def socket_for(server: RunningServer, user: str) -> ClientConnection:
     return connect(f"{server.ws_url}?subscribe=all", additional_headers={"X-API-Key": server.key_for(user)})
-
-
-def receive_until(socket: ClientConnection, last: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Events (no heartbeats) up to and including the first of type ``last``."""
-    events: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while not events or events[-1]["event_type"] != last:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, [e["event_type"] for e in events]
-        event = json.loads(socket.recv(timeout=remaining))
-        if event["event_type"] != "heartbeat":
-            events.append(event)
-    return events
-
-
-def drain(socket: ClientConnection, seconds: float = 1.0) -> list[dict[str, Any]]:
-    """Whatever else arrives within ``seconds`` (no heartbeats)."""
-    events = []
-    deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            event = json.loads(socket.recv(timeout=remaining))
-        except TimeoutError:
-            break
-        if event["event_type"] != "heartbeat":
-            events.append(event)
-    return events
 
 
 def shape(events: list[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
@@ -206,14 +178,14 @@ def test_bob_sees_nothing_of_alices_video(
                 mine = seed_upload(client, data, PRIVATE_NAME, priority=9)["data"]
                 secret = wait_for_video(client, mine["video_id"])
                 secret_session = client.get(f"/v1/upload/video/session/{mine['session_id']}").json()["data"]
-            receive_until(alice_socket, "processing_completed")
+            collect_events(alice_socket, "processing_completed")
             wait_until(lambda: "processing_completed" in alice_hooks.types(), timeout=30)
             alice_hooks_before = len(alice_hooks.bodies)
 
             # a first upload of bob's (bytes nobody has): the shape every upload of his must have
             with server.client(bob) as client:
                 first = upload(client, fresh, "first.mp4", 2)
-            first_events = receive_until(bob_socket, "processing_completed")
+            first_events = collect_events(bob_socket, "processing_completed")
             wait_until(lambda: bob_hooks.types().count("processing_completed") == 1, timeout=30)
             bob_hooks.bodies.clear()
             bob_hooks.raw.clear()
@@ -223,11 +195,11 @@ def test_bob_sees_nothing_of_alices_video(
             with caplog.at_level(logging.INFO), server.client(bob) as client:
                 his = upload(client, data, "b.mp4", 2)
                 last = "processing_completed" if scope == "owner" else "duplicate_detected"
-                events = receive_until(bob_socket, last) + drain(bob_socket)
+                events = collect_events(bob_socket, last) + drain_events(bob_socket)
                 wait_until(lambda: last in bob_hooks.types(), timeout=30)
                 logged = list(caplog.records)
             seen, video = everything_bob_can_see(server, bob, his, events, bob_hooks)
-            alice_heard = drain(alice_socket)
+            alice_heard = drain_events(alice_socket)
 
         # nothing of alice's record anywhere bob looks
         for value in (

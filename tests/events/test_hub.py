@@ -1,18 +1,31 @@
 """The hub against a real server: events the bus never carried reach an open socket from the
 store, once and in order; a late number is put behind the ones before it; replay of
-everything with ``since``; a bad ``since`` is refused."""
+everything with ``since``; a bad ``since`` is refused. Under a steady stream of events: replay
+(of a session, of everything) while events flow loses and repeats nothing; a replay many
+times the client buffer is sent with back-pressure, not closed with 4008; a ``since`` older
+than the store keeps is told with ``events_expired``."""
 
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.sync.client import ClientConnection
 
-from tests.conftest import RunningServer
-from tests.events.test_ws import open_socket
-from tests.helpers import wait_until
+from tests.conftest import RunningServer, database_url_for, make_settings, running_server
+from tests.events.test_ws import open_socket, upload_in_chunks
+from tests.helpers import collect_events, wait_until
+from tests.media import make_video
+from vidgate.db.models import utcnow
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import FailureData, UploadFailed
 
@@ -21,18 +34,69 @@ def user_id(server: RunningServer, user: str) -> str:
     return str(server.services.keys.authenticate(server.key_for(user)).user_id)
 
 
-def stage(publisher: EventPublisher, server: RunningServer, owner: str, tag: str) -> None:
+def stage(publisher: EventPublisher, server: RunningServer, owner: str, tag: str, message: str | None = None) -> None:
+    failure = FailureData(error_code="x", message=message or tag)
     with server.db.session() as session:
-        publisher.to_user(UploadFailed(session_id=tag, data=FailureData(error_code="x", message=tag)), owner, session)
+        publisher.to_user(UploadFailed(session_id=tag, data=failure), owner, session)
 
 
 def receive(socket: ClientConnection, count: int) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    while len(events) < count:
-        event = json.loads(socket.recv(timeout=20))
-        if event["event_type"] != "heartbeat":
-            events.append(event)
-    return events
+    received = [0]
+
+    def counted(_: dict[str, Any]) -> bool:
+        received[0] += 1
+        return received[0] == count
+
+    return collect_events(socket, counted, timeout=20)
+
+
+def stored(server: RunningServer, owner: str, after: int, session_id: str | None = None) -> list[tuple[int, str]]:
+    """(sequence, event_id) of ``owner``'s stored events after ``after`` (of one session), oldest first."""
+    found: list[tuple[int, str]] = []
+    while True:
+        events = server.services.events.store.read(owner, after, session_id=session_id, limit=500)
+        found += [(e.sequence, e.event_id) for e in events]
+        if len(events) < 500:
+            return found
+        after = events[-1].sequence
+
+
+class Stream:
+    """A steady stream of stored events for one user (through the server's own publisher, so
+    each is numbered, stored and published after its commit), spread over a few sessions."""
+
+    def __init__(self, server: RunningServer, owner: str, sessions: list[str], per_second: float = 250.0) -> None:
+        self.server, self.owner, self.sessions, self.per_second = server, owner, sessions, per_second
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        while not self.stop.is_set():
+            session_id = self.sessions[self.sent % len(self.sessions)]
+            stage(self.server.services.events, self.server, self.owner, session_id, message=f"flow {self.sent}")
+            self.sent += 1
+            if (delay := began + self.sent / self.per_second - time.monotonic()) > 0:
+                time.sleep(delay)
+
+    def __enter__(self) -> Stream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def end(self) -> None:
+        """Stop, then mark the end in every session (what the clients read up to)."""
+        self.__exit__()
+        for session_id in self.sessions:
+            stage(self.server.services.events, self.server, self.owner, session_id, message="end")
+
+
+def is_end(event: dict[str, Any]) -> bool:
+    return event["event_type"] == "upload_failed" and event["data"]["message"] == "end"
 
 
 def test_events_the_bus_lost_reach_an_open_socket_once_and_in_order(server: RunningServer) -> None:
@@ -75,3 +139,121 @@ def test_a_bad_since_is_refused(server: RunningServer) -> None:
         socket.send(json.dumps({"action": "subscribe", "all": True, "since": "yesterday"}))
         answer = json.loads(socket.recv(timeout=5))
     assert (answer["event_type"], answer["data"]["code"]) == ("error", "invalid_subscription")
+
+
+def test_replay_while_events_flow_loses_nothing_and_repeats_nothing(server: RunningServer, tmp_path: Path) -> None:
+    """Clients subscribe with ``since`` (to a session from 0, to everything from a number) at
+    random moments of a steady stream of 250 events/s: each gets exactly what the store holds
+    for its subscription after its ``since``, in order. The replays run to hundreds of events,
+    beyond half the buffer (256), so they are sent with back-pressure while live events arrive."""
+    alice = user_id(server, "alice")
+    data = make_video(tmp_path / "flow.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+    session_id = f"flow-{uuid.uuid4().hex}"
+    upload_in_chunks(server, "alice", data, session_id, [0])  # a real session: started, progress
+    others = [f"flow-other-{uuid.uuid4().hex[:8]}-{n}" for n in range(2)]
+    start = server.services.events.store.latest([alice])[alice]
+
+    def follow(n: int) -> tuple[str, int, list[dict[str, Any]]]:
+        time.sleep(random.uniform(0.2, 2.5))
+        if n % 2:
+            query, since = f"session_id={session_id}&since=0", 0
+        else:
+            since = start + random.randint(0, 100)
+            query = f"subscribe=all&since={since}"
+        with open_socket(server, "alice", query) as socket:
+            connected.append(n)
+            return query, since, collect_events(socket, lambda e: is_end(e) and e["session_id"] == session_id)
+
+    connected: list[int] = []
+    with ThreadPoolExecutor(16) as pool, Stream(server, alice, [session_id, *others]) as stream:
+        followers = [pool.submit(follow, n) for n in range(16)]
+        # however busy the machine, the stream goes on past the last subscription
+        wait_until(lambda: len(connected) == 16 and stream.sent >= 300, timeout=90)
+        time.sleep(0.5)
+        stream.end()
+        results = [f.result(timeout=120) for f in followers]
+    for query, since, events in results:
+        want = stored(server, alice, since, session_id=session_id if query.startswith("session") else None)
+        got = [(e["sequence"], e["event_id"]) for e in events]
+        last = got[-1][0]  # the session's end mark: what comes after it in the store is not waited for
+        assert got == [w for w in want if w[0] <= last], f"{query}: {len(got)} events, {len(want)} stored"
+
+
+@pytest.fixture
+def small_buffer_server(backend: str, tmp_path: Path) -> Iterator[RunningServer]:
+    with (
+        database_url_for(backend, tmp_path) as url,
+        running_server(make_settings(tmp_path, url, websocket={"queue_size": 16})) as running,
+    ):
+        yield running
+
+
+def test_a_replay_many_times_the_buffer_is_sent_whole_even_to_a_slow_reader(
+    small_buffer_server: RunningServer,
+) -> None:
+    """600 stored events, a buffer of 16: a client that asks for all of them (and reads slowly
+    at first, while new events keep coming) gets every one, then the live ones, and stays open."""
+    server = small_buffer_server
+    alice = user_id(server, "alice")
+    tag = f"long-{uuid.uuid4().hex[:8]}"
+    start = server.services.events.store.latest([alice])[alice]
+    for n in range(600):
+        stage(server.services.events, server, alice, tag, message=f"old {n}")
+    with open_socket(server, "alice", f"subscribe=all&since={start}") as socket, Stream(server, alice, [tag], 100):
+        slow = [json.loads(socket.recv(timeout=20)) for _ in range(40)]
+        for _ in range(20):
+            time.sleep(0.02)  # a slow start: the server has to wait for it
+            slow.append(json.loads(socket.recv(timeout=20)))
+        time.sleep(1.0)
+        rest = collect_events(socket, lambda e: e["data"].get("message", "").startswith("flow"), timeout=60)
+        live = collect_events(socket, lambda e: e["data"]["message"] == "flow 150", timeout=60)
+    got = [(e["sequence"], e["event_id"]) for e in slow + rest + live if e["event_type"] != "heartbeat"]
+    assert got == stored(server, alice, start)[: len(got)]
+    assert len(got) > 600 + 150
+
+
+def test_a_since_older_than_the_store_keeps_is_told_then_what_is_kept_follows(
+    small_buffer_server: RunningServer,
+) -> None:
+    server = small_buffer_server
+    alice = user_id(server, "alice")
+    events = server.services.events
+    tag = f"gone-{uuid.uuid4().hex[:8]}"
+    first = events.store.latest([alice])[alice] + 1
+    for n in range(5):
+        stage(events, server, alice, tag, message=f"gone {n}")
+    assert events.store.sweep(utcnow() + timedelta(seconds=1)) >= 5  # past retention: swept
+    kept = events.store.latest([alice])[alice] + 1
+    for n in range(3):
+        stage(events, server, alice, tag, message=f"kept {n}")
+    with open_socket(server, "alice", f"subscribe=all&since={first}") as socket:
+        told = collect_events(socket, lambda e: e["data"].get("message") == "kept 2", timeout=20)
+    assert told[0]["event_type"] == "events_expired" and told[0]["sequence"] == 0
+    assert told[0]["data"] == {"since": first, "oldest_sequence": kept}
+    assert [e["sequence"] for e in told[1:]] == [kept, kept + 1, kept + 2]
+    with open_socket(server, "alice", f"subscribe=all&since={kept - 1}") as socket:  # nothing it lacks is gone
+        again = collect_events(socket, lambda e: e["data"].get("message") == "kept 2", timeout=20)
+    assert [e["event_type"] for e in again] == ["upload_failed"] * 3
+
+
+def test_a_session_subscription_replays_into_a_socket_that_follows_everything_without_repeats(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A socket following everything adds a session with since=0: it gets that session's events it
+    did not have yet (those before it connected), never one twice."""
+    alice = user_id(server, "alice")
+    data = make_video(tmp_path / "both.mp4", seed=uuid.uuid4().int % 10_000).read_bytes()
+    session_id = f"both-{uuid.uuid4().hex}"
+    upload_in_chunks(server, "alice", data, session_id, [0])
+    before = stored(server, alice, 0, session_id=session_id)
+    with open_socket(server, "alice") as socket:
+        wait_until(lambda: all(c.following for c in server.services.hub.connections), timeout=10)
+        stage(server.services.events, server, alice, session_id, message="live")
+        live = collect_events(socket, lambda e: e["data"].get("message") == "live", timeout=20)
+        socket.send(json.dumps({"action": "subscribe", "session_id": session_id, "since": 0}))
+        replayed = collect_events(socket, lambda e: e["sequence"] == before[-1][0], timeout=20)
+        stage(server.services.events, server, alice, session_id, message="end")
+        rest = replayed + collect_events(socket, is_end, timeout=20)
+    session_events = [(e["sequence"], e["event_id"]) for e in live + rest if e["session_id"] == session_id]
+    assert sorted(session_events) == stored(server, alice, 0, session_id=session_id)
+    assert len(set(session_events)) == len(session_events) == len(before) + 2

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
-from tests.helpers import post_chunk, split, wait_for_video, wait_until
+from tests.helpers import collect_events, drain_events, post_chunk, split, wait_for_video, wait_until
 from tests.media import make_video
 from vidgate.events.schema import FailureData, UploadFailed
 
@@ -28,35 +28,6 @@ CHUNK = 64 * 1024
 
 def open_socket(server: RunningServer, user: str, query: str = "subscribe=all") -> ClientConnection:
     return connect(f"{server.ws_url}?{query}", additional_headers={"X-API-Key": server.key_for(user)})
-
-
-def collect(socket: ClientConnection, until: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Events received until one of type ``until`` (heartbeats left out)."""
-    events: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no {until} among {[e['event_type'] for e in events]}"
-        event = json.loads(socket.recv(timeout=remaining))
-        if event["event_type"] == "heartbeat":
-            continue
-        events.append(event)
-        if event["event_type"] == until:
-            return events
-
-
-def quiet(socket: ClientConnection, seconds: float) -> list[dict[str, Any]]:
-    """Everything but heartbeats received within ``seconds``."""
-    received = []
-    deadline = time.monotonic() + seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            event = json.loads(socket.recv(timeout=remaining))
-        except TimeoutError:
-            break
-        if event["event_type"] != "heartbeat":
-            received.append(event)
-    return received
 
 
 def upload_in_chunks(server: RunningServer, user: str, data: bytes, session_id: str, indexes: list[int]) -> Any:
@@ -77,8 +48,8 @@ def test_the_owner_sees_every_step_and_nobody_else_does(server: RunningServer, t
     with open_socket(server, "alice") as alice, open_socket(server, "bob") as bob:
         time.sleep(0.2)
         upload_in_chunks(server, "alice", data, session_id, list(range(len(split(data, CHUNK)))))
-        events = collect(alice, "processing_completed")
-        assert quiet(bob, 1.0) == []
+        events = collect_events(alice, "processing_completed")
+        assert drain_events(bob, 1.0) == []
     types = [e["event_type"] for e in events]
     assert types[0] == "upload_started"
     assert "upload_progress" in types and "upload_completed" in types and "processing_initiated" in types
@@ -99,12 +70,12 @@ def test_a_client_that_reconnects_gets_what_it_missed(server: RunningServer, tmp
     total = len(split(data, CHUNK))
     upload_in_chunks(server, "alice", data, session_id, [0])
     with open_socket(server, "alice", f"session_id={session_id}&since=0") as first:
-        seen = collect(first, "upload_progress", timeout=10)  # replayed: started, then progress
+        seen = collect_events(first, "upload_progress", timeout=10)  # replayed: started, then progress
         assert [e["event_type"] for e in seen][:1] == ["upload_started"]
     last = seen[-1]["sequence"]
     upload_in_chunks(server, "alice", data, session_id, list(range(1, total)))  # while disconnected
     with open_socket(server, "alice", f"session_id={session_id}&since={last}") as again:
-        missed = collect(again, "upload_completed", timeout=10)
+        missed = collect_events(again, "upload_completed", timeout=10)
     numbers = [e["sequence"] for e in missed]  # alice's numbers: other sessions of hers may come between
     assert numbers == sorted(set(numbers)) and numbers[0] > last
     assert {e["session_id"] for e in missed} == {session_id}
@@ -155,7 +126,7 @@ def test_duplicate_uploads_are_announced_with_the_cached_result(server: RunningS
         with open_socket(server, "alice") as socket:
             time.sleep(0.2)
             post_chunk(client, data)
-            events = collect(socket, "duplicate_detected", timeout=10)
+            events = collect_events(socket, "duplicate_detected", timeout=10)
     assert events[-1]["data"]["cached_result"]["video_id"] == video_id
 
 

@@ -42,8 +42,13 @@ const tracker = new Tracker((entry) => render(entry))
 let checksumAlgorithm = null // asked once, before the first upload starts
 let checksumDiscovery = null
 const live = new LiveEvents({
-  url: () => eventsUrl(window.location, apiKey()),
+  url: () => eventsUrl(window.location, apiKey(), tracker.lastSequence),
   onEvent: (event) => {
+    if (event.event_type === 'events_expired') {
+      // what was missed is no longer kept: ask the server where each file stands
+      for (const entry of tracker.entries.values()) followUp(entry.id)
+      return
+    }
     for (const videoId of tracker.event(event)) fetchResult(videoId)
     library.onEvent(event)
   },
@@ -168,6 +173,7 @@ async function keyChanged() {
     return
   }
   if (state === 'ok') library.setKey(role)
+  tracker.lastSequence = null // another key may be another user's stream
   live.start()
   pump()
 }

@@ -1,9 +1,11 @@
 // The /ws connection: subscribe to everything of this key's user, reconnect with backoff, and
-// after a reconnect ask for what was missed (`since`) on the subjects still open.
+// after a reconnect ask for what was missed: everything after the last number of the user's
+// stream seen (`since`, sequences count all of a user's events), and on the subjects still open.
 
-export function eventsUrl(location, apiKey) {
+export function eventsUrl(location, apiKey, since = null) {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  return `${scheme}//${location.host}/ws?api_key=${encodeURIComponent(apiKey)}&subscribe=all`
+  const resume = Number.isInteger(since) && since >= 0 ? `&since=${since}` : ''
+  return `${scheme}//${location.host}/ws?api_key=${encodeURIComponent(apiKey)}&subscribe=all${resume}`
 }
 
 export class LiveEvents {

@@ -24,6 +24,7 @@ export class Tracker {
     this.pending = [] // events for sessions/videos not yet tied to an entry
     this.seen = new Set() // event ids already applied
     this.sequences = new Map() // subject ("session:ID" / "video:ID") -> last sequence seen
+    this.lastSequence = null // the last number of the user's stream seen (null: none yet)
   }
 
   add(file) {
@@ -185,6 +186,9 @@ export class Tracker {
   /** One event from /ws. Returns the video ids whose result should now be fetched. */
   event(event) {
     if (!event || event.event_type === 'heartbeat') return []
+    // Events the server no longer keeps were missed: the page asks the server where each file
+    // stands (followUp over HTTP); nothing to apply here.
+    if (event.event_type === 'events_expired') return []
     if (event.event_id) {
       if (this.seen.has(event.event_id)) return []
       this.seen.add(event.event_id)
@@ -192,6 +196,7 @@ export class Tracker {
     }
     const subject = event.session_id ? `session:${event.session_id}` : event.video_id ? `video:${event.video_id}` : null
     if (subject && event.sequence) this.sequences.set(subject, Math.max(event.sequence, this.sequences.get(subject) ?? 0))
+    if (event.sequence) this.lastSequence = Math.max(event.sequence, this.lastSequence ?? 0)
     const applied = this.#apply(event)
     if (applied === null) {
       this.pending.push(event)

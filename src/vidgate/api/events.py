@@ -14,8 +14,10 @@ parameters (``?subscribe=all``, ``?session_id=...``, ``?video_id=...``, each wit
 ``since`` first replays the stored events numbered after N (of that subscription), so a client
 that reconnects with the last number it saw loses nothing and gets nothing twice (events are
 kept for ``WEBSOCKET_EVENT_RETENTION_SECONDS``). ``{"action": "subscribe", "all": true,
-"since": N}`` and ``?subscribe=all&since=N`` replay everything of the user's. A client that
-falls ``WEBSOCKET_QUEUE_SIZE`` events behind is closed with code 4008; a bad key closes with 4401.
+"since": N}`` and ``?subscribe=all&since=N`` replay everything of the user's. Replay is sent
+with back-pressure (however long, it never closes the client); a ``since`` older than what is
+kept gets an ``events_expired`` event first (fetch the state over HTTP). A client that falls
+``WEBSOCKET_QUEUE_SIZE`` live events behind is closed with code 4008; a bad key closes with 4401.
 """
 
 from __future__ import annotations
@@ -80,12 +82,7 @@ async def _subscribe(services: Services, principal: Principal, connection: Conne
         return
     hub = services.hub
     assert hub is not None
-    if since is not None:
-        hub.replay(connection, subject, since)  # the subject joins once its past is queued
-    elif subject is None:
-        connection.everything = True
-    else:
-        connection.subjects.add(subject)
+    hub.subscribe(connection, subject, since)  # with since, the subject joins once its past is queued
 
 
 async def _read(services: Services, principal: Principal, connection: Connection, websocket: WebSocket) -> None:
@@ -101,10 +98,10 @@ async def _read(services: Services, principal: Principal, connection: Connection
             await _subscribe(services, principal, connection, request)
         elif action == "unsubscribe":
             if request.get("all"):
-                connection.everything = False
+                connection.unfollow(None)
             for key, prefix in (("session_id", "session"), ("video_id", "video")):
                 if request.get(key):
-                    connection.subjects.discard(f"{prefix}:{request[key]}")
+                    connection.unfollow(f"{prefix}:{request[key]}")
         else:
             await _send_error(connection, "invalid_message", f"Unknown action {action!r}.")
 

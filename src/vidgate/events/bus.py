@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from vidgate.events.schema import AnyEvent, from_wire, to_wire
+from vidgate.events.schema import AnyEvent, from_bus, to_bus
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class RedisBus:
         self._client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
     def publish(self, event: AnyEvent) -> AnyEvent:
-        self._client.publish(EVENTS_CHANNEL, to_wire(event))
+        self._client.publish(EVENTS_CHANNEL, to_bus(event))
         return event
 
     async def listen(self, deliver: Deliver, on_connect: OnConnect | None = None) -> None:
@@ -103,7 +103,7 @@ class RedisBus:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         try:
-                            deliver(from_wire(message["data"]))
+                            deliver(from_bus(message["data"]))
                         except ValueError:
                             log.warning("dropped a malformed event from the bus")
             except (RedisError, OSError) as exc:

@@ -8,19 +8,41 @@ connection catches up from the store before taking anything else, so a socket th
 through an outage still gets every event once, in order. The hub also catches up every
 connection when the bus (re)connects, and checks the store's counters every
 ``catch_up_interval`` for connections that fell behind without noticing (nothing followed the
-lost events). Replay (``since``) runs the same way, before the subject joins the live stream.
+lost events).
+
+Subscriptions are applied by that same catch-up, in order, so a subscription with ``since``
+(replay) is atomic with respect to live delivery: while it reads the store, the user's live
+events are not queued (the catch-up reads them from the store after the replay), and the
+subject joins the live stream only once its past is queued. What comes from the store is
+history the client asked for (or that the bus lost): it is sent with back-pressure, never more
+than half the buffer at a time, so however long it is it never closes the client; only live
+events that find the buffer full close it (4008). A replay that asks for more than the store
+still keeps (swept after ``WEBSOCKET_EVENT_RETENTION_SECONDS``) starts with an
+``events_expired`` event. Each subscription remembers the number after which the connection
+has had all of its events, so a replay sends nothing the connection already had.
+
+Per message the hub allocates nothing but the send: each event's client JSON is made once
+for every socket (:func:`~vidgate.events.schema.to_client`), and the pump waits on one future
+only when its buffer is empty.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import gc
 import logging
-from dataclasses import dataclass, field
+from collections import deque
 from typing import Any
 
 from vidgate import metrics
-from vidgate.events.schema import AnyEvent, Heartbeat, HeartbeatData, to_client
+from vidgate.events.schema import (
+    AnyEvent,
+    EventsExpired,
+    EventsExpiredData,
+    Heartbeat,
+    HeartbeatData,
+    to_client,
+)
 from vidgate.events.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -28,62 +50,124 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4008
 
+#: a subscription: a subject ("session:ID", "video:ID") or None for everything of the user's
+Subject = str | None
 
-@dataclass(eq=False)
+
+def freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, settings, models, compiled statements) out of the
+    garbage collector's reach: full collections then walk only what serving creates, which keeps
+    their pauses, the tail of the event latency, short."""
+    gc.collect()
+    gc.freeze()
+
+
 class Connection:
-    user_id: str
-    websocket: Any
-    queue: asyncio.Queue[AnyEvent]
-    subjects: set[str] = field(default_factory=set)
-    everything: bool = False
-    last_sent: dict[str, int] = field(default_factory=dict)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_code: int | None = None
-    #: the sequence of the user's stream up to which this connection has been fed (None: not yet known)
-    position: int | None = None
-    #: a catch-up from the store is running: numbered events wait for it (it reads them itself)
-    catching_up: bool = False
-    #: something came in while catching up: read the store once more before stopping
-    behind: bool = False
-    #: subscriptions asked with ``since``: (subject, or None for everything; since), replayed in order
-    replays: list[tuple[str | None, int]] = field(default_factory=list)
+    """One socket: what it follows, how far it got in its user's stream, and its buffer."""
+
+    def __init__(self, user_id: str, websocket: Any, queue_size: int) -> None:
+        self.user_id = user_id
+        self.websocket = websocket
+        self.queue_size = queue_size
+        #: history (store reads) fills at most this much of the buffer, so live events find room
+        self.history_room = max(1, queue_size // 2)
+        self.outbox: deque[AnyEvent] = deque()
+        #: what it follows: subject (None: everything) -> the sequence after which it had all of it
+        self.following: dict[Subject, int] = {}
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        #: the sequence of the user's stream up to which this connection has been fed (None: not yet known)
+        self.position: int | None = None
+        #: a catch-up from the store is running: numbered events wait for it (it reads them itself)
+        self.catching_up = False
+        #: something came in while catching up: read the store once more before stopping
+        self.behind = False
+        #: subscriptions to apply, in order: (subject, since or None for "from now on")
+        self.pending: deque[tuple[Subject, int | None]] = deque()
+        self._wake: asyncio.Future[None] | None = None  # the pump waits here on an empty buffer
+        self._room: asyncio.Future[None] | None = None  # history waits here on a full buffer
+
+    @property
+    def everything(self) -> bool:
+        return None in self.following
+
+    @property
+    def subjects(self) -> set[str]:
+        return {subject for subject in self.following if subject is not None}
+
+    def unfollow(self, subject: Subject) -> None:
+        self.following.pop(subject, None)
+
+    @staticmethod
+    def _subjects_of(event: AnyEvent) -> tuple[str | None, str | None]:
+        return (
+            f"session:{event.session_id}" if event.session_id else None,
+            f"video:{event.video_id}" if event.video_id else None,
+        )
 
     def wants(self, event: AnyEvent) -> bool:
+        """A subscription of this connection covers ``event``: its subject (or everything), and for
+        a numbered event a number after the one the subscription started from (a client may ask
+        ``since`` a number the stream has not reached yet: it has what comes before)."""
         if event.event_type == "heartbeat":
             return True
         if self.user_id not in event.audience:
             return False
-        if self.everything:
-            return True
-        return any(
-            subject in self.subjects
-            for subject in (
-                f"session:{event.session_id}" if event.session_id else None,
-                f"video:{event.video_id}" if event.video_id else None,
-            )
-            if subject
-        )
+        for subject in (None, *self._subjects_of(event)):  # (a missing subject checks None again)
+            start = self.following.get(subject)
+            if start is not None and (not event.sequence or event.sequence > start):
+                return True
+        return False
+
+    def had(self, event: AnyEvent) -> bool:
+        """True if a subscription already brought this (numbered) event to this connection."""
+        for subject in (None, *self._subjects_of(event)):  # (a missing subject checks None again)
+            complete = self.following.get(subject)
+            if complete is not None and event.sequence > complete:
+                return True
+        return False
 
     def offer(self, event: AnyEvent) -> None:
-        """Queue without waiting; a full buffer means the client cannot keep up: drop it."""
+        """Queue a live event without waiting; a full buffer means the client cannot keep up: drop it."""
         if self.closed.is_set():
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, self.queue.qsize())
-            self.close_code = CLOSE_TOO_SLOW
-            self.closed.set()
+        if len(self.outbox) >= self.queue_size:
+            log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, len(self.outbox))
+            self.close(CLOSE_TOO_SLOW)
+            return
+        self.outbox.append(event)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
-    def fresh(self, event: AnyEvent) -> bool:
-        """False for an event already sent (replay and live delivery may overlap)."""
-        subject = event.subject
-        if subject is None or not event.sequence:
-            return True
-        if event.sequence <= self.last_sent.get(subject, 0):
-            return False
-        self.last_sent[subject] = event.sequence
-        return True
+    async def put(self, event: AnyEvent) -> None:
+        """Queue history: wait while the buffer holds ``history_room`` events (back-pressure)."""
+        while len(self.outbox) >= self.history_room and not self.closed.is_set():
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        self.offer(event)
+
+    def close(self, code: int | None = None) -> None:
+        if code is not None and self.close_code is None:
+            self.close_code = code
+        self.closed.set()
+        for waiter in (self._wake, self._room):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def pump(self) -> None:
+        """Send queued events until the connection closes."""
+        send = self.websocket.send_text
+        outbox = self.outbox
+        loop = asyncio.get_running_loop()
+        while not self.closed.is_set():
+            if not outbox:
+                self._wake = loop.create_future()
+                await self._wake
+                continue
+            event = outbox.popleft()
+            if self._room is not None and not self._room.done() and len(outbox) < self.history_room:
+                self._room.set_result(None)
+            await send(to_client(event))
 
 
 class Hub:
@@ -101,7 +185,7 @@ class Hub:
 
     def connect(self, user_id: str, websocket: Any) -> Connection:
         """Register a connection; it starts at the user's current position, read from the store."""
-        connection = Connection(user_id, websocket, asyncio.Queue(self.queue_size))
+        connection = Connection(user_id, websocket, self.queue_size)
         self.connections.add(connection)
         self._by_user.setdefault(user_id, set()).add(connection)
         metrics.WEBSOCKET_CONNECTIONS.inc()
@@ -117,7 +201,7 @@ class Hub:
             mine.discard(connection)
             if not mine:
                 del self._by_user[connection.user_id]
-        connection.closed.set()
+        connection.close()
 
     def deliver(self, event: AnyEvent) -> None:
         """Offer ``event`` to the connections of its audience that asked for it (indexed by
@@ -126,23 +210,24 @@ class Hub:
             for connection in list(self.connections):
                 connection.offer(event)
             return
-        for connection in [c for user in event.audience for c in self._by_user.get(user, ())]:
-            if not event.sequence:  # not from the store (published straight onto the bus): as it is
-                if connection.wants(event):
-                    connection.offer(event)
-            elif connection.catching_up or connection.position is None:
-                connection.behind = True
-            elif event.sequence == connection.position + 1:
-                connection.position = event.sequence
-                if connection.wants(event):
-                    connection.offer(event)
-            elif event.sequence > connection.position:
-                self.catch_up(connection)  # a gap: the bus lost what came before this one
+        for user in event.audience:
+            for connection in list(self._by_user.get(user, ())):
+                if not event.sequence:  # not from the store (published straight onto the bus): as it is
+                    if connection.wants(event):
+                        connection.offer(event)
+                elif connection.catching_up or connection.position is None:
+                    connection.behind = True
+                elif event.sequence == connection.position + 1:
+                    connection.position = event.sequence
+                    if connection.wants(event):
+                        connection.offer(event)
+                elif event.sequence > connection.position:
+                    self.catch_up(connection)  # a gap: the bus lost what came before this one
 
-    def replay(self, connection: Connection, subject: str | None, since: int) -> None:
-        """Send ``subject``'s stored events after ``since`` (everything's, for None), then follow
-        it live: it joins the connection's subscriptions only once its past is queued."""
-        connection.replays.append((subject, since))
+    def subscribe(self, connection: Connection, subject: Subject, since: int | None = None) -> None:
+        """Follow ``subject`` (everything of the user's, for None); with ``since``, first send its
+        stored events numbered after ``since``. Applied in order by the connection's catch-up."""
+        connection.pending.append((subject, since))
         self.catch_up(connection)
 
     def catch_up(self, connection: Connection) -> None:
@@ -168,43 +253,62 @@ class Hub:
                 if connection.position is None:
                     latest = await asyncio.to_thread(self.store.latest, [user_id])
                     connection.position = latest[user_id]
-                while connection.replays:
-                    subject, since = connection.replays.pop(0)
-                    await self._replay(connection, subject, since)
-                while True:
-                    events = await asyncio.to_thread(self.store.read, user_id, connection.position, limit=self.batch)
+                while connection.pending and not connection.closed.is_set():
+                    subject, since = connection.pending.popleft()
+                    await self._apply(connection, subject, since)
+                while not connection.closed.is_set():
+                    after = connection.position
+                    events = await asyncio.to_thread(self.store.read, user_id, after, limit=self.batch)
+                    if events and events[0].sequence > after + 1 and connection.following:
+                        # swept before this connection read them (it fell a retention period behind)
+                        await connection.put(self._expired(None, after, events[0].sequence))
                     for event in events:
                         connection.position = event.sequence
                         if connection.wants(event):
-                            connection.offer(event)
+                            await connection.put(event)
                     if len(events) < self.batch:
                         break
-                if not connection.behind and not connection.replays:
+                if not connection.behind and not connection.pending:
                     break
         except Exception:
             log.exception("catching up a WebSocket of user %s from the event store failed", user_id)
         finally:
             connection.catching_up = False
 
-    async def _replay(self, connection: Connection, subject: str | None, since: int) -> None:
+    async def _apply(self, connection: Connection, subject: Subject, since: int | None) -> None:
+        upto = connection.position
+        assert upto is not None
+        if since is None or since >= upto:
+            start = upto if since is None else since
+            connection.following[subject] = min(start, connection.following.get(subject, start))
+            return
         kind, _, value = (subject or "").partition(":")
         filters = {"session_id": value} if kind == "session" else {"video_id": value} if kind == "video" else {}
-        upto = connection.position
+        oldest = await asyncio.to_thread(self.store.oldest, connection.user_id)
+        if since + 1 < oldest:
+            await connection.put(self._expired(subject, since, oldest))
         after = since
-        while True:
+        while not connection.closed.is_set():
             events = await asyncio.to_thread(
                 self.store.read, connection.user_id, after, upto=upto, limit=self.batch, **filters
             )
             for event in events:
-                connection.offer(event)
                 after = event.sequence
+                if not connection.had(event):
+                    await connection.put(event)
             if len(events) < self.batch:
                 break
-        # No await from the last read to here: what comes after ``upto`` reaches it live.
-        if subject is None:
-            connection.everything = True
-        else:
-            connection.subjects.add(subject)
+        # What comes after ``upto`` this same catch-up reads next (live events wait for it).
+        connection.following[subject] = min(since, connection.following.get(subject, since))
+
+    @staticmethod
+    def _expired(subject: Subject, since: int, oldest: int) -> EventsExpired:
+        kind, _, value = (subject or "").partition(":")
+        return EventsExpired(
+            session_id=value if kind == "session" else None,
+            video_id=value if kind == "video" else None,
+            data=EventsExpiredData(since=since, oldest_sequence=oldest),
+        )
 
     async def watch_store(self) -> None:
         """Every ``catch_up_interval``: catch up connections whose user's stream moved on
@@ -233,19 +337,4 @@ class Hub:
 
     async def pump(self, connection: Connection) -> None:
         """Send queued events until the connection closes."""
-        while not connection.closed.is_set():
-            getter = asyncio.ensure_future(connection.queue.get())
-            closer = asyncio.ensure_future(connection.closed.wait())
-            try:
-                done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:  # also when this pump is cancelled: leave no waiter behind
-                for waiter in (getter, closer):
-                    if not waiter.done():
-                        waiter.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await waiter
-            if getter not in done:
-                break
-            event = getter.result()
-            if connection.fresh(event):
-                await connection.websocket.send_text(to_client(event))
+        await connection.pump()

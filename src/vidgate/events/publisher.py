@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -64,7 +65,8 @@ class EventPublisher:
         self.webhooks = webhooks
         #: looks up the stored result of a video in a transaction (wired to the processing service)
         self.result_lookup: Callable[[str, Session], dict[str, Any] | None] = lambda video_id, session: None
-        self._last_progress: dict[str, float] = {}
+        #: key -> when its last progress event went out, oldest first (see progress_due)
+        self._last_progress: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._bus_down = False
 
@@ -81,15 +83,21 @@ class EventPublisher:
         return copies[0] if copies else None
 
     def progress_due(self, key: str, final: bool = False) -> bool:
-        """At most one progress event per ``progress_interval`` per key; the final one always."""
+        """At most one progress event per ``progress_interval`` per key; the final one always.
+        Only keys seen within the last interval are remembered (an older one throttles nothing),
+        so uploads and jobs that never send their final progress are forgotten too."""
         now = time.monotonic()
         with self._lock:
-            if not final and now - self._last_progress.get(key, 0.0) < self.progress_interval:
+            last = self._last_progress
+            horizon = now - self.progress_interval
+            while last and next(iter(last.values())) <= horizon:
+                last.popitem(last=False)
+            if not final and key in last:
                 return False
             if final:
-                self._last_progress.pop(key, None)
+                last.pop(key, None)
             else:
-                self._last_progress[key] = now
+                last[key] = now
             return True
 
     def _stage(self, session: Session, event: AnyEvent, audience: Any) -> list[AnyEvent]:

@@ -1,9 +1,13 @@
 """One Pydantic model per event type, in one envelope:
 ``event_type, event_id, sequence, session_id, video_id, timestamp, data``.
 
-``sequence`` counts per subject (a session or a video) so a client that reconnects can ask
-for what it missed after the last number it saw. ``audience`` (the user ids allowed to see
-the event) travels between processes but is never sent to clients.
+``sequence`` numbers each user's events (all their sessions and videos, see
+:mod:`vidgate.events.store`) so a client that reconnects can ask for what it missed after the
+last number it saw. ``audience`` (the user ids allowed to see the event) travels between
+processes but is never sent to clients.
+
+An event's client JSON is made once and kept on the event (:func:`to_client`): one event goes
+to every socket of its user, and serialising it per socket was most of the hub's CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter
 
 
 class EventType(StrEnum):
@@ -33,6 +37,8 @@ class EventType(StrEnum):
     VIDEO_DELETED = "video_deleted"
     ERROR = "error"
     HEARTBEAT = "heartbeat"
+    # replay horizon (issue 20)
+    EVENTS_EXPIRED = "events_expired"
 
 
 class AnyEvent(BaseModel):
@@ -43,6 +49,8 @@ class AnyEvent(BaseModel):
     video_id: str | None = None
     timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
     audience: list[str] = Field(default_factory=list, exclude=True)
+    #: the client JSON, made once (to_client); never set by hand
+    _client_json: str | None = PrivateAttr(default=None)
 
     @property
     def subject(self) -> str | None:
@@ -227,6 +235,27 @@ class Heartbeat(AnyEvent):
     data: HeartbeatData
 
 
+# --- The replay horizon (issue 20): told when ``since`` asks for more than the store keeps ---
+
+
+class EventsExpiredData(BaseModel):
+    since: int = Field(description="The sequence the client asked to continue after.")
+    oldest_sequence: int = Field(
+        description="The oldest of the user's sequences still kept: events numbered after since and "
+        "before this one are gone (older than WEBSOCKET_EVENT_RETENTION_SECONDS)."
+    )
+
+
+class EventsExpired(AnyEvent):
+    """Some events the client asked for with ``since`` are no longer kept: fetch the current
+    state over HTTP (``GET /v1/videos``, ``GET /v1/upload/sessions/{id}``). What is still kept
+    follows, then live events. Not part of the numbered stream (``sequence`` 0); ``session_id``
+    or ``video_id`` name the subscription it answers (neither for ``all``)."""
+
+    event_type: Literal["events_expired"] = "events_expired"
+    data: EventsExpiredData
+
+
 Event = Annotated[
     UploadStarted
     | UploadProgress
@@ -242,14 +271,17 @@ Event = Annotated[
     | VideoReviewed
     | VideoDeleted
     | Error
-    | Heartbeat,
+    | Heartbeat
+    # replay horizon (events.hub), kept apart from the block above
+    | EventsExpired,
     Field(discriminator="event_type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def to_wire(event: AnyEvent) -> str:
-    """JSON for the bus between processes (keeps the audience, which clients never see)."""
+    """JSON of the envelope with its audience (which clients never see): what another program
+    sends through Celery (``send_websocket_notification``)."""
     payload = event.model_dump(mode="json")
     payload["audience"] = event.audience
     return json.dumps(payload)
@@ -259,6 +291,31 @@ def from_wire(text: str | bytes) -> Event:
     return EVENT_ADAPTER.validate_json(text)
 
 
+def to_bus(event: AnyEvent) -> str:
+    """A bus message: the client JSON as it is (so no receiver makes it again) and the audience."""
+    return json.dumps({"audience": event.audience, "event": to_client(event)})
+
+
+def from_bus(text: str | bytes) -> Event:
+    """An event from a bus message (or from a :func:`to_wire` envelope, as published before)."""
+    message = json.loads(text)
+    if not isinstance(message.get("event"), str):
+        return EVENT_ADAPTER.validate_python(message)
+    event = from_client(message["event"])
+    event.audience = [str(user) for user in message.get("audience") or ()]
+    return event
+
+
+def from_client(text: str) -> Event:
+    """An event from its client JSON (a stored event), which it keeps for :func:`to_client`."""
+    event = EVENT_ADAPTER.validate_json(text)
+    event._client_json = text
+    return event
+
+
 def to_client(event: AnyEvent) -> str:
-    """JSON for a WebSocket client or a webhook (no audience)."""
-    return event.model_dump_json()
+    """JSON for a WebSocket client or a webhook (no audience), made once per event."""
+    text = event._client_json
+    if text is None:
+        text = event._client_json = event.model_dump_json()
+    return text

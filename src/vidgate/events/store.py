@@ -16,13 +16,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vidgate.db.engine import Database
 from vidgate.db.models import EventCounter, StoredEvent, utcnow
-from vidgate.events.schema import AnyEvent, Event, from_wire, to_client
+from vidgate.events.schema import AnyEvent, Event, from_client, to_client
 
 _COUNTERS = cast(Table, EventCounter.__table__)
 _EVENTS = cast(Table, StoredEvent.__table__)
@@ -54,6 +54,7 @@ class EventStore:
         connection = session.connection()
         sequence = int(connection.execute(self._next_sequence, {"user_id": user_id}).scalar_one())
         copy = event.model_copy(update={"sequence": sequence, "audience": [user_id]})
+        copy._client_json = None  # the original's, if it was made, lacks this sequence
         connection.execute(
             _INSERT_EVENT,
             {
@@ -90,7 +91,7 @@ class EventStore:
             query = query.where(StoredEvent.video_id == video_id)
         with self.db.session() as session:
             payloads = session.scalars(query.order_by(StoredEvent.sequence).limit(limit)).all()
-        events = [from_wire(payload) for payload in payloads]
+        events = [from_client(payload) for payload in payloads]
         for event in events:
             event.audience = [user_id]
         return events
@@ -107,6 +108,15 @@ class EventStore:
                 ).all()
                 found.update({user_id: int(last) for user_id, last in rows})
         return {user_id: found.get(user_id, 0) for user_id in wanted}
+
+    def oldest(self, user_id: str) -> int:
+        """The oldest of ``user_id``'s sequences still kept (one past the last if none is kept):
+        a client that has seen up to N lost events to the sweep if N + 1 is below it."""
+        with self.db.session() as session:
+            first = session.scalar(select(func.min(StoredEvent.sequence)).where(StoredEvent.user_id == user_id))
+        if first is not None:
+            return int(first)
+        return self.latest([user_id])[user_id] + 1
 
     def sweep(self, older_than: datetime) -> int:
         """Delete events stored before ``older_than`` (the counters stay); return how many."""

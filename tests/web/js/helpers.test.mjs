@@ -163,6 +163,7 @@ class FakeSocket {
 
 test('/ws: events, then a reconnect that asks for what was missed', async () => {
   assert.equal(eventsUrl({ protocol: 'https:', host: 'v.example:8443' }, 'vg_a b'), 'wss://v.example:8443/ws?api_key=vg_a%20b&subscribe=all')
+  assert.equal(eventsUrl({ protocol: 'http:', host: 'h' }, 'k', 41), 'ws://h/ws?api_key=k&subscribe=all&since=41')
   const events = []
   const states = []
   const live = new LiveEvents({

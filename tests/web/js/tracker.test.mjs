@@ -207,3 +207,14 @@ test('every way into the error state says Refused or Failed by the code, and onl
   assert.equal(polled.error.code, 'processing_failed')
   assert.equal(t.add(file('fresh.mp4')).outcome, null)
 })
+
+test('the last number of the user stream is kept for a reconnect; events_expired is not an event to apply', () => {
+  const t = new Tracker()
+  assert.equal(t.lastSequence, null)
+  t.event({ event_type: 'upload_progress', event_id: 'a', sequence: 7, session_id: 's1', data: {} })
+  t.event({ event_type: 'processing_progress', event_id: 'b', sequence: 5, video_id: 'v1', data: {} })
+  assert.equal(t.lastSequence, 7)
+  assert.deepEqual(t.event({ event_type: 'events_expired', sequence: 0, data: { since: 1, oldest_sequence: 40 } }), [])
+  assert.equal(t.pending.length, 2) // the two events wait for their entries; the notice does not
+  assert.equal(t.lastSequence, 7)
+})

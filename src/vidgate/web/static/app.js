@@ -3311,6 +3311,7 @@
       this.pending = [];
       this.seen = /* @__PURE__ */ new Set();
       this.sequences = /* @__PURE__ */ new Map();
+      this.lastSequence = null;
     }
     add(file) {
       const entry = {
@@ -3453,6 +3454,7 @@
     /** One event from /ws. Returns the video ids whose result should now be fetched. */
     event(event) {
       if (!event || event.event_type === "heartbeat") return [];
+      if (event.event_type === "events_expired") return [];
       if (event.event_id) {
         if (this.seen.has(event.event_id)) return [];
         this.seen.add(event.event_id);
@@ -3460,6 +3462,7 @@
       }
       const subject = event.session_id ? `session:${event.session_id}` : event.video_id ? `video:${event.video_id}` : null;
       if (subject && event.sequence) this.sequences.set(subject, Math.max(event.sequence, this.sequences.get(subject) ?? 0));
+      if (event.sequence) this.lastSequence = Math.max(event.sequence, this.lastSequence ?? 0);
       const applied = this.#apply(event);
       if (applied === null) {
         this.pending.push(event);
@@ -3559,9 +3562,10 @@
   };
 
   // src/live.js
-  function eventsUrl(location, apiKey2) {
+  function eventsUrl(location, apiKey2, since = null) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws?api_key=${encodeURIComponent(apiKey2)}&subscribe=all`;
+    const resume = Number.isInteger(since) && since >= 0 ? `&since=${since}` : "";
+    return `${scheme}//${location.host}/ws?api_key=${encodeURIComponent(apiKey2)}&subscribe=all${resume}`;
   }
   var LiveEvents = class {
     /**
@@ -4256,8 +4260,12 @@
   var checksumAlgorithm = null;
   var checksumDiscovery = null;
   var live = new LiveEvents({
-    url: () => eventsUrl(window.location, apiKey()),
+    url: () => eventsUrl(window.location, apiKey(), tracker.lastSequence),
     onEvent: (event) => {
+      if (event.event_type === "events_expired") {
+        for (const entry of tracker.entries.values()) followUp(entry.id);
+        return;
+      }
       for (const videoId of tracker.event(event)) fetchResult(videoId);
       library.onEvent(event);
     },
@@ -4363,6 +4371,7 @@
       return;
     }
     if (state === "ok") library.setKey(role);
+    tracker.lastSequence = null;
     live.start();
     pump();
   }
