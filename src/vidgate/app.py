@@ -272,6 +272,7 @@ def uvicorn_config(
         http="httptools",
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,
+        ws_per_message_deflate=settings.websocket.compression,  # WEBSOCKET_COMPRESSION
         log_level=(log_level or settings.server.log_level).lower(),
         # JSON logs: uvicorn's own loggers propagate to the root handler set by configure_logging
         log_config=None if settings.server.log_format == "json" else uvicorn.config.LOGGING_CONFIG,

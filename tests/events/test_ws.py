@@ -211,3 +211,17 @@ def raw_socket_that_never_reads(server: RunningServer, user: str) -> socket.sock
         head += raw.recv(1)
     assert head.startswith(b"HTTP/1.1 101"), head
     return raw
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_permessage_deflate_is_offered_only_when_configured(tmp_path: Path, compression: bool) -> None:
+    """WEBSOCKET_COMPRESSION: a client that offers permessage-deflate gets it only when it is on
+    (off by default: compressing every event once per socket dominated the event loop)."""
+    with (
+        database_url_for("sqlite", tmp_path) as url,
+        running_server(make_settings(tmp_path, url, websocket={"compression": compression})) as server,
+        open_socket(server, "alice") as socket,  # the websockets client offers deflate by default
+    ):
+        assert socket.response is not None
+        extensions = socket.response.headers.get("Sec-WebSocket-Extensions") or ""
+    assert ("permessage-deflate" in extensions) is compression
