@@ -52,8 +52,7 @@ class PartFile:
 
     def sync(self) -> None:
         if self.fd is not None:
-            with storage_errors():
-                os.fdatasync(self.fd)
+            os.fdatasync(self.fd)  # untranslated, as before the part store had an interface (a 500)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -43,7 +43,8 @@ class PartWriter(Protocol):
         ...
 
     def sync(self) -> None:
-        """Make what was written durable (UPLOAD_FSYNC)."""
+        """Make what was written durable (UPLOAD_FSYNC). The one exception to the rule above:
+        the local store lets its ``OSError`` through, as the upload flow always did (a 500)."""
         ...
 
     def close(self) -> None:
