@@ -151,7 +151,7 @@ def test_an_upload_kept_by_dedup_survives_the_last_owners_delete(
     which kept alice's identical blob and dropped bob's copy, and is about to link its video
     when alice (the last owner) deletes hers. Bob's video must still have its bytes."""
     data = clip(tmp_path).read_bytes()
-    blobs = lib_server.services.uploads.blobs
+    blobs = lib_server.services.blobs
     kept, go = threading.Event(), threading.Event()
     real_put = blobs.put_file
 

@@ -24,7 +24,7 @@ from tests.helpers import post_chunk
 from tests.media import make_scene_video, make_video
 from vidgate.db.models import Content, UploadSession, Video, VideoStatus, utcnow
 from vidgate.events.bus import EVENTS_CHANNEL
-from vidgate.events.schema import FailureData, ProcessingFailed, to_wire
+from vidgate.events.schema import FailureData, ProcessingFailed, from_bus, to_wire
 from vidgate.processing.celery_queue import create_celery
 
 
@@ -95,7 +95,7 @@ def test_the_seed_tasks(backend: str, tmp_path: Path, broker: str) -> None:
             assert time.monotonic() < deadline, seen
             message = subscriber.get_message(timeout=1)
             if message is not None:
-                seen.append(json.loads(message["data"])["event_id"])
+                seen.append(from_bus(message["data"]).event_id)
         # cleanup_expired_sessions runs on the beat schedule: an expired session gets swept.
         with running.server.client() as client:
             post_chunk(client, b"\x00" * 10, session_id="stale", chunk_index=1, total_chunks=3)

@@ -41,6 +41,8 @@ from vidgate.storage import BlobStore
 
 router = APIRouter(prefix="/v1/videos", tags=["library"])
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (401, 403, 404)}
+#: routes that also open with a signed URL: a malformed exp/sig is a 400 invalid_parameter
+SIGNED_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 400: {"model": ErrorEnvelope}}
 
 #: The validated container (media_info.container) -> the type browsers play it as.
 CONTAINER_MEDIA_TYPES = {
@@ -147,7 +149,7 @@ def _content_disposition(filename: str | None) -> str:
 @router.head("/{video_id}/content", include_in_schema=False)
 @router.get(
     "/{video_id}/content",
-    responses={**ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
+    responses={**SIGNED_ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
     response_class=Response,
     summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
 )
@@ -291,7 +293,7 @@ async def _picture_response(services: Services, principal: Principal, video_id: 
     return await _streamed(blobs, key, size, [], "image/jpeg", headers)
 
 
-PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**ERRORS, 409: {"model": ErrorEnvelope}}
+PICTURE_RESPONSES: dict[int | str, dict[str, Any]] = {**SIGNED_ERRORS, 409: {"model": ErrorEnvelope}}
 
 
 @router.get(
