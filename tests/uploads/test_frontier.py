@@ -3,21 +3,30 @@ over chunks that arrived ahead of it by reading them from the part file."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from vidgate.hashing import Hasher
+from vidgate.storage import LocalPartStore
 from vidgate.uploads.frontier import HashFrontier
 
 CHUNK = 1 << 20
 
 
-def _part(tmp_path: Path, chunks: int) -> tuple[Path, bytes]:
+Read = Callable[[Hasher, int, int], None]
+
+
+def _part(tmp_path: Path, chunks: int, key: str = "part") -> tuple[Read, bytes]:
+    """A part file of ``chunks`` random chunks and the part store's reader of it."""
     data = os.urandom(chunks * CHUNK)
-    path = tmp_path / "part"
-    path.write_bytes(data)
-    return path, data
+    store = LocalPartStore(tmp_path)
+    store.part_path(key).parent.mkdir(parents=True, exist_ok=True)
+    store.part_path(key).write_bytes(data)
+    return functools.partial(store.hash_range, key), data
 
 
 def test_chunks_ahead_of_the_frontier_are_hashed_once_the_gap_is_filled(tmp_path: Path) -> None:
@@ -46,7 +55,9 @@ def test_a_catch_up_that_cannot_read_leaves_the_frontier_as_it_was(tmp_path: Pat
     hasher.update(data[:CHUNK])
     frontier.commit("u", CHUNK)
     assert frontier.stored("u", CHUNK, CHUNK)
-    frontier.catch_up("u", tmp_path / "gone")  # the upload was cancelled meanwhile
+    frontier.catch_up(
+        "u", functools.partial(LocalPartStore(tmp_path).hash_range, "gone")
+    )  # the upload was cancelled meanwhile
     assert frontier.claim("u", CHUNK) is not None  # still at one chunk, and claimable
     frontier.rollback("u")
     frontier.catch_up("u", part)

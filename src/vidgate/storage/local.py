@@ -142,6 +142,14 @@ class LocalPartStore:
         finally:
             part.close()
 
+    def hash_range(self, key: str, hasher: Hasher, start: int, end: int) -> None:
+        with storage_errors():
+            fd = os.open(self.part_path(key), os.O_RDONLY)
+            try:
+                update_from_fd(hasher, fd, start, end)
+            finally:
+                os.close(fd)
+
     def exists(self, key: str) -> bool:
         return self.part_path(key).exists()
 

@@ -101,6 +101,12 @@ class PartStore(Protocol):
         """The local file of the part (see the module's docstring)."""
         ...
 
+    def hash_range(self, key: str, hasher: Hasher, start: int, end: int) -> None:
+        """Feed bytes ``[start, end)`` of the part of ``key`` into ``hasher`` (the running file
+        hash catching up over chunks that came ahead of it; a remote store reads them back with
+        ranged GETs). A part that is gone or short raises, as every method does."""
+        ...
+
     def remove(self, key: str) -> None:
         """Delete everything of one upload (its part and staged chunks)."""
         ...

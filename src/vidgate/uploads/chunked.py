@@ -9,6 +9,7 @@ chunk simply counts as missing and the client sends it again.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from sqlalchemy import select
@@ -86,9 +87,9 @@ class ChunkedUploads(Step):
             and not complete
             and self.frontier.stored(plan.row_id, plan.offset, result.size)
         ):  # chunks that came ahead of the frontier: hash them now, while others still arrive
-            part = self.parts.part_path(plan.row_id)
+            read = functools.partial(self.parts.hash_range, plan.row_id)
             threading.Thread(
-                target=self.frontier.catch_up, args=(plan.row_id, part), name="hash-catch-up", daemon=True
+                target=self.frontier.catch_up, args=(plan.row_id, read), name="hash-catch-up", daemon=True
             ).start()
         if complete:
             self.completion.assemble(plan.row_id)

@@ -14,14 +14,14 @@ restores the hasher as it was.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vidgate.hashing import Hasher, new_sha256, update_from_fd
+from vidgate.errors import VidgateError
+from vidgate.hashing import Hasher, new_sha256
 
 TAKE_WAIT_SECONDS = 60.0  # assembly waits this long at most for a running catch-up
 
@@ -87,9 +87,10 @@ class HashFrontier:
             _forget_covered(state)
             return state.saved is None and state.upto in state.stored
 
-    def catch_up(self, row_id: str, part: Path) -> None:
-        """Hash, from ``part``, the stored chunks that now follow the frontier without a gap
-        (run in a background thread; one at a time per upload, never beside a streaming claim)."""
+    def catch_up(self, row_id: str, read: Callable[[Hasher, int, int], None]) -> None:
+        """Hash the stored chunks that now follow the frontier without a gap, fed by
+        ``read(hasher, start, end)`` (the part store's ``hash_range``; run in a background
+        thread; one at a time per upload, never beside a streaming claim)."""
         while True:
             with self._lock:
                 state = self._states.get(row_id)
@@ -104,12 +105,8 @@ class HashFrontier:
                 state.idle.clear()
                 hasher = state.hasher
             try:
-                fd = os.open(part, os.O_RDONLY)
-                try:
-                    update_from_fd(hasher, fd, start, end)
-                finally:
-                    os.close(fd)
-            except OSError:  # the upload was cancelled or completed meanwhile: nothing to keep
+                read(hasher, start, end)
+            except VidgateError:  # the upload was cancelled or completed meanwhile: nothing to keep
                 with self._lock:
                     state.hasher, state.saved = state.saved, None
                     state.idle.set()
