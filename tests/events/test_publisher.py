@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from tests.events.test_store import RecordingBus
-from tests.processing.test_lease import JOB_TIMEOUT, _claim, _content, _expire, _queued_video
+from tests.processing.test_lease import JOB_TIMEOUT, _analysed, _claim, _content, _expire, _queued_video
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import StoredEvent, UserAccount
@@ -31,7 +31,6 @@ from vidgate.events.schema import (
     UploadStartedData,
 )
 from vidgate.processing import lease
-from vidgate.processing.pipeline import analyze
 
 
 class CountingSocket:
@@ -141,13 +140,7 @@ def test_a_processing_write_refused_for_a_lost_lease_stores_and_publishes_no_eve
         original = _claim(services, video_id, "worker-a@host").lease
         assert original is not None
         content = _content(services, video_id)
-        late = analyze(
-            processing.blobs.path(content.storage_key),
-            video_id=content.id,
-            content_hash=content.content_hash,
-            model_type="resnet50",
-            config=processing.config,
-        )
+        late = _analysed(services, content)
         _expire(services, video_id)
         lease.reclaim_lapsed(services.db, JOB_TIMEOUT)
         assert _claim(services, video_id, "worker-b@host").lease is not None  # attempt 2 is running

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from tests.processing.test_queue import _stored_video
 from vidgate.db.models import Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
 from vidgate.processing import lease
+from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import analyze
 
 LONG = 60.0  # a lease that does not run out during a test
@@ -51,6 +52,18 @@ def _content(services: Any, video_id: str) -> Content:
         content = session.get_one(Content, session.get_one(Video, video_id).content_id)
         session.expunge(content)
         return content
+
+
+def _analysed(services: Any, content: Content) -> VideoAnalysisResult:
+    """The analysis a worker would make of ``content`` (what a late attempt then tries to store)."""
+    processing = services.processing
+    return analyze(
+        processing.blobs.path(content.storage_key),
+        video_id=content.id,
+        content_hash=content.content_hash,
+        model_type="resnet50",
+        config=processing.config,
+    )
 
 
 def _video(services: Any, video_id: str) -> Video:
@@ -142,14 +155,7 @@ def test_a_late_original_cannot_store_a_second_result(services_for: Callable[...
         original = _claim(services, video_id, "worker-a@host").lease
         assert original is not None
         content = _content(services, video_id)
-        path = processing.blobs.path(content.storage_key)
-        late = analyze(
-            path,
-            video_id=content.id,
-            content_hash=content.content_hash,
-            model_type="resnet50",
-            config=processing.config,
-        )
+        late = _analysed(services, content)
         _expire(services, video_id)  # worker-a froze; its lease ran out
         lease.reclaim_lapsed(services.db, JOB_TIMEOUT)
         assert processing.run(video_id, worker="worker-b@host").status == "completed"
@@ -179,13 +185,7 @@ def test_the_current_attempt_stores_even_after_its_lease_ran_out_if_nobody_took_
         current = _claim(services, video_id, "worker-a@host").lease
         assert current is not None
         content = _content(services, video_id)
-        result = analyze(
-            processing.blobs.path(content.storage_key),
-            video_id=content.id,
-            content_hash=content.content_hash,
-            model_type="resnet50",
-            config=processing.config,
-        )
+        result = _analysed(services, content)
         _expire(services, video_id)
         processing._store(result, content.id, "resnet50", current)
         assert lease.reclaim_lapsed(services.db, JOB_TIMEOUT) == []
