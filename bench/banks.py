@@ -24,17 +24,14 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.databases import databases
 
 from vidgate.db import migrate
 from vidgate.db.engine import Database
@@ -43,27 +40,7 @@ from vidgate.moderation.bankindex import CACHE
 from vidgate.moderation.banks import _bands, _words, match_video, touch
 from vidgate.moderation.models import VpdqFeature
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 20_000
-
-
-@contextmanager
-def databases() -> Iterator[list[tuple[str, Database]]]:
-    name = f"vidgate_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with tempfile.TemporaryDirectory(prefix="vidgate-bench-") as tmp:
-        dbs = [
-            ("SQLite", Database(f"sqlite:///{Path(tmp) / 'bench.db'}")),
-            ("PostgreSQL", Database(ADMIN.rsplit("/", 1)[0] + f"/{name}")),
-        ]
-        try:
-            yield dbs
-        finally:
-            for _, db in dbs:
-                db.dispose()
-            with psycopg.connect(ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def random_hash(rng: random.Random) -> str:

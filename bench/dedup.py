@@ -16,41 +16,21 @@ import hashlib
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.databases import databases
 
 from vidgate import dedup
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import AnalysisStatus, Content, SessionStatus, UploadSession, Video, VideoStatus, utcnow
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def databases() -> Iterator[list[tuple[str, Database]]]:
-    name = f"vidgate_bench_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as tmp, psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        dbs = [
-            ("SQLite", Database(f"sqlite:///{tmp}/bench.db")),
-            ("PostgreSQL", Database(f"{ADMIN.rsplit('/', 1)[0]}/{name}")),
-        ]
-        try:
-            yield dbs
-        finally:
-            for _, db in dbs:
-                db.dispose()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fill(db: Database, count: int) -> list[tuple[str, str]]:

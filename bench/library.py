@@ -40,16 +40,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import event, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.databases import databases
 
 from vidgate.db import migrate
 from vidgate.db.engine import Database
@@ -69,7 +68,6 @@ from vidgate.library import listing
 from vidgate.library.listing import LibraryQuery
 from vidgate.library.signing import UrlSigner
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parent.parent
 SIGNER = UrlSigner(b"bench" * 8, 3600)
 WORDS = [f"w{i:02d}" for i in range(20)]
@@ -79,23 +77,6 @@ REVIEWS: list[ReviewDecision | None] = (
     [ReviewDecision.APPROVED] * 5 + [ReviewDecision.REJECTED] * 2 + [ReviewDecision.ESCALATED] + [None] * 92
 )
 PAGE = 50
-
-
-@contextmanager
-def databases() -> Iterator[list[tuple[str, Database]]]:
-    name = f"vidgate_bench_{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as tmp, psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        dbs = [
-            ("SQLite", Database(f"sqlite:///{tmp}/bench.db")),
-            ("PostgreSQL", Database(f"{ADMIN.rsplit('/', 1)[0]}/{name}")),
-        ]
-        try:
-            yield dbs
-        finally:
-            for _, db in dbs:
-                db.dispose()
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def fill(db: Database, count: int, rng: random.Random) -> dict[str, Any]:
