@@ -314,12 +314,6 @@ class UploadSession(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     completed_at: Mapped[datetime | None]
 
-    @property
-    def appended(self) -> bool:
-        """The bytes are appended at an offset (tus), not placed by chunk index: progress counts
-        bytes, no chunk is ever "missing", and the part file already is the file."""
-        return self.protocol == "tus"
-
 
 class UploadChunk(Base):
     __tablename__ = "upload_chunk"

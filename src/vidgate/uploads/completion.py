@@ -34,6 +34,7 @@ from vidgate.events.schema import DuplicateDetected, DuplicateDetectedData, Uplo
 from vidgate.hashing import new_sha256
 from vidgate.storage.base import BlobStore
 from vidgate.uploads.ending import Endings
+from vidgate.uploads.layouts import layout_of
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.validation.pipeline import FileValidator
@@ -71,34 +72,26 @@ class Completion(Step):
             chunks = tx.scalars(
                 select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
             ).all()
-            snapshot = [(c.chunk_index, c.chunk_size, c.storage_path) for c in chunks]
-            appended = row.appended
-            single_hash = chunks[0].chunk_hash if len(chunks) == 1 and not appended else None
-            upload_id, total, file_hash = row.session_id, row.total_chunks, row.file_hash
-            appended_size = row.file_size
-            known_hash = row.content_hash
-        file_size = (appended_size or 0) if appended else sum(size for _, size, _ in snapshot)
+            assembly = layout_of(row).assembly(row, chunks, self.parts.location(row_id))
+            upload_id, file_hash, known_hash = row.session_id, row.file_hash, row.content_hash
+        file_size = assembly.file_size
         if not self.parts.exists(row_id):
             if known_hash and self.blobs.exists(known_hash):
                 self._complete(row_id, known_hash, file_size, {})
                 return
             self.endings.fail(row_id, "assembly_failed", "The received data was lost before it could be assembled.")
             return
-        if not appended and len(snapshot) != total:
-            self.endings.fail(row_id, "assembly_failed", "Chunks are missing at assembly.")
+        if assembly.incomplete:
+            self.endings.fail(row_id, "assembly_failed", assembly.incomplete)
             return
-        staged: list[tuple[str, int, int]] = []
-        if not appended:
-            part = self.parts.location(row_id)
-            chunk_size = max(size for _, size, _ in snapshot)
-            staged = [(path, index * chunk_size, size) for index, size, path in snapshot if path != part]
+        single_hash = assembly.known_hash
         if single_hash:  # a single chunk's own hash is the file's: nothing to read
             hasher, upto = new_sha256(), file_size
         else:  # continue the running hash from where in-order bytes left it; read only the rest
             hasher, upto = self.frontier.take(row_id)
             if upto > file_size:
                 hasher, upto = new_sha256(), 0
-        self.parts.assemble(row_id, staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
+        self.parts.assemble(row_id, assembly.staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
         digest = single_hash or str(hasher.hexdigest())
         if file_hash is not None and digest != file_hash:
             message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."

@@ -18,15 +18,11 @@ from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, Upl
 from vidgate.errors import SessionNotFound
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import UploadProgress, UploadProgressData, UploadStarted, UploadStartedData
+from vidgate.uploads.layouts import layout_of, progress_percent
 from vidgate.uploads.models import SessionView
 
 #: sessions whose data was deleted when they ended: their view comes from the row's counters
 _ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
-
-
-def progress_percent(done: int, total: int | None) -> float:
-    """Progress in percent, two decimals; 0 while the total is unknown."""
-    return round(100.0 * done / total, 2) if total else 0.0
 
 
 def received(tx: Session, upload_id: str) -> set[int]:
@@ -102,10 +98,7 @@ def to_view(row: UploadSession, chunks: set[int], timeout: timedelta) -> Session
     done = row.status is SessionStatus.COMPLETED
     ended = row.status in _ENDED_WITHOUT_DATA
     chunks_received = row.total_chunks if done else (row.chunks_received or 0) if ended else len(chunks)
-    if row.appended:  # progress is in bytes, nothing is ever "missing"
-        percentage = 100.0 if done else progress_percent(row.bytes_received, row.file_size)
-    else:
-        percentage = 100.0 if done else progress_percent(chunks_received, row.total_chunks)
+    percentage = 100.0 if done else layout_of(row).percentage(row, chunks_received)
     return SessionView(
         session_id=row.session_id,
         upload_id=row.session_id,

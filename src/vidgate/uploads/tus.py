@@ -36,8 +36,9 @@ from vidgate.errors import (
 )
 from vidgate.uploads import tus_store
 from vidgate.uploads.ending import Endings
+from vidgate.uploads.layouts import progress_percent
 from vidgate.uploads.models import TusUpload
-from vidgate.uploads.records import Records, progress_percent
+from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import TusStore, check_alive, to_upload
 from vidgate.uploads.writer import ChunkSink, SinkResult

@@ -19,8 +19,8 @@ from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, UploadSession, new_id, utcnow
 from vidgate.errors import SessionNotFound, UploadGone
 from vidgate.uploads.completion import Completion
+from vidgate.uploads.layouts import progress_percent
 from vidgate.uploads.models import TusUpload
-from vidgate.uploads.records import progress_percent
 from vidgate.uploads.step import Step, UploadDeps
 
 _GONE = (SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED)
