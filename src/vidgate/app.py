@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.websocket.heartbeat_interval,
             services.events.store,
             settings.websocket.catch_up_interval_seconds,
+            settings.websocket.reorder_grace_seconds,
         )
         app.state.services = services
         freeze_startup_heap()

@@ -275,6 +275,14 @@ class WebSocketSettings(BaseSettings):
     progress_interval_seconds: float = Field(
         0.5, ge=0, description="At most one upload_progress / processing_progress per subject per this interval."
     )
+    reorder_grace_seconds: float = Field(
+        0.25,
+        ge=0,
+        description=(
+            "An event that overtook an earlier one of its user waits this long for it on the bus "
+            "before the socket reads the missing ones from the event store."
+        ),
+    )
     compression: bool = Field(
         False,
         description=(

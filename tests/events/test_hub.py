@@ -3,10 +3,12 @@ store, once and in order; a late number is put behind the ones before it; replay
 everything with ``since``; a bad ``since`` is refused. Under a steady stream of events: replay
 (of a session, of everything) while events flow loses and repeats nothing; a replay many
 times the client buffer is sent with back-pressure, not closed with 4008; a ``since`` older
-than the store keeps is told with ``events_expired``."""
+than the store keeps is told with ``events_expired``. And the hub alone: a number that
+overtook the one before it waits for it without a store read; a lost one is read after the grace."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -25,9 +27,13 @@ from tests.conftest import RunningServer, database_url_for, make_settings, runni
 from tests.events.test_ws import open_socket, upload_in_chunks
 from tests.helpers import collect_events, wait_until
 from tests.media import make_video
-from vidgate.db.models import utcnow
+from vidgate.db import migrate
+from vidgate.db.engine import Database
+from vidgate.db.models import UserAccount, utcnow
+from vidgate.events.hub import Connection, Hub
 from vidgate.events.publisher import EventPublisher
-from vidgate.events.schema import FailureData, UploadFailed
+from vidgate.events.schema import AnyEvent, Event, FailureData, UploadFailed
+from vidgate.events.store import EventStore
 
 
 def user_id(server: RunningServer, user: str) -> str:
@@ -257,3 +263,88 @@ def test_a_session_subscription_replays_into_a_socket_that_follows_everything_wi
     session_events = [(e["sequence"], e["event_id"]) for e in live + rest if e["session_id"] == session_id]
     assert sorted(session_events) == stored(server, alice, 0, session_id=session_id)
     assert len(set(session_events)) == len(session_events) == len(before) + 2
+
+
+# The hub on its own (no server): a number that overtakes the one before it is held for it,
+# not answered with a store read; a number the bus really lost is read after the grace.
+
+
+@pytest.fixture
+def store_db(backend: str, tmp_path: Path) -> Iterator[Database]:
+    with database_url_for(backend, tmp_path) as url:
+        database = Database(url)
+        migrate.upgrade(database)
+        with database.session() as tx:
+            tx.add(UserAccount(id="u1", username="u1"))
+        try:
+            yield database
+        finally:
+            database.dispose()
+
+
+class CountingStore(EventStore):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.reads = 0
+
+    def read(self, *args: Any, **kwargs: Any) -> list[Event]:
+        self.reads += 1
+        return super().read(*args, **kwargs)
+
+
+def numbered(db: Database, store: EventStore, count: int) -> list[AnyEvent]:
+    """``count`` events stored for u1 (numbered 1..count), as the bus would carry them."""
+    copies = []
+    for n in range(count):
+        with db.session() as tx:
+            copies.append(
+                store.append(tx, UploadFailed(session_id="s", data=FailureData(error_code="x", message=str(n))), "u1")
+            )
+    return copies
+
+
+async def followed(hub: Hub) -> Connection:
+    connection = hub.connect("u1", websocket=None)
+    hub.subscribe(connection, None)
+    while connection.catching_up:
+        await asyncio.sleep(0.01)
+    return connection
+
+
+def test_an_event_that_overtook_the_one_before_it_waits_for_it_without_a_store_read(store_db: Database) -> None:
+    store = CountingStore(store_db)
+
+    async def scenario() -> tuple[list[int], int]:
+        hub = Hub(16, 30.0, store, catch_up_interval=60.0, reorder_grace=30.0)
+        connection = await followed(hub)
+        reads = store.reads
+        first, second, third = numbered(store_db, store, 3)
+        hub.deliver(third)
+        hub.deliver(second)
+        assert not connection.outbox  # both wait for 1
+        hub.deliver(first)
+        return [event.sequence for event in connection.outbox], store.reads - reads
+
+    sequences, reads = asyncio.run(scenario())
+    assert sequences == [1, 2, 3]
+    assert reads == 0
+
+
+def test_a_number_the_bus_lost_is_read_from_the_store_after_the_grace(store_db: Database) -> None:
+    store = CountingStore(store_db)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        hub = Hub(16, 30.0, store, catch_up_interval=60.0, reorder_grace=0.05)
+        connection = await followed(hub)
+        events = numbered(store_db, store, 3)
+        hub.deliver(events[2])  # 1 and 2 never come on the bus
+        before = [event.sequence for event in connection.outbox]
+        for _ in range(200):
+            if len(connection.outbox) == 3:
+                break
+            await asyncio.sleep(0.01)
+        return before, [event.sequence for event in connection.outbox]
+
+    before, after = asyncio.run(scenario())
+    assert before == []
+    assert after == [1, 2, 3]

@@ -11,6 +11,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+#: execution option of the sessions :meth:`Database.reading` hands out
+READ_ONLY = "vidgate_read_only"
+
 
 def _normalise_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and use psycopg 3 for them."""
@@ -42,9 +45,12 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
-            # Take the write lock up front: a read-then-write transaction can then never fail
-            # half-way with "database is locked", and concurrent chunk commits serialise cleanly.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front: a read-then-write transaction can then never
+            # fail half-way with "database is locked", and concurrent chunk commits serialise
+            # cleanly. Readers (Database.reading) take none: in WAL they read a snapshot beside
+            # the writer instead of queueing behind every commit.
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -57,11 +63,20 @@ class Database:
         self.url = _normalise_url(url)
         self.engine = create_db_engine(url, echo=echo)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on error."""
         with self._factory() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: one consistent snapshot, and on SQLite no write lock,
+        so frequent reads (the event store's catch-up and replay) never wait for writers or
+        hold them up. Writing in it is a mistake (SQLite may then refuse with "locked")."""
+        with self._reader() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

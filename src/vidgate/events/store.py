@@ -89,7 +89,7 @@ class EventStore:
             query = query.where(StoredEvent.session_id == session_id)
         if video_id is not None:
             query = query.where(StoredEvent.video_id == video_id)
-        with self.db.session() as session:
+        with self.db.reading() as session:
             payloads = session.scalars(query.order_by(StoredEvent.sequence).limit(limit)).all()
         events = [from_client(payload) for payload in payloads]
         for event in events:
@@ -100,7 +100,7 @@ class EventStore:
         """The last sequence given to each of ``user_ids`` (0 for a user with no events yet)."""
         wanted = list(user_ids)
         found: dict[str, int] = {}
-        with self.db.session() as session:
+        with self.db.reading() as session:
             for start in range(0, len(wanted), 500):
                 batch = wanted[start : start + 500]
                 rows = session.execute(
@@ -112,7 +112,7 @@ class EventStore:
     def oldest(self, user_id: str) -> int:
         """The oldest of ``user_id``'s sequences still kept (one past the last if none is kept):
         a client that has seen up to N lost events to the sweep if N + 1 is below it."""
-        with self.db.session() as session:
+        with self.db.reading() as session:
             first = session.scalar(select(func.min(StoredEvent.sequence)).where(StoredEvent.user_id == user_id))
         if first is not None:
             return int(first)
