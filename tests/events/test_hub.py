@@ -348,3 +348,23 @@ def test_a_number_the_bus_lost_is_read_from_the_store_after_the_grace(store_db: 
     before, after = asyncio.run(scenario())
     assert before == []
     assert after == [1, 2, 3]
+
+
+def test_sockets_of_one_user_catching_up_together_share_one_store_read(store_db: Database) -> None:
+    store = CountingStore(store_db)
+
+    async def scenario() -> tuple[list[list[int]], int]:
+        hub = Hub(16, 30.0, store, catch_up_interval=60.0)
+        connections = [await followed(hub) for _ in range(5)]
+        numbered(store_db, store, 3)  # published while the bus was away
+        reads = store.reads
+        hub.bus_connected()
+        for _ in range(200):
+            if all(len(connection.outbox) == 3 for connection in connections):
+                break
+            await asyncio.sleep(0.01)
+        return [[event.sequence for event in connection.outbox] for connection in connections], store.reads - reads
+
+    outboxes, reads = asyncio.run(scenario())
+    assert outboxes == [[1, 2, 3]] * 5
+    assert reads == 1  # for all five (each would read once on its own)

@@ -42,6 +42,7 @@ from typing import Any
 from vidgate import metrics
 from vidgate.events.schema import (
     AnyEvent,
+    Event,
     EventsExpired,
     EventsExpiredData,
     Heartbeat,
@@ -204,6 +205,8 @@ class Hub:
         self.connections: set[Connection] = set()
         self._by_user: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: store reads in flight, shared by the connections that want the same events
+        self._reads: dict[tuple[str, int], asyncio.Future[list[Event]]] = {}
 
     def connect(self, user_id: str, websocket: Any) -> Connection:
         """Register a connection; it starts at the user's current position, read from the store."""
@@ -303,7 +306,7 @@ class Hub:
                     await self._apply(connection, subject, since)
                 while not connection.closed.is_set():
                     after = connection.position
-                    events = await asyncio.to_thread(self.store.read, user_id, after, limit=self.batch)
+                    events = await self._read(user_id, after)
                     if events and events[0].sequence > after + 1 and connection.following:
                         # swept before this connection read them (it fell a retention period behind)
                         await connection.put(self._expired(None, after, events[0].sequence))
@@ -319,6 +322,18 @@ class Hub:
             log.exception("catching up a WebSocket of user %s from the event store failed", user_id)
         finally:
             connection.catching_up = False
+
+    async def _read(self, user_id: str, after: int) -> list[Event]:
+        """The user's stored events after ``after``: one store read for every connection of the
+        user that asks for the same ones meanwhile (a bus reconnection catches up all of them
+        at once; 1,000 sockets of one user would otherwise read the same rows 1,000 times)."""
+        key = (user_id, after)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(asyncio.to_thread(self.store.read, user_id, after, limit=self.batch))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(shared)
 
     async def _apply(self, connection: Connection, subject: Subject, since: int | None) -> None:
         upto = connection.position
