@@ -417,7 +417,7 @@ class StorageSettings(BaseSettings):
         ge=1 << 20,
         description="With uploads in progress in the bucket: most bytes of completed uploads this host keeps "
         "downloaded at once under STORAGE_DIR for validation; an assembly past it answers 503 storage_busy "
-        "and the upload stays assembling (the cleanup sweep retries it).",
+        "and the upload stays assembling (the cleanup sweep retries it); keep it at least UPLOAD_MAX_FILE_SIZE.",
     )
 
     @model_validator(mode="after")

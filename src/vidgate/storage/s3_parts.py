@@ -535,9 +535,13 @@ class S3PartStore:
         return self._url(object_key), ChunkWriter(self, key, None, -1, object_key=object_key)
 
     def discard_staged(self, location: str) -> None:
+        """Best effort, as :meth:`remove`: a staged chunk left behind goes with its upload."""
         object_key = location.removeprefix(f"s3://{self.bucket}/")
-        with self._translated(f"DELETE {object_key}"):
-            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        try:
+            with self._translated(f"DELETE {object_key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        except StorageUnavailable as exc:
+            log.warning("could not delete the staged chunk %s (it goes with its upload): %s", object_key, exc)
 
     def exists(self, key: str) -> bool:
         return self._object_size(self.staging_key(key)) is not None or self.upload_id(key, create=False) is not None
