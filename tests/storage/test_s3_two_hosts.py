@@ -253,3 +253,39 @@ def test_a_host_killed_mid_request_loses_nothing_acknowledged(cluster: Cluster, 
         assert answer.status_code == 204, answer.text
         offset = int(answer.headers["Upload-Offset"])
     assert answer.headers.get("Vidgate-Content-Hash") == digest
+
+
+def test_parallel_tus_concatenation_across_hosts(cluster: Cluster, big_video: bytes) -> None:
+    """tus-js-client's parallelUploads: partial uploads sent at once, one per host, then the
+    final upload made of them (server-side copies of the completed partials) on either host."""
+    data = big_video
+    digest = hashlib.sha256(data).hexdigest()
+    cut = 6 * MIB  # the first partial is a part's worth (copied), the second the rest
+    pieces = [data[:cut], data[cut:]]
+    urls: list[str] = []
+    for index, piece in enumerate(pieces):
+        created = cluster.clients[index].post(
+            "/v1/tus/", headers={**TUS, "Upload-Length": str(len(piece)), "Upload-Concat": "partial"}
+        )
+        assert created.status_code == 201, created.text
+        urls.append(httpx.URL(created.headers["Location"]).path)
+    answers: list[httpx.Response] = []
+
+    def send(index: int) -> None:
+        answers.append(_patch(cluster.clients[index], urls[index].rsplit("/", 1)[-1], 0, pieces[index]))
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [204, 204], [a.text for a in answers]
+    name = base64.b64encode(b"joined.mp4").decode()
+    final = cluster.clients[1].post(
+        "/v1/tus/",
+        headers={**TUS, "Upload-Concat": "final;" + " ".join(urls), "Upload-Metadata": f"filename {name}"},
+    )
+    assert final.status_code == 201, final.text
+    assert final.headers["Vidgate-Content-Hash"] == digest
+    _processed(cluster, final.headers["Vidgate-Video-Id"])
+    assert cluster.leftovers() == ([], [])

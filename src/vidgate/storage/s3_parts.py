@@ -156,8 +156,12 @@ class _Sender:
         self.sent: list[Part] = []
 
     def send(self, number: int, spool: Spool) -> None:
-        while len(self.inflight) >= self.store.concurrency:
-            self.sent.append(self.inflight.popleft().result())
+        try:
+            while len(self.inflight) >= self.store.concurrency:
+                self.sent.append(self.inflight.popleft().result())
+        except BaseException:
+            spool.close()
+            raise
         self.inflight.append(self.store.pool.submit(self.store.upload_part, self.key, self.upload_id, number, spool))
 
     def wait(self) -> list[Part]:
