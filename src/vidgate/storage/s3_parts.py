@@ -448,8 +448,9 @@ class S3PartStore:
         while True:
             try:
                 with self._translated(f"ListParts {self.staging_key(key)}"):
+                    more = {"PartNumberMarker": marker} if marker else {}
                     page = self.client.list_parts(
-                        Bucket=self.bucket, Key=self.staging_key(key), UploadId=upload_id, PartNumberMarker=marker
+                        Bucket=self.bucket, Key=self.staging_key(key), UploadId=upload_id, **more
                     )
             except FileNotFoundError as exc:
                 self._forget_id(key)
@@ -778,15 +779,19 @@ class S3PartStore:
             if key:
                 latest[key] = max(when, latest.get(key, 0.0))
 
-        with self._translated(f"ListMultipartUploads {self.uploads_prefix}"):
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self.uploads_prefix
-            )
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    seen(upload["Key"], upload["Initiated"].timestamp())
-        for object_key, _, when in self._listing(self.uploads_prefix):
-            seen(object_key, when)
+        try:
+            with self._translated(f"ListMultipartUploads {self.uploads_prefix}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self.uploads_prefix
+                )
+                for page in pages:
+                    for upload in page.get("Uploads", []):
+                        seen(upload["Key"], upload["Initiated"].timestamp())
+            for object_key, _, when in self._listing(self.uploads_prefix):
+                seen(object_key, when)
+        except StorageUnavailable as exc:  # the sweep comes again; the rest of it need not wait for S3
+            log.warning("orphan sweep of the bucket skipped: %s", exc)
+            latest.clear()
         for entry in self.cache_dir.iterdir():
             if entry.suffix in (".part", ".download"):
                 latest[entry.stem] = max(entry.stat().st_mtime, latest.get(entry.stem, 0.0))
