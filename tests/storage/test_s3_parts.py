@@ -24,6 +24,7 @@ from vidgate.storage.s3_parts import S3PartStore
 
 MIB = 1 << 20
 TUS = {"Tus-Resumable": "1.0.0"}
+MKV = {"filename": "clip.mkv", "content_type": "video/x-matroska"}  # big_video
 
 
 def _leftovers(bucket: str, prefix: str) -> tuple[list[str], list[str]]:
@@ -47,7 +48,7 @@ def server(swift: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _create_tus(client: httpx.Client, length: int) -> str:
-    name = base64.b64encode(b"clip.mp4").decode()
+    name = base64.b64encode(b"clip.mkv").decode()
     created = client.post(
         "/v1/tus/", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": f"filename {name}"}
     )
@@ -76,7 +77,7 @@ def test_swift_stopped_mid_upload_is_503_and_the_upload_resumes(
     chunk_size = 5 * MIB
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     session = f"outage-{uuid.uuid4().hex[:8]}"
-    fields = {"session_id": session, "total_chunks": len(chunks), "chunk_size": chunk_size, "file_hash": digest}
+    fields = {"session_id": session, "total_chunks": len(chunks), "chunk_size": chunk_size, "file_hash": digest, **MKV}
     (tmp_path / "p1").mkdir()
     (tmp_path / "p2").mkdir()
     with running_server(settings) as server, server.client() as client:
@@ -111,7 +112,7 @@ def test_cancel_leaves_nothing_in_the_bucket(server: RunningServer, bucket: str,
     prefix = server.settings.storage.s3_prefix
     with server.client() as client:
         session = f"cancel-{uuid.uuid4().hex[:8]}"
-        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3)
+        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3, **MKV)
         assert sent.status_code == 200, sent.text
         upload = _create_tus(client, len(big_video))
         assert _patch(client, upload, 0, big_video[: 7 * MIB]).status_code == 204  # a part and an incomplete part
@@ -129,7 +130,7 @@ def test_expiry_and_the_orphan_sweep_leave_nothing_in_the_bucket(
     prefix = server.settings.storage.s3_prefix
     with server.client() as client:
         session = f"expire-{uuid.uuid4().hex[:8]}"
-        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3)
+        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3, **MKV)
         assert sent.status_code == 200, sent.text
         upload = _create_tus(client, len(big_video))
         assert _patch(client, upload, 0, big_video[:MIB]).status_code == 204

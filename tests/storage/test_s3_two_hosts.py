@@ -153,6 +153,8 @@ def test_seed_chunks_alternating_hosts_in_parallel(cluster: Cluster, big_video: 
             total_chunks=len(chunks),
             chunk_size=chunk_size,
             file_hash=digest,
+            filename="clip.mkv",
+            content_type="video/x-matroska",
         )
 
     order = list(reversed(range(len(chunks))))
@@ -174,7 +176,7 @@ def test_seed_chunks_alternating_hosts_in_parallel(cluster: Cluster, big_video: 
 
 
 def _create_tus(client: httpx.Client, length: int) -> str:
-    name = base64.b64encode(b"clip.mp4").decode()
+    name = base64.b64encode(b"clip.mkv").decode()
     created = client.post(
         "/v1/tus/", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": f"filename {name}"}
     )
@@ -280,7 +282,7 @@ def test_parallel_tus_concatenation_across_hosts(cluster: Cluster, big_video: by
     for thread in threads:
         thread.join()
     assert [a.status_code for a in answers] == [204, 204], [a.text for a in answers]
-    name = base64.b64encode(b"joined.mp4").decode()
+    name = base64.b64encode(b"joined.mkv").decode()
     final = cluster.clients[1].post(
         "/v1/tus/",
         headers={**TUS, "Upload-Concat": "final;" + " ".join(urls), "Upload-Metadata": f"filename {name}"},
