@@ -89,8 +89,10 @@ class Cluster:
         return keys_in(self.bucket, uploads), [u["Key"] for u in pending]
 
 
-@pytest.fixture
-def cluster(swift: str, bucket: str, tmp_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(swift: str, bucket: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Started once for the module (each test has uploads of its own); both hosts at once."""
+    tmp_path = tmp_path_factory.mktemp("two-hosts")
     prefix = f"hosts-{uuid.uuid4().hex[:8]}/"
     with postgres_database() as url, redis_database() as redis_url:
         common = {
@@ -118,8 +120,13 @@ def cluster(swift: str, bucket: str, tmp_path: Path) -> Iterator[Cluster]:
         ).stdout.strip()
         running = Cluster(hosts, key, bucket, prefix)
         try:
+            starting = [threading.Thread(target=host.start) for host in hosts]
+            for thread in starting:
+                thread.start()
+            for thread in starting:
+                thread.join()
             for host in hosts:
-                host.start()
+                assert host.process is not None and host.process.poll() is None, host.log.read_text()[-3000:]
                 running.clients.append(httpx.Client(base_url=host.url, headers={"X-API-Key": key}, timeout=60))
             yield running
         finally:
@@ -241,6 +248,8 @@ def test_a_host_killed_mid_request_loses_nothing_acknowledged(cluster: Cluster, 
     assert sent.wait(30)
     cluster.hosts[0].kill()  # SIGKILL, in the middle of the body
     thread.join(30)
+    restart = threading.Thread(target=cluster.hosts[0].start)  # back for the module's other tests
+    restart.start()
     head = b.head(f"/v1/tus/{upload}", headers=TUS)
     assert head.status_code == 200
     offset = int(head.headers["Upload-Offset"])
@@ -255,6 +264,7 @@ def test_a_host_killed_mid_request_loses_nothing_acknowledged(cluster: Cluster, 
         assert answer.status_code == 204, answer.text
         offset = int(answer.headers["Upload-Offset"])
     assert answer.headers.get("Vidgate-Content-Hash") == digest
+    restart.join()
 
 
 def test_parallel_tus_concatenation_across_hosts(cluster: Cluster, big_video: bytes) -> None:
