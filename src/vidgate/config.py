@@ -414,6 +414,19 @@ class StorageSettings(BaseSettings):
         5, ge=1, le=20, description="Tries of one S3 request (5xx, throttling such as SlowDown, dropped connections)."
     )
     s3_timeout_seconds: float = Field(30.0, gt=0, description="Connect and read timeout of one S3 request.")
+    parts: Literal["backend", "local"] = Field(
+        "backend",
+        description="Where uploads in progress live: backend, with the stored videos (S3 multipart uploads in the "
+        "bucket with STORAGE_BACKEND=s3, so any API host takes any chunk or PATCH); local, part files under "
+        "STORAGE_DIR (one API host, or hosts sharing that disk), copied into the bucket at completion.",
+    )
+    s3_cache_size: ByteSize = Field(
+        ByteSize(2 << 30),
+        ge=1 << 20,
+        description="With uploads in progress in the bucket: most bytes of completed uploads this host keeps "
+        "downloaded at once under STORAGE_DIR for validation; an assembly past it answers 503 storage_busy "
+        "and the upload stays assembling (the cleanup sweep retries it); keep it at least UPLOAD_MAX_FILE_SIZE.",
+    )
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> StorageSettings:

@@ -20,7 +20,7 @@ from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
-from vidgate.storage import BlobStore, LocalBlobStore, LocalPartStore
+from vidgate.storage import BlobStore, LocalBlobStore, LocalPartStore, PartStore
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.cleanup import Cleanup
 from vidgate.uploads.completion import Completion
@@ -86,7 +86,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
         processing.queue = queue
 
     locker = make_locker(settings, root)
-    deps = UploadDeps(settings, db, LocalPartStore(root), locker, HashFrontier())
+    deps = UploadDeps(settings, db, make_part_store(settings, db, blobs), locker, HashFrontier())
     records = Records(settings, db, events)
     endings = Endings(deps, records)
     validator = FileValidator(settings.validation)
@@ -119,6 +119,27 @@ def make_blob_store(settings: Settings) -> BlobStore:
 
         return S3BlobStore(settings.storage)
     return LocalBlobStore(settings.storage_dir)
+
+
+def make_part_store(settings: Settings, db: Database, blobs: BlobStore) -> PartStore:
+    """Where uploads in progress live: S3 multipart uploads in the bucket with STORAGE_BACKEND=s3
+    (unless STORAGE_PARTS=local), else part files under STORAGE_DIR."""
+    storage = settings.storage
+    if storage.backend == "s3" and storage.parts == "backend":
+        # imported here for the same reason as in make_blob_store (boto3 only with S3)
+        from vidgate.db.upload_ids import SessionUploadIds
+        from vidgate.storage.s3 import S3BlobStore
+        from vidgate.storage.s3_parts import S3PartStore
+
+        bucket = blobs if isinstance(blobs, S3BlobStore) else S3BlobStore(storage)
+        return S3PartStore(
+            bucket,
+            SessionUploadIds(db),
+            settings.storage_dir,
+            cache_size=int(storage.s3_cache_size),
+            max_file_size=int(settings.upload.max_file_size),
+        )
+    return LocalPartStore(settings.storage_dir)
 
 
 def make_locker(settings: Settings, root: Path) -> Locker:

@@ -171,6 +171,7 @@ def test_a_server_on_s3_answers_503_while_swift_is_stopped_and_completes_once_it
         s3_endpoint_url=endpoint,
         s3_max_attempts=2,
         s3_timeout_seconds=3,
+        parts="local",  # phase 1: the part on local disk, the bucket at completion (test_s3_parts.py: in the bucket)
     )
     settings.upload.assembly_stall_seconds = 0
     clip = make_mp4(tmp_path / "clip.mp4").read_bytes()

@@ -307,6 +307,8 @@ class UploadSession(Base):
     upload_metadata: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: the UploadId of the upload's S3 multipart upload (uploads in progress in the bucket), set once
+    s3_upload_id: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_updated: Mapped[datetime] = mapped_column(default=utcnow)
     #: the expiry as of the last write (with the timeout then in force); only the purge of finished

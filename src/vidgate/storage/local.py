@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from vidgate.errors import InsufficientStorage, VidgateError
 from vidgate.hashing import Hasher, update_from_fd
-from vidgate.storage.base import check_derived_name
+from vidgate.storage.base import BlobStore, check_derived_name
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -50,6 +50,9 @@ class PartFile:
         with storage_errors():
             return os.pwritev(self.fd, views, position)
 
+    def flush(self) -> None:
+        return None  # written straight into the part file
+
     def sync(self) -> None:
         if self.fd is not None:
             os.fdatasync(self.fd)  # untranslated, as before the part store had an interface (a 500)
@@ -83,7 +86,7 @@ class LocalPartStore:
         directory.mkdir(parents=True, exist_ok=True)
         return directory / name
 
-    def open_part(self, key: str, *, reserve: int | None = None) -> PartFile:
+    def open_part(self, key: str, *, reserve: int | None = None, chunk_index: int | None = None) -> PartFile:
         path = self.part_path(key)
         with storage_errors():
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -149,6 +152,9 @@ class LocalPartStore:
                 update_from_fd(hasher, fd, start, end)
             finally:
                 os.close(fd)
+
+    def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
+        return blobs.put_file(content_hash, self.part_path(key))
 
     def exists(self, key: str) -> bool:
         return self.part_path(key).exists()

@@ -15,14 +15,17 @@ What an implementation must provide, and what a remote one (S3 multipart) may do
 - :meth:`PartStore.open_part` hands out a writer for the part of ``key``; its
   :meth:`PartWriter.write_at` writes at a byte offset of the finished file. The seed API writes
   a chunk at ``index * chunk_size`` (chunks may come in any order, several at once, each
-  through its own writer); tus appends at the upload's offset. A multipart store maps a chunk
-  to a part (``offset // chunk_size + 1``) and buffers a writer's bytes into that part; a
-  writer is only ever asked to continue where its own previous write ended.
+  through its own writer, told its ``chunk_index``); tus appends at the upload's offset. A
+  multipart store (:mod:`vidgate.storage.s3_parts`) maps a chunk to the part
+  ``chunk_index + 1`` and appended bytes to parts after the committed ones, and sends them at
+  the latest in :meth:`PartWriter.flush`; a writer is only ever asked to continue where its
+  own previous write ended.
 - :meth:`PartStore.stage` keeps a chunk whose offset is not known yet (its chunk size is learnt
   from chunk 0) and :meth:`PartStore.assemble` places it when the file is complete.
 - :meth:`PartStore.assemble` and :meth:`PartStore.concatenate` make the whole file; after
-  them :meth:`PartStore.part_path` names a local file of it (validation reads it and the blob
-  store moves it in: a remote store downloads or streams the completed object there).
+  them :meth:`PartStore.part_path` names a local file of it (validation reads it: a remote
+  store downloads the completed object into a bounded cache) and :meth:`PartStore.store`
+  moves it into the blob store (a remote store copies it there server-side).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vidgate.hashing import Hasher
+from vidgate.storage.base import BlobStore
 
 
 class PartWriter(Protocol):
@@ -40,6 +44,11 @@ class PartWriter(Protocol):
     def write_at(self, views: Sequence[memoryview], position: int) -> int:
         """Write ``views`` one after another from byte ``position``; return how many bytes were
         written (fewer than offered is a short write: the caller continues from there)."""
+        ...
+
+    def flush(self) -> None:
+        """Hand everything written to the store, once, when the stream ended and before its bytes
+        are recorded (the local store: nothing to do; S3: the last part or rest goes up here)."""
         ...
 
     def sync(self) -> None:
@@ -53,10 +62,12 @@ class PartWriter(Protocol):
 
 
 class PartStore(Protocol):
-    def open_part(self, key: str, *, reserve: int | None = None) -> PartWriter:
+    def open_part(self, key: str, *, reserve: int | None = None, chunk_index: int | None = None) -> PartWriter:
         """A writer into the part of ``key`` (created if new). ``reserve``: bytes the whole file
         will take, reserved up front where the store can, so a full disk shows on the first
-        chunk rather than in the middle of one."""
+        chunk rather than in the middle of one. ``chunk_index``: the writer takes exactly the
+        seed chunk of that index (a multipart store makes it the part ``chunk_index + 1``);
+        None: bytes appended at the upload's offset (tus, a one-chunk upload)."""
         ...
 
     def stage(self, key: str, name: str) -> tuple[str, PartWriter]:
@@ -85,6 +96,11 @@ class PartStore(Protocol):
 
     def concatenate(self, key: str, sources: Sequence[tuple[str, int]]) -> None:
         """Make the part of ``key`` from the parts ``(source key, size)``, in that order."""
+        ...
+
+    def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
+        """Move the assembled file of ``key`` into ``blobs`` as ``content_hash`` and return its
+        key (the local store: ``put_file`` of the part file; S3: a server-side copy)."""
         ...
 
     def exists(self, key: str) -> bool: ...

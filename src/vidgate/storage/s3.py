@@ -155,7 +155,7 @@ class S3BlobStore:
 
     # ------------------------------------------------------------------ errors
     @contextlib.contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
+    def translated(self, what: str) -> Iterator[None]:
         """botocore's exceptions -> ours (FileNotFoundError for a missing key, as on disk)."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
@@ -189,7 +189,7 @@ class S3BlobStore:
     # ------------------------------------------------------------------ blobs
     def _head(self, object_key: str) -> dict[str, Any] | None:
         try:
-            with self._translated(f"HEAD {object_key}"):
+            with self.translated(f"HEAD {object_key}"):
                 return cast(dict[str, Any], self.client.head_object(Bucket=self.bucket, Key=object_key))
         except FileNotFoundError:
             return None
@@ -212,7 +212,7 @@ class S3BlobStore:
             max_concurrency=self.settings.s3_concurrency,
             use_threads=self.settings.s3_concurrency > 1,
         )
-        with self._translated(f"upload of {object_key}"):
+        with self.translated(f"upload of {object_key}"):
             self.client.upload_file(str(source), self.bucket, object_key, ExtraArgs=extra, Config=config)
 
     def put_file(self, content_hash: str, source: Path) -> str:
@@ -225,6 +225,33 @@ class S3BlobStore:
         source.unlink()  # only once the bucket has it: a failed upload is retried from it
         return key
 
+    def copy_in(self, content_hash: str, source_key: str) -> str:
+        """Store the object ``source_key`` of this bucket (an upload completed in the bucket) as
+        ``content_hash`` by a server-side copy: no byte passes through this process. If the
+        content is already stored, nothing is copied. The source stays (its owner deletes it)."""
+        key = check_hash(content_hash)
+        object_key = self.object_key(key)
+        if self._head(object_key) is None:
+            from boto3.s3.transfer import TransferConfig
+
+            # one CopyObject up to S3's 5 GiB limit of a single copy, UploadPartCopy past it
+            config = TransferConfig(
+                multipart_threshold=5 << 30,
+                multipart_chunksize=max(int(self.settings.s3_part_size), 256 * MIB),
+                max_concurrency=self.settings.s3_concurrency,
+                use_threads=self.settings.s3_concurrency > 1,
+            )
+            extra = {"ContentType": "application/octet-stream", "Metadata": {"sha256": key}}
+            with self.translated(f"copy of {source_key} to {object_key}"):
+                self.client.copy(
+                    {"Bucket": self.bucket, "Key": source_key},
+                    self.bucket,
+                    object_key,
+                    ExtraArgs={**extra, "MetadataDirective": "REPLACE"},
+                    Config=config,
+                )
+        return key
+
     def exists(self, content_hash: str) -> bool:
         return self._head(self.object_key(content_hash)) is not None
 
@@ -234,12 +261,12 @@ class S3BlobStore:
 
     def size(self, key: str) -> int:
         object_key = self.object_key(key)
-        with self._translated(f"HEAD {object_key}"):
+        with self.translated(f"HEAD {object_key}"):
             return int(self.client.head_object(Bucket=self.bucket, Key=object_key)["ContentLength"])
 
     def delete(self, key: str) -> None:
         object_key = self.object_key(key)
-        with self._translated(f"DELETE {object_key}"):
+        with self.translated(f"DELETE {object_key}"):
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     # ------------------------------------------------------------------ withdrawn blobs
@@ -257,7 +284,7 @@ class S3BlobStore:
             max_concurrency=self.settings.s3_concurrency,
             use_threads=self.settings.s3_concurrency > 1,
         )
-        with self._translated(f"copy of {source_key} to {target_key}"):
+        with self.translated(f"copy of {source_key} to {target_key}"):
             self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key, Config=config)
 
     def withdraw(self, key: str) -> bool:
@@ -284,12 +311,12 @@ class S3BlobStore:
 
     def purge_withdrawn(self, key: str) -> None:
         aside = self._withdrawn_key(key)
-        with self._translated(f"DELETE {aside}"):
+        with self.translated(f"DELETE {aside}"):
             self.client.delete_object(Bucket=self.bucket, Key=aside)
 
     def withdrawn(self) -> Iterator[tuple[str, float]]:
         prefix = f"{self.prefix}withdrawn/"
-        with self._translated(f"listing of {prefix}*"):
+        with self.translated(f"listing of {prefix}*"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
             for page in pages:
                 for item in page.get("Contents", []):
@@ -305,7 +332,7 @@ class S3BlobStore:
     def get_range(self, key: str, start: int, end: int) -> Any:
         """The streaming body of bytes ``start`` to ``end`` (exclusive) of ``key``."""
         object_key = self.object_key(key)
-        with self._translated(f"GET {object_key} bytes {start}-{end - 1}"):
+        with self.translated(f"GET {object_key} bytes {start}-{end - 1}"):
             return self.client.get_object(Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{end - 1}")["Body"]
 
     def read_range(self, key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
@@ -314,7 +341,7 @@ class S3BlobStore:
         body = self.get_range(key, start, end)
         position = start
         try:
-            with self._translated(f"GET {key}"):
+            with self.translated(f"GET {key}"):
                 for data in body.iter_chunks(chunk_size):
                     position += len(data)
                     yield data
@@ -333,7 +360,7 @@ class S3BlobStore:
 
     def delete_derived(self, content_hash: str) -> None:
         prefix = self._derived_prefix(content_hash)
-        with self._translated(f"delete of {prefix}*"):
+        with self.translated(f"delete of {prefix}*"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
             # one DELETE each (a content has three or so): DeleteObjects wants Content-MD5 on some
             # servers (Swift) and a CRC checksum header on newer botocore, never both
@@ -347,7 +374,7 @@ class S3BlobStore:
         from botocore.exceptions import ClientError
 
         try:
-            with self._translated(f"HEAD of {self.where}"):
+            with self.translated(f"HEAD of {self.where}"):
                 try:
                     self.client.head_bucket(Bucket=self.bucket)
                 except ClientError as exc:  # HEAD answers carry no error code: name it by the status
@@ -365,7 +392,7 @@ class S3BlobStore:
         arguments: dict[str, Any] = {"Bucket": self.bucket}
         if self.settings.s3_region != "us-east-1":
             arguments["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.s3_region}
-        with self._translated(f"creating {self.where}"):
+        with self.translated(f"creating {self.where}"):
             try:
                 self.client.create_bucket(**arguments)
             except ClientError as exc:

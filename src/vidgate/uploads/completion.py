@@ -118,7 +118,7 @@ class Completion(Step):
                 .values(content_hash=digest, file_size=file_size, last_updated=utcnow())
             )
             tx.execute(update(UploadChunk).where(UploadChunk.session_id == upload_id).values(storage_path=str(part)))
-        self.blobs.put_file(digest, part)
+        self.parts.store(row_id, digest, self.blobs)
         self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True))
 
     def _complete(self, row_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:

@@ -169,6 +169,8 @@ class ChunkSink:
             if self._buffered:  # an empty stream is refused as empty by the caller, not as unknown
                 self._run_head_check()
             await self._submit()
+            if self._write_thread is not None and self._target is not None:  # the store takes the bytes
+                self._pending.append([self._write_thread.submit(self._target.flush)])  # (S3: the last part)
             while self._pending:
                 await self._wait_oldest()
             if self._fsync and self._target is not None:

@@ -106,7 +106,9 @@ class WritePath(Step):
         On failure the plan is closed (its locks released) and the error raised."""
         try:
             if plan.mode is WriteMode.DIRECT:
-                plan.target = self.parts.open_part(plan.row_id, reserve=plan.reserve)
+                # a seed chunk of several is placed by its index; tus and one-chunk uploads append
+                index = plan.chunk_index if plan.total_chunks > 1 else None
+                plan.target = self.parts.open_part(plan.row_id, reserve=plan.reserve, chunk_index=index)
                 plan.location = plan.location or self.parts.location(plan.row_id)
                 if plan.runs_file_hash:
                     plan.frontier_hasher = self.frontier.claim(plan.row_id, plan.offset)

@@ -1,0 +1,801 @@
+"""Uploads in progress in an S3 bucket, as tusd's s3store keeps them (``STORAGE_BACKEND=s3``).
+
+Each upload is one S3 multipart upload of the object ``<prefix>uploads/<key>`` (the staging
+key). Its UploadId is kept on the upload's database row (:class:`UploadIds`, set once by a
+conditional UPDATE, so two hosts taking an upload's first chunks at once agree on one); no
+byte of an upload lives on an API host after its request answered, so any host takes any
+chunk or PATCH and a host can die without losing an acknowledged byte.
+
+- **tus (and a one-chunk seed upload)** appends: a request's bytes are spooled to a bounded
+  local temporary file and sent as parts of ``STORAGE_S3_PART_SIZE`` while they arrive (at
+  most ``STORAGE_S3_CONCURRENCY`` in flight); at the end of the request a rest of at least
+  5 MiB (S3's part minimum) is a part too, a smaller rest is kept as the object
+  ``uploads/<key>/incomplete/<n>`` (the part ``n`` it will begin) and prepended to the next
+  request's bytes. Where a request starts is found from the database's offset and ListParts:
+  the parts ``1..m`` whose sizes add up to at most the offset, the rest (< 5 MiB) in
+  ``incomplete/<m+1>``. A part left by a request that was not recorded is always bigger than
+  what follows the committed ones (parts are >= 5 MiB, a committed rest is smaller), so it is
+  never taken for committed, and the next request overwrites it. Incomplete objects are only
+  written at the committed offset and begin with the committed bytes, so a request whose
+  recording failed leaves nothing the next one cannot use; they are deleted with the upload.
+- **seed chunks** are indexed: chunk ``i`` of at least 5 MiB becomes part ``i + 1`` (parallel
+  and out of order, from any host); a smaller one (the last chunk, or every chunk when the
+  chunk size is under 5 MiB) is the object ``uploads/<key>/chunk/<i>``, and a chunk whose
+  offset is not known yet (staged) ``uploads/<key>/staged/<name>``. At assembly, objects
+  become parts by UploadPartCopy (server-side) when the chunk size is at least 5 MiB; with
+  smaller chunks the chunk objects are read back in order and sent as parts (one extra pass
+  through this host, measured in docs/design.md).
+- **assemble** is CompleteMultipartUpload into the staging key; the running SHA-256 is finished
+  with ranged GETs of what was not hashed in order (parts cannot be read before completion).
+  :meth:`S3PartStore.part_path` downloads the completed file into a bounded local cache for
+  validation (``STORAGE_S3_CACHE_SIZE``: past it, 503 ``storage_busy``), and
+  :meth:`S3PartStore.store` stores it content-addressed by a server-side copy.
+- **remove** aborts every multipart upload of the key (ListMultipartUploads) and deletes its
+  objects; the orphan sweep finds both through :meth:`S3PartStore.upload_ids_on_disk`.
+
+Errors are :class:`vidgate.storage.s3.S3BlobStore`'s translation: unreachable or 5xx ->
+StorageUnavailable (503), the upload stays resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vidgate.errors import StorageBusy, StorageUnavailable, VidgateError
+from vidgate.hashing import Hasher
+from vidgate.storage.base import BlobStore
+from vidgate.storage.s3 import S3BlobStore
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+MIN_PART = 5 * MIB  # S3's smallest part (but the last)
+MAX_PARTS = 10_000
+MAX_COPY = 5 << 30  # the most one CopyObject / UploadPartCopy copies
+READ_CHUNK = MIB
+INCOMPLETE, CHUNK, STAGED = "incomplete", "chunk", "staged"
+
+
+class UploadIds(Protocol):
+    """Where each upload's multipart UploadId is kept (:class:`vidgate.db.upload_ids.SessionUploadIds`)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def claim(self, key: str, upload_id: str) -> str:
+        """Record ``upload_id`` for ``key`` unless one is recorded; return the one recorded."""
+        ...
+
+    def forget(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    number: int
+    etag: str
+    size: int
+
+
+class Spool:
+    """A local temporary file (gone when closed) that a part's bytes are gathered in."""
+
+    def __init__(self, directory: Path) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory, buffering=0)  # noqa: SIM115 - closed by close()
+        self.size = 0
+
+    def write(self, views: Sequence[memoryview]) -> None:
+        pending = [view for view in views if len(view)]
+        fd = self.file.fileno()
+        while pending:
+            written = os.writev(fd, pending[:512])
+            self.size += written
+            while pending and written >= len(pending[0]):
+                written -= len(pending[0])
+                pending.pop(0)
+            if pending and written:
+                pending[0] = pending[0][written:]
+
+    def body(self) -> Any:
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def committed_parts(parts: dict[int, Part], offset: int) -> tuple[list[Part], int]:
+    """The parts ``1..m`` that lie wholly before ``offset`` (a part that would reach past it
+    was sent by a request that was not recorded), and the bytes they hold."""
+    committed: list[Part] = []
+    done = 0
+    number = 1
+    while (part := parts.get(number)) is not None and done + part.size <= offset:
+        committed.append(part)
+        done += part.size
+        number += 1
+    if offset - done >= MIN_PART:
+        raise VidgateError(
+            f"The upload's parts in the bucket hold {done} bytes, short of its offset {offset}: data was lost."
+        )
+    return committed, done
+
+
+def _take(views: list[memoryview], room: int) -> tuple[list[memoryview], list[memoryview]]:
+    """Split ``views`` after ``room`` bytes."""
+    taken: list[memoryview] = []
+    rest = list(views)
+    while rest and room > 0:
+        view = rest[0]
+        if len(view) > room:
+            taken.append(view[:room])
+            rest[0] = view[room:]
+            room = 0
+        else:
+            taken.append(rest.pop(0))
+            room -= len(view)
+    return taken, rest
+
+
+class _Sender:
+    """One writer's parts on their way to S3 (at most ``limit`` at once, each its own spool)."""
+
+    def __init__(self, store: S3PartStore, key: str, upload_id: str) -> None:
+        self.store, self.key, self.upload_id = store, key, upload_id
+        self.inflight: deque[Future[Part]] = deque()
+        self.sent: list[Part] = []
+
+    def send(self, number: int, spool: Spool) -> None:
+        try:
+            while len(self.inflight) >= self.store.concurrency:
+                self.sent.append(self.inflight.popleft().result())
+        except BaseException:
+            spool.close()
+            raise
+        self.inflight.append(self.store.pool.submit(self.store.upload_part, self.key, self.upload_id, number, spool))
+
+    def wait(self) -> list[Part]:
+        error: BaseException | None = None
+        while self.inflight:
+            try:
+                self.sent.append(self.inflight.popleft().result())
+            except BaseException as exc:  # wait for every part before raising the first error
+                error = error or exc
+        if error is not None:
+            raise error
+        return self.sent
+
+    def drain(self) -> None:
+        with contextlib.suppress(BaseException):
+            self.wait()
+
+
+class AppendWriter:
+    """A :class:`~vidgate.storage.parts.PartWriter` appending at the upload's committed offset
+    (tus, a one-chunk seed upload): parts while the bytes arrive, the rest at :meth:`flush`."""
+
+    def __init__(self, store: S3PartStore, key: str, upload_id: str) -> None:
+        self.store, self.key, self.upload_id = store, key, upload_id
+        self.sender = _Sender(store, key, upload_id)
+        self.start: int | None = None
+        self.end = 0
+        self.number = 1  # the part the spool becomes
+        self.spool: Spool | None = None
+
+    def _begin(self, offset: int) -> None:
+        committed, done = committed_parts(self.store.list_parts(self.key, self.upload_id), offset)
+        self.number = len(committed) + 1
+        self.start = self.end = offset
+        self.spool = Spool(self.store.spool_dir)
+        if offset > done:  # the committed rest, kept as the incomplete part: prepended
+            self.store.read_into(
+                self.spool, self.store.piece_key(self.key, INCOMPLETE, str(self.number)), 0, offset - done
+            )
+
+    def write_at(self, views: Sequence[memoryview], position: int) -> int:
+        if self.start is None:
+            self._begin(position)
+        if position != self.end:
+            raise VidgateError(
+                f"S3 writer of {self.key} asked to write at {position}, not where it stands ({self.end})"
+            )
+        assert self.spool is not None
+        pending = list(views)
+        total = sum(len(view) for view in pending)
+        while pending:
+            taken, pending = _take(pending, self.store.part_size - self.spool.size)
+            self.spool.write(taken)
+            if self.spool.size >= self.store.part_size:
+                self._send()
+        self.end += total
+        return total
+
+    def _send(self) -> None:
+        assert self.spool is not None
+        if self.number > MAX_PARTS:
+            raise VidgateError(f"The upload needs more than {MAX_PARTS} parts; raise STORAGE_S3_PART_SIZE.")
+        spool, self.spool = self.spool, Spool(self.store.spool_dir)
+        self.sender.send(self.number, spool)
+        self.number += 1
+
+    def flush(self) -> None:
+        if self.spool is None:
+            return
+        if self.spool.size >= MIN_PART:
+            self._send()
+        self.sender.wait()
+        spool, self.spool = self.spool, None
+        try:
+            if spool.size:
+                self.store.put_spool(self.store.piece_key(self.key, INCOMPLETE, str(self.number)), spool)
+        finally:
+            spool.close()
+
+    def sync(self) -> None:
+        return None  # durable once flushed: S3 acknowledged it
+
+    def close(self) -> None:
+        self.sender.drain()  # before the lock is released: no late part may overwrite a later request's
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+
+class ChunkWriter:
+    """A :class:`~vidgate.storage.parts.PartWriter` of one seed chunk: spooled locally, then at
+    :meth:`flush` the part ``index + 1`` (5 MiB or more) or an object (smaller, or staged)."""
+
+    def __init__(self, store: S3PartStore, key: str, upload_id: str | None, index: int, object_key: str | None = None):
+        self.store, self.key, self.upload_id, self.index = store, key, upload_id, index
+        self.object_key = object_key  # set: always this object (a staged chunk)
+        self.start: int | None = None
+        self.end = 0
+        self.spool: Spool | None = None
+
+    def write_at(self, views: Sequence[memoryview], position: int) -> int:
+        if self.start is None:
+            self.start = self.end = position
+            self.spool = Spool(self.store.spool_dir)
+        if position != self.end or self.spool is None:
+            raise VidgateError(f"S3 chunk writer of {self.key} asked to write at {position}, not at {self.end}")
+        self.spool.write(views)
+        total = sum(len(view) for view in views)
+        self.end += total
+        return total
+
+    def flush(self) -> None:
+        spool, self.spool = self.spool, None
+        if spool is None:
+            return
+        try:
+            if self.object_key is not None:
+                self.store.put_spool(self.object_key, spool)
+            elif spool.size >= MIN_PART and self.index < MAX_PARTS and self.upload_id is not None:
+                self.store.upload_part(self.key, self.upload_id, self.index + 1, spool)
+            else:
+                self.store.put_spool(self.store.piece_key(self.key, CHUNK, str(self.index)), spool)
+        finally:
+            spool.close()
+
+    def sync(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+
+class _Builder:
+    """Bytes read back in order, sent as the parts of ``upload_id`` and completed."""
+
+    def __init__(self, store: S3PartStore, key: str, upload_id: str) -> None:
+        self.store, self.key, self.upload_id = store, key, upload_id
+        self.sender = _Sender(store, key, upload_id)
+        self.spool = Spool(store.spool_dir)
+        self.number = 1
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            room = self.store.part_size - self.spool.size
+            self.spool.write([view[:room]])
+            view = view[room:]
+            if self.spool.size >= self.store.part_size:
+                spool, self.spool = self.spool, Spool(self.store.spool_dir)
+                self.sender.send(self.number, spool)
+                self.number += 1
+
+    def finish(self) -> None:
+        try:
+            if self.spool.size:
+                spool, self.spool = self.spool, Spool(self.store.spool_dir)
+                self.sender.send(self.number, spool)
+            parts = self.sender.wait()
+        finally:
+            self.sender.drain()
+            self.spool.close()
+        self.store.complete_upload(self.key, self.upload_id, [(part.number, part.etag) for part in parts])
+
+    def abandon(self) -> None:
+        self.sender.drain()
+        self.spool.close()
+
+
+class S3PartStore:
+    """:class:`~vidgate.storage.parts.PartStore` in the bucket of ``blobs`` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        blobs: S3BlobStore,
+        upload_ids: UploadIds,
+        local_dir: Path,
+        *,
+        cache_size: int,
+        max_file_size: int,
+    ) -> None:
+        self.blobs = blobs
+        self.client = blobs.client
+        self.bucket = blobs.bucket
+        self.prefix = blobs.prefix
+        self.upload_ids = upload_ids
+        self.part_size = blobs.part_size_for(max_file_size)
+        self.concurrency = blobs.settings.s3_concurrency
+        self.pool = ThreadPoolExecutor(max_workers=max(4, 4 * self.concurrency), thread_name_prefix="s3-part")
+        self.spool_dir = local_dir / "s3-spool"
+        self.cache_dir = local_dir / "s3-cache"
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._ids_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def uploads_prefix(self) -> str:
+        return f"{self.prefix}uploads/"
+
+    def staging_key(self, key: str) -> str:
+        """The object the upload completes into (and the key of its multipart upload)."""
+        return f"{self.uploads_prefix}{key}"
+
+    def piece_key(self, key: str, kind: str, name: str) -> str:
+        return f"{self.uploads_prefix}{key}/{kind}/{name}"
+
+    def _url(self, object_key: str) -> str:
+        return f"s3://{self.bucket}/{object_key}"
+
+    def location(self, key: str) -> str:
+        return self._url(self.staging_key(key))
+
+    # ------------------------------------------------------------------ S3 requests
+    def _translated(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return self.blobs.translated(what)
+
+    def _object_size(self, object_key: str) -> int | None:
+        try:
+            with self._translated(f"HEAD {object_key}"):
+                return int(self.client.head_object(Bucket=self.bucket, Key=object_key)["ContentLength"])
+        except FileNotFoundError:
+            return None
+
+    def upload_id(self, key: str, *, create: bool = True) -> str | None:
+        """The UploadId of ``key``'s multipart upload; created (and recorded) if it has none."""
+        with self._ids_lock:
+            known = self._ids.get(key)
+        if known is None:
+            known = self.upload_ids.get(key)
+        if known is None and create:
+            with self._translated(f"CreateMultipartUpload {self.staging_key(key)}"):
+                made = self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.staging_key(key), ContentType="application/octet-stream"
+                )["UploadId"]
+            known = self.upload_ids.claim(key, made)
+            if known != made:  # another host made one at the same moment and recorded it first
+                self._abort(key, made)
+        if known is not None:
+            with self._ids_lock:
+                self._ids[key] = known
+                self._ids.move_to_end(key)
+                while len(self._ids) > 10_000:
+                    self._ids.popitem(last=False)
+        return known
+
+    def _forget_id(self, key: str) -> None:
+        with self._ids_lock:
+            self._ids.pop(key, None)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError), self._translated(f"AbortMultipartUpload {key}"):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.staging_key(key), UploadId=upload_id)
+
+    def upload_part(self, key: str, upload_id: str, number: int, spool: Spool) -> Part:
+        try:
+            with self._translated(f"UploadPart {number} of {self.staging_key(key)}"):
+                answer = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.staging_key(key),
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=spool.body(),
+                    ContentLength=spool.size,
+                )
+        except FileNotFoundError as exc:  # NoSuchUpload: removed meanwhile (another host gave up on it)
+            self._forget_id(key)
+            raise VidgateError("The upload's data in the bucket was removed meanwhile; send this part again.") from exc
+        finally:
+            spool.close()
+        return Part(number, str(answer["ETag"]), spool.size)
+
+    def put_spool(self, object_key: str, spool: Spool) -> None:
+        with self._translated(f"PUT {object_key}"):
+            self.client.put_object(Bucket=self.bucket, Key=object_key, Body=spool.body(), ContentLength=spool.size)
+
+    def list_parts(self, key: str, upload_id: str) -> dict[int, Part]:
+        parts: dict[int, Part] = {}
+        marker = 0
+        while True:
+            try:
+                with self._translated(f"ListParts {self.staging_key(key)}"):
+                    more = {"PartNumberMarker": marker} if marker else {}
+                    page = self.client.list_parts(
+                        Bucket=self.bucket, Key=self.staging_key(key), UploadId=upload_id, **more
+                    )
+            except FileNotFoundError as exc:
+                self._forget_id(key)
+                raise VidgateError("The upload's multipart upload is gone from the bucket.") from exc
+            for item in page.get("Parts", []):
+                parts[int(item["PartNumber"])] = Part(int(item["PartNumber"]), str(item["ETag"]), int(item["Size"]))
+            if not page.get("IsTruncated"):
+                return parts
+            marker = int(page["NextPartNumberMarker"])
+
+    def _pieces(self, key: str) -> dict[str, int]:
+        """The upload's objects beside its multipart upload, ``kind/name -> size``."""
+        start = f"{self.staging_key(key)}/"
+        return {object_key[len(start) :]: size for object_key, size, _ in self._listing(start)}
+
+    def _listing(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        with self._translated(f"listing of {prefix}*"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], int(item["Size"]), item["LastModified"].timestamp()
+
+    def _stream(self, object_key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of an object, in chunks (one ranged GET, never whole in memory)."""
+        if end <= start:
+            return
+        with self._translated(f"GET {object_key} bytes {start}-{end - 1}"):
+            body = self.client.get_object(Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{end - 1}")["Body"]
+            position = start
+            try:
+                for data in body.iter_chunks(READ_CHUNK):
+                    position += len(data)
+                    yield data
+            finally:
+                body.close()
+        if position < end:
+            raise StorageUnavailable(f"{object_key} ended at {position}, before {end}")
+
+    def read_into(self, spool: Spool, object_key: str, start: int, end: int) -> None:
+        try:
+            for data in self._stream(object_key, start, end):
+                spool.write([memoryview(data)])
+        except FileNotFoundError as exc:
+            raise VidgateError(f"{object_key}, the upload's committed rest, is gone from the bucket.") from exc
+
+    def _copy_part(self, key: str, upload_id: str, number: int, source: str, start: int, end: int) -> str:
+        with self._translated(f"UploadPartCopy {source} to part {number} of {self.staging_key(key)}"):
+            answer = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self.staging_key(key),
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                CopySourceRange=f"bytes={start}-{end - 1}",
+            )
+        return str(answer["CopyPartResult"]["ETag"])
+
+    def complete_upload(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> None:
+        if not parts:  # nothing was sent: an empty file
+            self._abort(key, upload_id)
+            self.create_empty(key)
+            return
+        staging = self.staging_key(key)
+        try:
+            with self._translated(f"CompleteMultipartUpload {staging}"):
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=staging,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+                )
+        except FileNotFoundError as exc:  # completed already (an answer lost on the way)?
+            if self._object_size(staging) is None:
+                raise VidgateError(f"The multipart upload of {staging} is gone and nothing was completed.") from exc
+
+    # ------------------------------------------------------------------ the PartStore interface
+    def open_part(
+        self, key: str, *, reserve: int | None = None, chunk_index: int | None = None
+    ) -> AppendWriter | ChunkWriter:
+        upload_id = self.upload_id(key)
+        assert upload_id is not None
+        if chunk_index is None:
+            return AppendWriter(self, key, upload_id)
+        return ChunkWriter(self, key, upload_id, chunk_index)
+
+    def stage(self, key: str, name: str) -> tuple[str, ChunkWriter]:
+        object_key = self.piece_key(key, STAGED, name)
+        return self._url(object_key), ChunkWriter(self, key, None, -1, object_key=object_key)
+
+    def discard_staged(self, location: str) -> None:
+        """Best effort, as :meth:`remove`: a staged chunk left behind goes with its upload."""
+        object_key = location.removeprefix(f"s3://{self.bucket}/")
+        try:
+            with self._translated(f"DELETE {object_key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        except StorageUnavailable as exc:
+            log.warning("could not delete the staged chunk %s (it goes with its upload): %s", object_key, exc)
+
+    def exists(self, key: str) -> bool:
+        return self._object_size(self.staging_key(key)) is not None or self.upload_id(key, create=False) is not None
+
+    def create_empty(self, key: str) -> None:
+        with self._translated(f"PUT {self.staging_key(key)}"):
+            self.client.put_object(Bucket=self.bucket, Key=self.staging_key(key), Body=b"")
+
+    def assemble(
+        self,
+        key: str,
+        staged: Sequence[tuple[str, int, int]],
+        size: int,
+        hasher: Hasher,
+        hashed_upto: int,
+        *,
+        fsync: bool,
+    ) -> None:
+        """Complete the multipart upload into the staging key (unless a run before this one
+        did), then hash what the running hash has not seen, by ranged GETs."""
+        staging = self.staging_key(key)
+        if self._object_size(staging) != size:
+            hashed_upto = self._complete(key, size, hasher, hashed_upto)
+        for data in self._stream(staging, hashed_upto, size):
+            hasher.update(data)
+
+    def _complete(self, key: str, size: int, hasher: Hasher | None, hashed_upto: int) -> int:
+        """Make the staging object; return how far ``hasher`` got (it is fed when bytes are read back)."""
+        upload_id = self.upload_id(key, create=False)
+        if size == 0:
+            if upload_id is not None:
+                self._abort(key, upload_id)
+            self.create_empty(key)
+            return hashed_upto
+        pieces = self._pieces(key)
+        if any(name.startswith((f"{CHUNK}/", f"{STAGED}/")) for name in pieces):
+            return self._complete_chunks(key, upload_id or self.upload_id(key) or "", pieces, size, hasher, hashed_upto)
+        if upload_id is None:
+            raise VidgateError(f"Upload {key} has no multipart upload in the bucket: its data was lost.")
+        committed, done = committed_parts(self.list_parts(key, upload_id), size)
+        parts = [(part.number, part.etag) for part in committed]
+        if size > done:  # the rest, in the incomplete part: the last part, which may be small
+            number = len(committed) + 1
+            name = f"{INCOMPLETE}/{number}"
+            if pieces.get(name, 0) < size - done:
+                raise VidgateError(f"The last {size - done} bytes of upload {key} are missing from the bucket.")
+            source = self.piece_key(key, INCOMPLETE, str(number))
+            parts.append((number, self._copy_part(key, upload_id, number, source, 0, size - done)))
+        self.complete_upload(key, upload_id, parts)
+        return hashed_upto
+
+    def _complete_chunks(
+        self, key: str, upload_id: str, pieces: dict[str, int], size: int, hasher: Hasher | None, hashed_upto: int
+    ) -> int:
+        """Seed chunks: part ``i + 1`` or an object per chunk ``i``, checked against the sizes."""
+        parts = self.list_parts(key, upload_id)
+
+        def candidates(index: int) -> list[tuple[str | None, int, str]]:
+            """``(object key or None for the part, size, etag)`` of what holds chunk ``index``."""
+            found: list[tuple[str | None, int, str]] = []
+            if (part := parts.get(index + 1)) is not None:
+                found.append((None, part.size, part.etag))
+            for kind, name in ((CHUNK, str(index)), (STAGED, f"{index}.chunk")):
+                if f"{kind}/{name}" in pieces:
+                    found.append((self.piece_key(key, kind, name), pieces[f"{kind}/{name}"], ""))
+            return found
+
+        first = candidates(0)
+        if not first or not first[0][1]:
+            raise VidgateError(f"Chunk 0 of upload {key} is missing from the bucket.")
+        chunk_size = first[0][1]
+        count = math.ceil(size / chunk_size)
+        chosen: list[tuple[str | None, int, str]] = []
+        for index in range(count):
+            wanted = chunk_size if index < count - 1 else size - (count - 1) * chunk_size
+            match = [c for c in candidates(index) if c[1] == wanted]
+            if not match:
+                raise VidgateError(f"Chunk {index} ({wanted} bytes) of upload {key} is missing from the bucket.")
+            chosen.append(match[0])
+        if chunk_size >= MIN_PART and count <= MAX_PARTS:  # every chunk a part; objects copied in server-side
+            final: list[tuple[int, str]] = []
+            for index, (source, length, etag) in enumerate(chosen):
+                if source is not None:
+                    etag = self._copy_part(key, upload_id, index + 1, source, 0, length)
+                final.append((index + 1, etag))
+            self.complete_upload(key, upload_id, final)
+            return hashed_upto
+        # chunks under 5 MiB: read back in order and sent as parts (hashed on the way)
+        if any(source is None for source, _, _ in chosen):
+            raise VidgateError(f"Upload {key} mixes parts with chunks under 5 MiB; it cannot be completed.")
+        builder = _Builder(self, key, upload_id)
+        position = 0
+        try:
+            for source, length, _ in chosen:
+                assert source is not None
+                for data in self._stream(source, 0, length):
+                    builder.write(data)
+                    if hasher is not None and position + len(data) > hashed_upto:
+                        hasher.update(memoryview(data)[max(0, hashed_upto - position) :])
+                    position += len(data)
+        except BaseException:
+            builder.abandon()
+            raise
+        builder.finish()
+        return size if hasher is not None else hashed_upto
+
+    def concatenate(self, key: str, sources: Sequence[tuple[str, int]]) -> None:
+        """tus concatenation: each partial upload is completed in the bucket, then the final one
+        is made of them by UploadPartCopy (server-side) when every one but the last has 5 MiB,
+        else read back in order and sent as parts."""
+        objects: list[tuple[str, int]] = []
+        for source, size in sources:
+            if size:
+                if self._object_size(self.staging_key(source)) != size:
+                    self._complete(source, size, None, 0)
+                objects.append((self.staging_key(source), size))
+        if not objects:
+            self.create_empty(key)
+            return
+        with self._translated(f"CreateMultipartUpload {self.staging_key(key)}"):
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.staging_key(key), ContentType="application/octet-stream"
+            )["UploadId"]
+        try:
+            if all(size >= MIN_PART for _, size in objects[:-1]) and all(size <= MAX_COPY for _, size in objects):
+                parts = [
+                    (number, self._copy_part(key, upload_id, number, source, 0, size))
+                    for number, (source, size) in enumerate(objects, start=1)
+                ]
+                self.complete_upload(key, upload_id, parts)
+                return
+            builder = _Builder(self, key, upload_id)
+            try:
+                for source, size in objects:
+                    for data in self._stream(source, 0, size):
+                        builder.write(data)
+            except BaseException:
+                builder.abandon()
+                raise
+            builder.finish()
+        except BaseException:
+            with contextlib.suppress(VidgateError):
+                self._abort(key, upload_id)
+            raise
+
+    def hash_range(self, key: str, hasher: Hasher, start: int, end: int) -> None:
+        """Only the completed file can be read: S3 gives no part of a multipart upload back
+        before it completes, so the running hash catches up at assembly instead."""
+        staging = self.staging_key(key)
+        if self._object_size(staging) is None:
+            raise VidgateError(f"Upload {key} is not completed in the bucket; its parts cannot be read yet.")
+        try:
+            for data in self._stream(staging, start, end):
+                hasher.update(data)
+        except FileNotFoundError as exc:
+            raise VidgateError(f"Upload {key} is gone from the bucket.") from exc
+
+    def part_path(self, key: str) -> Path:
+        """The completed file, downloaded into this host's bounded cache (for validation)."""
+        path = self.cache_dir / f"{key}.part"
+        size = self._object_size(self.staging_key(key))
+        if size is None:
+            raise VidgateError(f"Upload {key} is not completed in the bucket.")
+        if path.exists() and path.stat().st_size == size:
+            return path
+        download = self.cache_dir / f"{key}.download"
+        with self._cache_lock, (self.cache_dir / ".lock").open("a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # other processes of this host share the room
+            used = sum(
+                entry.stat().st_size
+                for entry in self.cache_dir.iterdir()
+                if entry.suffix in (".part", ".download") and entry.name not in (path.name, download.name)
+            )
+            if used + size > self.cache_size:
+                raise StorageBusy(
+                    f"This host is validating {used} bytes already; {size} more would pass STORAGE_S3_CACHE_SIZE "
+                    f"({self.cache_size}). The upload is kept and completed later."
+                )
+            with download.open("wb") as file:
+                file.truncate(size)  # counted by the others from now on
+        try:
+            with download.open("r+b") as file:
+                for data in self._stream(self.staging_key(key), 0, size):
+                    file.write(data)
+            download.replace(path)
+        except BaseException:
+            download.unlink(missing_ok=True)
+            raise
+        return path
+
+    def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
+        """The completed file becomes the blob ``content_hash``: a server-side copy when the
+        blob store is this bucket, else the downloaded file moved in."""
+        if isinstance(blobs, S3BlobStore) and blobs.bucket == self.bucket:
+            stored = blobs.copy_in(content_hash, self.staging_key(key))
+            (self.cache_dir / f"{key}.part").unlink(missing_ok=True)
+            return stored
+        return blobs.put_file(content_hash, self.part_path(key))
+
+    def remove(self, key: str) -> None:
+        """Abort the key's multipart uploads and delete its objects. An S3 failure is logged,
+        not raised: the upload has ended either way, and the orphan sweep finds what is left."""
+        self._forget_id(key)
+        (self.cache_dir / f"{key}.part").unlink(missing_ok=True)
+        staging = self.staging_key(key)
+        try:
+            recorded = self.upload_ids.get(key)
+            ids = {recorded} if recorded else set()
+            with self._translated(f"ListMultipartUploads {staging}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=staging)
+                ids.update(u["UploadId"] for page in pages for u in page.get("Uploads", []) if u["Key"] == staging)
+            for upload_id in ids:
+                self._abort(key, upload_id)
+            for object_key, _, _ in list(self._listing(f"{staging}/")):
+                with self._translated(f"DELETE {object_key}"):
+                    self.client.delete_object(Bucket=self.bucket, Key=object_key)
+            with self._translated(f"DELETE {staging}"):
+                self.client.delete_object(Bucket=self.bucket, Key=staging)
+            self.upload_ids.forget(key)
+        except StorageUnavailable as exc:
+            log.warning("could not remove upload %s from the bucket (the sweep will): %s", key, exc)
+
+    def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
+        """Every key with a multipart upload or an object in the bucket (or a file in this
+        host's cache), with its latest time."""
+        latest: dict[str, float] = {}
+
+        def seen(object_key: str, when: float) -> None:
+            key = object_key[len(self.uploads_prefix) :].split("/", 1)[0]
+            if key:
+                latest[key] = max(when, latest.get(key, 0.0))
+
+        try:
+            with self._translated(f"ListMultipartUploads {self.uploads_prefix}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self.uploads_prefix
+                )
+                for page in pages:
+                    for upload in page.get("Uploads", []):
+                        seen(upload["Key"], upload["Initiated"].timestamp())
+            for object_key, _, when in self._listing(self.uploads_prefix):
+                seen(object_key, when)
+        except StorageUnavailable as exc:  # the sweep comes again; the rest of it need not wait for S3
+            log.warning("orphan sweep of the bucket skipped: %s", exc)
+            latest.clear()
+        for entry in self.cache_dir.iterdir():
+            if entry.suffix in (".part", ".download"):
+                latest[entry.stem] = max(entry.stat().st_mtime, latest.get(entry.stem, 0.0))
+        yield from latest.items()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)

@@ -1,0 +1,147 @@
+"""A server whose uploads in progress live in the bucket (S3PartStore on Swift): Swift stopped
+in the middle of an upload (503, resumable, completes once it is back), and cancel, expiry and
+the orphan sweep leave no multipart upload and no object behind (checked with
+ListMultipartUploads and a listing). The store's own behaviour is in test_part_store_contract.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningServer, free_port, running_server
+from tests.helpers import error_code, post_chunk
+from tests.storage.swift import credentials, keys_in, own_proxy, raw_client, settings_for
+from vidgate.db.models import SessionStatus, UploadSession, utcnow
+from vidgate.storage.s3_parts import S3PartStore
+
+MIB = 1 << 20
+TUS = {"Tus-Resumable": "1.0.0"}
+MKV = {"filename": "clip.mkv", "content_type": "video/x-matroska"}  # big_video
+
+
+def _leftovers(bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    uploads = f"{prefix}uploads/"
+    pending = raw_client().list_multipart_uploads(Bucket=bucket, Prefix=uploads).get("Uploads", [])
+    return keys_in(bucket, uploads), [u["Key"] for u in pending]
+
+
+def _settings(tmp_path: Path, bucket: str, **storage: Any) -> Any:
+    settings = settings_for(tmp_path, bucket, f"p2-{uuid.uuid4().hex[:8]}/", s3_part_size=5 * MIB, **storage)
+    settings.upload.assembly_stall_seconds = 0
+    return settings
+
+
+@pytest.fixture
+def server(swift: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    credentials(monkeypatch)
+    with running_server(_settings(tmp_path, bucket)) as running:
+        assert isinstance(running.services.uploads.parts, S3PartStore)
+        yield running
+
+
+def _create_tus(client: httpx.Client, length: int) -> str:
+    name = base64.b64encode(b"clip.mkv").decode()
+    created = client.post(
+        "/v1/tus/", headers={**TUS, "Upload-Length": str(length), "Upload-Metadata": f"filename {name}"}
+    )
+    assert created.status_code == 201, created.text
+    return str(created.headers["Location"]).rsplit("/", 1)[-1]
+
+
+def _patch(client: httpx.Client, upload: str, offset: int, body: bytes) -> httpx.Response:
+    return client.patch(
+        f"/v1/tus/{upload}",
+        content=body,
+        headers={**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+    )
+
+
+@pytest.mark.slow
+def test_swift_stopped_mid_upload_is_503_and_the_upload_resumes(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big_video: bytes
+) -> None:
+    credentials(monkeypatch)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    settings = _settings(tmp_path, bucket, s3_endpoint_url=endpoint, s3_max_attempts=2, s3_timeout_seconds=3)
+    data = big_video
+    digest = hashlib.sha256(data).hexdigest()
+    chunk_size = 5 * MIB
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    session = f"outage-{uuid.uuid4().hex[:8]}"
+    fields = {"session_id": session, "total_chunks": len(chunks), "chunk_size": chunk_size, "file_hash": digest, **MKV}
+    (tmp_path / "p1").mkdir()
+    (tmp_path / "p2").mkdir()
+    with running_server(settings) as server, server.client() as client:
+        with own_proxy(port, tmp_path / "p1"):
+            upload = _create_tus(client, len(data))
+            assert _patch(client, upload, 0, data[: 3 * MIB]).status_code == 204  # an incomplete part in S3
+            assert post_chunk(client, chunks[0], chunk_index=0, **fields).status_code == 200
+        # Swift is down: both protocols answer 503 and keep what was acknowledged
+        refused = _patch(client, upload, 3 * MIB, data[3 * MIB : 9 * MIB])
+        assert refused.status_code == 503 and error_code(refused) == "storage_unavailable", refused.text
+        assert client.head(f"/v1/tus/{upload}", headers=TUS).headers["Upload-Offset"] == str(3 * MIB)
+        refused = post_chunk(client, chunks[1], chunk_index=1, **fields)
+        assert refused.status_code == 503 and error_code(refused) == "storage_unavailable", refused.text
+        view = client.get(f"/v1/upload/video/session/{session}").json()["data"]
+        assert view["status"] == "active" and view["chunks_received"] == 1
+        with own_proxy(port, tmp_path / "p2"):  # back: both complete
+            offset = 3 * MIB
+            while offset < len(data):
+                answer = _patch(client, upload, offset, data[offset : offset + 6 * MIB])
+                assert answer.status_code == 204, answer.text
+                offset = int(answer.headers["Upload-Offset"])
+            assert answer.headers["Vidgate-Content-Hash"] == digest
+            for index in range(1, len(chunks)):
+                last = post_chunk(client, chunks[index], chunk_index=index, **fields)
+                assert last.status_code == 200, last.text
+            assert last.json()["data"]["content_hash"] == digest
+            assert _leftovers(bucket, settings.storage.s3_prefix) == ([], [])
+
+
+@pytest.mark.slow
+def test_cancel_leaves_nothing_in_the_bucket(server: RunningServer, bucket: str, big_video: bytes) -> None:
+    prefix = server.settings.storage.s3_prefix
+    with server.client() as client:
+        session = f"cancel-{uuid.uuid4().hex[:8]}"
+        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3, **MKV)
+        assert sent.status_code == 200, sent.text
+        upload = _create_tus(client, len(big_video))
+        assert _patch(client, upload, 0, big_video[: 7 * MIB]).status_code == 204  # a part and an incomplete part
+        objects, pending = _leftovers(bucket, prefix)
+        assert objects and len(pending) == 2  # both uploads are in the bucket
+        assert client.delete(f"/v1/upload/video/session/{session}").status_code == 200
+        assert client.delete(f"/v1/tus/{upload}", headers=TUS).status_code == 204
+    assert _leftovers(bucket, prefix) == ([], [])
+
+
+@pytest.mark.slow
+def test_expiry_and_the_orphan_sweep_leave_nothing_in_the_bucket(
+    server: RunningServer, bucket: str, big_video: bytes
+) -> None:
+    prefix = server.settings.storage.s3_prefix
+    with server.client() as client:
+        session = f"expire-{uuid.uuid4().hex[:8]}"
+        sent = post_chunk(client, big_video[: 5 * MIB], session_id=session, chunk_index=0, total_chunks=3, **MKV)
+        assert sent.status_code == 200, sent.text
+        upload = _create_tus(client, len(big_video))
+        assert _patch(client, upload, 0, big_video[:MIB]).status_code == 204
+    # what a crash leaves: a multipart upload and an incomplete part nobody's session owns
+    s3 = raw_client()
+    s3.create_multipart_upload(Bucket=bucket, Key=f"{prefix}uploads/{uuid.uuid4()}")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}uploads/{uuid.uuid4()}/incomplete/1", Body=b"rest")
+    report = server.services.cleanup.run(now=utcnow() + timedelta(days=3), orphan_grace_seconds=0)
+    assert report.expired_sessions == 2
+    assert report.orphan_uploads_removed >= 2
+    with server.db.session() as tx:
+        row = tx.query(UploadSession).filter(UploadSession.session_id == session).one()
+        assert row.status is SessionStatus.EXPIRED and row.s3_upload_id is None
+    assert _leftovers(bucket, prefix) == ([], [])
