@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +32,37 @@ MAX_PIECES = 64  # more (tiny) pieces than this are joined: cheap, and far below
 # back: 256 MiB written in 1 MiB calls 0.47 s of CPU after 2 s idle (0.04 s right after a delete),
 # in 256 KiB calls 0.04 s either way; 512 KiB calls already cost 0.08 s.
 WRITE_SIZE = 256 << 10
+
+
+class _Lanes:
+    """Single-thread executors kept from one sink to the next. A sink takes one per hash and one
+    for its writes (each runs that sink's blocks in order) and gives them back when done:
+    starting threads per request cost a thread start per hash and write on the event loop
+    (``Thread.start`` waits until the new thread runs, which on a busy machine is not at once),
+    for every seed chunk and tus PATCH. A lane that still has work queued (a sink that failed
+    half-way) is not given back but left to finish and end, as before."""
+
+    def __init__(self, keep: int = 32) -> None:
+        self._keep = keep
+        self._idle: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-lane")
+
+    def give_back(self, lane: ThreadPoolExecutor, last: Future[None] | None) -> None:
+        if last is None or last.done():
+            with self._lock:
+                if len(self._idle) < self._keep:
+                    self._idle.append(lane)
+                    return
+        lane.shutdown(wait=False)
+
+
+_LANES = _Lanes()
 
 
 @dataclass(frozen=True)
@@ -76,13 +108,11 @@ class ChunkSink:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._pending: deque[list[Future[None]]] = deque()
-        # one thread per hash: a chunk's own hash and the file's running hash proceed side by side
-        self._hash_threads = [
-            (hasher, ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")) for hasher in self._hashers
-        ]
-        self._write_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if target is not None else None
-        )
+        # one lane per hash: a chunk's own hash and the file's running hash proceed side by side
+        self._hash_threads = [(hasher, _LANES.take()) for hasher in self._hashers]
+        self._write_thread = _LANES.take() if target is not None else None
+        self._last: dict[ThreadPoolExecutor, Future[None]] = {}  # each lane's latest block
+        self._closed = False
 
     @property
     def size(self) -> int:
@@ -146,9 +176,13 @@ class ChunkSink:
         position = self._offset + self._size
         self._size += self._buffered
         self._buffered = 0
-        work = [thread.submit(self._hash_block, hasher, pieces) for hasher, thread in self._hash_threads]
+        work = []
+        for hasher, lane in self._hash_threads:
+            work.append(future := lane.submit(self._hash_block, hasher, pieces))
+            self._last[lane] = future
         if self._write_thread is not None:
-            work.append(self._write_thread.submit(self._write_block, pieces, position))
+            work.append(future := self._write_thread.submit(self._write_block, pieces, position))
+            self._last[self._write_thread] = future
         self._pending.append(work)
         while len(self._pending) > MAX_PENDING:
             await self._wait_oldest()
@@ -158,10 +192,15 @@ class ChunkSink:
             await asyncio.wrap_future(future)
 
     def _shutdown(self) -> None:
-        for _, thread in self._hash_threads:
-            thread.shutdown(wait=False)
+        """Give the lanes back (once: a finish that failed may be followed by an abort)."""
+        if self._closed:
+            return
+        self._closed = True
+        lanes = [lane for _, lane in self._hash_threads]
         if self._write_thread is not None:
-            self._write_thread.shutdown(wait=False)
+            lanes.append(self._write_thread)
+        for lane in lanes:
+            _LANES.give_back(lane, self._last.get(lane))
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the threads, and return the size and SHA-256 of what was streamed."""
