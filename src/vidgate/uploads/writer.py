@@ -79,7 +79,10 @@ class ChunkSink:
     running whole-file hash while chunks arrive in order, a tus Upload-Checksum). ``hash_body=False`` skips the
     stream's own SHA-256 when nothing needs it (a tus PATCH: the running file hash covers its
     bytes), so each byte is hashed once. ``head_check`` sees the first ``head_bytes`` before
-    any byte is written, and may refuse the stream by raising.
+    any byte is written, and may refuse the stream by raising. ``trailing_hasher`` is fed like
+    the others, but :meth:`finish` does not wait for it (only for the writes and the other
+    hashes): the running file hash of a tus PATCH, which nothing in the answer needs, finishes
+    after it; :attr:`trailing` is its last block, which the next user of that hasher waits for.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class ChunkSink:
         fsync: bool = False,
         head_check: Callable[[bytes], object] | None = None,
         head_bytes: int = 4096,
+        trailing_hasher: Hasher | None = None,
     ) -> None:
         self._target = target
         self._offset = offset
@@ -107,11 +111,15 @@ class ChunkSink:
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._pending: deque[list[Future[None]]] = deque()
+        # each entry: a block's futures that finish() waits for, and its trailing hash's
+        self._pending: deque[tuple[list[Future[None]], Future[None] | None]] = deque()
         # one lane per hash: a chunk's own hash and the file's running hash proceed side by side
         self._hash_threads = [(hasher, _LANES.take()) for hasher in self._hashers]
         self._write_thread = _LANES.take() if target is not None else None
+        self._trailing = (trailing_hasher, _LANES.take()) if trailing_hasher is not None else None
         self._last: dict[ThreadPoolExecutor, Future[None]] = {}  # each lane's latest block
+        #: the trailing hash's last block (done when the trailing hasher has seen every byte)
+        self.trailing: Future[None] | None = None
         self._closed = False
 
     @property
@@ -183,13 +191,19 @@ class ChunkSink:
         if self._write_thread is not None:
             work.append(future := self._write_thread.submit(self._write_block, pieces, position))
             self._last[self._write_thread] = future
-        self._pending.append(work)
-        while len(self._pending) > MAX_PENDING:
+        if self._trailing is not None:
+            hasher, lane = self._trailing
+            self.trailing = lane.submit(self._hash_block, hasher, pieces)
+        self._pending.append((work, self.trailing))
+        while len(self._pending) > MAX_PENDING:  # the trailing hash counts here: memory stays bounded
             await self._wait_oldest()
 
-    async def _wait_oldest(self) -> None:
-        for future in self._pending.popleft():
+    async def _wait_oldest(self, *, trailing: bool = True) -> None:
+        work, trailer = self._pending.popleft()
+        for future in work:
             await asyncio.wrap_future(future)
+        if trailing and trailer is not None:
+            await asyncio.wrap_future(trailer)
 
     def _shutdown(self) -> None:
         """Give the lanes back (once: a finish that failed may be followed by an abort)."""
@@ -201,6 +215,8 @@ class ChunkSink:
             lanes.append(self._write_thread)
         for lane in lanes:
             _LANES.give_back(lane, self._last.get(lane))
+        if self._trailing is not None:  # only hashing is queued there: reusable as it is, in order
+            _LANES.give_back(self._trailing[1], None)
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the threads, and return the size and SHA-256 of what was streamed."""
@@ -208,8 +224,8 @@ class ChunkSink:
             if self._buffered:  # an empty stream is refused as empty by the caller, not as unknown
                 self._run_head_check()
             await self._submit()
-            while self._pending:
-                await self._wait_oldest()
+            while self._pending:  # not the trailing hash: it may go on after the answer
+                await self._wait_oldest(trailing=False)
             if self._fsync and self._target is not None:
                 await asyncio.to_thread(self._target.sync)
         finally:
@@ -231,7 +247,8 @@ class ChunkSink:
         """Stop: wait for blocks already handed to the thread (they may still write) and drop the rest."""
         self._buffer.clear()
         while self._pending:
-            for future in self._pending.popleft():
+            work, trailer = self._pending.popleft()
+            for future in [*work, *([trailer] if trailer is not None else [])]:
                 with contextlib.suppress(Exception):
                     await asyncio.wrap_future(future)
         self._shutdown()
