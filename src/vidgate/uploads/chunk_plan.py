@@ -125,7 +125,7 @@ class ChunkPlanner(Step):
                 + (f" ({row.error_message})" if row.error_message else "")
             )
         now = utcnow()
-        if row.status is SessionStatus.ACTIVE:
+        if row.status is SessionStatus.ACTIVE and not created:  # a new row has just had them set
             row.last_updated = now
             row.expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
 
