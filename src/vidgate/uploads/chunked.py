@@ -155,19 +155,18 @@ class ChunkedUploads(Step):
                 raise SessionNotActive(f"Upload session {row.session_id!r} is {row.status.value}.")
             self._check_chunk_size(tx, row, plan, result.size)
             now = utcnow()
-            tx.add(
-                UploadChunk(
-                    session_id=row.session_id,
-                    chunk_index=plan.chunk_index,
-                    chunk_size=result.size,
-                    chunk_hash=result.sha256,
-                    storage_path=plan.location,
-                    received=True,
-                    verified=True,
-                    received_at=now,
-                    verified_at=now,
-                )
+            chunk = UploadChunk(
+                session_id=row.session_id,
+                chunk_index=plan.chunk_index,
+                chunk_size=result.size,
+                chunk_hash=result.sha256,
+                storage_path=plan.location,
+                received=True,
+                verified=True,
+                received_at=now,
+                verified_at=now,
             )
+            tx.add(chunk)
             if plan.mode is WriteMode.DIRECT and plan.chunk_index == 0 and row.total_chunks > 1 and not row.chunk_size:
                 row.chunk_size = result.size
                 if (row.total_chunks - 1) * result.size >= self.limits.max_file_size:
@@ -191,7 +190,11 @@ class ChunkedUploads(Step):
             if complete:
                 row.status = SessionStatus.ASSEMBLING
                 # what assembly needs, read here rather than in a transaction of its own
-                chunks = tx.scalars(_CHUNKS_IN_ORDER, {"upload_id": row.session_id}).all()
+                chunks = (
+                    [chunk]  # a whole file: this chunk is all there is
+                    if row.total_chunks == 1
+                    else tx.scalars(_CHUNKS_IN_ORDER, {"upload_id": row.session_id}).all()
+                )
                 assembly = layout_of(row).assembly(row, chunks, self.parts.location(plan.row_id))
                 pending = pending_of(row, assembly)
             self.records.log(tx, row, "upload_progress", f"chunk {plan.chunk_index} received")
