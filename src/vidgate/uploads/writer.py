@@ -81,8 +81,8 @@ class ChunkSink:
     bytes), so each byte is hashed once. ``head_check`` sees the first ``head_bytes`` before
     any byte is written, and may refuse the stream by raising. ``trailing_hasher`` is fed like
     the others, but :meth:`finish` does not wait for it (only for the writes and the other
-    hashes): the running file hash of a tus PATCH, which nothing in the answer needs, finishes
-    after it; :attr:`trailing` is its last block, which the next user of that hasher waits for.
+    hashes): the running file hash, which no answer needs, finishes after it; :attr:`trailing`
+    is its last block, which the next user of that hasher waits for.
     """
 
     def __init__(

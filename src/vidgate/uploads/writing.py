@@ -118,24 +118,20 @@ class WritePath(Step):
             raise
 
     def open_sink(self, plan: WritePlan) -> ChunkSink:
-        # Nothing in a tus answer needs the running file hash: it may finish after the answer
-        # (the next PATCH's claim, or assembly, waits for it). A seed chunk's answer carries its
-        # own hash, which takes as long as the running one: both are waited for.
-        trailing = plan.frontier_hasher if not plan.hash_body else None
+        # No answer needs the running file hash: it may finish after the answer (the next
+        # claim, a catch-up and assembly wait for it). A seed chunk's own hash and a tus
+        # Upload-Checksum are in or decide the answer: those are waited for.
         plan.sink = ChunkSink(
             plan.target,
             plan.offset,
             plan.limit,
             plan.too_large,
-            extra_hashers=[
-                plan.frontier_hasher if trailing is None else None,
-                plan.checksum.hasher if plan.checksum else None,
-            ],
+            extra_hashers=[plan.checksum.hasher if plan.checksum else None],
             hash_body=plan.hash_body,
             fsync=self.settings.upload.fsync,
             head_check=plan.head_check,
             head_bytes=HEAD_BYTES,
-            trailing_hasher=trailing,
+            trailing_hasher=plan.frontier_hasher,
         )
         return plan.sink
 
