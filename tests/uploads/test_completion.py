@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 from tests.helpers import sha256, split
 from tests.media import make_mp4
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus, Video
+from vidgate.db.models import SessionStatus, Video, VideoStatus
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
 from vidgate.uploads.tus import TusService
@@ -120,16 +120,16 @@ def test_dispatch_later_offers_the_video_when_asked(
     other_data = make_mp4(tmp_path / "other.mp4", frames=20, seed=uuid.uuid4().int % (2**32)).read_bytes()
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
+        offered: list[str] = []
+        uploads.completion.on_video_queued = offered.append
         with uploads.completion.dispatch_later() as queued:
             receipt = _send(uploads, data)
+            assert offered == []  # not while the answer is being made
         with services.db.session() as tx:
-            assert tx.scalar(select(Video.dispatched_at).where(Video.id == receipt.video_id)) is None
+            assert tx.scalar(select(Video.status).where(Video.id == receipt.video_id)) is VideoStatus.QUEUED
         uploads.completion.dispatch(queued)
-        assert queued == []
-        with services.db.session() as tx:
-            assert tx.scalar(select(Video.dispatched_at).where(Video.id == receipt.video_id)) is not None
+        assert offered == [receipt.video_id] and queued == []
         # without the block, the video is offered at once
         other = _send(uploads, other_data)
         assert other.status is SessionStatus.COMPLETED
-        with services.db.session() as tx:
-            assert tx.scalar(select(Video.dispatched_at).where(Video.id == other.video_id)) is not None
+        assert offered == [receipt.video_id, other.video_id]
