@@ -25,13 +25,12 @@ from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidgate.api.deps import CurrentUser, Services, ServicesDep, Uploader
+from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
 from vidgate.api.receiving import receiving
 from vidgate.api.schemas import ErrorEnvelope
 from vidgate.auth import Principal
@@ -251,11 +250,6 @@ async def _receive_body(
     return await run_in_threadpool(tus.finish_patch, plan, result)
 
 
-def _dispatch(services: Services, queued: list[str]) -> BackgroundTask | None:
-    """Offer the videos an upload completed to processing once the answer is sent."""
-    return BackgroundTask(run_in_threadpool, services.uploads.completion.dispatch, queued) if queued else None
-
-
 def _options_response(services: ServicesDep) -> Response:
     return Response(
         status_code=204,
@@ -324,23 +318,17 @@ async def create_upload(request: Request, principal: Uploader, services: Service
         partial_upload=concat == "partial",
     )
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    queued: list[str] = []
     if has_body and request.headers.get("content-type", "").split(";")[0].strip().lower() == OFFSET_CONTENT_TYPE:
-        with services.uploads.completion.dispatch_later() as queued:  # the analysis starts once answered
-            upload = await _receive_body(
-                request,
-                principal,
-                services.tus,
-                upload.upload_id,
-                0,
-                length=None,
-                checksum=request.headers.get("upload-checksum"),
-            )
-    return Response(
-        status_code=201,
-        headers=_upload_headers(request, upload, location=True),
-        background=_dispatch(services, queued),
-    )
+        upload = await _receive_body(
+            request,
+            principal,
+            services.tus,
+            upload.upload_id,
+            0,
+            length=None,
+            checksum=request.headers.get("upload-checksum"),
+        )
+    return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
 
 
 @router.head(
@@ -382,18 +370,16 @@ async def patch_upload(upload_id: str, request: Request, principal: Uploader, se
     offset = _int_header(request, "upload-offset")
     if offset is None:
         raise InvalidParameter("Send Upload-Offset: the offset this body starts at (HEAD tells it).")
-    completion = services.uploads.completion
-    with completion.dispatch_later() as queued:  # the analysis starts once this answer is sent
-        upload = await _receive_body(
-            request,
-            principal,
-            services.tus,
-            upload_id,
-            offset,
-            length=_int_header(request, "upload-length"),
-            checksum=request.headers.get("upload-checksum"),
-        )
-    return Response(status_code=204, headers=_upload_headers(request, upload), background=_dispatch(services, queued))
+    upload = await _receive_body(
+        request,
+        principal,
+        services.tus,
+        upload_id,
+        offset,
+        length=_int_header(request, "upload-length"),
+        checksum=request.headers.get("upload-checksum"),
+    )
+    return Response(status_code=204, headers=_upload_headers(request, upload))
 
 
 @router.delete(

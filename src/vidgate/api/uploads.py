@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
@@ -224,14 +224,8 @@ class UploadResponse(ChunkReceipt):
     openapi_extra=_UPLOAD_FORM_SCHEMA,
     summary="Upload a whole video, or one chunk of a session",
 )
-async def upload_video(
-    request: Request, principal: Uploader, services: ServicesDep, after_answer: BackgroundTasks
-) -> Envelope[UploadResponse]:
-    completion = services.uploads.completion
-    with completion.dispatch_later() as queued:  # the analysis starts once this answer is sent
-        receipt = await receive_upload(request, principal, services.uploads)
-    if queued:
-        after_answer.add_task(run_in_threadpool, completion.dispatch, queued)
+async def upload_video(request: Request, principal: Uploader, services: ServicesDep) -> Envelope[UploadResponse]:
+    receipt = await receive_upload(request, principal, services.uploads)
     response = UploadResponse(**receipt.model_dump())
     answer_from_cache = services.settings.upload.enable_deduplication
     if receipt.status == "completed" and receipt.duplicate and receipt.video_id and answer_from_cache:

@@ -8,12 +8,10 @@ a crash at any point (the cleanup sweep does so for stalled sessions).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,8 +44,6 @@ from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
 
-#: set by Completion.dispatch_later: where queued videos wait until the caller has answered
-_DISPATCH_LATER: ContextVar[list[str] | None] = ContextVar("vidgate_dispatch_later", default=None)
 _MAX_HANDED = 1_000  # hand-overs not taken (a session failed meanwhile) are forgotten past this
 # Built once (building ORM statements per call costs more than running them).
 _SESSIONS = cast(Table, UploadSession.__table__)
@@ -252,37 +248,8 @@ class Completion(Step):
             },
         )
         if decision.queue_job and self.on_video_queued is not None:
-            later = _DISPATCH_LATER.get()
-            if later is not None:
-                later.append(video_id)  # offered once the caller has answered (dispatch_later)
-            else:
-                self.on_video_queued(video_id)
+            self.on_video_queued(video_id)
         return row
-
-    @contextlib.contextmanager
-    def dispatch_later(self) -> Iterator[list[str]]:
-        """Within this block (and the threads it hands work to), a completed upload's video is
-        not offered to the processing queue at once but collected: the HTTP edge offers them with
-        :meth:`dispatch` after its answer is sent, so the analysis does not start (and take the
-        CPU and the GIL) while the answer is still being made. The video is committed as queued
-        either way (the outbox: the periodic dispatcher offers whatever is left). If the block
-        raises, what was collected is offered at once, from a thread (the block may be on the
-        event loop)."""
-        collected: list[str] = []
-        token = _DISPATCH_LATER.set(collected)
-        try:
-            yield collected
-        except BaseException:
-            if collected:
-                threading.Thread(target=self.dispatch, args=(collected,), name="dispatch", daemon=True).start()
-            raise
-        finally:
-            _DISPATCH_LATER.reset(token)
-
-    def dispatch(self, video_ids: list[str]) -> None:
-        """Offer collected videos to the processing queue (see :meth:`dispatch_later`)."""
-        while video_ids and self.on_video_queued is not None:
-            self.on_video_queued(video_ids.pop(0))
 
     @staticmethod
     def _content_for(
