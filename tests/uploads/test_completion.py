@@ -1,21 +1,19 @@
 """Completion without HTTP: what one upload costs in transactions (the recording transaction hands
-assembly what it read, the completing one gives the answer), and dispatch after the answer."""
+assembly what it read, the completing one gives the answer)."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event
 
 from tests.helpers import sha256, split
-from tests.media import make_mp4
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus, Video, VideoStatus
+from vidgate.db.models import SessionStatus
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
 from vidgate.uploads.tus import TusService
@@ -57,7 +55,9 @@ def test_a_single_file_upload_takes_four_transactions(services_for: Callable[...
     data = unique_video.read_bytes()
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
-        with _transactions(services) as begun, uploads.completion.dispatch_later() as queued:
+        queued: list[str] = []
+        uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        with _transactions(services) as begun:
             receipt = _send(uploads, data)
         assert (receipt.status, receipt.content_hash, receipt.file_size) == (
             SessionStatus.COMPLETED,
@@ -76,11 +76,11 @@ def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., 
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
         common = {"session_id": "handed", "total_chunks": len(chunks)}
-        with uploads.completion.dispatch_later():
-            for index, chunk in enumerate(chunks[:-1]):
-                _send(uploads, chunk, chunk_index=index, **common)
-            with _transactions(services) as begun:
-                receipt = _send(uploads, chunks[-1], chunk_index=len(chunks) - 1, **common)
+        uploads.completion.on_video_queued = lambda video_id: None  # the queue's own transaction is not counted
+        for index, chunk in enumerate(chunks[:-1]):
+            _send(uploads, chunk, chunk_index=index, **common)
+        with _transactions(services) as begun:
+            receipt = _send(uploads, chunks[-1], chunk_index=len(chunks) - 1, **common)
         assert (receipt.status, receipt.content_hash) == (SessionStatus.COMPLETED, sha256(data))
         assert receipt.chunks_received == len(chunks) and receipt.progress_percentage == 100.0
         assert len(begun) == 4
@@ -94,7 +94,9 @@ def test_a_tus_upload_in_one_patch_takes_five_transactions(
     data = unique_video.read_bytes()
     with services_for() as services:
         tus: TusService = services.tus
-        with _transactions(services) as begun, services.uploads.completion.dispatch_later() as queued:
+        queued: list[str] = []
+        services.uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        with _transactions(services) as begun:
             created = services.tus_creation.create(
                 ALICE, length=len(data), metadata={"filename": "clip.mp4"}, metadata_header="filename Y2xpcC5tcDQ="
             )
@@ -111,25 +113,3 @@ def test_a_tus_upload_in_one_patch_takes_five_transactions(
         assert (upload.status, upload.offset, upload.content_hash) == (SessionStatus.COMPLETED, len(data), sha256(data))
         assert upload.video_id and queued == [upload.video_id]
         assert len(begun) == 5
-
-
-def test_dispatch_later_offers_the_video_when_asked(
-    services_for: Callable[..., Any], unique_video: Path, tmp_path: Path
-) -> None:
-    data = unique_video.read_bytes()
-    other_data = make_mp4(tmp_path / "other.mp4", frames=20, seed=uuid.uuid4().int % (2**32)).read_bytes()
-    with services_for() as services:
-        uploads: ChunkedUploads = services.uploads
-        offered: list[str] = []
-        uploads.completion.on_video_queued = offered.append
-        with uploads.completion.dispatch_later() as queued:
-            receipt = _send(uploads, data)
-            assert offered == []  # not while the answer is being made
-        with services.db.session() as tx:
-            assert tx.scalar(select(Video.status).where(Video.id == receipt.video_id)) is VideoStatus.QUEUED
-        uploads.completion.dispatch(queued)
-        assert offered == [receipt.video_id] and queued == []
-        # without the block, the video is offered at once
-        other = _send(uploads, other_data)
-        assert other.status is SessionStatus.COMPLETED
-        assert offered == [receipt.video_id, other.video_id]
