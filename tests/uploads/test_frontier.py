@@ -82,3 +82,47 @@ def test_take_waits_for_a_running_catch_up_instead_of_starting_over(tmp_path: Pa
         running.join()
         assert upto == len(data)
         assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_claim_and_take_wait_for_hashing_left_running_by_the_last_commit() -> None:
+    """A tus PATCH answers before its running hash is done (commit with ``hashing``): the next
+    claim copies the hasher only after those bytes are in, and take returns it complete."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frontier = HashFrontier()
+    data = os.urandom(3 * CHUNK)
+    hasher = frontier.claim("u", 0)
+    assert hasher is not None
+    release = threading.Event()
+    with ThreadPoolExecutor(1) as lane:
+
+        def late_update() -> None:
+            assert release.wait(30)
+            hasher.update(data[:CHUNK])
+
+        frontier.commit("u", CHUNK, lane.submit(late_update))
+        threading.Timer(0.2, release.set).start()
+        again = frontier.claim("u", CHUNK)  # waits for the late update before copying
+        assert again is hasher
+        again.update(data[CHUNK : 2 * CHUNK])
+        frontier.rollback("u")  # the restored copy is the state after the late update
+        again = frontier.claim("u", CHUNK)
+        assert again is not None
+        again.update(data[CHUNK:])
+        frontier.commit("u", 2 * CHUNK, lane.submit(lambda: None))
+        taken, upto = frontier.take("u")
+    assert upto == 3 * CHUNK
+    assert taken.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_hashing_that_failed_leaves_the_file_to_be_hashed_from_the_part() -> None:
+    from concurrent.futures import Future
+
+    frontier = HashFrontier()
+    assert frontier.claim("u", 0) is not None
+    failed: Future[None] = Future()
+    failed.set_exception(RuntimeError("the hash thread died"))
+    frontier.commit("u", CHUNK, failed)
+    assert frontier.claim("u", CHUNK) is None  # not to be trusted: no longer followed
+    taken, upto = frontier.take("u")
+    assert upto == 0 and taken.hexdigest() == hashlib.sha256(b"").hexdigest()

@@ -156,3 +156,58 @@ def test_one_byte_past_the_limit_is_refused_before_it_is_written(tmp_path: Path)
     finally:
         os.close(fd)
     assert (tmp_path / "part").read_bytes() == b""
+
+
+def test_the_answer_does_not_wait_for_the_trailing_hash(tmp_path: Path) -> None:
+    """A tus PATCH's running file hash: finish() returns once every byte is written, while the
+    trailing hash may still run; its last block (``trailing``) tells when it has seen them all."""
+
+    class HeldHasher:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+            self.release = threading.Event()
+
+        def update(self, data: bytes) -> None:
+            assert self.release.wait(30)
+            self.inner.update(data)
+
+    held = HeldHasher()
+    pieces = _pieces(writer.BLOCK_SIZE + 4321, 50_000)
+    path = tmp_path / "part"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        sink = ChunkSink(PartFile(fd), 0, 10 << 20, FileTooLarge("x"), hash_body=False, trailing_hasher=held)
+        result = _stream(sink, pieces)  # returns although the trailing hasher has seen nothing yet
+        assert path.read_bytes() == b"".join(pieces)  # every byte written before the answer
+        assert sink.trailing is not None and not sink.trailing.done()
+        held.release.set()
+        sink.trailing.result(timeout=30)
+    finally:
+        os.close(fd)
+    assert result.size == sum(map(len, pieces)) and result.sha256 is None
+    assert held.inner.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+def test_lanes_are_reused_from_one_sink_to_the_next(tmp_path: Path) -> None:
+    """No thread is started per request once lanes exist (a thread start waits on the event loop)."""
+    threads: list[threading.Thread] = []  # kept alive, so no two are ever the same object
+
+    class NamingHasher:
+        def __init__(self) -> None:
+            self.inner = hashlib.sha256()
+
+        def update(self, data: bytes) -> None:
+            threads.append(threading.current_thread())
+            self.inner.update(data)
+
+    for round_ in range(6):
+        path = tmp_path / f"part{round_}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            _stream(
+                ChunkSink(PartFile(fd), 0, 10 << 20, FileTooLarge("x"), extra_hashers=[NamingHasher()]),
+                _pieces(writer.BLOCK_SIZE // 2, 40_000),
+            )
+        finally:
+            os.close(fd)
+    assert 1 <= len(set(threads)) <= 2  # one sink at a time takes the same few lanes again

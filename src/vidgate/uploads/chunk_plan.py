@@ -12,7 +12,7 @@ import re
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,13 @@ from vidgate.uploads.writing import WriteMode, WritePlan, first_bytes_check, saf
 log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Built once: building ORM statements per call costs more than running them (tus_store.py).
+_SESSION_BY_UPLOAD_ID = (
+    select(UploadSession).where(UploadSession.session_id == bindparam("upload_id")).with_for_update()
+)
+_CHUNK_AT = select(UploadChunk).where(
+    UploadChunk.session_id == bindparam("upload_id"), UploadChunk.chunk_index == bindparam("index")
+)
 
 
 class ChunkPlanner(Step):
@@ -80,9 +87,7 @@ class ChunkPlanner(Step):
         with self.db.session() as tx:
             row = None
             if request.session_id is not None:
-                row = tx.scalar(
-                    select(UploadSession).where(UploadSession.session_id == request.session_id).with_for_update()
-                )
+                row = tx.scalar(_SESSION_BY_UPLOAD_ID, {"upload_id": request.session_id})
                 if row is not None and row.user_id != principal.user_id:
                     raise SessionNotFound(f"No upload session {request.session_id!r}.")
             created = row is None
@@ -92,7 +97,7 @@ class ChunkPlanner(Step):
                 _check_against_session(row, request, file_hash)
                 if file_hash is not None and row.file_hash is None:
                     row.file_hash = file_hash  # sent with a later chunk (clients hash while sending)
-            plan = self._choose_target(tx, row, request)
+            plan = self._choose_target(tx, row, request, created=created)
             plan.anonymous_new_session = plan.created = created
             if created:
                 self.records.started(
@@ -102,13 +107,17 @@ class ChunkPlanner(Step):
                 plan.head_check = first_bytes_check(row.filename, row.content_type)
             return plan
 
-    def _choose_target(self, tx: Session, row: UploadSession, request: ChunkRequest) -> WritePlan:
+    def _choose_target(
+        self, tx: Session, row: UploadSession, request: ChunkRequest, *, created: bool = False
+    ) -> WritePlan:
         """Where this chunk's bytes go: its offset in the part, a staging slot, or nowhere."""
         index = request.chunk_index if request.chunk_index is not None else 0
         self.limits.check_chunk_index(index, row.total_chunks)
 
-        existing = tx.scalar(
-            select(UploadChunk).where(UploadChunk.session_id == row.session_id, UploadChunk.chunk_index == index)
+        existing = (
+            None  # a session made by this request has no chunks yet
+            if created
+            else tx.scalar(_CHUNK_AT, {"upload_id": row.session_id, "index": index})
         )
         if row.status is not SessionStatus.ACTIVE and not (row.status is SessionStatus.COMPLETED and existing):
             raise SessionNotActive(
@@ -116,7 +125,7 @@ class ChunkPlanner(Step):
                 + (f" ({row.error_message})" if row.error_message else "")
             )
         now = utcnow()
-        if row.status is SessionStatus.ACTIVE:
+        if row.status is SessionStatus.ACTIVE and not created:  # a new row has just had them set
             row.last_updated = now
             row.expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from vidgate import metrics
@@ -28,13 +28,24 @@ from vidgate.errors import (
     SessionNotFound,
 )
 from vidgate.uploads.chunk_plan import ChunkPlanner
-from vidgate.uploads.completion import Completion
+from vidgate.uploads.completion import Completion, Pending, pending_of
 from vidgate.uploads.ending import Endings
+from vidgate.uploads.layouts import layout_of
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest, SessionView
 from vidgate.uploads.records import Records, received, to_view
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import WriteMode, WritePath, WritePlan
+
+# Built once: building ORM statements per call costs more than running them (tus_store.py).
+_SESSION_FOR_UPDATE = select(UploadSession).where(UploadSession.id == bindparam("row_id")).with_for_update()
+_CHUNK_SIZES = select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(
+    UploadChunk.session_id == bindparam("upload_id")
+)
+_CHUNKS_IN_ORDER = (
+    select(UploadChunk).where(UploadChunk.session_id == bindparam("upload_id")).order_by(UploadChunk.chunk_index)
+)
+_ANY_CHUNK = select(UploadChunk.id).where(UploadChunk.session_id == bindparam("upload_id")).limit(1)
 
 
 class ChunkedUploads(Step):
@@ -70,15 +81,16 @@ class ChunkedUploads(Step):
 
     def _has_chunks(self, upload_id: str) -> bool:
         with self.db.session() as tx:
-            return tx.scalar(select(UploadChunk.id).where(UploadChunk.session_id == upload_id).limit(1)) is not None
+            return tx.scalar(_ANY_CHUNK, {"upload_id": upload_id}) is not None
 
     def finish_chunk(self, plan: WritePlan, result: SinkResult) -> ChunkReceipt:
         """Record a fully received chunk; when it is the last one, assemble the file."""
         try:
-            receipt, complete = self._record(plan, result)
+            receipt, pending = self._record(plan, result)
         except BaseException as exc:
             self.abort_chunk(plan, exc)
             raise
+        complete = pending is not None
         self.writes.recorded(plan, result.size)
         if (
             plan.mode is WriteMode.DIRECT
@@ -91,9 +103,13 @@ class ChunkedUploads(Step):
             threading.Thread(
                 target=self.frontier.catch_up, args=(plan.row_id, read), name="hash-catch-up", daemon=True
             ).start()
-        if complete:
-            self.completion.assemble(plan.row_id)
-            return receipt.model_copy(update=self.records.view(plan.upload_id).model_dump())
+        if pending is not None:
+            self.completion.hand_over(pending)
+            row = self.completion.assemble(plan.row_id)
+            view = (
+                self.records.view(plan.upload_id) if row is None else to_view(row, set(), self.settings.session_timeout)
+            )
+            return receipt.model_copy(update=view.model_dump())
         return receipt
 
     def get_session(self, principal: Principal, upload_id: str) -> SessionView:
@@ -122,9 +138,10 @@ class ChunkedUploads(Step):
             duplicate_chunk=duplicate,
         )
 
-    def _record(self, plan: WritePlan, result: SinkResult) -> tuple[ChunkReceipt, bool]:
+    def _record(self, plan: WritePlan, result: SinkResult) -> tuple[ChunkReceipt, Pending | None]:
+        """Record the chunk; with the upload's last chunk, also what its assembly needs."""
         with self.db.session() as tx:
-            row = tx.scalar(select(UploadSession).where(UploadSession.id == plan.row_id).with_for_update())
+            row = tx.scalar(_SESSION_FOR_UPDATE, {"row_id": plan.row_id})
             if row is None:
                 raise SessionNotFound(f"No upload session {plan.upload_id!r}.")
             if plan.mode is WriteMode.VERIFY:
@@ -133,24 +150,23 @@ class ChunkedUploads(Step):
                         f"Chunk {plan.chunk_index} was already received with different bytes; "
                         "a received chunk cannot be replaced."
                     )
-                return self._receipt(tx, row, plan, result, duplicate=True), False
+                return self._receipt(tx, row, plan, result, duplicate=True), None
             if row.status is not SessionStatus.ACTIVE:
                 raise SessionNotActive(f"Upload session {row.session_id!r} is {row.status.value}.")
             self._check_chunk_size(tx, row, plan, result.size)
             now = utcnow()
-            tx.add(
-                UploadChunk(
-                    session_id=row.session_id,
-                    chunk_index=plan.chunk_index,
-                    chunk_size=result.size,
-                    chunk_hash=result.sha256,
-                    storage_path=plan.location,
-                    received=True,
-                    verified=True,
-                    received_at=now,
-                    verified_at=now,
-                )
+            chunk = UploadChunk(
+                session_id=row.session_id,
+                chunk_index=plan.chunk_index,
+                chunk_size=result.size,
+                chunk_hash=result.sha256,
+                storage_path=plan.location,
+                received=True,
+                verified=True,
+                received_at=now,
+                verified_at=now,
             )
+            tx.add(chunk)
             if plan.mode is WriteMode.DIRECT and plan.chunk_index == 0 and row.total_chunks > 1 and not row.chunk_size:
                 row.chunk_size = result.size
                 if (row.total_chunks - 1) * result.size >= self.limits.max_file_size:
@@ -159,14 +175,7 @@ class ChunkedUploads(Step):
                         f"{self.limits.max_file_size} bytes."
                     )
             tx.flush()
-            sizes = {
-                index: size
-                for index, size in tx.execute(
-                    select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(
-                        UploadChunk.session_id == row.session_id
-                    )
-                )
-            }
+            sizes = {index: size for index, size in tx.execute(_CHUNK_SIZES, {"upload_id": row.session_id})}
             count, total_bytes = len(sizes), sum(sizes.values())
             if total_bytes > self.limits.max_file_size:
                 raise FileTooLarge(
@@ -177,9 +186,17 @@ class ChunkedUploads(Step):
             row.bytes_received = total_bytes
             row.last_updated = now
             metrics.UPLOAD_BYTES.labels("chunks").inc(result.size)
-            complete = count == row.total_chunks
+            complete, pending = count == row.total_chunks, None
             if complete:
                 row.status = SessionStatus.ASSEMBLING
+                # what assembly needs, read here rather than in a transaction of its own
+                chunks = (
+                    [chunk]  # a whole file: this chunk is all there is
+                    if row.total_chunks == 1
+                    else tx.scalars(_CHUNKS_IN_ORDER, {"upload_id": row.session_id}).all()
+                )
+                assembly = layout_of(row).assembly(row, chunks, self.parts.location(plan.row_id))
+                pending = pending_of(row, assembly)
             self.records.log(tx, row, "upload_progress", f"chunk {plan.chunk_index} received")
             receipt = self._receipt(tx, row, plan, result, duplicate=False, chunks=set(sizes))
             self.records.progress(
@@ -192,7 +209,7 @@ class ChunkedUploads(Step):
                 percentage=receipt.progress_percentage,
                 final=complete,
             )
-            return receipt, complete
+            return receipt, pending
 
     def _check_chunk_size(self, tx: Session, row: UploadSession, plan: WritePlan, size: int) -> None:
         if size == 0:
@@ -206,9 +223,7 @@ class ChunkedUploads(Step):
         chunk_size = row.chunk_size
         if chunk_size is None:
             # Not learnt yet: compare with the chunks staged so far (all but the last share one size).
-            sizes = tx.execute(
-                select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(UploadChunk.session_id == row.session_id)
-            ).all()
+            sizes = tx.execute(_CHUNK_SIZES, {"upload_id": row.session_id}).all()
             full = {s for i, s in sizes if i != row.total_chunks - 1}
             tail = [s for i, s in sizes if i == row.total_chunks - 1]
             if not last and full and size not in full:

@@ -9,12 +9,15 @@ a crash at any point (the cleanup sweep does so for stalled sessions).
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,12 +37,47 @@ from vidgate.events.schema import DuplicateDetected, DuplicateDetectedData, Uplo
 from vidgate.hashing import new_sha256
 from vidgate.storage.base import BlobStore
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.layouts import layout_of
+from vidgate.uploads.layouts import Assembly, layout_of
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.validation.pipeline import FileValidator
 
 log = logging.getLogger(__name__)
+
+_MAX_HANDED = 1_000  # hand-overs not taken (a session failed meanwhile) are forgotten past this
+# Built once (building ORM statements per call costs more than running them).
+_SESSIONS = cast(Table, UploadSession.__table__)
+_CHUNKS_IN_ORDER = (
+    select(UploadChunk).where(UploadChunk.session_id == bindparam("upload_id")).order_by(UploadChunk.chunk_index)
+)
+_SET_CONTENT_HASH = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("row_id"))
+    .values(content_hash=bindparam("digest"), file_size=bindparam("file_size"), last_updated=bindparam("now"))
+)
+_CHUNK_ROWS = cast(Table, UploadChunk.__table__)
+_CHUNKS_IN_PART = (
+    update(_CHUNK_ROWS).where(_CHUNK_ROWS.c.session_id == bindparam("upload_id")).values(storage_path=bindparam("path"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What assembly needs of an ``assembling`` session, read in one transaction (the one that
+    moved it there hands it over; otherwise :meth:`Completion.assemble` reads it)."""
+
+    row_id: str
+    upload_id: str
+    filename: str
+    content_type: str | None
+    file_hash: str | None  # the client's claim, checked
+    content_hash: str | None  # already known (a rerun after the blob was stored)
+    assembly: Assembly
+
+
+def pending_of(row: UploadSession, assembly: Assembly) -> Pending:
+    """The :class:`Pending` of a session row."""
+    return Pending(row.id, row.session_id, row.filename, row.content_type, row.file_hash, row.content_hash, assembly)
 
 
 class Completion(Step):
@@ -59,31 +97,43 @@ class Completion(Step):
         self.endings = endings
         #: called after commit with the id of a video that needs processing
         self.on_video_queued = on_video_queued
+        self._handed: OrderedDict[str, Pending] = OrderedDict()
+        self._handed_lock = threading.Lock()
 
-    def assemble(self, row_id: str) -> None:
-        """Turn the received data of an ``assembling`` session into a stored, hash-checked file.
+    def hand_over(self, pending: Pending) -> None:
+        """What the transaction that moved a session to ``assembling`` already read of it, for
+        the :meth:`assemble` that follows (so assembly does not read it again)."""
+        with self._handed_lock:
+            self._handed[pending.row_id] = pending
+            while len(self._handed) > _MAX_HANDED:
+                self._handed.popitem(last=False)
+
+    def assemble(self, row_id: str) -> UploadSession | None:
+        """Turn the received data of an ``assembling`` session into a stored, hash-checked file;
+        returns the completed session (detached), or None when there was nothing to assemble
+        or the session failed.
 
         Safe to run again after a crash at any point (cleanup does so for stalled sessions).
         """
-        with self.db.session() as tx:
-            row = tx.get(UploadSession, row_id)
-            if row is None or row.status is not SessionStatus.ASSEMBLING:
-                return
-            chunks = tx.scalars(
-                select(UploadChunk).where(UploadChunk.session_id == row.session_id).order_by(UploadChunk.chunk_index)
-            ).all()
-            assembly = layout_of(row).assembly(row, chunks, self.parts.location(row_id))
-            upload_id, file_hash, known_hash = row.session_id, row.file_hash, row.content_hash
+        with self._handed_lock:
+            pending = self._handed.pop(row_id, None)
+        if pending is None:
+            with self.db.session() as tx:
+                row = tx.get(UploadSession, row_id)
+                if row is None or row.status is not SessionStatus.ASSEMBLING:
+                    return None
+                chunks = tx.scalars(_CHUNKS_IN_ORDER, {"upload_id": row.session_id}).all()
+                pending = pending_of(row, layout_of(row).assembly(row, chunks, self.parts.location(row_id)))
+        assembly = pending.assembly
         file_size = assembly.file_size
         if not self.parts.exists(row_id):
-            if known_hash and self.blobs.exists(known_hash):
-                self._complete(row_id, known_hash, file_size, {})
-                return
+            if pending.content_hash and self.blobs.exists(pending.content_hash):
+                return self._complete(row_id, pending.content_hash, file_size, {})
             self.endings.fail(row_id, "assembly_failed", "The received data was lost before it could be assembled.")
-            return
+            return None
         if assembly.incomplete:
             self.endings.fail(row_id, "assembly_failed", assembly.incomplete)
-            return
+            return None
         single_hash = assembly.known_hash
         if single_hash:  # a single chunk's own hash is the file's: nothing to read
             hasher, upto = new_sha256(), file_size
@@ -93,37 +143,35 @@ class Completion(Step):
                 hasher, upto = new_sha256(), 0
         self.parts.assemble(row_id, assembly.staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
         digest = single_hash or str(hasher.hexdigest())
-        if file_hash is not None and digest != file_hash:
-            message = f"The file's SHA-256 is {digest}, not the file_hash {file_hash} the client sent."
+        if pending.file_hash is not None and digest != pending.file_hash:
+            message = f"The file's SHA-256 is {digest}, not the file_hash {pending.file_hash} the client sent."
             self.endings.fail(row_id, FileHashMismatch.code, message)
-            raise FileHashMismatch(message, session_id=upload_id)
-        self._validate_and_store(row_id, self.parts.part_path(row_id), digest, file_size)
+            raise FileHashMismatch(message, session_id=pending.upload_id)
+        return self._validate_and_store(pending, self.parts.part_path(row_id), digest)
 
-    def _validate_and_store(self, row_id: str, part: Path, digest: str, file_size: int) -> None:
+    def _validate_and_store(self, pending: Pending, part: Path, digest: str) -> UploadSession:
         """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
-        with self.db.session() as tx:
-            row = tx.get_one(UploadSession, row_id)
-            upload_id, filename, content_type = row.session_id, row.filename, row.content_type
+        row_id, upload_id, file_size = pending.row_id, pending.upload_id, pending.assembly.file_size
         try:
-            info = self.validator.validate(part, filename.rpartition(".")[2].lower(), content_type)
+            info = self.validator.validate(part, pending.filename.rpartition(".")[2].lower(), pending.content_type)
         except VidgateError as exc:
             if exc.fails_session:
                 self.endings.fail(row_id, exc.code, exc.message)
             raise  # anything else (the scanner is down): the session stays assembling, retried later
         log.info("upload %s validated: %s", upload_id, info.model_dump(exclude_none=True))
+        # The hash is committed before put_file: a delete of the last video of this content
+        # looks for assembling sessions of the same SHA-256 (library/deletion.py).
         with self.db.session() as tx:
-            tx.execute(
-                update(UploadSession)
-                .where(UploadSession.id == row_id)
-                .values(content_hash=digest, file_size=file_size, last_updated=utcnow())
-            )
-            tx.execute(update(UploadChunk).where(UploadChunk.session_id == upload_id).values(storage_path=str(part)))
+            tx.execute(_SET_CONTENT_HASH, {"row_id": row_id, "digest": digest, "file_size": file_size, "now": utcnow()})
+            if pending.assembly.staged:  # the staged chunks are in the part now
+                tx.execute(_CHUNKS_IN_PART, {"upload_id": upload_id, "path": str(part)})
         self.parts.store(row_id, digest, self.blobs)
-        self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True))
+        return self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True))
 
-    def _complete(self, row_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> None:
+    def _complete(self, row_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> UploadSession:
         """Link the session to its owner's video of this content (made now if the owner has none)
-        and queue processing unless the answer is already known (see :mod:`vidgate.dedup`)."""
+        and queue processing unless the answer is already known (see :mod:`vidgate.dedup`).
+        Returns the completed session (detached: what the caller answers with)."""
         with self.db.session() as tx:
             row = tx.get_one(UploadSession, row_id)
             now = utcnow()
@@ -201,6 +249,7 @@ class Completion(Step):
         )
         if decision.queue_job and self.on_video_queued is not None:
             self.on_video_queued(video_id)
+        return row
 
     @staticmethod
     def _content_for(

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from vidgate.errors import VidgateError
@@ -33,6 +34,9 @@ class _State:
     saved: Hasher | None = None  # copy taken when a claim began, restored if it fails
     stored: dict[int, int] = field(default_factory=dict)  # offset -> size of chunks on disk past upto
     idle: threading.Event = field(default_factory=threading.Event)  # no catch-up running
+    #: the hasher's last block still being hashed after its claim was committed (a tus PATCH
+    #: answers before its running hash is done: ChunkSink's trailing hasher); None when settled
+    hashing: Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -54,21 +58,48 @@ class HashFrontier:
         return state
 
     def claim(self, row_id: str, offset: int) -> Hasher | None:
-        """The hasher to feed a chunk starting at ``offset``, if that chunk extends the frontier."""
+        """The hasher to feed a chunk starting at ``offset``, if that chunk extends the frontier.
+        Waits (a bounded time) until the previous claim's bytes are hashed."""
         with self._lock:
             state = self._state(row_id, offset)
             if state is None or state.upto != offset or state.saved is not None:
                 return None
+        if not self._settle(row_id, state):
+            return None
+        with self._lock:
+            if self._states.get(row_id) is not state or state.upto != offset or state.saved is not None:
+                return None
             state.saved = state.hasher.copy()
             return state.hasher
 
-    def commit(self, row_id: str, size: int) -> None:
+    def commit(self, row_id: str, size: int, hashing: Future[None] | None = None) -> None:
+        """The claim's ``size`` bytes are on record; ``hashing``: the hasher's last block, if it is
+        still being hashed (the next claim, a catch-up and :meth:`take` wait for it)."""
         with self._lock:
             state = self._states.get(row_id)
             if state is not None and state.saved is not None:
                 state.upto += size
                 state.saved = None
+                state.hashing = hashing
                 _forget_covered(state)
+
+    def _settle(self, row_id: str, state: _State) -> bool:
+        """Wait for the hashing a committed claim left running; False (and the state dropped: the
+        file is then hashed from the part at assembly) if it does not end in time or failed."""
+        hashing = state.hashing
+        if hashing is None:
+            return True
+        try:
+            hashing.result(timeout=TAKE_WAIT_SECONDS)
+        except Exception:  # a timeout or a failed update: this hasher cannot be trusted
+            with self._lock:
+                if self._states.get(row_id) is state:
+                    del self._states[row_id]
+            return False
+        with self._lock:
+            if state.hashing is hashing:
+                state.hashing = None
+        return True
 
     def rollback(self, row_id: str) -> None:
         with self._lock:
@@ -95,6 +126,11 @@ class HashFrontier:
             with self._lock:
                 state = self._states.get(row_id)
                 if state is None or state.saved is not None or not state.idle.is_set():
+                    return
+            if not self._settle(row_id, state):
+                return
+            with self._lock:
+                if self._states.get(row_id) is not state or state.saved is not None or not state.idle.is_set():
                     return
                 start = end = state.upto
                 while end in state.stored:
@@ -127,7 +163,7 @@ class HashFrontier:
                     self._states.pop(row_id, None)
                     break
             state.idle.wait(max(0.0, deadline - time.monotonic()))
-        if state is None or state.saved is not None:
+        if state is None or state.saved is not None or not self._settle(row_id, state):
             return new_sha256(), 0
         return state.hasher, state.upto
 

@@ -35,8 +35,9 @@ from vidgate.errors import (
     UploadGone,
 )
 from vidgate.uploads import tus_store
+from vidgate.uploads.completion import Pending
 from vidgate.uploads.ending import Endings
-from vidgate.uploads.layouts import progress_percent
+from vidgate.uploads.layouts import Assembly, progress_percent
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
@@ -52,6 +53,7 @@ class _Recorded(NamedTuple):
 
     upload: TusUpload
     complete: bool
+    pending: Pending | None = None  # what assembly needs, when this PATCH completed the upload
 
 
 class TusService(Step):
@@ -192,10 +194,20 @@ class TusService(Step):
                 )
                 metrics.UPLOAD_BYTES.labels("tus").inc(size)
             complete = row.file_size is not None and row.bytes_received == row.file_size
-            status = row.status
+            status, pending = row.status, None
             if complete and row.concat != "partial":
                 status = SessionStatus.ASSEMBLING
                 tus_store.mark_assembling(connection, plan.row_id)
+                # what assembly needs, from the columns the UPDATE returned (no read of its own)
+                pending = Pending(
+                    plan.row_id,
+                    row.session_id,
+                    row.filename,
+                    row.content_type,
+                    row.file_hash,
+                    row.content_hash,
+                    Assembly(row.file_size or 0),
+                )
             tus_store.log_progress(connection, row, f"{size} bytes at offset {plan.offset}", now)
             if row.concat != "partial":
                 self.records.progress(
@@ -208,13 +220,19 @@ class TusService(Step):
                     percentage=progress_percent(row.bytes_received, row.file_size),
                     final=complete,
                 )
-        return _Recorded(to_upload(row, self.settings.session_timeout, status=status), complete)
+        return _Recorded(to_upload(row, self.settings.session_timeout, status=status), complete, pending)
 
     def _after_record(self, plan: WritePlan, recorded: _Recorded) -> TusUpload:
         upload, complete = recorded.upload, recorded.complete
         self.writes.recorded(plan, upload.offset - plan.offset)
         if complete and not plan.partial:
-            self.store.complete(plan.row_id)
-            with self.db.session() as tx:  # assembled: now with its video and content hash
-                return to_upload(tx.get_one(UploadSession, plan.row_id), self.settings.session_timeout)
+            # already assembling (the recording transaction moved it) and its part exists
+            completion = self.store.completion
+            if recorded.pending is not None:
+                completion.hand_over(recorded.pending)
+            done = completion.assemble(plan.row_id)
+            if done is None:  # failed meanwhile: as it stands now
+                with self.db.session() as tx:
+                    done = tx.get_one(UploadSession, plan.row_id)
+            return to_upload(done, self.settings.session_timeout)  # with its video and content hash
         return upload

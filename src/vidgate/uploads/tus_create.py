@@ -21,7 +21,7 @@ from vidgate.uploads.completion import Completion
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
-from vidgate.uploads.tus_store import Identity, TusStore
+from vidgate.uploads.tus_store import Identity, TusStore, to_upload
 from vidgate.uploads.writing import safe_filename
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class TusCreation(Step):
         )
         if length == 0 and not partial_upload:
             self.store.complete(row_id)
-        return self.store.get(principal, upload_id)
+            return self.store.get(principal, upload_id)
+        return to_upload(row, self.settings.session_timeout)  # as it was committed: no read of its own
 
     def concatenate(
         self, principal: Principal, part_ids: list[str], metadata: dict[str, str], metadata_header: str | None

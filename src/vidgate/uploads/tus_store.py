@@ -58,6 +58,10 @@ _ADVANCE = (
                 "video_id",
                 "is_duplicate",
                 "content_hash",
+                # what assembly needs, when this PATCH completes the upload
+                "filename",
+                "content_type",
+                "file_hash",
             )
         )
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,37 @@ MAX_PIECES = 64  # more (tiny) pieces than this are joined: cheap, and far below
 WRITE_SIZE = 256 << 10
 
 
+class _Lanes:
+    """Single-thread executors kept from one sink to the next. A sink takes one per hash and one
+    for its writes (each runs that sink's blocks in order) and gives them back when done:
+    starting threads per request cost a thread start per hash and write on the event loop
+    (``Thread.start`` waits until the new thread runs, which on a busy machine is not at once),
+    for every seed chunk and tus PATCH. A lane that still has work queued (a sink that failed
+    half-way) is not given back but left to finish and end, as before."""
+
+    def __init__(self, keep: int = 32) -> None:
+        self._keep = keep
+        self._idle: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-lane")
+
+    def give_back(self, lane: ThreadPoolExecutor, last: Future[None] | None) -> None:
+        if last is None or last.done():
+            with self._lock:
+                if len(self._idle) < self._keep:
+                    self._idle.append(lane)
+                    return
+        lane.shutdown(wait=False)
+
+
+_LANES = _Lanes()
+
+
 @dataclass(frozen=True)
 class SinkResult:
     size: int
@@ -47,7 +79,10 @@ class ChunkSink:
     running whole-file hash while chunks arrive in order, a tus Upload-Checksum). ``hash_body=False`` skips the
     stream's own SHA-256 when nothing needs it (a tus PATCH: the running file hash covers its
     bytes), so each byte is hashed once. ``head_check`` sees the first ``head_bytes`` before
-    any byte is written, and may refuse the stream by raising.
+    any byte is written, and may refuse the stream by raising. ``trailing_hasher`` is fed like
+    the others, but :meth:`finish` does not wait for it (only for the writes and the other
+    hashes): the running file hash, which no answer needs, finishes after it; :attr:`trailing`
+    is its last block, which the next user of that hasher waits for.
     """
 
     def __init__(
@@ -62,6 +97,7 @@ class ChunkSink:
         fsync: bool = False,
         head_check: Callable[[bytes], object] | None = None,
         head_bytes: int = 4096,
+        trailing_hasher: Hasher | None = None,
     ) -> None:
         self._target = target
         self._offset = offset
@@ -75,14 +111,16 @@ class ChunkSink:
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._pending: deque[list[Future[None]]] = deque()
-        # one thread per hash: a chunk's own hash and the file's running hash proceed side by side
-        self._hash_threads = [
-            (hasher, ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-hash")) for hasher in self._hashers
-        ]
-        self._write_thread = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-write") if target is not None else None
-        )
+        # each entry: a block's futures that finish() waits for, and its trailing hash's
+        self._pending: deque[tuple[list[Future[None]], Future[None] | None]] = deque()
+        # one lane per hash: a chunk's own hash and the file's running hash proceed side by side
+        self._hash_threads = [(hasher, _LANES.take()) for hasher in self._hashers]
+        self._write_thread = _LANES.take() if target is not None else None
+        self._trailing = (trailing_hasher, _LANES.take()) if trailing_hasher is not None else None
+        self._last: dict[ThreadPoolExecutor, Future[None]] = {}  # each lane's latest block
+        #: the trailing hash's last block (done when the trailing hasher has seen every byte)
+        self.trailing: Future[None] | None = None
+        self._closed = False
 
     @property
     def size(self) -> int:
@@ -146,22 +184,39 @@ class ChunkSink:
         position = self._offset + self._size
         self._size += self._buffered
         self._buffered = 0
-        work = [thread.submit(self._hash_block, hasher, pieces) for hasher, thread in self._hash_threads]
+        work = []
+        for hasher, lane in self._hash_threads:
+            work.append(future := lane.submit(self._hash_block, hasher, pieces))
+            self._last[lane] = future
         if self._write_thread is not None:
-            work.append(self._write_thread.submit(self._write_block, pieces, position))
-        self._pending.append(work)
-        while len(self._pending) > MAX_PENDING:
+            work.append(future := self._write_thread.submit(self._write_block, pieces, position))
+            self._last[self._write_thread] = future
+        if self._trailing is not None:
+            hasher, lane = self._trailing
+            self.trailing = lane.submit(self._hash_block, hasher, pieces)
+        self._pending.append((work, self.trailing))
+        while len(self._pending) > MAX_PENDING:  # the trailing hash counts here: memory stays bounded
             await self._wait_oldest()
 
-    async def _wait_oldest(self) -> None:
-        for future in self._pending.popleft():
+    async def _wait_oldest(self, *, trailing: bool = True) -> None:
+        work, trailer = self._pending.popleft()
+        for future in work:
             await asyncio.wrap_future(future)
+        if trailing and trailer is not None:
+            await asyncio.wrap_future(trailer)
 
     def _shutdown(self) -> None:
-        for _, thread in self._hash_threads:
-            thread.shutdown(wait=False)
+        """Give the lanes back (once: a finish that failed may be followed by an abort)."""
+        if self._closed:
+            return
+        self._closed = True
+        lanes = [lane for _, lane in self._hash_threads]
         if self._write_thread is not None:
-            self._write_thread.shutdown(wait=False)
+            lanes.append(self._write_thread)
+        for lane in lanes:
+            _LANES.give_back(lane, self._last.get(lane))
+        if self._trailing is not None:  # only hashing is queued there: reusable as it is, in order
+            _LANES.give_back(self._trailing[1], None)
 
     async def finish(self) -> SinkResult:
         """Flush, wait for the threads, and return the size and SHA-256 of what was streamed."""
@@ -171,8 +226,8 @@ class ChunkSink:
             await self._submit()
             if self._write_thread is not None and self._target is not None:  # the store takes the bytes
                 self._pending.append([self._write_thread.submit(self._target.flush)])  # (S3: the last part)
-            while self._pending:
-                await self._wait_oldest()
+            while self._pending:  # not the trailing hash: it may go on after the answer
+                await self._wait_oldest(trailing=False)
             if self._fsync and self._target is not None:
                 await asyncio.to_thread(self._target.sync)
         finally:
@@ -194,7 +249,8 @@ class ChunkSink:
         """Stop: wait for blocks already handed to the thread (they may still write) and drop the rest."""
         self._buffer.clear()
         while self._pending:
-            for future in self._pending.popleft():
+            work, trailer = self._pending.popleft()
+            for future in [*work, *([trailer] if trailer is not None else [])]:
                 with contextlib.suppress(Exception):
                     await asyncio.wrap_future(future)
         self._shutdown()

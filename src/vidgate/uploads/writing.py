@@ -72,6 +72,7 @@ class WritePlan:
     location: str = ""  # where the bytes land, as the chunk row records it
     target: PartWriter | None = None
     frontier_hasher: Hasher | None = None
+    sink: ChunkSink | None = None  # the sink open_sink made (its trailing hash, for the frontier)
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
@@ -119,22 +120,27 @@ class WritePath(Step):
             raise
 
     def open_sink(self, plan: WritePlan) -> ChunkSink:
-        return ChunkSink(
+        # No answer needs the running file hash: it may finish after the answer (the next
+        # claim, a catch-up and assembly wait for it). A seed chunk's own hash and a tus
+        # Upload-Checksum are in or decide the answer: those are waited for.
+        plan.sink = ChunkSink(
             plan.target,
             plan.offset,
             plan.limit,
             plan.too_large,
-            extra_hashers=[plan.frontier_hasher, plan.checksum.hasher if plan.checksum else None],
+            extra_hashers=[plan.checksum.hasher if plan.checksum else None],
             hash_body=plan.hash_body,
             fsync=self.settings.upload.fsync,
             head_check=plan.head_check,
             head_bytes=HEAD_BYTES,
+            trailing_hasher=plan.frontier_hasher,
         )
+        return plan.sink
 
     def recorded(self, plan: WritePlan, size: int) -> None:
         """The bytes are on record: move the running hash past them and release the plan."""
         if plan.frontier_hasher is not None:
-            self.frontier.commit(plan.row_id, size)
+            self.frontier.commit(plan.row_id, size, plan.sink.trailing if plan.sink is not None else None)
         plan.close()
 
     def abort(self, plan: WritePlan, error: BaseException | None) -> bool:

@@ -1,0 +1,115 @@
+"""Completion without HTTP: what one upload costs in transactions (the recording transaction hands
+assembly what it read, the completing one gives the answer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.helpers import sha256, split
+from vidgate.auth import Principal
+from vidgate.db.models import SessionStatus
+from vidgate.uploads.chunked import ChunkedUploads
+from vidgate.uploads.models import ChunkReceipt, ChunkRequest
+from vidgate.uploads.tus import TusService
+
+ALICE = Principal(user_id="u-alice", username="alice")
+
+
+def _send(service: ChunkedUploads, data: bytes, **fields: Any) -> ChunkReceipt:
+    plan = service.begin_chunk(ALICE, ChunkRequest(filename="clip.mp4", **fields))
+
+    async def stream() -> Any:
+        sink = service.open_sink(plan)
+        for piece in split(data, 64 * 1024):
+            await sink.write(piece)
+        return await sink.finish()
+
+    return service.finish_chunk(plan, asyncio.run(stream()))
+
+
+@contextmanager
+def _transactions(services: Any) -> Iterator[list[int]]:
+    """Count the transactions begun on the services' engine within the block."""
+    begun: list[int] = []
+
+    def count(_connection: Any) -> None:
+        begun.append(1)
+
+    event.listen(services.db.engine, "begin", count)
+    try:
+        yield begun
+    finally:
+        event.remove(services.db.engine, "begin", count)
+
+
+def test_a_single_file_upload_takes_four_transactions(services_for: Callable[..., Any], unique_video: Path) -> None:
+    """Plan (the session made), record (the chunk, the session moved to assembling and what
+    assembly needs), the content hash (committed before the blob is stored: deletion looks for
+    it) and completion (the video, whose row also gives the answer)."""
+    data = unique_video.read_bytes()
+    with services_for() as services:
+        uploads: ChunkedUploads = services.uploads
+        queued: list[str] = []
+        uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        with _transactions(services) as begun:
+            receipt = _send(uploads, data)
+        assert (receipt.status, receipt.content_hash, receipt.file_size) == (
+            SessionStatus.COMPLETED,
+            sha256(data),
+            len(data),
+        )
+        assert receipt.video_id and receipt.chunks_received == 1 and receipt.missing_chunks == []
+        assert len(begun) == 4
+        assert queued == [receipt.video_id]
+
+
+def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., Any], unique_video: Path) -> None:
+    """A chunked upload: its last chunk costs plan, record, content hash and completion."""
+    data = unique_video.read_bytes()
+    chunks = split(data, 64 * 1024)
+    with services_for() as services:
+        uploads: ChunkedUploads = services.uploads
+        common = {"session_id": "handed", "total_chunks": len(chunks)}
+        uploads.completion.on_video_queued = lambda video_id: None  # the queue's own transaction is not counted
+        for index, chunk in enumerate(chunks[:-1]):
+            _send(uploads, chunk, chunk_index=index, **common)
+        with _transactions(services) as begun:
+            receipt = _send(uploads, chunks[-1], chunk_index=len(chunks) - 1, **common)
+        assert (receipt.status, receipt.content_hash) == (SessionStatus.COMPLETED, sha256(data))
+        assert receipt.chunks_received == len(chunks) and receipt.progress_percentage == 100.0
+        assert len(begun) == 4
+
+
+def test_a_tus_upload_in_one_patch_takes_five_transactions(
+    services_for: Callable[..., Any], unique_video: Path
+) -> None:
+    """Creation, the PATCH's offset check, its record (what assembly needs comes back from its
+    UPDATE), the content hash and completion."""
+    data = unique_video.read_bytes()
+    with services_for() as services:
+        tus: TusService = services.tus
+        queued: list[str] = []
+        services.uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        with _transactions(services) as begun:
+            created = services.tus_creation.create(
+                ALICE, length=len(data), metadata={"filename": "clip.mp4"}, metadata_header="filename Y2xpcC5tcDQ="
+            )
+            assert (created.offset, created.length, created.status) == (0, len(data), SessionStatus.ACTIVE)
+            plan = tus.begin_patch(ALICE, created.upload_id, 0, length=None, checksum=None)
+
+            async def stream() -> Any:
+                sink = tus.open_sink(plan)
+                for piece in split(data, 64 * 1024):
+                    await sink.write(piece)
+                return await sink.finish()
+
+            upload = tus.finish_patch(plan, asyncio.run(stream()))
+        assert (upload.status, upload.offset, upload.content_hash) == (SessionStatus.COMPLETED, len(data), sha256(data))
+        assert upload.video_id and queued == [upload.video_id]
+        assert len(begun) == 5
