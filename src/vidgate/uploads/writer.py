@@ -225,7 +225,9 @@ class ChunkSink:
                 self._run_head_check()
             await self._submit()
             if self._write_thread is not None and self._target is not None:  # the store takes the bytes
-                self._pending.append([self._write_thread.submit(self._target.flush)])  # (S3: the last part)
+                flushed = self._write_thread.submit(self._target.flush)  # (S3: the last part)
+                self._last[self._write_thread] = flushed
+                self._pending.append(([flushed], None))
             while self._pending:  # not the trailing hash: it may go on after the answer
                 await self._wait_oldest(trailing=False)
             if self._fsync and self._target is not None:
