@@ -953,6 +953,7 @@ class ManyResult:
     peak_rss: int
     tree_rss: int
     written: int
+    read: int
     server_cpu: float
     client_cpu: float
     backlog: int | None = None  # vidgate: videos still queued or processing when the clients stopped
@@ -1055,6 +1056,7 @@ def measure_many(
                 peak_rss=peak,
                 tree_rss=tree,
                 written=after["write_bytes"] - before["write_bytes"],
+                read=after["read_bytes"] - before["read_bytes"],
                 server_cpu=cpu_after[0] - cpu_before[0],
                 client_cpu=cpu_after[1] - cpu_before[1],
                 backlog=backlog,
@@ -1124,7 +1126,7 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
     )
     columns = [("uploads", 8), ("up/s", 8), ("MB/s", 8), ("x peer", 8), ("p50 ms", 8), ("p99 ms", 8)]
     columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8), ("peak RSS", 9), ("tree RSS", 9)]
-    columns += [("w/B", 6), ("backlog", 8)]
+    columns += [("w/B", 6), ("r/B", 6), ("backlog", 8)]
     header = f"{'server':<30}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
     print("-" * len(header))
@@ -1151,7 +1153,8 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
             f"{fixed_text:>9}{own:>8}{statistics.median(r.server_cpu for r in runs):>8.1f}"
             f"{statistics.median(r.client_cpu for r in runs):>8.1f}"
             f"{max(r.peak_rss for r in runs) / (1 << 20):>9.1f}{max(r.tree_rss for r in runs) / (1 << 20):>9.1f}"
-            f"{statistics.median(r.written for r in runs) / (uploads * size):>6.2f}{backlog:>8}"
+            f"{statistics.median(r.written for r in runs) / (uploads * size):>6.2f}"
+            f"{statistics.median(r.read for r in runs) / (uploads * size):>6.2f}{backlog:>8}"
         )
     print(
         f"\nup/s, MB/s: completed uploads (and their bytes) per second of wall time, from the start to the last"
@@ -1165,9 +1168,10 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
         f"\n  sum of its request-duration histogram: route called -> answer sent; streaming ~92 KB is ~0.1 ms)."
         f"\npeak RSS: the server process's VmHWM (vidgate: the API process); tree RSS: VmRSS of it and every process"
         f"\n  under it at the end (vidgate: + probe forkserver, spare probe, analysis child)."
-        f"\nw/B: bytes written to disk per uploaded byte. backlog: vidgate's videos still queued or processing"
-        f"\n  when the clients stopped (each upload is analysed; the peers store only). Every upload's SHA-256"
-        f"\n  is checked: the hash vidgate (and the ceiling) answered, the stored file for the peers."
+        f"\nw/B, r/B: bytes written to and read from disk (missing the page cache) per uploaded byte."
+        f"\nbacklog: vidgate's videos still queued or processing when the clients stopped (each upload is"
+        f"\n  analysed; the peers store only). Every upload's SHA-256 is checked: the hash vidgate answered,"
+        f"\n  the stored file for the peers (the ceiling: its stored body against the hash it answered)."
     )
 
 
