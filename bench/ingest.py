@@ -2,6 +2,7 @@
 would pick instead, in one run, one table.
 
     .venv/bin/python bench/ingest.py [--size-mib 256] [--runs 5] [--only tus,tussi,...]
+    .venv/bin/python bench/ingest.py --many-clients [--clients 64] [--client-seconds 20] [--client-mib 4]
 
 Uploads the same generated real video (raw frames in Matroska, written by PyAV) over
 loopback to (keys for --only in brackets):
@@ -37,6 +38,12 @@ the CPU time the server and the client spent, the server process's peak RSS (and
 during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
 /proc/PID/io). Every server's result is checked: vidgate's content hash, the ceiling's and
 the peers' stored file. A server that cannot be set up or fails gets a "not run"/"failed" row with the reason.
+
+--many-clients prints another table instead (rows baseline, ceiling, single, tus, tuspyserver,
+tussi, tus-node; --only picks among them): --clients clients at once, each uploading
+--client-mib files one after another for --client-seconds, every upload with bytes of its own
+(so vidgate's dedup never shortcuts one), every upload's SHA-256 checked; uploads/s, MB/s,
+p50/p99 upload time, and each server's fixed cost of a small upload (see the table's notes).
 """
 
 from __future__ import annotations
@@ -597,6 +604,7 @@ class Measurement:
     read: int
     server_cpu: float
     client_cpu: float
+    tree_rss: int = 0  # VmRSS of the server and every process under it, right after the upload
 
 
 def upload(server: Server, case: Case, path: Path, chunk_size: int) -> tuple[str, dict[str, str], dict[str, object]]:
@@ -608,8 +616,8 @@ def upload(server: Server, case: Case, path: Path, chunk_size: int) -> tuple[str
 
 
 def wait_until_processed(server: Server, video_id: str, timeout: float = 120) -> None:
-    """vidgate analyses a stored video in the same process: wait for it so that the measured
-    upload does not share the CPU with the warm-up's processing."""
+    """vidgate analyses a stored video while the server runs (in its analysis child): wait for
+    it so that the measured upload does not share the CPU with the warm-up's processing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -692,6 +700,7 @@ def measure(
                 read=after["read_bytes"] - before["read_bytes"],
                 server_cpu=cpu_after[0] - cpu_before[0],
                 client_cpu=cpu_after[1] - cpu_before[1],
+                tree_rss=_tree_rss(server),
             )
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -740,6 +749,432 @@ def empty_bucket() -> None:
         client.abort_multipart_upload(Bucket=S3_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
 
 
+# --- many clients ---------------------------------------------------------------------------
+# ``--many-clients``: N clients at once, each uploading one file after another for a fixed time,
+# every upload with content of its own (TOKEN bytes in the middle of a frame's payload replaced,
+# so the video stays valid and vidgate's dedup never shortcuts an upload). The client is asyncio
+# on uvloop with plain HTTP/1.1, one connection per request (as tuspy, which uses requests
+# without a session), making exactly tuspy's requests for tus: the creation POST (Upload-Length,
+# Upload-Metadata), then one PATCH of the whole file (a file smaller than the chunk size).
+
+TOKEN = 16  # bytes of each upload that are its own
+FIXED_COST_UPLOADS = 20  # sequential small uploads per server for the fixed-cost column
+SMALL_SIZE = (96, 64, 10)  # width, height, frames of the small upload (rawvideo: ~92 KB)
+MANY_CASES = ("baseline", "ceiling", "single", "tus", "tuspyserver", "tussi", "tus-node")
+
+
+@dataclass
+class Variant:
+    """A file held by the client whose TOKEN bytes at ``offset`` differ per upload."""
+
+    data: bytes
+    offset: int
+    prefix: Any  # SHA-256 state over data[:offset]
+
+    def digest(self, token: bytes) -> str:
+        hasher = self.prefix.copy()
+        hasher.update(token)
+        hasher.update(memoryview(self.data)[self.offset + TOKEN :])
+        return str(hasher.hexdigest())
+
+    def pieces(self, token: bytes) -> list[bytes | memoryview]:
+        view = memoryview(self.data)
+        return [view[: self.offset], token, view[self.offset + TOKEN :]]
+
+
+def make_variant(path: Path) -> Variant:
+    """The file, and an offset in the middle of its middle packet's payload (PyAV says where
+    the packets are), so that replacing TOKEN bytes there keeps every header intact."""
+    import av
+
+    data = path.read_bytes()
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size and p.pos is not None and p.pos >= 0]
+    position, size = packets[len(packets) // 2]
+    offset = position + size // 2
+    assert position + 64 < offset and offset + TOKEN < position + size, "no room for the token in a packet"
+    prefix = hashlib.sha256(memoryview(data)[:offset])
+    return Variant(data, offset, prefix)
+
+
+def make_small_video(path: Path) -> Path:
+    import av
+    import numpy as np
+
+    width, height, frames = SMALL_SIZE
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@dataclass
+class Done:
+    token: bytes
+    started: float
+    ended: float
+    upload_id: str  # the tus upload's id, the ceiling's stored path, vidgate's video id
+    reported: str  # the hash the server answered with (vidgate, ceiling), else ""
+
+
+async def _http(
+    port: int, method: str, target: str, headers: dict[str, str], body: list[bytes | memoryview]
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a connection of its own (``Connection: close``: the answer ends at EOF)."""
+    import asyncio
+
+    length = sum(len(piece) for piece in body)
+    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head += f"Content-Length: {length}\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode())
+        for piece in body:
+            writer.write(piece)
+            await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    end = answer.find(b"\r\n\r\n")
+    if end < 0:
+        raise RuntimeError(f"{method} {target}: no complete answer ({len(answer)} bytes)")
+    lines = answer[:end].decode("latin-1").split("\r\n")
+    fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), fields, answer[end + 4 :]
+
+
+async def upload_once(server: Server, mode: str, variant: Variant, token: bytes) -> tuple[str, str]:
+    """One upload of ``variant`` with ``token``: (upload id, hash the server reported)."""
+    auth = {"X-API-Key": server.key} if server.key else {}
+    pieces = variant.pieces(token)
+    if mode in ("single", "baseline", "ceiling"):
+        boundary = uuid.uuid4().hex
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.mkv"\r\n'
+            "Content-Type: video/x-matroska\r\n\r\n"
+        ).encode()
+        body = [head, *pieces, f"\r\n--{boundary}--\r\n".encode()]
+        content_type = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        status, _, payload = await _http(server.port, "POST", "/v1/upload/video", {**auth, **content_type}, body)
+        if status != 200:
+            raise RuntimeError(f"POST: {status} {payload[:200]!r}")
+        answer = json.loads(payload)
+        if mode == "ceiling":
+            return str(answer["path"]), str(answer["sha256"])
+        if mode == "baseline":
+            return "", ""
+        return str(answer["data"]["video_id"]), str(answer["data"]["content_hash"])
+    import base64
+
+    metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in VIDEO_METADATA.items())
+    creation = {**auth, "Tus-Resumable": "1.0.0", "Upload-Length": str(len(variant.data)), "Upload-Metadata": metadata}
+    status, fields, payload = await _http(server.port, "POST", server.tus_path, creation, [])
+    if status != 201 or "location" not in fields:
+        raise RuntimeError(f"tus creation: {status} {payload[:200]!r}")
+    location = fields["location"]
+    target = "/" + location.split("://", 1)[1].split("/", 1)[1] if "://" in location else location
+    patch = {
+        **auth,
+        "Tus-Resumable": "1.0.0",
+        "Upload-Offset": "0",
+        "Content-Type": "application/offset+octet-stream",
+    }
+    status, fields, payload = await _http(server.port, "PATCH", target, patch, pieces)
+    if status != 204 or int(fields.get("upload-offset", -1)) != len(variant.data):
+        raise RuntimeError(f"tus PATCH: {status} offset {fields.get('upload-offset')} {payload[:200]!r}")
+    return target.rstrip("/").rsplit("/", 1)[-1], fields.get("vidgate-content-hash", "")
+
+
+def _run_clients(
+    clients: int, work: Callable[[bytes], Any], *, seconds: float = float("inf"), count: int | None = None
+) -> tuple[list[Done], list[str], float]:
+    """``clients`` coroutines uploading one after another until ``seconds`` passed (or each made
+    ``count`` uploads): what was done, the errors, and the wall time from the start to the last answer."""
+    import asyncio
+
+    import uvloop
+
+    done: list[Done] = []
+    errors: list[str] = []
+
+    async def client(deadline: float) -> None:
+        made = 0
+        while time.perf_counter() < deadline and (count is None or made < count):
+            made += 1
+            token = os.urandom(TOKEN)
+            started = time.perf_counter()
+            try:
+                upload_id, reported = await work(token)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            done.append(Done(token, started, time.perf_counter(), upload_id, reported))
+
+    async def everyone() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(started + seconds) for _ in range(clients)))
+        return started
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        started = runner.run(everyone())
+    wall = max((d.ended for d in done), default=time.perf_counter()) - started
+    return done, errors, wall
+
+
+def _server_seconds(server: Server) -> float:
+    """vidgate's own time in its HTTP routes so far (the sum of its request-duration histogram,
+    /metrics excluded): from the route's call (headers parsed) to its answer sent."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vidgate_http_request_duration_seconds_sum{") and 'route="/metrics"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class ManyResult:
+    uploads: int
+    wall: float
+    latencies: list[float]
+    small_median: float  # seconds, sequential small uploads
+    server_small: float | None  # vidgate: its own route time per small upload (median)
+    peak_rss: int
+    tree_rss: int
+    written: int
+    read: int
+    server_cpu: float
+    client_cpu: float
+    backlog: int | None = None  # vidgate: videos still queued or processing when the clients stopped
+
+
+def _tree_rss(server: Server) -> int:
+    total = 0
+    for pid in _process_tree(server.process.pid):
+        try:
+            total += _status_kib(Path(f"/proc/{pid}/status").read_text(), "VmRSS") * 1024
+        except (OSError, KeyError):
+            continue
+    return total
+
+
+def _backlog(server: Server) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("vidgate_processing_queue_length")
+    )
+
+
+def _wait_for_no_backlog(server: Server, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _backlog(server):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"vidgate's analyses did not finish within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _check_many(case: Case, server: Server, variant: Variant, done: list[Done]) -> None:
+    """Every upload's content hash: the one vidgate answered, the stored file's for the peers (the
+    ceiling: its stored body against the hash it answered, holding the bytes sent)."""
+    for item in done:
+        expected = variant.digest(item.token)
+        if case.is_vidgate:
+            assert item.reported == expected, f"{case.key}: hash {item.reported} != {expected}"
+        elif case.mode == "ceiling":  # it keeps (and hashes) the whole request body, multipart framing too
+            kept = Path(item.upload_id).read_bytes()
+            assert hashlib.sha256(kept).hexdigest() == item.reported, f"ceiling: stored {item.upload_id} differs"
+            assert variant.data[: variant.offset] in kept and item.token in kept, "ceiling: not the file sent"
+        elif case.is_peer:
+            stored = server.stored(item.upload_id)
+            assert stored.is_file() and sha256_of(stored) == expected, f"{case.kind}: stored {stored} differs"
+
+
+def measure_many(
+    case: Case, variant: Variant, small: Variant, warm_path: Path, clients: int, seconds: float
+) -> ManyResult:
+    root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
+    workdir = root / "data"
+    workdir.mkdir()
+    mode = "single" if case.mode in ("single", "baseline", "ceiling") else "tus"
+    try:
+        subprocess.run(["sync"], check=True)
+        server = start_server(case.kind, workdir)
+        try:
+            if case.kind not in ("baseline", "hashwrite"):
+                warm_up(server, case, warm_path, 10 << 20)
+            # the fixed cost: small uploads one after another, each on an idle server (vidgate: its
+            # analysis done before the next), so their latency is the server's fixed cost alone
+            small_mode = case.mode if mode == "single" else "tus"
+            small_done: list[Done] = []
+            own_seconds: list[float] = []
+            for _ in range(FIXED_COST_UPLOADS):
+                server_before = _server_seconds(server) if case.is_vidgate else 0.0
+                done, errors, _ = _run_clients(1, lambda token: upload_once(server, small_mode, small, token), count=1)
+                if errors:
+                    raise RuntimeError(f"small uploads failed: {errors[0]}")
+                small_done += done
+                if case.is_vidgate:
+                    own_seconds.append(_server_seconds(server) - server_before)
+                    _wait_for_no_backlog(server)
+            server_small = statistics.median(own_seconds) if own_seconds else None
+            _check_many(case, server, small, small_done)
+            subprocess.run(["sync"], check=True)
+            before = server.io()
+            cpu_before = server.cpu_seconds(), _client_cpu()
+            done, errors, wall = _run_clients(
+                clients, lambda token: upload_once(server, case.mode, variant, token), seconds=seconds
+            )
+            cpu_after = server.cpu_seconds(), _client_cpu()
+            after = server.io()
+            backlog = _backlog(server) if case.is_vidgate else None
+            peak, tree = server.peak_rss(), _tree_rss(server)
+            if errors:
+                raise RuntimeError(f"{len(errors)} of {len(errors) + len(done)} uploads failed: {errors[0]}")
+            _check_many(case, server, variant, done)
+            return ManyResult(
+                uploads=len(done),
+                wall=wall,
+                latencies=[d.ended - d.started for d in done],
+                small_median=statistics.median(d.ended - d.started for d in small_done),
+                server_small=server_small,
+                peak_rss=peak,
+                tree_rss=tree,
+                written=after["write_bytes"] - before["write_bytes"],
+                read=after["read_bytes"] - before["read_bytes"],
+                server_cpu=cpu_after[0] - cpu_before[0],
+                client_cpu=cpu_after[1] - cpu_before[1],
+                backlog=backlog,
+            )
+        finally:
+            stop_server(server)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bare_small_medians(small: Variant) -> dict[str, float]:
+    """The bare stack's median time for the small upload, by protocol: what every server pays
+    for the same requests before doing anything (subtracted for the fixed-cost column)."""
+    root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
+    try:
+        server = start_server("baseline", root)
+        try:
+            medians = {}
+            for mode, flow in (("single", "baseline"), ("tus", "tus")):
+                done, errors, _ = _run_clients(
+                    1, lambda token, flow=flow: upload_once(server, flow, small, token), count=FIXED_COST_UPLOADS + 1
+                )
+                if errors:
+                    raise RuntimeError(f"bare {mode}: {errors[0]}")
+                medians[mode] = statistics.median(d.ended - d.started for d in done[1:])  # the first warms up
+            return medians
+        finally:
+            stop_server(server)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
+    """The many-clients table (see ``--many-clients``)."""
+    rows: list[tuple[Case, list[ManyResult], str]] = []
+    with tempfile.TemporaryDirectory(prefix="vidgate-bench-media-") as media:
+        variant = make_variant(make_video(Path(media) / "many.mkv", args.client_mib))
+        small = make_variant(make_small_video(Path(media) / "small.mkv"))
+        warm_path = make_video(Path(media) / "warm-up.mkv", 2)
+        bare = bare_small_medians(small)
+        results: dict[str, list[ManyResult]] = {c.key: [] for c in cases}
+        problems: dict[str, str] = {}
+        for round_ in range(args.runs):
+            start = round_ % len(cases)
+            for case in cases[start:] + cases[:start]:
+                if case.key in problems:
+                    continue
+                try:
+                    results[case.key].append(
+                        measure_many(case, variant, small, warm_path, args.clients, args.client_seconds)
+                    )
+                except SetupFailed as exc:
+                    problems[case.key] = f"not run: {exc}"
+                except Exception as exc:
+                    problems[case.key] = f"failed in run {round_ + 1}: {type(exc).__name__}: {str(exc)[:200]}"
+        rows = [(c, results[c.key], problems.get(c.key, "")) for c in cases]
+    size = len(variant.data)
+    rate = {
+        c.key: statistics.median(r.uploads / r.wall for r in runs) for c, runs, problem in rows if runs and not problem
+    }
+    peers = [rate[c.key] for c, _, _ in rows if c.is_peer and c.key in rate]
+    best = max(peers) if peers else None
+    print(
+        f"\n{args.clients} clients at once, each uploading {size / 1e6:.1f} MB files (real video, each its own"
+        f" content) one after another for {args.client_seconds:.0f} s; median of {args.runs} run(s), loopback,"
+        f" {os.cpu_count()} cores\n"
+    )
+    columns = [("uploads", 8), ("up/s", 8), ("MB/s", 8), ("x peer", 8), ("p50 ms", 8), ("p99 ms", 8)]
+    columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8), ("peak RSS", 9), ("tree RSS", 9)]
+    columns += [("w/B", 6), ("r/B", 6), ("backlog", 8)]
+    header = f"{'server':<30}" + "".join(f"{name:>{width}}" for name, width in columns)
+    print(header)
+    print("-" * len(header))
+    for case, runs, problem in rows:
+        mode = "single" if case.mode in ("single", "baseline", "ceiling") else "tus"
+        label = case.label + (" (tus)" if case.mode == "tus" else "")
+        if problem or not runs:
+            print(f"{label:<30}{problem or 'no run'}")
+            continue
+        latencies = sorted(t for r in runs for t in r.latencies)
+        p50 = statistics.median(latencies) * 1000
+        p99 = statistics.quantiles(latencies, n=100)[98] * 1000 if len(latencies) > 1 else p50
+        uploads = statistics.median(r.uploads for r in runs)
+        speed = statistics.median(r.uploads * size / r.wall for r in runs) / 1e6
+        ratio = f"{rate[case.key] / best:.2f}" if best else "-"
+        fixed = (statistics.median(r.small_median for r in runs) - bare[mode]) * 1000
+        server_ms = [r.server_small for r in runs if r.server_small is not None]
+        own = f"{statistics.median(server_ms) * 1000:.1f}" if server_ms else "-"
+        backlogs = [r.backlog for r in runs if r.backlog is not None]
+        backlog = f"{max(backlogs)}" if backlogs else "-"
+        fixed_text = "-" if case.kind == "baseline" else f"{fixed:.1f}"
+        print(
+            f"{label:<30}{uploads:>8.0f}{rate[case.key]:>8.1f}{speed:>8.1f}{ratio:>8}{p50:>8.0f}{p99:>8.0f}"
+            f"{fixed_text:>9}{own:>8}{statistics.median(r.server_cpu for r in runs):>8.1f}"
+            f"{statistics.median(r.client_cpu for r in runs):>8.1f}"
+            f"{max(r.peak_rss for r in runs) / (1 << 20):>9.1f}{max(r.tree_rss for r in runs) / (1 << 20):>9.1f}"
+            f"{statistics.median(r.written for r in runs) / (uploads * size):>6.2f}"
+            f"{statistics.median(r.read for r in runs) / (uploads * size):>6.2f}{backlog:>8}"
+        )
+    print(
+        f"\nup/s, MB/s: completed uploads (and their bytes) per second of wall time, from the start to the last"
+        f"\n  answer; x peer: up/s over the best of the tus peers. p50/p99 ms: one upload's time (tus: creation"
+        f"\n  POST + PATCH, each on a new connection as tuspy makes them), over every upload of every run."
+        f"\nfixed ms: the median time of a small upload ({len(small.data) / 1e3:.0f} KB, {FIXED_COST_UPLOADS} one after"
+        f" another before the clients start)\n  minus the bare stack's for the same requests (bench/baseline_app.py:"
+        f" single {bare['single'] * 1000:.1f} ms, tus {bare['tus'] * 1000:.1f} ms):"
+        f"\n  what the server adds to an upload beyond receiving its bytes (vidgate: each small upload's analysis"
+        f"\n  finished before the next). srv ms: vidgate's own time in its routes per small upload (median; the"
+        f"\n  sum of its request-duration histogram: route called -> answer sent; streaming ~92 KB is ~0.1 ms)."
+        f"\npeak RSS: the server process's VmHWM (vidgate: the API process); tree RSS: VmRSS of it and every process"
+        f"\n  under it at the end (vidgate: + probe forkserver, spare probe, analysis child)."
+        f"\nw/B, r/B: bytes written to and read from disk (missing the page cache) per uploaded byte."
+        f"\nbacklog: vidgate's videos still queued or processing when the clients stopped (each upload is"
+        f"\n  analysed; the peers store only). Every upload's SHA-256 is checked: the hash vidgate answered,"
+        f"\n  the stored file for the peers (the ceiling: its stored body against the hash it answered)."
+    )
+
+
 @dataclass
 class Row:
     case: Case
@@ -753,7 +1188,7 @@ class Row:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=None, help="default 5 (--many-clients: 1)")
     parser.add_argument("--chunk-mib", type=int, default=10)
     parser.add_argument(
         "--only", default="", help=f"comma-separated rows to run (default all): {','.join(c.key for c in CASES)}"
@@ -765,13 +1200,34 @@ def main() -> None:
         help="after the measured runs, one more (unmeasured) run per Python server under py-spy "
         "(the bench extra: scripts/install --all-extras): DIR/KEY.txt",
     )
+    parser.add_argument(
+        "--many-clients",
+        action="store_true",
+        help=f"the many-clients table instead: --clients at once, each uploading --client-mib files for "
+        f"--client-seconds (rows: {','.join(MANY_CASES)}), with each server's fixed cost of a small upload",
+    )
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--client-seconds", type=float, default=20.0)
+    parser.add_argument("--client-mib", type=int, default=4)
     args = parser.parse_args()
+    args.runs = args.runs or (1 if args.many_clients else 5)
     chunk_size = args.chunk_mib << 20
     wanted = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = set(wanted) - {c.key for c in CASES}
     if unknown:
         parser.error(f"unknown rows in --only: {', '.join(sorted(unknown))}")
     cases = [c for c in CASES if not wanted or c.key in wanted]
+    if args.many_clients:
+        many = [c for c in cases if c.key in MANY_CASES]
+        if not many:
+            parser.error(f"--many-clients runs only: {', '.join(MANY_CASES)}")
+        for case in many:
+            if case.kind in PYTHON_PEERS:
+                ensure_python_peer(case.kind)
+            elif case.kind == "tus-node":
+                ensure_node_peer()
+        many_clients(args, many)
+        return
     rows = [Row(c) for c in cases]
 
     for row in rows:  # install the peers first (once), so a broken one is known before measuring
@@ -822,7 +1278,7 @@ def main() -> None:
     s3_ceiling, s3_peer = speeds.get("boto3-s3"), speeds.get("tus-node-s3")
     best_peer = max(peer_speeds) if peer_speeds else None
     columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x ceil", 8), ("x peer", 8), ("srv CPU", 9)]
-    columns += [("cli CPU", 9), ("peak RSS", 10), ("+RSS", 8), ("disk w/B", 10), ("disk r/B", 10)]
+    columns += [("cli CPU", 9), ("peak RSS", 10), ("+RSS", 8), ("tree RSS", 10), ("disk w/B", 10), ("disk r/B", 10)]
     header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
     print("-" * len(header))
@@ -842,11 +1298,12 @@ def main() -> None:
         client_cpu = statistics.median(r.client_cpu for r in row.runs)
         rss = max(r.peak_rss for r in row.runs) / (1 << 20)
         growth = max(r.rss_growth for r in row.runs) / (1 << 20)
+        tree = max(r.tree_rss for r in row.runs) / (1 << 20)
         written = statistics.median(r.written for r in row.runs) / size
         read = statistics.median(r.read for r in row.runs) / size
         print(
             f"{label:<32}{speed:>8.1f}{spread:>8}{ratio_base:>8}{ratio_ceiling:>8}{ratio_peer:>8}"
-            f"{server_cpu:>9.2f}{client_cpu:>9.2f}{rss:>10.1f}{growth:>8.1f}{written:>10.2f}{read:>10.2f}"
+            f"{server_cpu:>9.2f}{client_cpu:>9.2f}{rss:>10.1f}{growth:>8.1f}{tree:>10.1f}{written:>10.2f}{read:>10.2f}"
         )
     print(
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
@@ -859,7 +1316,9 @@ def main() -> None:
         f"\n  it, and of this client, during the upload; {os.cpu_count()} cores give at most"
         f" {os.cpu_count()} CPU seconds per second of wall time."
         "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
-        "\n  +RSS: its growth from when the server was ready and warmed up (one 2 MiB upload)."
+        "\n  +RSS: its growth from when the server was ready and warmed up (one 2 MiB upload); tree RSS: VmRSS"
+        "\n  of it and every process under it right after the upload (vidgate: + the probe forkserver, the"
+        "\n  spare probe child and the analysis child, which analysed the warm-up upload)."
         "\ndisk w/B, r/B: write_bytes and read_bytes of /proc/PID/io during the upload per uploaded byte"
         "\n  (r/B counts only reads that missed the page cache)."
         "\nvidgate hashes (SHA-256) the whole file (seed chunks: each chunk too) and validates it (probe,"

@@ -107,6 +107,48 @@ def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Pat
     assert blob.read_bytes() == data
 
 
+#: shared objects that only the analysis (decoding, NumPy, ONNX Runtime) maps into a process
+HEAVY_LIBRARIES = ("libavcodec", "_multiarray_umath", "onnxruntime")
+
+
+def _mapped(pid: int) -> set[str]:
+    return {name for name in HEAVY_LIBRARIES if name in Path(f"/proc/{pid}/maps").read_text()}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_serve_analyses_in_a_child_and_the_api_process_maps_no_decoder_numerics_or_model(
+    tmp_path: Path, video_file: Path
+) -> None:
+    port = free_port()
+    env = vidgate_env(tmp_path)
+    key = run_cli("keys", "create", "--user", "lean", env=env).stdout.strip()
+    with serve(env, port) as process:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
+            video_id = post_chunk(client, video_file.read_bytes()).json()["data"]["video_id"]
+            deadline = time.monotonic() + 60
+            while (status := client.get(f"/v1/videos/{video_id}").json()["data"]["status"]) != "completed":
+                assert status != "failed" and time.monotonic() < deadline, status
+                time.sleep(0.1)
+            assert _mapped(process.pid) == set()
+            descendants = [pid for child in _children(process.pid) for pid in (child, *_children(child))]
+            assert any(_mapped(pid) == set(HEAVY_LIBRARIES) for pid in descendants)
+            # the result's near-duplicate search is NumPy: imported by the first result served
+            result = client.get(f"/v1/videos/{video_id}/result").json()["data"]
+        assert result["moderation"]["nsfw"]["status"] == "ok"  # the model ran, in the child
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_server_killed_mid_upload_resumes_after_restart(tmp_path: Path, backend: str, video_file: Path) -> None:
     data = video_file.read_bytes()

@@ -13,8 +13,6 @@ from typing import Any
 
 import anyio.to_thread
 import uvicorn
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
@@ -51,11 +49,9 @@ def prepare_database(settings: Settings, db: Database) -> None:
     if settings.database_backend is DatabaseBackend.SQLITE:
         migrate.upgrade(db)
         return
-    head = ScriptDirectory.from_config(migrate.alembic_config(db.url)).get_current_head()
-    with db.engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    if current != head:
-        raise SchemaOutdated(f"The database is at revision {current}, not {head}: run `vidgate migrate` first.")
+    current = migrate.current_revision(db)
+    if current != migrate.HEAD:
+        raise SchemaOutdated(f"The database is at revision {current}, not {migrate.HEAD}: run `vidgate migrate` first.")
 
 
 def ensure_dev_key(settings: Settings, db: Database) -> str | None:

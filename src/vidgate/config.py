@@ -145,6 +145,21 @@ class ProcessingSettings(BaseSettings):
     queue: Literal["inline", "celery"] = Field(
         "inline", description="inline: a worker pool inside `vidgate serve`; celery: Redis + `vidgate worker`."
     )
+    analysis: Literal["child", "in_process"] = Field(
+        "child",
+        description="With the inline queue, where `vidgate serve` analyses videos: in one analysis child process "
+        "(the API process then never loads the decoder, NumPy or the models: ~250 MiB) or in its own threads. "
+        "Celery workers always analyse in their pool processes.",
+    )
+    analysis_memory_mb: int = Field(
+        0, ge=0, description="Address-space limit of the analysis child process in MiB (0: none)."
+    )
+    analysis_nice: int = Field(
+        0, ge=0, le=19, description="Added to the analysis child's CPU niceness (uploads then come first)."
+    )
+    analysis_idle_seconds: float = Field(
+        60.0, ge=0, description="The analysis child ends after this long without a job (0: it stays)."
+    )
     model_dir: Path | None = Field(None, description="Directory of ONNX models (default: VIDGATE_DATA_DIR/models).")
     model_files: dict[str, str] = Field(
         default_factory=dict,

@@ -18,6 +18,7 @@ from vidgate.events.bus import EventBus, LocalBus, RedisBus
 from vidgate.events.hub import Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.webhooks import WebhookOutbox
+from vidgate.processing.analyser import ChildAnalyser, ChildLimits
 from vidgate.processing.queue import InlineQueue, TaskQueue
 from vidgate.processing.service import ProcessingService
 from vidgate.storage import BlobStore, LocalBlobStore, LocalPartStore, PartStore
@@ -60,6 +61,7 @@ class Services:
     def close(self) -> None:
         if self.queue is not None:
             self.queue.close()
+        self.processing.close()
         if self.bus is not None:
             self.bus.close()
         self.db.dispose()
@@ -163,6 +165,15 @@ def make_queue(settings: Settings, processing: ProcessingService) -> TaskQueue:
         from vidgate.processing.celery_queue import CeleryQueue
 
         return CeleryQueue(settings)
+
+    if settings.processing.analysis == "child":  # the API process keeps no decoder nor model
+        processing.analyser = ChildAnalyser(
+            ChildLimits(
+                memory_bytes=settings.processing.analysis_memory_mb << 20,
+                nice=settings.processing.analysis_nice,
+                idle_seconds=settings.processing.analysis_idle_seconds,
+            )
+        )
 
     def job(video_id: str, attempt: int) -> float | None:
         return processing.run(video_id, attempt).retry_in

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,26 @@ def test_migrated_schema_matches_the_models(backend: str, tmp_path: Path) -> Non
             db.dispose()
     assert differences == []
     assert columns["chunk_hash"]["nullable"]  # 0005: a tus PATCH row has no hash of its own
+
+
+def test_head_names_the_newest_migration_and_an_up_to_date_start_imports_no_alembic(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head() == migrate.HEAD
+    db = Database(f"sqlite:///{tmp_path / 'head.db'}")
+    try:
+        assert migrate.current_revision(db) is None
+        migrate.upgrade(db)
+        assert migrate.current_revision(db) == migrate.HEAD
+    finally:
+        db.dispose()
+    check = (
+        "import sys; from vidgate.db import migrate; from vidgate.db.engine import Database; "
+        f"migrate.upgrade(Database('sqlite:///{tmp_path / 'head.db'}')); "
+        "assert not [m for m in sys.modules if m.startswith('alembic')], 'alembic imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def _utc(value: str | datetime) -> datetime:

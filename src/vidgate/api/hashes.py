@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field
 from vidgate.api.deps import CurrentUser, ServicesDep
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.errors import ResultNotReady
-from vidgate.moderation.models import PosterHash
-from vidgate.processing.analyzers.vpdq import to_text
+from vidgate.moderation.models import PosterHash, to_text
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorEnvelope} for status in (400, 401, 404, 409)}

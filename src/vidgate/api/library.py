@@ -35,7 +35,7 @@ from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
 from vidgate.library.owners import ServedVideo, served_video
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
 from vidgate.library.signing import SignedUrls, UrlSigner
-from vidgate.processing.pictures import POSTER, STORYBOARD, STORYBOARD_INDEX
+from vidgate.processing.stages import POSTER, STORYBOARD, STORYBOARD_INDEX
 from vidgate.roles import Permission, Role
 from vidgate.storage import BlobStore
 

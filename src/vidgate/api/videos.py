@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from vidgate.api.deps import CurrentUser, ServicesDep
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.db.models import VideoStatus
-from vidgate.processing.analyzers.phash import to_hex, to_unsigned
+from vidgate.processing.hashbits import to_hex, to_unsigned
 from vidgate.processing.models import VideoAnalysisResult
 
 router = APIRouter(prefix="/v1/videos", tags=["videos"])

@@ -20,9 +20,9 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,9 @@ from vidgate.db.engine import Database
 from vidgate.db.models import UserAccount, WebhookDelivery, utcnow
 from vidgate.errors import InvalidParameter, NotFound
 from vidgate.events.schema import AnyEvent, to_client
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ class WebhookSender:
     def __init__(self, db: Database, settings: WebhookSettings) -> None:
         self.db = db
         self.settings = settings
-        self.client = httpx.Client(timeout=settings.timeout_seconds, headers={"User-Agent": "vidgate-webhooks/1"})
+        self._client: httpx.Client | None = None  # made for the first delivery (see _post)
 
     def deliver_due(self, limit: int = 50) -> int:
         """Send every delivery that is due; return how many succeeded."""
@@ -172,11 +175,19 @@ class WebhookSender:
             "X-Vidgate-Event-Type": event_type,
             SIGNATURE_HEADER: sign(secret, int(time.time()), body),
         }
+        # Imported for the first delivery: httpx costs every API process ~5 MiB, and most never
+        # deliver a webhook.
+        import httpx
+
+        if self._client is None:
+            timeout = self.settings.timeout_seconds
+            self._client = httpx.Client(timeout=timeout, headers={"User-Agent": "vidgate-webhooks/1"})
         try:
-            response = self.client.post(url, content=body, headers=headers)
+            response = self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
         return None if response.is_success else f"HTTP {response.status_code}"
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

@@ -37,8 +37,7 @@ from sqlalchemy.orm import Session
 from vidgate.db.engine import Database
 from vidgate.db.models import BANK_BANDS, HashBank, HashBankEntry, HashBankFrame, HashBankState
 from vidgate.moderation.bankindex import CACHE, BankIndex, band_matrix, flips, frames_of, load, words_of
-from vidgate.moderation.models import HashMatch, VpdqFeature
-from vidgate.processing.analyzers.vpdq import parse_text
+from vidgate.moderation.models import HashMatch, VpdqFeature, parse_text
 
 QUALITY_THRESHOLD = 50
 DISTANCE_THRESHOLD = 31

@@ -1,4 +1,5 @@
-"""What moderation adds to a video's analysis result."""
+"""What moderation adds to a video's analysis result, and the vPDQ reference's text format of
+its hashes (here, not beside the vPDQ stage, so that reading and writing it needs no NumPy)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,31 @@ class VideoHashes(BaseModel):
     )
     md5: str
     sha256: str
+
+
+def to_text(features: list[VpdqFeature]) -> str:
+    """The reference's text format: ``frame_number,quality,hash,timestamp`` per line, 3 decimals."""
+    return "".join(f"{f.frame_number},{f.quality},{f.hash},{f.timestamp:.3f}\n" for f in features)
+
+
+def parse_text(text: str) -> list[VpdqFeature]:
+    """Lines of the reference's text format (blank lines ignored); ValueError names a bad line."""
+    features = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(",")
+        if len(parts) != 4:
+            raise ValueError(f"line {number}: expected frame_number,quality,hash,timestamp")
+        frame, quality, value, timestamp = parts
+        if len(value) != 64 or not all(c in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError(f"line {number}: {value[:70]!r} is not a 256-bit hex hash")
+        try:
+            features.append(
+                VpdqFeature(
+                    frame_number=int(frame), quality=int(quality), hash=value.lower(), timestamp=float(timestamp)
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from exc
+    return features

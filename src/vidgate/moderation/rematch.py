@@ -41,8 +41,6 @@ from vidgate.db.models import (
 )
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import HashMatchData, HashMatchEvent
-from vidgate.moderation.bankindex import frames_of, load
-from vidgate.moderation.banks import match_video
 from vidgate.moderation.models import FlagReason, HashMatch, ModerationResult, NsfwResult, VpdqFeature
 from vidgate.processing.models import VideoAnalysisResult
 
@@ -141,6 +139,11 @@ def run_round(db: Database, events: EventPublisher | None, settings: ModerationS
             bank.rematch_after, bank.rematch_cursor = None, None
         bank_id, name, floor, target = bank.id, bank.name, bank.rematched_revision, bank.rematch_target
         after, cursor = bank.rematch_after, bank.rematch_cursor
+    # Imported only when a bank has entries to re-match: the bank index is NumPy arrays, which
+    # an API process (this round runs in serve's dispatcher) otherwise never needs.
+    from vidgate.moderation.bankindex import frames_of, load
+    from vidgate.moderation.banks import match_video
+
     index = load(
         db,
         [frames_of(HashBankEntry.bank_id == bank_id, HashBankEntry.revision > floor, HashBankEntry.revision <= target)],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,9 @@ from typing import Any
 import numpy as np
 
 from vidgate.processing.analyzers.framestats import BLACK_LUMA
+from vidgate.processing.stages import NAMES, POSTER, STORYBOARD, STORYBOARD_INDEX, PictureConfig
 
-POSTER = "poster.jpg"
-STORYBOARD = "storyboard.jpg"
-STORYBOARD_INDEX = "storyboard.json"
-NAMES = (POSTER, STORYBOARD, STORYBOARD_INDEX)
-
-
-@dataclass
-class PictureConfig:
-    poster_width: int = 640
-    tile_width: int = 160
-    columns: int = 10
-    max_tiles: int = 100
-    jpeg_quality: int = 85
+__all__ = ["NAMES", "POSTER", "STORYBOARD", "STORYBOARD_INDEX", "PictureConfig", "PictureMaker", "encode_jpeg"]
 
 
 def _even(value: float) -> int:

@@ -49,7 +49,10 @@ from vidgate.processing.models import (
     StageTiming,
     VideoAnalysisResult,
 )
-from vidgate.processing.pictures import PictureConfig, PictureMaker
+from vidgate.processing.pictures import PictureMaker
+from vidgate.processing.stages import PipelineConfig, PipelineError
+
+__all__ = ["PIPELINE_VERSION", "PipelineConfig", "PipelineError", "Progress", "analyze"]
 
 PIPELINE_VERSION = "2"
 TIMED_IN_THE_DECODE_LOOP = ("statistics", "phash", "vpdq", "moderation", "embeddings", "pictures")
@@ -58,25 +61,6 @@ SEEK_IF_KEYFRAME_INTERVAL_AT_MOST = 1.5  # seconds; sparser keyframes make seeki
 KEYFRAME_LIST_LIMIT = 10_000
 
 Progress = Callable[[str, float], None]
-
-
-class PipelineError(Exception):
-    """The video cannot be analysed (the decoder failed); retrying will not help."""
-
-
-@dataclass
-class PipelineConfig:
-    model_dir: Path
-    model_files: dict[str, str] = field(default_factory=dict)
-    batch_size: int = 16
-    sample_interval: float = 1.0
-    decode_threads: int = 0
-    pictures: PictureConfig | None = None
-    moderation: bool = True
-    nsfw_threshold: float = 0.8
-    nsfw_min_frames: int = 1
-    vpdq: bool = True
-    vpdq_seconds_per_hash: float = 1.0
 
 
 @dataclass

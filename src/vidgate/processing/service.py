@@ -21,6 +21,7 @@ claim, analyses and completes the waiters.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import tempfile
@@ -31,7 +32,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -45,6 +45,7 @@ from vidgate.db.models import (
     Content,
     ContentEmbedding,
     FrameHash,
+    HashBankFrame,
     Video,
     VideoAnalysisResultRow,
     VideoStatus,
@@ -65,15 +66,13 @@ from vidgate.events.schema import (
     ProcessingProgressData,
 )
 from vidgate.library.owners import owned_video
-from vidgate.moderation.banks import match_video
 from vidgate.moderation.rematch import add_matches
 from vidgate.processing import lease
-from vidgate.processing.analyzers.phash import bands, to_signed
+from vidgate.processing.analyser import Analyser, InProcessAnalyser
+from vidgate.processing.hashbits import bands, to_signed
 from vidgate.processing.models import StageTiming, VideoAnalysisResult
-from vidgate.processing.pictures import PictureConfig
-from vidgate.processing.pipeline import PipelineConfig, PipelineError, analyze
 from vidgate.processing.queue import QueueUnavailable, TaskQueue
-from vidgate.processing.similarity import find_similar
+from vidgate.processing.stages import PictureConfig, PipelineConfig, PipelineError
 from vidgate.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -101,8 +100,11 @@ class ProcessingService:
         blobs: BlobStore,
         queue: TaskQueue | None = None,
         events: EventPublisher | None = None,
+        analyser: Analyser | None = None,
     ) -> None:
         self.settings = settings
+        #: where analyses run: this process, or an analysis child (:mod:`vidgate.processing.analyser`)
+        self.analyser: Analyser = analyser or InProcessAnalyser()
         self.events = events
         self.db = db
         self.blobs = blobs
@@ -129,6 +131,10 @@ class ProcessingService:
             vpdq=settings.moderation.vpdq_enabled,
             vpdq_seconds_per_hash=settings.moderation.vpdq_seconds_per_hash,
         )
+
+    def close(self) -> None:
+        """End the analysis child, if one runs (after the queue stopped: no job is running)."""
+        self.analyser.close()
 
     # ------------------------------------------------------------------ queueing
     def dispatch(self, video_id: str) -> bool:
@@ -304,7 +310,7 @@ class ProcessingService:
                 self._stored_file(storage_key) as source,
                 tempfile.TemporaryDirectory(dir=self.blobs.scratch_dir(), prefix=".pictures-") as pictures,
             ):
-                result = analyze(
+                result = self.analyser.analyse(
                     source,
                     video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
                     content_hash=content_hash,
@@ -415,6 +421,13 @@ class ProcessingService:
             return
         moderation = self.settings.moderation
         started = time.perf_counter()
+        with self.db.engine.connect() as connection:
+            banked = connection.execute(select(HashBankFrame.entry_id).limit(1)).first() is not None
+        if not banked:  # no bank holds a frame: nothing to match, and no index (NumPy) to build
+            result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
+            return
+        from vidgate.moderation.banks import match_video  # the bank index is NumPy arrays: only with banks
+
         matches = match_video(
             self.db,
             result.hashes.vpdq,
@@ -668,6 +681,9 @@ class ProcessingService:
         return stored, content
 
     def result(self, principal: Principal, video_id: str) -> VideoAnalysisResult:
+        # Imported on the first result served: the search is NumPy, which uploads never need.
+        from vidgate.processing.similarity import find_similar
+
         stored, content = self._owned_result(principal, video_id)
         stored.similar_videos = find_similar(
             self.db,
@@ -720,7 +736,7 @@ def _store_embedding(session: Session, content_id: str, result: VideoAnalysisRes
     session.execute(delete(ContentEmbedding).where(ContentEmbedding.content_id == content_id))
     vector = result.embeddings.video_embedding
     if result.embeddings.status == "ok" and vector is not None:
-        data = np.asarray(vector, dtype=np.float32).tobytes()
+        data = array.array("f", vector).tobytes()  # float32, this machine's byte order (as NumPy's)
         session.add(ContentEmbedding(content_id=content_id, model_type=result.embeddings.model_type, vector=data))
 
 

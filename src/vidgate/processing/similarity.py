@@ -32,7 +32,7 @@ from sqlalchemy import Select, or_, select
 
 from vidgate.db.engine import Database
 from vidgate.db.models import Content, ContentEmbedding, FrameHash, Video, VideoStatus
-from vidgate.processing.analyzers.phash import bands, to_unsigned
+from vidgate.processing.hashbits import bands, to_unsigned
 from vidgate.processing.models import SimilarVideo, VideoAnalysisResult
 
 QUERY_FRAMES = 256  # at most this many of the query's frames look for candidates

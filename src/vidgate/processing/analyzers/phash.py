@@ -6,8 +6,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vidgate.processing.hashbits import BANDS, bands, to_hex, to_signed, to_unsigned
+
+__all__ = [
+    "BANDS",
+    "BARS_SIZE",
+    "bands",
+    "hamming",
+    "majority",
+    "phash",
+    "to_hex",
+    "to_signed",
+    "to_unsigned",
+    "without_bars",
+]
+
 HASH_SIZE = 32  # the frame is reduced to 32x32 grey before the DCT
-BANDS = 4  # 16-bit bands for multi-index hashing
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -82,22 +96,3 @@ def majority(hashes: Sequence[int]) -> int:
     bits = np.array([[(h >> (63 - i)) & 1 for i in range(64)] for h in hashes], dtype=np.uint8)
     votes = bits.sum(axis=0) * 2 >= len(hashes)
     return int(np.packbits(votes).view(">u8")[0])
-
-
-def bands(value: int) -> list[int]:
-    """The four 16-bit bands, high to low. By pigeonhole, two hashes within Hamming distance 3
-    share at least one band exactly, so an index per band finds them without a scan."""
-    return [(value >> (48 - 16 * i)) & 0xFFFF for i in range(BANDS)]
-
-
-def to_signed(value: int) -> int:
-    """Store an unsigned 64-bit hash in a signed BIGINT column."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def to_unsigned(value: int) -> int:
-    return value + (1 << 64) if value < 0 else value
-
-
-def to_hex(value: int) -> str:
-    return f"{value:016x}"

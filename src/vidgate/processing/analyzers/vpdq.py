@@ -13,8 +13,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from vidgate.moderation.models import PosterHash, VideoHashes, VpdqFeature
+from vidgate.moderation.models import PosterHash, VideoHashes, VpdqFeature, parse_text, to_text
 from vidgate.moderation.pdq import pdq
+
+__all__ = ["VpdqStage", "file_digests", "parse_text", "stream_frame_rate", "to_text"]
 
 BLOCK_SIZE = 1 << 20
 POSTER_MIN_QUALITY = 50
@@ -87,31 +89,3 @@ def file_digests(path: Path | BinaryIO) -> tuple[str, str]:
     finally:
         os.close(fd)
     return md5.hexdigest(), sha256.hexdigest()
-
-
-def to_text(features: list[VpdqFeature]) -> str:
-    """The reference's text format: ``frame_number,quality,hash,timestamp`` per line, 3 decimals."""
-    return "".join(f"{f.frame_number},{f.quality},{f.hash},{f.timestamp:.3f}\n" for f in features)
-
-
-def parse_text(text: str) -> list[VpdqFeature]:
-    """Lines of the reference's text format (blank lines ignored); ValueError names a bad line."""
-    features = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(",")
-        if len(parts) != 4:
-            raise ValueError(f"line {number}: expected frame_number,quality,hash,timestamp")
-        frame, quality, value, timestamp = parts
-        if len(value) != 64 or not all(c in "0123456789abcdefABCDEF" for c in value):
-            raise ValueError(f"line {number}: {value[:70]!r} is not a 256-bit hex hash")
-        try:
-            features.append(
-                VpdqFeature(
-                    frame_number=int(frame), quality=int(quality), hash=value.lower(), timestamp=float(timestamp)
-                )
-            )
-        except ValueError as exc:
-            raise ValueError(f"line {number}: {exc}") from exc
-    return features
