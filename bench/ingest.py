@@ -23,9 +23,12 @@ loopback to (keys for --only in brackets):
   a fresh key prefix per run):
   boto3 -> S3   [boto3-s3]  no server: a bare boto3 multipart upload of the file from disk
                 (vidgate's part size and concurrency): the ceiling of this S3 server here;
-  vidgate on S3 [chunked1-s3, tus-s3]  vidgate with STORAGE_BACKEND=s3. In phase 1 its part
-                file is on local disk and the finished file is copied into the bucket at
-                completion (inside the measured time: the last chunk/PATCH answers after it);
+  vidgate on S3 [chunked1-s3, tus-s3]  vidgate with STORAGE_BACKEND=s3: uploads in progress
+                are S3 multipart uploads, completed, validated from a bounded local cache
+                and copied to the content's key server-side (inside the measured time: the
+                last chunk/PATCH answers after it);
+  vidgate on S3, local parts [chunked1-s3local, tus-s3local]  the same with STORAGE_PARTS=local:
+                part files on local disk, the finished file copied into the bucket;
   @tus/s3-store [tus-node-s3]  @tus/server with @tus/s3-store (npm, bench/peers/s3-node, its
                 package-lock.json; installed there with npm ci), every PATCH sent on to S3.
 The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
@@ -86,6 +89,7 @@ NODE_PACKAGES = {"@tus/server": "2.4.5", "@tus/file-store": "2.1.1"}
 S3_NODE_PEER = PEER_SOURCES / "s3-node"  # package.json + package-lock.json: @tus/server + @tus/s3-store
 SWIFT_ENDPOINT = "http://127.0.0.1:16280"  # scripts/swift
 S3_BUCKET = "vidgate-bench"
+VIDGATE_S3 = ("vidgate-s3", "vidgate-s3-localparts")  # vidgate on S3: parts in the bucket, or on local disk
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test:tester", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 S3_PART_SIZE, S3_CONCURRENCY = 16 << 20, 4  # vidgate's defaults (STORAGE_S3_PART_SIZE, STORAGE_S3_CONCURRENCY)
 
@@ -366,9 +370,9 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
     if kind == "hashwrite":
         env["PEER_FILES_DIR"] = str(workdir)
         return Launch(_uvicorn(sys.executable, "hashwrite_app:app", port), BENCH, env, ("GET", "/health"))
-    if kind in ("vidgate", "vidgate-s3"):
+    if kind in ("vidgate", *VIDGATE_S3):
         env["VIDGATE_DATA_DIR"] = str(workdir)
-        if kind == "vidgate-s3":
+        if kind in VIDGATE_S3:
             env.update(S3_CREDENTIALS)
             env.update(
                 STORAGE_BACKEND="s3",
@@ -376,6 +380,8 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
                 STORAGE_S3_BUCKET=S3_BUCKET,
                 STORAGE_S3_PREFIX=f"bench-{uuid.uuid4().hex[:8]}/",
                 STORAGE_S3_ADDRESSING_STYLE="path",
+                # uploads in progress as S3 multipart uploads, or (phase 1) in local part files
+                STORAGE_PARTS="local" if kind == "vidgate-s3-localparts" else "backend",
             )
         env["AUTH_CREATE_DEV_KEY"] = "false"
         env["VIDGATE_LOG_LEVEL"] = "warning"
@@ -567,15 +573,15 @@ class Case:
 
     @property
     def is_peer(self) -> bool:
-        return self.kind not in ("baseline", "hashwrite", "vidgate", "vidgate-s3", "boto3")
+        return self.kind not in ("baseline", "hashwrite", "vidgate", *VIDGATE_S3, "boto3")
 
     @property
     def is_vidgate(self) -> bool:
-        return self.kind in ("vidgate", "vidgate-s3")
+        return self.kind in ("vidgate", *VIDGATE_S3)
 
     @property
     def on_s3(self) -> bool:
-        return self.kind in ("vidgate-s3", "tus-node-s3", "boto3")
+        return self.kind in (*VIDGATE_S3, "tus-node-s3", "boto3")
 
 
 CASES = [
@@ -591,6 +597,8 @@ CASES = [
     Case("boto3-s3", "S3: bare boto3 multipart", "boto3", "boto3"),
     Case("chunked1-s3", "S3: vidgate seed chunked x1", "vidgate-s3", "chunked x1"),
     Case("tus-s3", "S3: vidgate tus", "vidgate-s3", "tus"),
+    Case("chunked1-s3local", "S3: vidgate seed x1, local parts", "vidgate-s3-localparts", "chunked x1"),
+    Case("tus-s3local", "S3: vidgate tus, local parts", "vidgate-s3-localparts", "tus"),
     Case("tus-node-s3", "S3: @tus/s3-store 2.0.7", "tus-node-s3", "tus"),
 ]
 
@@ -712,7 +720,7 @@ def measure(
             elif case.is_vidgate:
                 got = result["data"]["content_hash"]  # type: ignore[index]
                 assert got == digest, f"vidgate {case.mode}: content hash {got} != {digest}"
-            if case.kind == "vidgate-s3":
+            if case.kind in VIDGATE_S3:
                 prefix = server.s3_prefix
                 stored_size, stored_hash = s3_sha256(f"{prefix}blobs/{digest[:2]}/{digest}")
                 assert (stored_size, stored_hash) == (path.stat().st_size, digest), "vidgate s3: object differs"
@@ -1311,7 +1319,8 @@ def main() -> None:
         "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
         "\n  S3 rows (Swift 2.30 s3api on this machine): x ceil is over the bare boto3 multipart upload, x peer"
         "\n  over @tus/s3-store; boto3's row has no server (RSS and cli CPU are this process's)."
-        "\n  vidgate on S3, phase 1: parts on local disk, the finished file copied into the bucket at completion."
+        "\n  vidgate on S3: uploads in progress as S3 multipart uploads (STORAGE_PARTS=backend, the default);"
+        "\n  'local parts': part files on local disk, the finished file copied into the bucket at completion."
         f"\nsrv CPU, cli CPU: CPU seconds (user + system, median) of the server with the processes under"
         f"\n  it, and of this client, during the upload; {os.cpu_count()} cores give at most"
         f" {os.cpu_count()} CPU seconds per second of wall time."
