@@ -331,6 +331,35 @@ def test_listing_filters(server: RunningServer, tmp_path: Path) -> None:
         assert all_pages(client, review="unreviewed", limit=1) == [[ids["holiday-2.mp4"]], [ids["50%_off.mp4"]]]
 
 
+def test_the_file_name_filter_keeps_up_with_uploads_and_deletes_and_owners(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The trigram index behind ``filename`` (SQLite: a table kept by triggers on ``video``)
+    finds what was just uploaded, forgets what was deleted, and never another owner's video."""
+    with fresh_user(server) as alice, fresh_user(server) as bob:
+        hers = dict(
+            zip(
+                ["Rare-NEEDLE-1.mp4", "needle 2.mp4", "hay.mp4"],
+                upload_named(alice, tmp_path, ["Rare-NEEDLE-1.mp4", "needle 2.mp4", "hay.mp4"]),
+                strict=True,
+            )
+        )
+        (his,) = upload_named(bob, tmp_path, ["needle-of-bob.mp4"])
+        assert {i for page in all_pages(alice, filename="needle") for i in page} == {
+            hers["Rare-NEEDLE-1.mp4"],
+            hers["needle 2.mp4"],
+        }
+        assert {i for page in all_pages(alice, filename="e-1") for i in page} == {hers["Rare-NEEDLE-1.mp4"]}
+        assert {i for page in all_pages(alice, filename="ne") for i in page} == {
+            hers["Rare-NEEDLE-1.mp4"],
+            hers["needle 2.mp4"],
+        }
+        wait_for(alice, hers["needle 2.mp4"])
+        assert alice.delete(f"/v1/videos/{hers['needle 2.mp4']}").status_code == 200
+        assert {i for page in all_pages(alice, filename="needle") for i in page} == {hers["Rare-NEEDLE-1.mp4"]}
+        assert {i for page in all_pages(bob, filename="needle") for i in page} == {his}
+
+
 def wait_for(client: httpx.Client, video_id: str) -> None:
     from tests.helpers import wait_for_video
 

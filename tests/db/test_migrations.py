@@ -25,12 +25,22 @@ def test_migrated_schema_matches_the_models(backend: str, tmp_path: Path) -> Non
         try:
             migrate.upgrade(db)
             with db.engine.connect() as connection:
-                differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+                context = MigrationContext.configure(connection, opts={"include_name": _described_by_the_models})
+                differences = compare_metadata(context, Base.metadata)
                 columns = {c["name"]: c for c in inspect(connection).get_columns("upload_chunk")}
         finally:
             db.dispose()
     assert differences == []
     assert columns["chunk_hash"]["nullable"]  # 0005: a tus PATCH row has no hash of its own
+
+
+#: what 0012_filename_search builds that the ORM cannot describe: SQLite's FTS5 table (and the
+#: tables FTS5 keeps beside it), PostgreSQL's pg_trgm index
+NOT_IN_MODELS = ("video_filename", "ix_video_filename_trgm")
+
+
+def _described_by_the_models(name: str | None, kind: str, parent: dict[str, str | None]) -> bool:
+    return name is None or not name.startswith(NOT_IN_MODELS)
 
 
 def _utc(value: str | datetime) -> datetime:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, exists, select, tuple_
+from sqlalchemy import ColumnElement, and_, column, exists, select, table, tuple_
 from sqlalchemy.orm import aliased
 
 from vidgate.db.engine import Database
@@ -94,11 +94,28 @@ def _like_contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
-    """Every WHERE condition of one listing (ownership first). The seam for more filters."""
+#: SQLite's trigram index of file names (migration 0012_filename_search: FTS5, kept by triggers)
+_VIDEO_FILENAME = table("video_filename", column("video_id"), column("user_id"), column("filename"))
+
+
+def _trigram_searchable(text: str) -> bool:
+    """Whether SQLite's trigram table can find ``text``: 3 characters or more (a trigram), and
+    none that LIKE reads as a wildcard or an escape."""
+    return len(text) >= 3 and not any(c in text for c in "%_\\")
+
+
+def conditions(query: LibraryQuery, user_id: str, dialect: str = "") -> list[ColumnElement[bool]]:
+    """Every WHERE condition of one listing (ownership first). The seam for more filters.
+    ``dialect``: the database's (SQLite's file-name filter asks its trigram table first)."""
     where: list[ColumnElement[bool]] = [owned_by(user_id)]
     if query.filename:
         where.append(filename_matches(_like_contains(query.filename)))
+        if dialect == "sqlite" and _trigram_searchable(query.filename):
+            # PostgreSQL's trigram index serves the ILIKE itself; SQLite's is a table to ask.
+            named = select(_VIDEO_FILENAME.c.video_id).where(
+                _VIDEO_FILENAME.c.user_id == user_id, _VIDEO_FILENAME.c.filename.like(f"%{query.filename}%")
+            )
+            where.append(Video.id.in_(named))
     if query.status is not None:
         where.append(Video.status == query.status)
     decided_filter = query.review is not None and query.review != UNREVIEWED
@@ -143,7 +160,7 @@ def check(query: LibraryQuery, max_limit: int) -> None:
             raise InvalidParameter(f"{name}: give a time zone (e.g. 2026-12-01T10:00:00Z).")
 
 
-def statement(query: LibraryQuery, user_id: str) -> Any:
+def statement(query: LibraryQuery, user_id: str, dialect: str = "") -> Any:
     """The page's SELECT (exposed for EXPLAIN in bench/library.py)."""
     created_at, video_id = _order(query)
     columns = (
@@ -166,7 +183,8 @@ def statement(query: LibraryQuery, user_id: str) -> Any:
             VideoReviewState, and_(VideoReviewState.user_id == user_id, VideoReviewState.video_id == Video.id)
         )
     joined = joined.join(Content, Content.id == Video.content_id)
-    return joined.where(*conditions(query, user_id)).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
+    where = conditions(query, user_id, dialect)
+    return joined.where(*where).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
 
 
 def page(
@@ -179,7 +197,7 @@ def page(
 ) -> LibraryPage:
     check(query, max_limit)
     with db.session() as session:
-        rows = session.execute(statement(query, user_id)).all()
+        rows = session.execute(statement(query, user_id, db.engine.dialect.name)).all()
     items = []
     for row in rows[: query.limit]:
         info: dict[str, Any] = row.media_info or {}
