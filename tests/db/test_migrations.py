@@ -132,7 +132,13 @@ def test_0006_gives_every_owner_a_video_of_their_own(backend: str, tmp_path: Pat
 
             migrate.upgrade(db)
             with db.engine.connect() as connection:
-                assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+                assert (
+                    compare_metadata(
+                        MigrationContext.configure(connection, opts={"include_name": _described_by_the_models}),
+                        Base.metadata,
+                    )
+                    == []
+                )
                 contents = {row["id"]: row for row in _rows(connection, "content")}
                 videos = _rows(connection, "video", "created_at")
                 owners = {row["session_id"]: row["video_id"] for row in _rows(connection, "upload_session")}
