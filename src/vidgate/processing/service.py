@@ -694,6 +694,7 @@ class ProcessingService:
             shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
+            min_run=self.settings.processing.similarity_min_run,
             embedding_min_cosine=self.settings.processing.similarity_embedding_min_cosine,
             embedding_max_videos=self.settings.processing.similarity_embedding_max_videos,
         )
