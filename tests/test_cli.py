@@ -16,12 +16,17 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import database_url_for, free_port
+from tests.conftest import database_url_for, free_port, make_settings
 from tests.helpers import UPLOAD, post_chunk, serve, sha256, split
+from tests.processing.test_service import upload
+from tests.sample_clips import clips  # noqa: F401  (fixture)
+from vidgate.auth import Principal
 from vidgate.cli import worker_name
 from vidgate.config import all_env_names
+from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
+from vidgate.wiring import build_services
 
 CHUNK = 64 * 1024
 
@@ -79,6 +84,45 @@ def test_banks_import_list_delete(tmp_path: Path) -> None:
     assert run_cli("banks", "delete", "known", env=env).returncode == 0
     gone = run_cli("banks", "delete", "known", env=env)
     assert gone.returncode == 1 and "no bank" in gone.stderr
+
+
+def test_banks_rematch_flags_stored_videos_now(tmp_path: Path, clips: dict[str, Path]) -> None:  # noqa: F811
+    """A clip processed before a list naming it was imported: `vidgate banks rematch` matches it
+    at once (no server running), flags its stored result and stores the owner's hash_match event;
+    nothing is pending after, and --full matches again without telling anyone twice."""
+    url = f"sqlite:///{tmp_path / 'vidgate.db'}"
+    env = vidgate_env(tmp_path, url)
+    services = build_services(make_settings(tmp_path, url))
+    migrate.upgrade(services.db)
+    try:
+        owner = Principal(user_id="u-erin", username="erin")
+        video_id = upload(services.uploads, owner, clips["carphone_distorted"].read_bytes(), "carphone.mp4").video_id
+        assert video_id and services.processing.run(video_id).status == "completed"
+        result = services.processing.owner_result(video_id)
+        assert result is not None and result.hashes is not None and result.moderation is not None
+        assert not result.moderation.flagged
+        listed = [f"{f.hash},{f.quality},{f.timestamp:.3f}" for f in result.hashes.vpdq]
+        (tmp_path / "list.json").write_text(json.dumps({"case-9": listed}))
+        assert run_cli("banks", "import", "late", str(tmp_path / "list.json"), env=env).returncode == 0
+
+        missing = run_cli("banks", "rematch", "nope", env=env)
+        assert missing.returncode == 1 and "no bank 'nope'" in missing.stderr
+        done = run_cli("banks", "rematch", "late", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "bank late: 1 stored videos matched, 1 newly flagged" in done.stdout
+        flagged = services.processing.owner_result(video_id)
+        assert flagged is not None and flagged.moderation is not None and flagged.moderation.flagged
+        assert [(m.bank, m.entry_name) for m in flagged.moderation.hash_matches] == [("late", "case-9")]
+        told = [e for e in services.events.store.read(owner.user_id, 0) if e.event_type == "hash_match"]
+        assert [e.video_id for e in told] == [video_id]
+
+        assert "nothing to re-match" in run_cli("banks", "rematch", env=env).stdout
+        again = run_cli("banks", "rematch", "--full", env=env)
+        assert "bank late: 1 stored videos matched, 0 newly flagged" in again.stdout, again.stderr
+        told = [e for e in services.events.store.read(owner.user_id, 0) if e.event_type == "hash_match"]
+        assert len(told) == 1
+    finally:
+        services.close()
 
 
 def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:

@@ -338,6 +338,46 @@ def banks_delete(name: Annotated[str, typer.Argument(help="Bank name.")]) -> Non
     typer.echo(f"deleted bank {name}")
 
 
+@banks_app.command("rematch")
+def banks_rematch(
+    name: Annotated[str | None, typer.Argument(help="Bank name (default: every bank).")] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Match against every entry again, not only those imported since the last pass "
+            "(after changing MODERATION_MATCH_*, say).",
+        ),
+    ] = False,
+) -> None:
+    """Match the stored videos against bank entries now, instead of in the server's dispatcher
+    rounds; a new match flags the video and tells each owner (hash_match event and webhook)."""
+    from vidgate.moderation import rematch
+    from vidgate.wiring import build_services
+
+    settings = _settings()
+    _database(settings).dispose()
+    services = build_services(settings)
+    try:
+        if name is not None and not rematch.bank_exists(services.db, name):
+            typer.echo(f"vidgate: no bank {name!r}", err=True)
+            raise typer.Exit(1)
+        if full:
+            rematch.restart(services.db, name)
+        reports = rematch.run_all(services.db, services.events, settings.moderation, name)
+    finally:
+        services.close()
+    totals: dict[str, list[int]] = {}
+    for report in reports:
+        seen = totals.setdefault(report.bank or "", [0, 0])
+        seen[0] += report.contents
+        seen[1] += report.flagged
+    for bank, (contents, flagged) in totals.items():
+        typer.echo(f"bank {bank}: {contents} stored videos matched, {flagged} newly flagged")
+    if not totals:
+        typer.echo("nothing to re-match: every stored video was matched against every entry")
+
+
 @storage_app.command("init")
 def storage_init() -> None:
     """Create the S3 bucket (STORAGE_S3_BUCKET) if it does not exist, and check it can be used."""

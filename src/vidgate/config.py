@@ -204,6 +204,12 @@ class ProcessingSettings(BaseSettings):
     similarity_min_score: float = Field(
         0.5, ge=0, le=1, description="Share of matching frames (of either video) to report a video."
     )
+    similarity_min_run: int = Field(
+        3,
+        ge=0,
+        description="Also report a video when this many consecutive sampled frames match its frames in the same "
+        "order (a short clip inside a longer video); 0 turns it off.",
+    )
     similarity_embedding_min_cosine: float = Field(
         0.96,
         ge=0,

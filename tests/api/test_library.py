@@ -331,6 +331,35 @@ def test_listing_filters(server: RunningServer, tmp_path: Path) -> None:
         assert all_pages(client, review="unreviewed", limit=1) == [[ids["holiday-2.mp4"]], [ids["50%_off.mp4"]]]
 
 
+def test_the_file_name_filter_keeps_up_with_uploads_and_deletes_and_owners(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The trigram index behind ``filename`` (SQLite: a table kept by triggers on ``video``)
+    finds what was just uploaded, forgets what was deleted, and never another owner's video."""
+    with fresh_user(server) as alice, fresh_user(server) as bob:
+        hers = dict(
+            zip(
+                ["Rare-NEEDLE-1.mp4", "needle 2.mp4", "hay.mp4"],
+                upload_named(alice, tmp_path, ["Rare-NEEDLE-1.mp4", "needle 2.mp4", "hay.mp4"]),
+                strict=True,
+            )
+        )
+        (his,) = upload_named(bob, tmp_path, ["needle-of-bob.mp4"])
+        assert {i for page in all_pages(alice, filename="needle") for i in page} == {
+            hers["Rare-NEEDLE-1.mp4"],
+            hers["needle 2.mp4"],
+        }
+        assert {i for page in all_pages(alice, filename="e-1") for i in page} == {hers["Rare-NEEDLE-1.mp4"]}
+        assert {i for page in all_pages(alice, filename="ne") for i in page} == {
+            hers["Rare-NEEDLE-1.mp4"],
+            hers["needle 2.mp4"],
+        }
+        wait_for(alice, hers["needle 2.mp4"])
+        assert alice.delete(f"/v1/videos/{hers['needle 2.mp4']}").status_code == 200
+        assert {i for page in all_pages(alice, filename="needle") for i in page} == {hers["Rare-NEEDLE-1.mp4"]}
+        assert {i for page in all_pages(bob, filename="needle") for i in page} == {his}
+
+
 def wait_for(client: httpx.Client, video_id: str) -> None:
     from tests.helpers import wait_for_video
 
@@ -474,3 +503,61 @@ def test_urls_are_only_for_the_owner(server: RunningServer, stored: tuple[str, b
     with server.client("bob") as bob:
         refused = bob.get(f"/v1/videos/{video_id}/urls")
     assert (refused.status_code, error_code(refused)) == (404, "video_not_found")
+
+
+def test_stored_file_response_serves_whole_files_ranges_and_head_in_bounded_reads(tmp_path: Path) -> None:
+    """The content route's response on its own: bodies of several reads (each at most
+    SERVE_CHUNK), a range across a read boundary, HEAD, and every descriptor closed."""
+    import asyncio
+    import os
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    from vidgate.api.library import SERVE_CHUNK, StoredFileResponse, read_cached
+
+    data = os.urandom(SERVE_CHUNK * 2 + 12_345)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    sizes: list[int] = []
+
+    async def serve(request: Request) -> StoredFileResponse:
+        start, end = int(request.query_params.get("start", 0)), request.query_params.get("end")
+        byte_range = (start, int(end)) if end is not None else None
+        return StoredFileResponse(
+            os.open(path, os.O_RDONLY), len(data), byte_range, "video/mp4", {"ETag": '"x"'}, request.method == "HEAD"
+        )
+
+    app = Starlette(routes=[Route("/f", serve, methods=["GET", "HEAD"])])
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:  # the sizes of the body messages
+        async def spy(message: Any) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                sizes.append(len(message["body"]))
+            await send(message)
+
+        await app(scope, receive, spy)
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=recording)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [
+                await client.get("/f"),
+                await client.get("/f", params={"start": SERVE_CHUNK - 10, "end": SERVE_CHUNK + 10}),
+                await client.head("/f"),
+            ]
+
+    descriptors = len(list(Path("/proc/self/fd").iterdir()))
+    whole, across, head = asyncio.run(run())
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["content-length"] == str(len(data)) and whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["content-type"] == "video/mp4" and whole.headers["etag"] == '"x"'
+    assert across.status_code == 206 and across.content == data[SERVE_CHUNK - 10 : SERVE_CHUNK + 10]
+    assert across.headers["content-range"] == f"bytes {SERVE_CHUNK - 10}-{SERVE_CHUNK + 9}/{len(data)}"
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(data))
+    assert len(list(Path("/proc/self/fd").iterdir())) == descriptors  # each response closed its descriptor
+    assert max(sizes) <= SERVE_CHUNK and sum(sizes) == len(data) + 20  # bounded reads; HEAD sent no body
+    with path.open("rb") as file:  # the bytes are in the page cache now: read without a thread
+        chunk = read_cached(file.fileno(), 100, len(data) - 40)
+    assert chunk is None or bytes(chunk) == data[-40:]

@@ -27,7 +27,8 @@ def test_migrated_schema_matches_the_models(backend: str, tmp_path: Path) -> Non
         try:
             migrate.upgrade(db)
             with db.engine.connect() as connection:
-                differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+                context = MigrationContext.configure(connection, opts={"include_name": _described_by_the_models})
+                differences = compare_metadata(context, Base.metadata)
                 columns = {c["name"]: c for c in inspect(connection).get_columns("upload_chunk")}
         finally:
             db.dispose()
@@ -53,6 +54,15 @@ def test_head_names_the_newest_migration_and_an_up_to_date_start_imports_no_alem
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+#: what 0013 (file-name search) builds that the ORM cannot describe: SQLite's FTS5 table (and the
+#: tables FTS5 keeps beside it), PostgreSQL's pg_trgm index
+NOT_IN_MODELS = ("video_filename", "ix_video_filename_trgm")
+
+
+def _described_by_the_models(name: str | None, kind: str, parent: dict[str, str | None]) -> bool:
+    return name is None or not name.startswith(NOT_IN_MODELS)
 
 
 def _utc(value: str | datetime) -> datetime:
@@ -144,7 +154,13 @@ def test_0006_gives_every_owner_a_video_of_their_own(backend: str, tmp_path: Pat
 
             migrate.upgrade(db)
             with db.engine.connect() as connection:
-                assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+                assert (
+                    compare_metadata(
+                        MigrationContext.configure(connection, opts={"include_name": _described_by_the_models}),
+                        Base.metadata,
+                    )
+                    == []
+                )
                 contents = {row["id"]: row for row in _rows(connection, "content")}
                 videos = _rows(connection, "video", "created_at")
                 owners = {row["session_id"]: row["video_id"] for row in _rows(connection, "upload_session")}

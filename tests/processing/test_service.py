@@ -4,7 +4,10 @@ jobs run, and each owner's video completed or failed with it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,10 @@ from tests.helpers import split
 from tests.media import make_video
 from vidgate.auth import Principal
 from vidgate.db.models import AnalysisStatus, Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
+from vidgate.library.deletion import VideoDeleter
 from vidgate.processing import lease
+from vidgate.processing import service as service_module
+from vidgate.processing.pictures import NAMES as PICTURES
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
 
@@ -198,3 +204,113 @@ def test_a_failed_analysis_fails_every_waiting_video(services_for: Callable[...,
         assert services.processing.run(bob).status == "completed"
         with services.db.session() as session:
             assert session.get_one(Video, alice).status is VideoStatus.FAILED  # alice's stays hers
+
+
+# ------------------------------------------------------------------ pictures of a deleted content
+@pytest.fixture(params=["local", "s3"])
+def store_groups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The settings groups of a blob store on local disk, or in a bucket of its own on the
+    machine's real Swift (S3 API), emptied and removed after the test."""
+    if request.param == "local":
+        yield {}
+        return
+    from tests.storage.swift import credentials, empty_and_delete, new_bucket_name, raw_client, s3_storage, start_swift
+
+    endpoint = start_swift()
+    credentials(monkeypatch)
+    bucket = new_bucket_name()
+    raw_client(endpoint).create_bucket(Bucket=bucket)
+    try:
+        yield {"storage": s3_storage(bucket, "pictures/", endpoint)}
+    finally:
+        empty_and_delete(bucket)
+
+
+def pictures_left(services: Any, digest: str) -> list[str]:
+    """The derived files of ``digest`` the blob store still holds (asked through the store)."""
+    blobs = services.processing.blobs
+    left = []
+    for name in PICTURES:
+        try:
+            blobs.size(blobs.derived_key(digest, name))
+        except FileNotFoundError:
+            continue
+        left.append(name)
+    return left
+
+
+def one_owner(services: Any, tmp_path: Path) -> tuple[str, str]:
+    """alice uploads a clip (no queue runs): her video id and the content's SHA-256."""
+    data = make_video(tmp_path / "alone.mp4", frames=25, seed=uuid.uuid4().int % 100_000).read_bytes()
+    receipt = upload(services.uploads, ALICE, data, "alone.mp4")
+    assert receipt.video_id
+    return receipt.video_id, hashlib.sha256(data).hexdigest()
+
+
+def gone(services: Any, digest: str) -> bool:
+    with services.db.session() as session:
+        return not session.scalar(select(func.count()).select_from(Content).where(Content.content_hash == digest))
+
+
+def test_a_content_deleted_after_its_analysis_keeps_no_pictures(
+    services_for: Callable[..., Any], store_groups: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner deletes the video after the job's last progress report (the pictures are made),
+    before it stored its result: the job stores nothing, pictures included (they used to be put
+    into the store after the delete had removed the content's derived files: left for good)."""
+    with services_for(**store_groups) as services:
+        video_id, digest = one_owner(services, tmp_path)
+        real_analyze = service_module.analyze
+
+        def analyze_then_deleted(*args: Any, **kwargs: Any) -> Any:
+            result = real_analyze(*args, **kwargs)
+            VideoDeleter(services.db, services.processing.blobs).delete(ALICE.user_id, video_id)
+            return result
+
+        monkeypatch.setattr(service_module, "analyze", analyze_then_deleted)
+        assert services.processing.run(video_id).status == "superseded"
+        assert gone(services, digest)
+        assert pictures_left(services, digest) == []
+        assert not services.processing.blobs.exists(digest)
+
+
+def test_a_delete_during_the_result_transaction_waits_and_then_removes_the_pictures(
+    services_for: Callable[..., Any], store_groups: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete arrives as the pictures go into the store: it waits for the content's lock,
+    which the result's transaction holds, then removes them with the content."""
+    with services_for(**store_groups) as services:
+        video_id, digest = one_owner(services, tmp_path)
+        blobs = services.processing.blobs
+        real_put = blobs.put_derived
+        deleting: list[threading.Thread] = []
+
+        def delete() -> None:
+            VideoDeleter(services.db, blobs).delete(ALICE.user_id, video_id)
+
+        def put_while_deleted(content_hash: str, name: str, source: Path) -> str:
+            if not deleting:
+                deleting.append(threading.Thread(target=delete))
+                deleting[0].start()
+                deleting[0].join(timeout=1.0)  # without the lock held, the delete is done by now
+            return real_put(content_hash, name, source)
+
+        monkeypatch.setattr(blobs, "put_derived", put_while_deleted)
+        assert services.processing.run(video_id).status == "completed"
+        deleting[0].join(timeout=60)
+        assert not deleting[0].is_alive()
+        assert gone(services, digest)
+        assert pictures_left(services, digest) == []
+
+
+def test_pictures_stay_while_their_content_does(
+    services_for: Callable[..., Any], store_groups: dict[str, Any], tmp_path: Path
+) -> None:
+    """The ordering of every day (the delete comes after the result): the pictures are there
+    until then, and go with the content."""
+    with services_for(**store_groups) as services:
+        video_id, digest = one_owner(services, tmp_path)
+        assert services.processing.run(video_id).status == "completed"
+        assert pictures_left(services, digest) == list(PICTURES)
+        VideoDeleter(services.db, services.processing.blobs).delete(ALICE.user_id, video_id)
+        assert pictures_left(services, digest) == []

@@ -82,6 +82,8 @@ def test_crop_speed_and_an_embedded_clip_are_found_with_time_ranges(
         "speed": write(tmp_path / "speed125.mp4", [source[int(i * 1.25)] for i in range(int(len(source) / 1.25))]),
         # 4 s of carphone, 5 s of bikes (its first 125 frames), 4 s of carphone
         "embedded": write(tmp_path / "embedded.mp4", filler[:100] + source[:125] + filler[100:200]),  # 13 s
+        # 4 s of bikes in 12 s: shares 0.4 (of bikes) and 0.33, found by its frames' order alone
+        "short": write(tmp_path / "short.mp4", filler[:100] + source[:100] + filler[100:200]),
     }
     original = upload(server, clips["bikes"])
     unrelated = upload(server, clips["carphone_pristine"])
@@ -100,8 +102,12 @@ def test_crop_speed_and_an_embedded_clip_are_found_with_time_ranges(
     assert embedded["query_start"] >= 3.5 and embedded["query_end"] <= 9.5  # bikes is at 4-9 s in it
     assert embedded["match_start"] <= 1 and embedded["match_end"] <= 5.5  # its first 5 s
 
-    # Unrelated clips: carphone is not bikes, nor any copy of bikes but the one that holds carphone.
-    assert set(similar(server, unrelated)) <= {ids["embedded"]}
+    short = similar(server, ids["short"])[original]
+    assert short["method"] == "frame_hashes" and max(short["query_share"], short["match_share"]) < 0.5
+    assert short["query_start"] >= 3.5 and short["query_end"] <= 8.5 and short["match_end"] <= 4.5
+
+    # Unrelated clips: carphone is not bikes, nor any copy of bikes but those that hold carphone.
+    assert set(similar(server, unrelated)) <= {ids["embedded"], ids["short"]}
     for name in ("crop", "speed"):
         assert unrelated not in similar(server, ids[name]), name
     assert unrelated not in similar(server, original)

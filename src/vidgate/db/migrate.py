@@ -18,7 +18,7 @@ from vidgate.db.engine import Database
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0011"  # the newest migration's revision (db/migrations/versions)
+HEAD = "0013"  # the newest migration's revision (db/migrations/versions)
 
 
 def alembic_config(url: str) -> Config:

@@ -28,7 +28,12 @@ A crash before the commit leaves the blob withdrawn and its content row in place
 restores it. A crash after the commit leaves a withdrawn blob without a row: the sweep removes
 it and the derived files. A running job of the deleted video stops at its next progress report
 or lease renewal (its video is gone: it stores nothing); if other owners' videos were waiting
-for that job's analysis, one of them is queued to analyse it instead.
+for that job's analysis, one of them is queued to analyse it instead. A job past its last
+report puts its pictures into the blob store only inside its result's transaction, after
+locking the content row and checking its lease (``ProcessingService._store``): a delete that
+came first leaves it no content (it puts nothing), one that comes while that transaction is
+open waits for the lock and then removes the pictures with the rest. So no derived file
+outlives its content, in any order.
 
 The answer and the ``video_deleted`` event never say whether the bytes went too: that would
 tell the caller whether another account holds the same file.

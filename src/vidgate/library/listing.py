@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, exists, select, tuple_
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, and_, column, exists, select, table, tuple_
+from sqlalchemy.orm import Session, aliased
 
 from vidgate.db.engine import Database
 from vidgate.db.models import Content, ReviewDecision, Video, VideoReviewState, VideoStatus
@@ -94,11 +94,45 @@ def _like_contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-def conditions(query: LibraryQuery, user_id: str) -> list[ColumnElement[bool]]:
-    """Every WHERE condition of one listing (ownership first). The seam for more filters."""
+#: SQLite's trigram index of file names (migration 0013: FTS5, kept by triggers)
+_VIDEO_FILENAME = table("video_filename", column("video_id"), column("user_id"), column("filename"))
+
+
+def _trigram_searchable(text: str) -> bool:
+    """Whether SQLite's trigram table can find ``text``: 3 characters or more (a trigram), and
+    none that LIKE reads as a wildcard or an escape."""
+    return len(text) >= 3 and not any(c in text for c in "%_\\")
+
+
+#: SQLite: a text in more of the owner's names than this is common; the keyset walk then finds
+#: a page of matches soon (at most LIMIT * library / this rows), the trigram table's list would
+#: have to be sorted whole
+RARE_NAMES = 1000
+
+
+def named_videos(session: Session, user_id: str, text: str) -> list[str] | None:
+    """SQLite: the owner's video ids whose file name holds ``text``, from the trigram table,
+    when there are at most :data:`RARE_NAMES` of them; None when the table cannot say or the
+    text is common (the plain ILIKE walk is then the quicker way to a page). PostgreSQL's
+    trigram index needs none of this: its planner weighs both ways itself."""
+    if not _trigram_searchable(text):
+        return None
+    found = session.scalars(
+        select(_VIDEO_FILENAME.c.video_id)
+        .where(_VIDEO_FILENAME.c.user_id == user_id, _VIDEO_FILENAME.c.filename.like(f"%{text}%"))
+        .limit(RARE_NAMES + 1)
+    ).all()
+    return list(found) if len(found) <= RARE_NAMES else None
+
+
+def conditions(query: LibraryQuery, user_id: str, named: list[str] | None = None) -> list[ColumnElement[bool]]:
+    """Every WHERE condition of one listing (ownership first). The seam for more filters.
+    ``named``: the only videos whose name can match the filename filter (:func:`named_videos`)."""
     where: list[ColumnElement[bool]] = [owned_by(user_id)]
     if query.filename:
         where.append(filename_matches(_like_contains(query.filename)))
+        if named is not None:
+            where.append(Video.id.in_(named))
     if query.status is not None:
         where.append(Video.status == query.status)
     decided_filter = query.review is not None and query.review != UNREVIEWED
@@ -143,7 +177,7 @@ def check(query: LibraryQuery, max_limit: int) -> None:
             raise InvalidParameter(f"{name}: give a time zone (e.g. 2026-12-01T10:00:00Z).")
 
 
-def statement(query: LibraryQuery, user_id: str) -> Any:
+def statement(query: LibraryQuery, user_id: str, named: list[str] | None = None) -> Any:
     """The page's SELECT (exposed for EXPLAIN in bench/library.py)."""
     created_at, video_id = _order(query)
     columns = (
@@ -166,7 +200,8 @@ def statement(query: LibraryQuery, user_id: str) -> Any:
             VideoReviewState, and_(VideoReviewState.user_id == user_id, VideoReviewState.video_id == Video.id)
         )
     joined = joined.join(Content, Content.id == Video.content_id)
-    return joined.where(*conditions(query, user_id)).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
+    where = conditions(query, user_id, named)
+    return joined.where(*where).order_by(created_at.desc(), video_id.desc()).limit(query.limit + 1)
 
 
 def page(
@@ -179,7 +214,10 @@ def page(
 ) -> LibraryPage:
     check(query, max_limit)
     with db.session() as session:
-        rows = session.execute(statement(query, user_id)).all()
+        named = None
+        if query.filename and db.engine.dialect.name == "sqlite":
+            named = named_videos(session, user_id, query.filename)
+        rows = session.execute(statement(query, user_id, named)).all()
     items = []
     for row in rows[: query.limit]:
         info: dict[str, Any] = row.media_info or {}

@@ -16,6 +16,11 @@ a ``hash_match`` event to each owner of a completed video of the content, under 
 video's id, so webhooks and sockets carry it as they do for a fresh analysis. A match the
 result already names (found when the video was processed, or by a concurrent round) is not
 told twice.
+
+``vidgate banks rematch [NAME]`` runs the pending passes to their end at once
+(:func:`run_all`), of one bank or of all; with ``--full`` it first makes the bank's every entry
+pending again (:func:`restart`: after changing ``MODERATION_MATCH_*``, say), which is safe for
+the same reason: what a result already names is not told again.
 """
 
 from __future__ import annotations
@@ -122,16 +127,16 @@ def _features(stored: dict[str, Any]) -> list[VpdqFeature]:
     return [VpdqFeature.model_validate(f) for f in hashes.get("vpdq") or []]
 
 
-def run_round(db: Database, events: EventPublisher | None, settings: ModerationSettings) -> RematchReport:
-    """One bounded step of the re-match (see the module docstring)."""
+def run_round(
+    db: Database, events: EventPublisher | None, settings: ModerationSettings, bank_name: str | None = None
+) -> RematchReport:
+    """One bounded step of the re-match (see the module docstring), of the bank ``bank_name``
+    only when given."""
+    pending = select(HashBank).where(HashBank.rematched_revision < HashBank.revision)
+    if bank_name is not None:
+        pending = pending.where(HashBank.name == bank_name)
     with db.session() as session:
-        bank = session.scalar(
-            select(HashBank)
-            .where(HashBank.rematched_revision < HashBank.revision)
-            .order_by(HashBank.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+        bank = session.scalar(pending.order_by(HashBank.id).limit(1).with_for_update(skip_locked=True))
         if bank is None:
             return RematchReport()
         if bank.rematch_target is None:
@@ -206,9 +211,34 @@ def run_round(db: Database, events: EventPublisher | None, settings: ModerationS
     return report
 
 
-def run_all(db: Database, events: EventPublisher | None, settings: ModerationSettings) -> list[RematchReport]:
-    """Rounds until nothing is pending (the CLI's ``vidgate banks rematch``, and tests)."""
+def run_all(
+    db: Database, events: EventPublisher | None, settings: ModerationSettings, bank_name: str | None = None
+) -> list[RematchReport]:
+    """Rounds until nothing is pending, of the bank ``bank_name`` only when given (the CLI's
+    ``vidgate banks rematch``, and tests)."""
     reports = []
-    while (report := run_round(db, events, settings)).bank is not None:
+    while (report := run_round(db, events, settings, bank_name)).bank is not None:
         reports.append(report)
     return reports
+
+
+def restart(db: Database, bank_name: str | None = None) -> list[str]:
+    """Make every entry of the bank ``bank_name`` (default: of every bank) pending again, so the
+    next rounds match all stored videos against all of them; a pass in progress starts over.
+    Returns the names of the banks restarted (none: no such bank)."""
+    condition = HashBank.revision > 0
+    if bank_name is not None:
+        condition = and_(condition, HashBank.name == bank_name)
+    with db.session() as session:
+        names = session.scalars(
+            update(HashBank)
+            .where(condition)
+            .values(rematched_revision=0, rematch_target=None, rematch_after=None, rematch_cursor=None)
+            .returning(HashBank.name)
+        ).all()
+    return sorted(names)
+
+
+def bank_exists(db: Database, bank_name: str) -> bool:
+    with db.session() as session:
+        return session.scalar(select(HashBank.id).where(HashBank.name == bank_name)) is not None

@@ -305,24 +305,22 @@ class ProcessingService:
         model_type = str(options.get("model_type") or processing.default_model_type)
         try:
             renew_seconds = processing.lease_renew_seconds
-            with (
-                lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper,
-                self._stored_file(storage_key) as source,
-                tempfile.TemporaryDirectory(dir=self.blobs.scratch_dir(), prefix=".pictures-") as pictures,
-            ):
-                result = self.analyser.analyse(
-                    source,
-                    video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
-                    content_hash=content_hash,
-                    model_type=model_type,
-                    config=self.config,
-                    progress=self._progress_writer(content_id, current, keeper=keeper),
-                    pictures_dir=Path(pictures),
-                )
-                for made in Path(pictures).iterdir():  # derived from the bytes: shared by every owner
-                    self.blobs.put_derived(content_hash, made.name, made)
-            self._match_banks(result)  # derived from the bytes too: the flag is the content's
-            done = self._store(result, content_id, model_type, current)
+            with tempfile.TemporaryDirectory(dir=self.blobs.scratch_dir(), prefix=".pictures-") as pictures:
+                with (
+                    lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper,
+                    self._stored_file(storage_key) as source,
+                ):
+                    result = self.analyser.analyse(
+                        source,
+                        video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
+                        content_hash=content_hash,
+                        model_type=model_type,
+                        config=self.config,
+                        progress=self._progress_writer(content_id, current, keeper=keeper),
+                        pictures_dir=Path(pictures),
+                    )
+                self._match_banks(result)  # derived from the bytes too: the flag is the content's
+                done = self._store(result, content_id, model_type, current, pictures=Path(pictures))
         except PipelineError as exc:
             self.mark_failed(content_id, str(exc), current)
             metrics.PROCESSING_JOBS.labels("failed").inc()
@@ -495,16 +493,31 @@ class ProcessingService:
         return write
 
     def _store(
-        self, result: VideoAnalysisResult, content_id: str, model_type: str, current: lease.Lease | None = None
+        self,
+        result: VideoAnalysisResult,
+        content_id: str,
+        model_type: str,
+        current: lease.Lease | None = None,
+        pictures: Path | None = None,
     ) -> list[tuple[str, str]]:
         """Store the content's analysis once (frame hashes are replaced, never doubled) and
         complete every video waiting on it, in one transaction. With ``current``, only while
         that attempt holds the lease (else :class:`LeaseLost`, nothing stored). Returns the
-        completed videos (id, owner), each owner told in this transaction."""
+        completed videos (id, owner), each owner told in this transaction.
+
+        The files in ``pictures`` (poster, storyboard: derived from the bytes, shared by every
+        owner) go into the blob store last in that transaction, under the content's row lock,
+        like a fenced write: a delete of the content takes that lock first and removes the
+        derived files after its commit, so it either came before (this finds no content, or
+        a superseded attempt, and puts nothing) or waits and then removes them with the rest.
+        No picture outlives its content, whatever the order (library/deletion.py)."""
         fingerprint = int(result.fingerprint, 16)
         stored = result.model_dump(mode="json")
         with self.db.session() as session:
-            _lock_content(session, content_id)  # content before video, as uploads take them
+            # content before video, as uploads take them
+            content = session.get(Content, content_id, with_for_update=True, populate_existing=True)
+            if content is None:  # deleted with its last video while this job ran: store nothing
+                raise lease.LeaseLost(f"the content {content_id} was deleted during its analysis")
             if current is not None:
                 lease.settle(session, current)
             try:
@@ -554,6 +567,10 @@ class ProcessingService:
             now = utcnow()
             done = _complete_processing(session, Video.content_id == content_id, now)
             self._stage_completed(session, done, stored, now)
+            if pictures is not None:
+                session.flush()  # the database's errors first: then nothing was put
+                for made in sorted(pictures.iterdir()):
+                    self.blobs.put_derived(content.content_hash, made.name, made)
         return done
 
     def _complete_waiting(self, content_id: str, current: lease.Lease, only: bool = False) -> None:
@@ -693,6 +710,7 @@ class ProcessingService:
             shared=self.settings.processing.similarity_scope == "shared",
             max_distance=self.settings.processing.similarity_max_distance,
             min_score=self.settings.processing.similarity_min_score,
+            min_run=self.settings.processing.similarity_min_run,
             embedding_min_cosine=self.settings.processing.similarity_embedding_min_cosine,
             embedding_max_videos=self.settings.processing.similarity_embedding_max_videos,
         )
