@@ -108,6 +108,7 @@ def copies(name: str, source: list[np.ndarray], root: Path) -> dict[str, Path]:
     made = {
         "re-encode H.264 crf 40": write(root / f"{name}-h264.mp4", source, options={"crf": "40", "preset": "veryfast"}),
         "re-encode VP9 low quality": write(root / f"{name}-vp9.webm", source, "libvpx-vp9", {"crf": "55", "b": "0"}),
+        "re-encode AV1 low quality": write(root / f"{name}-av1.mkv", source, "libsvtav1", {"crf": "55", "preset": "9"}),
         "half size": write(root / f"{name}-half.mp4", [resize(f, w // 2, h // 2) for f in source]),
         "horizontal flip": write(root / f"{name}-flip.mp4", [f[:, ::-1] for f in source]),
         "crop 10 %": write(root / f"{name}-crop10.mp4", [crop(0.1)(f) for f in source]),
