@@ -21,7 +21,6 @@ from vidgate.auth import Principal
 from vidgate.db.models import AnalysisStatus, Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
 from vidgate.library.deletion import VideoDeleter
 from vidgate.processing import lease
-from vidgate.processing import service as service_module
 from vidgate.processing.pictures import NAMES as PICTURES
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
@@ -260,14 +259,15 @@ def test_a_content_deleted_after_its_analysis_keeps_no_pictures(
     into the store after the delete had removed the content's derived files: left for good)."""
     with services_for(**store_groups) as services:
         video_id, digest = one_owner(services, tmp_path)
-        real_analyze = service_module.analyze
+        analyser = services.processing.analyser
+        real_analyse = analyser.analyse
 
-        def analyze_then_deleted(*args: Any, **kwargs: Any) -> Any:
-            result = real_analyze(*args, **kwargs)
+        def analyse_then_deleted(*args: Any, **kwargs: Any) -> Any:
+            result = real_analyse(*args, **kwargs)
             VideoDeleter(services.db, services.processing.blobs).delete(ALICE.user_id, video_id)
             return result
 
-        monkeypatch.setattr(service_module, "analyze", analyze_then_deleted)
+        monkeypatch.setattr(analyser, "analyse", analyse_then_deleted)
         assert services.processing.run(video_id).status == "superseded"
         assert gone(services, digest)
         assert pictures_left(services, digest) == []
