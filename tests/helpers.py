@@ -9,11 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from vidgate.db.engine import Database
+from vidgate.db.models import SessionStatus, UploadSession, utcnow
 
 UPLOAD = "/v1/upload/video"
 
@@ -159,3 +164,23 @@ def drain_events(socket: Any, seconds: float = 1.0) -> list[dict[str, Any]]:
         if event["event_type"] != "heartbeat":
             events.append(event)
     return events
+
+
+def active_session_row(db: Database, filename: str = "a.mp4") -> str:
+    """The id of a new active one-chunk session row of alice (what part stores key uploads by)."""
+    now = utcnow()
+    with db.session() as tx:
+        row = UploadSession(
+            session_id=uuid.uuid4().hex,
+            filename=filename,
+            total_chunks=1,
+            user_id="alice",
+            username="alice",
+            status=SessionStatus.ACTIVE,
+            created_at=now,
+            last_updated=now,
+            expires_at=now + timedelta(hours=1),
+        )
+        tx.add(row)
+        tx.flush()
+        return str(row.id)

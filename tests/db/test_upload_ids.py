@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import database_url_for
+from tests.helpers import active_session_row
 from vidgate.db import migrate
 from vidgate.db.engine import Database
-from vidgate.db.models import SessionStatus, UploadSession, utcnow
 from vidgate.db.upload_ids import SessionUploadIds
 from vidgate.errors import SessionNotFound
 
@@ -27,28 +25,9 @@ def db(tmp_path: Path, backend: str) -> Iterator[Database]:
         database.dispose()
 
 
-def _row(db: Database) -> str:
-    now = utcnow()
-    with db.session() as tx:
-        row = UploadSession(
-            session_id=uuid.uuid4().hex,
-            filename="a.mp4",
-            total_chunks=1,
-            user_id="alice",
-            username="alice",
-            status=SessionStatus.ACTIVE,
-            created_at=now,
-            last_updated=now,
-            expires_at=now + timedelta(hours=1),
-        )
-        tx.add(row)
-        tx.flush()
-        return row.id
-
-
 def test_the_first_claim_wins(db: Database) -> None:
     ids = SessionUploadIds(db)
-    key = _row(db)
+    key = active_session_row(db)
     assert ids.get(key) is None
     assert ids.claim(key, "first") == "first"
     assert ids.claim(key, "second") == "first"
@@ -60,7 +39,7 @@ def test_the_first_claim_wins(db: Database) -> None:
 
 def test_racing_claims_agree(db: Database) -> None:
     ids = SessionUploadIds(db)
-    key = _row(db)
+    key = active_session_row(db)
     answers: list[str] = []
     barrier = threading.Barrier(4)
 

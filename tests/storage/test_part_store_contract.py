@@ -13,15 +13,14 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import active_session_row
 from tests.storage.swift import credentials, keys_in, raw_client, settings_for
 from vidgate.db import migrate
 from vidgate.db.engine import Database
-from vidgate.db.models import SessionStatus, UploadSession, utcnow
 from vidgate.db.upload_ids import SessionUploadIds
 from vidgate.errors import StorageBusy, VidgateError
 from vidgate.hashing import new_sha256
@@ -45,22 +44,7 @@ def new_key(db: Database) -> Callable[[], str]:
     """An upload's key: the id of a session row (the S3 store records its UploadId there)."""
 
     def make() -> str:
-        now = utcnow()
-        row = UploadSession(
-            session_id=uuid.uuid4().hex,
-            filename="clip.mp4",
-            total_chunks=1,
-            user_id="alice",
-            username="alice",
-            status=SessionStatus.ACTIVE,
-            created_at=now,
-            last_updated=now,
-            expires_at=now + timedelta(hours=1),
-        )
-        with db.session() as tx:
-            tx.add(row)
-            tx.flush()
-            return row.id
+        return active_session_row(db, "clip.mp4")
 
     return make
 
