@@ -6,7 +6,8 @@
 upload_progress events through :meth:`vidgate.events.hub.Hub.deliver`; then every
 connection's pump sends its buffer to a socket whose send does nothing. Prints microseconds
 per event per socket for the two halves (deliver: who wants it, numbering, buffering; pump:
-taking it out and handing it to the send) and, as the baseline, one empty ``await`` per event
+taking it out and handing it to the send; one text per send, and vidgate's prebuilt frames, up
+to 64 queued in one send, building each event's frame once) and, as the baseline, one empty ``await`` per event
 per socket (the least any per-socket send loop costs in asyncio). What is left for a real
 socket is Starlette's and uvicorn's send and the frame (bench/ws_latency.py measures it whole).
 """
@@ -22,20 +23,22 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vidgate.events.hub import Connection, Hub
+from vidgate.events.hub import FRAMES_EXTENSION, Connection, Hub
 from vidgate.events.schema import UploadProgress, UploadProgressData
 from vidgate.events.store import EventStore
 
 
 class NullSocket:
-    """A socket that takes every text at once; the last one expected closes the connection."""
+    """A socket that takes every message at once; the last event expected closes the connection.
+    ``framed``: its server takes prebuilt frames (vidgate's own, see vidgate.api.ws_protocol)."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, framed: bool) -> None:
         self.expected = expected
         self.connection: Connection | None = None
+        self.scope: dict[str, Any] = {"extensions": {FRAMES_EXTENSION: {}} if framed else {}}
 
-    async def send_text(self, text: str) -> None:
-        self.expected -= 1
+    async def send(self, message: dict[str, Any]) -> None:
+        self.expected -= len(message.get(FRAMES_EXTENSION) or [message["text"]])
         if self.expected == 0 and self.connection is not None:
             self.connection.close()
 
@@ -44,11 +47,11 @@ async def nothing() -> None:
     return None
 
 
-async def measure(sockets: int, events: int) -> tuple[float, float, float]:
+async def measure(sockets: int, events: int, framed: bool) -> tuple[float, float, float]:
     hub = Hub(events + 1, 30.0, cast(EventStore, None), catch_up_interval=3600.0)
     connections = []
     for _ in range(sockets):
-        socket = NullSocket(events)
+        socket = NullSocket(events, framed)
         connection = Connection("u1", socket, events + 1)
         socket.connection = connection
         connection.position, connection.following[None] = 0, 0
@@ -82,11 +85,13 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--events", type=int, default=500)
     args = parser.parse_args()
-    deliver, pump, baseline = asyncio.run(measure(args.sockets, args.events))
+    deliver, pump, baseline = asyncio.run(measure(args.sockets, args.events, framed=False))
+    _, framed_pump, _ = asyncio.run(measure(args.sockets, args.events, framed=True))
     print(f"{args.sockets} sockets of one user, {args.events} numbered events; microseconds per event per socket")
-    print(f"{'deliver':<36}{deliver:>8.2f}")
-    print(f"{'pump (null send)':<36}{pump:>8.2f}")
-    print(f"{'baseline: one empty await':<36}{baseline:>8.2f}")
+    print(f"{'deliver':<44}{deliver:>8.2f}")
+    print(f"{'pump, one text per send (null send)':<44}{pump:>8.2f}")
+    print(f"{'pump, prebuilt frames batched (null send)':<44}{framed_pump:>8.2f}")
+    print(f"{'baseline: one empty await':<44}{baseline:>8.2f}")
 
 
 if __name__ == "__main__":

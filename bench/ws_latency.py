@@ -8,7 +8,9 @@ while real uploads (unique clips in 64 KB chunks, POST /v1/upload/video) are mad
 in-process (PROCESSING_QUEUE=inline, local bus) and by a `vidgate worker` (celery, Redis bus).
 Every event the user's stream holds from the first upload on must reach every client once:
 ``lost`` counts the (client, event) pairs missing, ``dup`` those received twice. Goals (issue 20):
-200 clients p99 < 50 ms, 1,000 clients p99 < 100 ms, 0 lost.
+200 clients p99 < 50 ms, 1,000 clients p99 < 100 ms, 0 lost. The clients run in one Node.js
+process (bench/ws_follower.mjs; ``--client python`` for `websockets` in this process, which at
+1,000 clients saturates a core by itself); ``client CPU %`` shows they are not the bottleneck.
 
 Mode synthetic:
 For each bus a fresh `vidgate serve` (SQLite, its own data dir) gets CLIENTS connections, one
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +42,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -162,21 +166,91 @@ async def wait_for_port(port: int) -> None:
 
 
 class Receipts:
-    """What one client received: (sequence, latency in s) of each numbered event."""
+    """What one client received: (sequence, latency in s, event type) of each numbered event."""
 
     def __init__(self) -> None:
-        self.got: list[tuple[int, float]] = []
+        self.got: list[tuple[int, float, str]] = []
 
 
-async def follower(url: str, key: str, receipts: Receipts, connected: list[int]) -> None:
-    async with connect(url, additional_headers={"X-API-Key": key}, max_size=None) as socket:
-        connected.append(1)
-        async for message in socket:
-            received = time.time()
-            event = json.loads(message)
-            if event.get("sequence"):
-                sent = datetime.fromisoformat(event["timestamp"]).timestamp()
-                receipts.got.append((event["sequence"], received - sent))
+class PythonFollowers:
+    """N `websockets` clients in this process (``--client python``): at 1,000 clients they
+    saturate a core of their own, so what they measure is mostly their own backlog."""
+
+    def __init__(self, url: str, key: str, count: int) -> None:
+        self.url, self.key, self.count = url, key, count
+        self.receipts = [Receipts() for _ in range(count)]
+        self.tasks: list[asyncio.Task[None]] = []
+        self.connected: list[int] = []
+
+    async def follow(self, receipts: Receipts) -> None:
+        async with connect(self.url, additional_headers={"X-API-Key": self.key}, max_size=None) as socket:
+            self.connected.append(1)
+            async for message in socket:
+                received = time.time()
+                event = json.loads(message)
+                if event.get("sequence"):
+                    sent = datetime.fromisoformat(event["timestamp"]).timestamp()
+                    receipts.got.append((event["sequence"], received - sent, event["event_type"]))
+
+    async def connect(self) -> None:
+        for receipts in self.receipts:  # in waves, so the listen backlog never overflows
+            self.tasks.append(asyncio.create_task(self.follow(receipts)))
+            if len(self.tasks) % 50 == 0:
+                await asyncio.sleep(0.05)
+        while len(self.connected) < self.count:
+            await asyncio.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()  # the whole bench process: an upper bound
+
+    async def collect(self, after: int, expected: list[int]) -> list[Receipts]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            {s for s, _, _ in r.got if s > after} != set(expected) for r in self.receipts
+        ):
+            await asyncio.sleep(0.2)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        return self.receipts
+
+
+class NodeFollowers:
+    """N clients in one Node.js process (bench/ws_follower.mjs, ``--client node``, the default)."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url, self.count = url, count
+        self.process: asyncio.subprocess.Process | None = None
+        self.used = 0.0
+
+    async def connect(self) -> None:
+        command = ["node", "--experimental-websocket", str(HERE / "ws_follower.mjs"), self.url, str(self.count)]
+        self.process = await asyncio.create_subprocess_exec(
+            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 30
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
+        if not line.startswith(b"connected"):
+            raise RuntimeError(f"ws_follower.mjs: {line!r}")
+
+    def cpu_seconds(self) -> float:
+        """The clients' CPU so far; after collect, what they had used when the last event was stored."""
+        assert self.process is not None
+        return self.used if self.process.returncode is not None else cpu_seconds(self.process.pid)
+
+    async def collect(self, after: int, expected: list[int]) -> list[Receipts]:
+        assert self.process is not None and self.process.stdin and self.process.stdout
+        self.used = cpu_seconds(self.process.pid)
+        self.process.stdin.write(json.dumps({"after": after, "expected": expected}).encode() + b"\n")
+        await self.process.stdin.drain()
+        answer = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 120))
+        await self.process.wait()
+        receipts = []
+        for client in answer:
+            receipt = Receipts()
+            receipt.got = [(s, ms / 1000, kind) for (s, ms), kind in zip(client["got"], client["types"], strict=True)]
+            receipts.append(receipt)
+        return receipts
 
 
 def make_clips(directory: Path, count: int) -> list[bytes]:
@@ -227,7 +301,7 @@ def stored_sequences(data_dir: Path, user_id: str, after: int) -> list[int]:
         db.dispose()
 
 
-async def measure_uploads(bus: str, clients: int, per_second: float, seconds: float) -> dict[str, float]:
+async def measure_uploads(bus: str, clients: int, per_second: float, seconds: float, client: str) -> dict[str, Any]:
     """N clients of one user while real uploads are made and processed."""
     with tempfile.TemporaryDirectory(prefix=f"ws-uploads-{bus}-") as tmp:
         work = Path(tmp)
@@ -246,7 +320,9 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
             redis.Redis.from_url(redis_url).flushdb()
         else:
             env.update(PROCESSING_QUEUE="inline", WEBSOCKET_BUS="local")
-        serve = [sys.executable, str(HERE / "ws_peer.py"), "serve", str(work), str(port)]
+        # the real command: run as ``-m vidgate``, its probe and analysis children do not re-run a
+        # main script (bench/ws_peer.py, which imports the whole app: ~1.5 s of CPU per upload)
+        serve = [sys.executable, "-m", "vidgate", "serve", "--port", str(port)]
         processes = [subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         if bus == "redis":
             worker = [sys.executable, "-m", "vidgate", "worker", "--concurrency", "2"]
@@ -257,18 +333,16 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
             first = await asyncio.to_thread(upload, base_url, key, clips[0])  # warm-up: models loaded
             await asyncio.to_thread(wait_processed, base_url, key, [first])
             start = stored_sequences(work, user_id, 0)[-1]
-            receipts = [Receipts() for _ in range(clients)]
-            connected: list[int] = []
             url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since={start}"
-            tasks = []
-            for receipt in receipts:  # in waves, so the listen backlog never overflows
-                tasks.append(asyncio.create_task(follower(url, key, receipt, connected)))
-                if len(tasks) % 50 == 0:
-                    await asyncio.sleep(0.05)
-            while len(connected) < clients:
-                await asyncio.sleep(0.05)
+            followers: NodeFollowers | PythonFollowers
+            if client == "node":
+                followers = NodeFollowers(f"{url}&api_key={key}", clients)
+            else:
+                followers = PythonFollowers(url, key, clients)
+            await followers.connect()
             await asyncio.sleep(1.0)
             cpu_before, wall_before = cpu_seconds(processes[0].pid), time.monotonic()
+            client_cpu_before = followers.cpu_seconds()
             video_ids: list[str] = []
 
             def upload_steadily() -> None:
@@ -285,16 +359,11 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
 
             await asyncio.to_thread(upload_steadily)
             await asyncio.to_thread(wait_processed, base_url, key, list(video_ids))
-            expected = [n for n in stored_sequences(work, user_id, start)]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(
-                {s for s, _ in r.got if s > start} != set(expected) for r in receipts
-            ):
-                await asyncio.sleep(0.2)
-            cpu = (cpu_seconds(processes[0].pid) - cpu_before) / (time.monotonic() - wall_before)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            expected = stored_sequences(work, user_id, start)
+            receipts = await followers.collect(start, expected)
+            wall = time.monotonic() - wall_before
+            cpu = (cpu_seconds(processes[0].pid) - cpu_before) / wall
+            client_cpu = (followers.cpu_seconds() - client_cpu_before) / wall
         finally:
             for process in processes:
                 process.terminate()
@@ -305,13 +374,17 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
     wanted = set(expected)
     lost = dup = 0
     latencies: list[float] = []
+    by_type: dict[str, list[float]] = {}
     for receipt in receipts:
-        mine = [(s, lat) for s, lat in receipt.got if s > start]
-        sequences = [s for s, _ in mine]
+        mine = [(s, lat, kind) for s, lat, kind in receipt.got if s > start]
+        sequences = [s for s, _, _ in mine]
         lost += len(wanted - set(sequences))
         dup += len(sequences) - len(set(sequences))
-        latencies += [lat for _, lat in mine]
+        latencies += [lat for _, lat, _ in mine]
+        for _, lat, kind in mine:
+            by_type.setdefault(kind, []).append(lat)
     ordered = sorted(latencies)
+    tails = {kind: sorted(values)[max(0, int(len(values) * 0.99) - 1)] * 1000 for kind, values in by_type.items()}
     return {
         "events": len(expected),
         "p50": statistics.median(ordered) * 1000 if ordered else float("nan"),
@@ -320,6 +393,8 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
         "lost": lost,
         "dup": dup,
         "cpu": cpu * 100,
+        "client_cpu": client_cpu * 100,
+        "tails": tails,
     }
 
 
@@ -332,6 +407,12 @@ def main() -> None:
     parser.add_argument("--upload-clients", default="200,1000", help="client counts of the uploads mode")
     parser.add_argument("--uploads-per-second", type=float, default=1.0)
     parser.add_argument("--upload-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--client",
+        choices=("node", "python"),
+        default="node" if shutil.which("node") else "python",
+        help="the uploads mode's clients: one Node.js process (default if node is installed) or Python in this one",
+    )
     args = parser.parse_args()
     if args.mode in ("synthetic", "both"):
         print(f"synthetic: {args.clients} clients (one user each), {args.rate:g} events/s for {args.seconds:g} s")
@@ -355,15 +436,20 @@ def main() -> None:
         )
         print(
             f"{'clients':>8} {'bus':<28}{'events':>7}{'receipts':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-            f"{'lost':>6}{'dup':>5}{'server CPU %':>14}"
+            f"{'lost':>6}{'dup':>5}{'server CPU %':>14}{'client CPU %':>14}"
         )
         for clients in (int(n) for n in args.upload_clients.split(",")):
             for bus, label in (("local", "in-process (inline jobs)"), ("redis", "redis (vidgate worker)")):
-                row = asyncio.run(measure_uploads(bus, clients, args.uploads_per_second, args.upload_seconds))
+                row = asyncio.run(
+                    measure_uploads(bus, clients, args.uploads_per_second, args.upload_seconds, args.client)
+                )
                 print(
                     f"{clients:>8} {label:<28}{row['events']:>7.0f}{row['events'] * clients:>9.0f}{row['p50']:>9.2f}"
                     f"{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>6.0f}{row['dup']:>5.0f}{row['cpu']:>14.1f}"
+                    f"{row['client_cpu']:>14.1f}"
                 )
+                tails = ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(row["tails"].items()))
+                print(f"{'':>9}p99 ms by event type: {tails}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from vidgate import __version__, web
 from vidgate.api import events as events_api
 from vidgate.api import hashes, health, library, me, tus, uploads, videos
 from vidgate.api.errors import install_error_handlers
+from vidgate.api.ws_protocol import FramedWebSocketsProtocol
 from vidgate.auth import count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
 from vidgate.db import migrate
@@ -257,9 +258,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def uvicorn_config(
     settings: Settings, *, host: str | None = None, port: int | None = None, log_level: str | None = None
 ) -> uvicorn.Config:
-    """How ``vidgate serve`` (and the tests) run the app: uvloop and httptools for speed, and
-    WebSocket pings every heartbeat interval so a client that vanished without closing (no pong
-    within one more interval) is dropped."""
+    """How ``vidgate serve`` (and the tests) run the app: uvloop, httptools and prebuilt WebSocket
+    frames for speed, and WebSocket pings every heartbeat interval so a client that vanished
+    without closing (no pong within one more interval) is dropped."""
     heartbeat = settings.websocket.heartbeat_interval
     config = uvicorn.Config(
         create_app(settings),
@@ -267,6 +268,7 @@ def uvicorn_config(
         port=port or settings.server.port,
         loop="uvloop",
         http="httptools",
+        ws=FramedWebSocketsProtocol,  # one write per socket for all it has queued (api/ws_protocol.py)
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,
         ws_per_message_deflate=settings.websocket.compression,  # WEBSOCKET_COMPRESSION

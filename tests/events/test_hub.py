@@ -304,7 +304,7 @@ def numbered(db: Database, store: EventStore, count: int) -> list[AnyEvent]:
 
 
 def sequences(connection: Connection) -> list[int]:
-    return [json.loads(text)["sequence"] for text in connection.outbox]
+    return [json.loads(outgoing.text)["sequence"] for outgoing in connection.outbox]
 
 
 async def followed(hub: Hub) -> Connection:

@@ -39,7 +39,7 @@ class CountingSocket:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send_text(self, text: str) -> None:
+    async def send(self, message: dict[str, Any]) -> None:
         self.sent += 1
 
 

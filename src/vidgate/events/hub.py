@@ -56,6 +56,27 @@ from vidgate.events.store import EventStore
 
 log = logging.getLogger(__name__)
 
+#: the ASGI extension (in ``scope["extensions"]``) of a server that takes prebuilt frames, and the
+#: key of a ``websocket.send`` message that carries them, in order (see :mod:`vidgate.api.ws_protocol`)
+FRAMES_EXTENSION = "vidgate.frames"
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked, uncompressed, unfragmented WebSocket text frame holding ``text``: what a
+    server sends, the same bytes for every receiver (the hub makes it once per event)."""
+    from websockets.frames import Frame, Opcode  # (only API processes send; workers stay lean)
+
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def sends_frames(scope: dict[str, Any]) -> bool:
+    """The server of this WebSocket scope takes prebuilt frames."""
+    return FRAMES_EXTENSION in (scope.get("extensions") or {})
+
+
+#: the most queued events a socket sends in one write (when its server takes prebuilt frames)
+SEND_BATCH = 64
+
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4008
 
@@ -71,6 +92,23 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+class Outgoing:
+    """One event as sockets send it: its client JSON and, made by the first socket that needs it
+    and shared by the rest, its WebSocket frame (see :mod:`vidgate.ws_frames`)."""
+
+    __slots__ = ("_frame", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.text)
+        return self._frame
+
+
 class Connection:
     """One socket: what it follows, how far it got in its user's stream, and its buffer."""
 
@@ -80,8 +118,8 @@ class Connection:
         self.queue_size = queue_size
         #: history (store reads) fills at most this much of the buffer, so live events find room
         self.history_room = max(1, queue_size // 2)
-        #: the client JSON of each queued event (made once per event for every socket)
-        self.outbox: deque[str] = deque()
+        #: the queued events (each made once for every socket it goes to)
+        self.outbox: deque[Outgoing] = deque()
         #: what it follows: subject (None: everything) -> the sequence after which it had all of it
         self.following: dict[Subject, int] = {}
         self.closed = asyncio.Event()
@@ -141,16 +179,16 @@ class Connection:
                 return True
         return False
 
-    def offer(self, text: str) -> None:
-        """Queue a live event (its client JSON) without waiting; a full buffer means the client
-        cannot keep up: drop it."""
+    def offer(self, outgoing: Outgoing) -> None:
+        """Queue a live event without waiting; a full buffer means the client cannot keep up:
+        drop it."""
         if self.closed.is_set():
             return
         if len(self.outbox) >= self.queue_size:
             log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, len(self.outbox))
             self.close(CLOSE_TOO_SLOW)
             return
-        self.outbox.append(text)
+        self.outbox.append(outgoing)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -159,7 +197,7 @@ class Connection:
         while len(self.outbox) >= self.history_room and not self.closed.is_set():
             self._room = asyncio.get_running_loop().create_future()
             await self._room
-        self.offer(to_client(event))
+        self.offer(Outgoing(to_client(event)))
 
     def drop_held(self) -> None:
         self.held.clear()
@@ -177,19 +215,24 @@ class Connection:
                 waiter.set_result(None)
 
     async def pump(self) -> None:
-        """Send queued events until the connection closes."""
-        send = self.websocket.send_text
-        outbox = self.outbox
+        """Send queued events until the connection closes: through a server that takes prebuilt
+        frames, all that is queued (up to ``SEND_BATCH``) in one message, else one by one."""
+        websocket, outbox = self.websocket, self.outbox
+        framed = sends_frames(getattr(websocket, "scope", {}))
         loop = asyncio.get_running_loop()
         while not self.closed.is_set():
             if not outbox:
                 self._wake = loop.create_future()
                 await self._wake
                 continue
-            text = outbox.popleft()
+            if framed:
+                frames = [outbox.popleft().frame for _ in range(min(len(outbox), SEND_BATCH))]
+                message = {"type": "websocket.send", FRAMES_EXTENSION: frames}
+            else:
+                message = {"type": "websocket.send", "text": outbox.popleft().text}
             if self._room is not None and not self._room.done() and len(outbox) < self.history_room:
                 self._room.set_result(None)
-            await send(text)
+            await websocket.send(message)
 
 
 class Hub:
@@ -236,10 +279,10 @@ class Hub:
     def deliver(self, event: AnyEvent) -> None:
         """Offer ``event`` to the connections of its audience that asked for it (indexed by
         user, so the cost of an event does not grow with everyone else's connections)."""
-        text = to_client(event)
+        outgoing = Outgoing(to_client(event))
         if event.event_type == "heartbeat":
             for connection in list(self.connections):
-                connection.offer(text)
+                connection.offer(outgoing)
             return
         subjects = (None, *Connection._subjects_of(event))
         sequence = event.sequence
@@ -247,13 +290,13 @@ class Hub:
             for connection in list(self._by_user.get(user, ())):
                 if not sequence:  # not from the store (published straight onto the bus): as it is
                     if connection.wants(event, subjects):
-                        connection.offer(text)
+                        connection.offer(outgoing)
                 elif connection.catching_up or connection.position is None:
                     connection.behind = True
                 elif sequence == connection.position + 1:
                     connection.position = sequence
                     if connection.wants(event, subjects):
-                        connection.offer(text)
+                        connection.offer(outgoing)
                     if connection.held:
                         self._release_held(connection)
                 elif sequence > connection.position:
@@ -267,7 +310,7 @@ class Hub:
         while (event := held.pop(position + 1, None)) is not None:
             connection.position = position = event.sequence
             if connection.wants(event):
-                connection.offer(to_client(event))
+                connection.offer(Outgoing(to_client(event)))
         if not held:
             connection.drop_held()  # (its timer)
 
@@ -400,7 +443,7 @@ class Hub:
     async def heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            beat = to_client(Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval)))
+            beat = Outgoing(to_client(Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval))))
             for connection in list(self.connections):
                 connection.offer(beat)
 
