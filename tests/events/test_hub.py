@@ -30,7 +30,7 @@ from tests.media import make_video
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import UserAccount, utcnow
-from vidgate.events.hub import Connection, Hub
+from vidgate.events.hub import FRAMES_EXTENSION, Connection, Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import AnyEvent, Event, FailureData, UploadFailed
 from vidgate.events.store import EventStore
@@ -372,3 +372,63 @@ def test_sockets_of_one_user_catching_up_together_share_one_store_read(store_db:
     outboxes, reads = asyncio.run(scenario())
     assert outboxes == [[1, 2, 3]] * 5
     assert reads == 1  # for all five (each would read once on its own)
+
+
+class FrameSocket:
+    """A socket whose server takes prebuilt frames (as vidgate.api.ws_protocol's): ``write``
+    writes at once unless ``full``; ``send`` is what the pump uses. Keeps the order of both."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.written: list[int] = []  # sequences, in the order they reached the socket
+        self.direct = 0
+        self.scope = {"extensions": {FRAMES_EXTENSION: {"write": self.write}}}
+
+    def _record(self, frames: Any) -> None:
+        for frame in frames:  # an unmasked frame: its header is 2, 4 or 10 bytes by its length byte
+            header = {126: 4, 127: 10}.get(frame[1] & 0x7F, 2)
+            self.written.append(json.loads(frame[header:])["sequence"])
+
+    def write(self, frames: Any) -> bool:
+        if self.full:
+            return False
+        self.direct += 1
+        self._record(frames)
+        return True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self._record(message[FRAMES_EXTENSION])
+
+
+def test_an_idle_socket_is_written_at_once_and_a_full_one_keeps_the_order(store_db: Database) -> None:
+    store = EventStore(store_db)
+
+    async def scenario() -> tuple[FrameSocket, list[int], int]:
+        hub = Hub(64, 30.0, store, catch_up_interval=60.0)
+        socket = FrameSocket()
+        connection = hub.connect("u1", websocket=socket)
+        hub.subscribe(connection, None)
+        while connection.catching_up:
+            await asyncio.sleep(0.01)
+        events = numbered(store_db, store, 6)
+        hub.deliver(events[0])
+        hub.deliver(events[1])
+        assert not connection.outbox  # written at once, no pump needed
+        socket.full = True  # the client reads slowly: its kernel buffer is full
+        hub.deliver(events[2])
+        hub.deliver(events[3])
+        socket.full = False
+        hub.deliver(events[4])  # may not overtake 3 and 4, which wait in the buffer
+        queued = sequences(connection)
+        pump = asyncio.create_task(hub.pump(connection))
+        while connection.outbox:
+            await asyncio.sleep(0.01)
+        hub.deliver(events[5])
+        connection.close()
+        await pump
+        return socket, queued, socket.direct
+
+    socket, queued, direct = asyncio.run(scenario())
+    assert queued == [3, 4, 5]
+    assert socket.written == [1, 2, 3, 4, 5, 6]
+    assert direct == 3  # 1, 2 and 6
