@@ -315,13 +315,6 @@ class StorageUnavailable(VidgateError):
     status = 503
 
 
-class StorageBusy(StorageUnavailable):
-    """This host's local room for validating uploads that live in the bucket is full
-    (STORAGE_S3_CACHE_SIZE); the upload stays assembling and is retried."""
-
-    code = "storage_busy"
-
-
 class StorageMisconfigured(StorageUnavailable):
     """The object store refuses our credentials or has no such bucket: an operator must act
     (the message names the setting); the same request will work once that is fixed."""

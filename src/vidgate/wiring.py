@@ -138,7 +138,6 @@ def make_part_store(settings: Settings, db: Database, blobs: BlobStore) -> PartS
             bucket,
             SessionUploadIds(db),
             settings.storage_dir,
-            cache_size=int(storage.s3_cache_size),
             max_file_size=int(settings.upload.max_file_size),
         )
     return LocalPartStore(settings.storage_dir)
