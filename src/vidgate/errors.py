@@ -315,6 +315,15 @@ class StorageUnavailable(VidgateError):
     status = 503
 
 
+class LockUnavailable(VidgateError):
+    """The upload locks shared by the API hosts (Redis) cannot be reached while uploads in
+    progress live in the bucket, where another host could write the same upload: the chunk or
+    PATCH is refused unwritten (nothing acknowledged is lost) and can be sent again."""
+
+    code = "lock_unavailable"
+    status = 503
+
+
 class StorageMisconfigured(StorageUnavailable):
     """The object store refuses our credentials or has no such bucket: an operator must act
     (the message names the setting); the same request will work once that is fixed."""
