@@ -24,9 +24,9 @@ loopback to (keys for --only in brackets):
   boto3 -> S3   [boto3-s3]  no server: a bare boto3 multipart upload of the file from disk
                 (vidgate's part size and concurrency): the ceiling of this S3 server here;
   vidgate on S3 [chunked1-s3, tus-s3]  vidgate with STORAGE_BACKEND=s3: uploads in progress
-                are S3 multipart uploads, completed, validated from a bounded local cache
-                and copied to the content's key server-side (inside the measured time: the
-                last chunk/PATCH answers after it);
+                are S3 multipart uploads, completed, validated by ranged GETs of the
+                completed object and copied to the content's key server-side (inside the
+                measured time: the last chunk/PATCH answers after it);
   vidgate on S3, local parts [chunked1-s3local, tus-s3local]  the same with STORAGE_PARTS=local:
                 part files on local disk, the finished file copied into the bucket;
   @tus/s3-store [tus-node-s3]  @tus/server with @tus/s3-store (npm, bench/peers/s3-node, its

@@ -433,7 +433,8 @@ class StorageSettings(BaseSettings):
         ByteSize(8 << 20),
         ge=64 << 10,
         le=256 << 20,
-        description="Read-ahead of a stored video read from S3 (processing): one ranged GET per this many bytes.",
+        description="Read-ahead of a file read from S3: processing a stored video makes one ranged GET per this many "
+        "bytes; validating a completed upload streams one GET in pieces of this size.",
     )
     s3_max_attempts: int = Field(
         5, ge=1, le=20, description="Tries of one S3 request (5xx, throttling such as SlowDown, dropped connections)."
@@ -444,13 +445,6 @@ class StorageSettings(BaseSettings):
         description="Where uploads in progress live: backend, with the stored videos (S3 multipart uploads in the "
         "bucket with STORAGE_BACKEND=s3, so any API host takes any chunk or PATCH); local, part files under "
         "STORAGE_DIR (one API host, or hosts sharing that disk), copied into the bucket at completion.",
-    )
-    s3_cache_size: ByteSize = Field(
-        ByteSize(2 << 30),
-        ge=1 << 20,
-        description="With uploads in progress in the bucket: most bytes of completed uploads this host keeps "
-        "downloaded at once under STORAGE_DIR for validation; an assembly past it answers 503 storage_busy "
-        "and the upload stays assembling (the cleanup sweep retries it); keep it at least UPLOAD_MAX_FILE_SIZE.",
     )
 
     @model_validator(mode="after")

@@ -315,11 +315,13 @@ class StorageUnavailable(VidgateError):
     status = 503
 
 
-class StorageBusy(StorageUnavailable):
-    """This host's local room for validating uploads that live in the bucket is full
-    (STORAGE_S3_CACHE_SIZE); the upload stays assembling and is retried."""
+class LockUnavailable(VidgateError):
+    """The upload locks shared by the API hosts (Redis) cannot be reached while uploads in
+    progress live in the bucket, where another host could write the same upload: the chunk or
+    PATCH is refused unwritten (nothing acknowledged is lost) and can be sent again."""
 
-    code = "storage_busy"
+    code = "lock_unavailable"
+    status = 503
 
 
 class StorageMisconfigured(StorageUnavailable):

@@ -138,7 +138,6 @@ def make_part_store(settings: Settings, db: Database, blobs: BlobStore) -> PartS
             bucket,
             SessionUploadIds(db),
             settings.storage_dir,
-            cache_size=int(storage.s3_cache_size),
             max_file_size=int(settings.upload.max_file_size),
         )
     return LocalPartStore(settings.storage_dir)
@@ -147,7 +146,8 @@ def make_part_store(settings: Settings, db: Database, blobs: BlobStore) -> PartS
 def make_locker(settings: Settings, root: Path) -> Locker:
     if settings.upload_locks == "redis":
         fallback = FileLocker(root / "locks")
-        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback)
+        shared = settings.storage.backend == "s3" and settings.storage.parts == "backend"
+        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback, shared_parts=shared)
     return FileLocker(root / "locks")
 
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import active_session_row
+from tests.helpers import active_session_row, wait_until
 from tests.storage.swift import credentials, keys_in, raw_client, settings_for
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.upload_ids import SessionUploadIds
-from vidgate.errors import StorageBusy, VidgateError
+from vidgate.errors import VidgateError
 from vidgate.hashing import new_sha256
 from vidgate.storage import LocalBlobStore, LocalPartStore, PartStore
-from vidgate.storage.s3 import S3BlobStore
+from vidgate.storage.s3 import RangeReader, S3BlobStore
 from vidgate.storage.s3_parts import MIN_PART, S3PartStore
 
 MIB = 1 << 20
@@ -64,7 +64,6 @@ def parts(
         S3BlobStore(settings.storage),
         SessionUploadIds(db),
         tmp_path / "host",
-        cache_size=64 * MIB,
         max_file_size=500 * MIB,
     )
     yield store
@@ -91,7 +90,15 @@ def assembled(parts: PartStore, key: str, size: int, staged: list[tuple[str, int
 
 
 def contents(parts: PartStore, key: str) -> bytes:
-    return parts.part_path(key).read_bytes()
+    """The assembled file as validation reads it (a local file, or an object by ranges)."""
+    source = parts.assembled(key)
+    if isinstance(source, Path):
+        return source.read_bytes()
+    reader = source.reader()
+    try:
+        return reader.pread(source.size, 0)
+    finally:
+        reader.close()
 
 
 def test_appended_requests_make_the_file(parts: PartStore, new_key: Callable[[], str]) -> None:
@@ -257,7 +264,7 @@ def test_store_moves_the_file_into_the_blob_store(parts: PartStore, new_key: Cal
     write(parts, key, data, 0)
     digest = assembled(parts, key, len(data))
     blobs = parts.blobs if isinstance(parts, S3PartStore) else LocalBlobStore(tmp_path / "store")
-    parts.part_path(key)  # validation read it
+    assert contents(parts, key) == data  # validation read it
     assert parts.store(key, digest, blobs) == digest
     assert blobs.size(digest) == len(data)
     assert hashlib.sha256(b"".join(blobs.read_range(digest, 0, len(data)))).hexdigest() == digest
@@ -311,7 +318,6 @@ def test_two_hosts_agree_on_one_multipart_upload(
         S3BlobStore(s3_parts.blobs.settings),
         SessionUploadIds(db),
         tmp_path / "other",
-        cache_size=MIB,
         max_file_size=MIB,
     )
     key = new_key()
@@ -334,16 +340,91 @@ def test_two_hosts_agree_on_one_multipart_upload(
     other.close()
 
 
-def test_the_validation_cache_is_bounded(s3_parts: S3PartStore, new_key: Callable[[], str]) -> None:
-    s3_parts.cache_size = 2 * MIB
+def test_validation_reads_the_completed_object_by_ranges(
+    s3_parts: S3PartStore, new_key: Callable[[], str], tmp_path: Path
+) -> None:
+    """No local copy of the file: scattered preads, each a ranged GET of a small window."""
     key = new_key()
-    data = os.urandom(3 * MIB)
+    data = os.urandom(11 * MIB + 11)
     write(s3_parts, key, data, 0)
     assembled(s3_parts, key, len(data))
-    with pytest.raises(StorageBusy):
-        s3_parts.part_path(key)
-    s3_parts.cache_size = 4 * MIB
-    assert contents(s3_parts, key) == data
+    source = s3_parts.assembled(key)
+    assert source.size == len(data)
+    reader = source.reader(64 * 1024)
+    assert isinstance(reader, RangeReader)
+    try:
+        for offset, length in ((0, 16), (9 * MIB + 5, 16), (len(data) - 100, 500), (3 * MIB, 2 * MIB)):
+            assert reader.pread(length, offset) == data[offset : offset + length]
+        assert reader.fetched < 3 * MIB  # the windows asked for, never the file
+    finally:
+        reader.close()
+    assert not [p for p in (tmp_path / "host").rglob("*") if p.is_file()]  # nothing downloaded
+
+
+def test_a_stored_content_is_adopted_not_completed_nor_copied(
+    s3_parts: S3PartStore, new_key: Callable[[], str]
+) -> None:
+    """The hash is known before assembly and the blob exists: the multipart upload is left as
+    it is, validation reads the blob, storing copies nothing, removal aborts the upload."""
+    data = os.urandom(7 * MIB + 1)
+    digest = hashlib.sha256(data).hexdigest()
+    first, second = new_key(), new_key()
+    write(s3_parts, first, data, 0)
+    assert not s3_parts.adopt(first, digest, len(data), s3_parts.blobs)  # not stored yet
+    assembled(s3_parts, first, len(data))
+    s3_parts.store(first, digest, s3_parts.blobs)
+    s3_parts.remove(first)
+    write(s3_parts, second, data, 0)
+    assert s3_parts.adopt(second, digest, len(data), s3_parts.blobs)
+    assert contents(s3_parts, second) == data
+    assert s3_parts.store(second, digest, s3_parts.blobs) == digest
+    staging = s3_parts.staging_key(second)
+    assert staging not in keys_in(s3_parts.bucket, staging)  # never completed
+    s3_parts.remove(second)
+    uploads = raw_client().list_multipart_uploads(Bucket=s3_parts.bucket, Prefix=staging).get("Uploads", [])
+    assert not [u for u in uploads if u["Key"] == staging]
+    assert not [k for k in keys_in(s3_parts.bucket, s3_parts.prefix) if k.startswith(staging)]
+
+
+def test_an_adopted_upload_whose_blob_went_away_is_completed_and_copied(
+    s3_parts: S3PartStore, new_key: Callable[[], str]
+) -> None:
+    """A delete of the content withdrew the blob between adoption and storing: the parts are
+    still there (only removal aborts them), so the upload is stored after all."""
+    data = os.urandom(6 * MIB + 7)
+    digest = hashlib.sha256(data).hexdigest()
+    first, second = new_key(), new_key()
+    write(s3_parts, first, data, 0)
+    assembled(s3_parts, first, len(data))
+    s3_parts.store(first, digest, s3_parts.blobs)
+    s3_parts.remove(first)
+    write(s3_parts, second, data, 0)
+    assert s3_parts.adopt(second, digest, len(data), s3_parts.blobs)
+    s3_parts.blobs.delete(digest)  # what a withdraw leaves at the content's key: nothing
+    assert s3_parts.store(second, digest, s3_parts.blobs) == digest
+    assert hashlib.sha256(b"".join(s3_parts.blobs.read_range(digest, 0, len(data)))).hexdigest() == digest
+    s3_parts.remove(second)
+
+
+def test_the_local_store_adopts_nothing(tmp_path: Path) -> None:
+    store = LocalPartStore(tmp_path / "store")
+    blobs = LocalBlobStore(tmp_path / "store")
+    source = tmp_path / "file"
+    source.write_bytes(b"x" * 10)
+    digest = hashlib.sha256(b"x" * 10).hexdigest()
+    blobs.put_file(digest, source)
+    assert not store.adopt("key", digest, 10, blobs)
+
+
+def test_removal_after_completion_runs_in_the_background(s3_parts: S3PartStore, new_key: Callable[[], str]) -> None:
+    key = new_key()
+    data = os.urandom(6 * MIB + 3)
+    write(s3_parts, key, data, 0)
+    assembled(s3_parts, key, len(data))
+    s3_parts.store(key, hashlib.sha256(data).hexdigest(), s3_parts.blobs)
+    s3_parts.remove(key, later=True)
+    staging = s3_parts.staging_key(key)
+    wait_until(lambda: not [k for k in keys_in(s3_parts.bucket, s3_parts.prefix) if k.startswith(staging)])
 
 
 def test_parts_cannot_be_read_before_completion(s3_parts: S3PartStore, new_key: Callable[[], str]) -> None:

@@ -1,12 +1,16 @@
 """A server whose uploads in progress live in the bucket (S3PartStore on Swift): Swift stopped
-in the middle of an upload (503, resumable, completes once it is back), and cancel, expiry and
-the orphan sweep leave no multipart upload and no object behind (checked with
-ListMultipartUploads and a listing). The store's own behaviour is in test_part_store_contract.py."""
+in the middle of an upload (503, resumable, completes once it is back); cancel, expiry and the
+orphan sweep leave no multipart upload and no object behind (checked with ListMultipartUploads
+and a listing); Redis (the upload locks) unreachable: 503, resumable. The store's own
+behaviour is in test_part_store_contract.py."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningServer, free_port, running_server
-from tests.helpers import error_code, post_chunk
+from tests.helpers import error_code, post_chunk, wait_until
 from tests.storage.swift import credentials, keys_in, own_proxy, raw_client, settings_for
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
 from vidgate.storage.s3_parts import S3PartStore
@@ -103,8 +107,12 @@ def test_swift_stopped_mid_upload_is_503_and_the_upload_resumes(
             for index in range(1, len(chunks)):
                 last = post_chunk(client, chunks[index], chunk_index=index, **fields)
                 assert last.status_code == 200, last.text
-            assert last.json()["data"]["content_hash"] == digest
-            assert _leftovers(bucket, settings.storage.s3_prefix) == ([], [])
+            assert last.json()["data"]["content_hash"] == digest  # stored already: validated from the blob
+            # removed in the background once each upload completed
+            wait_until(lambda: _leftovers(bucket, settings.storage.s3_prefix) == ([], []))
+        assert keys_in(bucket, f"{settings.storage.s3_prefix}blobs/") == [
+            f"{settings.storage.s3_prefix}blobs/{digest[:2]}/{digest}"
+        ]
 
 
 @pytest.mark.slow
@@ -145,3 +153,80 @@ def test_expiry_and_the_orphan_sweep_leave_nothing_in_the_bucket(
         row = tx.query(UploadSession).filter(UploadSession.session_id == session).one()
         assert row.status is SessionStatus.EXPIRED and row.s3_upload_id is None
     assert _leftovers(bucket, prefix) == ([], [])
+
+
+class _RedisRelay:
+    """A TCP relay to the machine's Redis on a port of its own, which can be cut and restored:
+    Redis unreachable for one server, as in an outage, while the shared Redis stays up."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        with contextlib.suppress(OSError):  # wakes the accept() in its thread: the port stops listening now
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", 6379))
+            self.sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.slow
+def test_redis_unreachable_refuses_writes_with_503_and_the_upload_resumes(
+    swift: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big_video: bytes
+) -> None:
+    """Parts in the bucket and Redis locks: while Redis is unreachable a PATCH is refused
+    unwritten (no host-local lock would keep another host off the same offset), the offset
+    stays, and the upload completes once Redis is back."""
+    credentials(monkeypatch)
+    relay = _RedisRelay()
+    settings = _settings(tmp_path, bucket)
+    settings.upload.locks = "redis"
+    settings.websocket.redis_url = relay.url
+    data = big_video
+    digest = hashlib.sha256(data).hexdigest()
+    with running_server(settings) as server, server.client() as client:
+        upload = _create_tus(client, len(data))
+        assert _patch(client, upload, 0, data[: 3 * MIB]).status_code == 204
+        relay.cut()
+        refused = _patch(client, upload, 3 * MIB, data[3 * MIB : 9 * MIB])
+        assert refused.status_code == 503 and error_code(refused) == "lock_unavailable", refused.text
+        assert client.head(f"/v1/tus/{upload}", headers=TUS).headers["Upload-Offset"] == str(3 * MIB)
+        relay.restore()
+        answer = _patch(client, upload, 3 * MIB, data[3 * MIB :])
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["Vidgate-Content-Hash"] == digest
+    relay.cut()

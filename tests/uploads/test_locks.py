@@ -1,5 +1,6 @@
 """Chunk locks: one contract suite run over every Locker (file, Redis), then what only the
-Redis locker does (lease renewal, the file-lock fallback while Redis is down)."""
+Redis locker does (lease renewal, the file-lock fallback while Redis is down, and no fallback
+when uploads in progress live in the bucket)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vidgate.errors import ChunkInProgress
+from vidgate.errors import ChunkInProgress, LockUnavailable
 from vidgate.uploads.locks import FileLocker, Locker, RedisLocker
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -114,3 +115,16 @@ def test_while_redis_is_down_the_file_lock_keeps_uploads_going_and_exclusive(tmp
         pass
     with second.hold("upload", "tus"):
         pass
+
+
+def test_while_redis_is_down_uploads_in_the_bucket_are_refused_not_written_under_a_host_lock(tmp_path: Path) -> None:
+    """Parts in the bucket: any host writes any upload, so a per-host file lock would not
+    exclude the other hosts; the write is refused (503 lock_unavailable) instead."""
+    locker = RedisLocker("redis://127.0.0.1:1/0", FileLocker(tmp_path / "locks"), shared_parts=True)
+    written = False
+    with pytest.raises(LockUnavailable) as refused, locker.hold("upload", "tus"):
+        written = True
+    assert not written
+    assert refused.value.status == 503 and refused.value.code == "lock_unavailable"
+    with RedisLocker(REDIS, FileLocker(tmp_path / "locks"), shared_parts=True).hold("upload", "tus"):
+        pass  # with Redis there, the same upload is locked as ever

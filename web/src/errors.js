@@ -54,8 +54,9 @@ export function describeUploadError(err) {
 // anything else (the network, the server, storage, an expired session, processing), where
 // trying again later may work. These are the server's codes answered with 400, 401, 403, 413,
 // 415 and 422 (tests/web/test_js_units.py checks the list against vidgate.errors). The 503s
-// (scanner_unavailable, storage_unavailable, storage_busy, storage_misconfigured: the server kept the upload
-// and stores it when the scanner or the object store is back) are "Failed", by their status.
+// (scanner_unavailable, storage_unavailable, storage_misconfigured: the server kept the upload
+// and stores it when the scanner or the object store is back; lock_unavailable: the upload
+// locks' Redis is down, nothing was written and the chunk is sent again) are "Failed", by their status.
 export const REFUSAL_CODES = new Set([
   'bad_request',
   'invalid_parameter',

@@ -24,6 +24,31 @@ def check_derived_name(name: str) -> str:
     return name
 
 
+class RangedReader(Protocol):
+    """A reader of a :class:`RangedFile`: ``pread`` at any offset, ``read`` on from the position."""
+
+    def pread(self, length: int, offset: int, /) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end), as ``os.pread``."""
+        ...
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+class RangedFile(Protocol):
+    """A file that is read by ranges where it is (an object in a bucket), never downloaded:
+    what validation reads when the assembled file is not on local disk."""
+
+    name: str
+    size: int
+
+    def reader(self, window: int | None = None) -> RangedReader:
+        """A new reader fetching ``window`` bytes per request (small: scattered reads such as a
+        structure walk), or by default bigger windows of one streamed read (sequential reads)."""
+        ...
+
+
 class BlobStore(Protocol):
     """Finished files, addressed by their SHA-256 (so each content is stored once).
 

@@ -153,6 +153,12 @@ class LocalPartStore:
             finally:
                 os.close(fd)
 
+    def adopt(self, key: str, content_hash: str, size: int, blobs: BlobStore) -> bool:
+        return False  # the part file is the file already; put_file of a stored content drops it
+
+    def assembled(self, key: str) -> Path:
+        return self.part_path(key)
+
     def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
         return blobs.put_file(content_hash, self.part_path(key))
 
@@ -162,7 +168,7 @@ class LocalPartStore:
     def create_empty(self, key: str) -> None:
         self.open_part(key).close()
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, *, later: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.part_path(key).unlink()
         shutil.rmtree(self.staging_dir / key, ignore_errors=True)

@@ -23,9 +23,10 @@ What an implementation must provide, and what a remote one (S3 multipart) may do
 - :meth:`PartStore.stage` keeps a chunk whose offset is not known yet (its chunk size is learnt
   from chunk 0) and :meth:`PartStore.assemble` places it when the file is complete.
 - :meth:`PartStore.assemble` and :meth:`PartStore.concatenate` make the whole file; after
-  them :meth:`PartStore.part_path` names a local file of it (validation reads it: a remote
-  store downloads the completed object into a bounded cache) and :meth:`PartStore.store`
-  moves it into the blob store (a remote store copies it there server-side).
+  them :meth:`PartStore.assembled` gives it to validation (a local file, or a remote store's
+  object read by ranges, never downloaded) and :meth:`PartStore.store` moves it into the blob
+  store (a remote store copies it there server-side). :meth:`PartStore.adopt` lets a remote
+  store skip both when the content is stored already.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vidgate.hashing import Hasher
-from vidgate.storage.base import BlobStore
+from vidgate.storage.base import BlobStore, RangedFile
 
 
 class PartWriter(Protocol):
@@ -113,8 +114,16 @@ class PartStore(Protocol):
         """Where the part of ``key`` is, as chunk rows record it."""
         ...
 
-    def part_path(self, key: str) -> Path:
-        """The local file of the part (see the module's docstring)."""
+    def adopt(self, key: str, content_hash: str, size: int, blobs: BlobStore) -> bool:
+        """Before :meth:`assemble`, when the SHA-256 of every byte received is known: True if
+        the store will not assemble this upload because ``blobs`` holds that content already
+        (:meth:`assembled` then gives the stored blob, :meth:`store` copies nothing and
+        :meth:`remove` drops the upload's data). A store whose assembly costs nothing (local
+        disk) answers False."""
+        ...
+
+    def assembled(self, key: str) -> Path | RangedFile:
+        """The assembled file, for validation: a local file, or an object read by ranges."""
         ...
 
     def hash_range(self, key: str, hasher: Hasher, start: int, end: int) -> None:
@@ -123,8 +132,10 @@ class PartStore(Protocol):
         ranged GETs). A part that is gone or short raises, as every method does."""
         ...
 
-    def remove(self, key: str) -> None:
-        """Delete everything of one upload (its part and staged chunks)."""
+    def remove(self, key: str, *, later: bool = False) -> None:
+        """Delete everything of one upload (its part and staged chunks). ``later``: the upload
+        completed, so a store whose removal costs requests may do it in the background (what a
+        crash leaves is the orphan sweep's)."""
         ...
 
     def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:

@@ -18,7 +18,9 @@ event hooks.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import io
 import logging
 import math
@@ -89,7 +91,20 @@ def make_client(storage: StorageSettings) -> Any:
     events = client.meta.events
     events.register("before-send.s3", _count_request)
     events.register_first("needs-retry.s3", _count_error)  # first: the retry handler answers, ending the emit
+    events.register("before-sign.s3.DeleteObjects", _content_md5)
     return client
+
+
+def _content_md5(request: Any = None, **_: Any) -> None:
+    """DeleteObjects with Content-MD5 (which S3 has always taken and Swift's s3api requires)
+    instead of the CRC32 header that newer botocore sends for it."""
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    for name in [n for n in request.headers if n.lower().startswith(("x-amz-checksum-", "x-amz-sdk-checksum"))]:
+        del request.headers[name]
+    del request.headers["Content-MD5"]  # set once, whatever an earlier attempt set
+    request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
 
 
 def _operation_of(event_name: str) -> str:
@@ -256,7 +271,7 @@ class S3BlobStore:
         return self._head(self.object_key(content_hash)) is not None
 
     def open(self, key: str) -> BinaryIO:
-        reader = RangeReader(self, key, self.size(key), int(self.settings.s3_read_buffer))
+        reader = RangeReader(self, self.object_key(key), self.size(key), int(self.settings.s3_read_buffer))
         return cast(BinaryIO, io.BufferedReader(reader, buffer_size=64 * 1024))
 
     def size(self, key: str) -> int:
@@ -329,26 +344,30 @@ class S3BlobStore:
     def scratch_dir(self) -> Path | None:
         return None
 
-    def get_range(self, key: str, start: int, end: int) -> Any:
-        """The streaming body of bytes ``start`` to ``end`` (exclusive) of ``key``."""
-        object_key = self.object_key(key)
-        with self.translated(f"GET {object_key} bytes {start}-{end - 1}"):
-            return self.client.get_object(Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{end - 1}")["Body"]
-
     def read_range(self, key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        return self.stream_object(self.object_key(key), start, end, chunk_size)
+
+    def stream_object(self, object_key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of any object of this bucket (a blob, an upload's staging object
+        or piece), in chunks of at most ``chunk_size``: one ranged GET, never whole in memory.
+        The one ranged-GET loop of both S3 stores."""
         if end <= start:
             return
-        body = self.get_range(key, start, end)
-        position = start
-        try:
-            with self.translated(f"GET {key}"):
+        with self.translated(f"GET {object_key} bytes {start}-{end - 1}"):
+            body = self.client.get_object(Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{end - 1}")["Body"]
+            position = start
+            try:
                 for data in body.iter_chunks(chunk_size):
                     position += len(data)
                     yield data
-        finally:
-            body.close()
+            finally:
+                body.close()
         if position < end:
-            raise StorageUnavailable(f"the stored file {key} ended at {position}, before {end}")
+            raise StorageUnavailable(f"{object_key} ended at {position}, before {end}")
+
+    def object_file(self, object_key: str, size: int) -> ObjectFile:
+        """The object ``object_key`` as validation reads it: by ranges, never downloaded."""
+        return ObjectFile(self, object_key, size)
 
     # ------------------------------------------------------------------ derived files
     def put_derived(self, content_hash: str, name: str, source: Path) -> str:
@@ -404,17 +423,24 @@ class S3BlobStore:
 
 
 class RangeReader(io.RawIOBase):
-    """A seekable, read-only file over ranged GETs of one stored object, for PyAV (which reads
-    and seeks a file-like object) and anything else that wants a file. It holds one window of
-    at most ``window`` bytes: a read inside it is served from memory, any other fetches the
-    window starting there. ``requests`` and ``fetched`` say what it cost."""
+    """A seekable, read-only file over ranged GETs of one object, for PyAV (which reads and
+    seeks a file-like object) and anything else that wants a file. It holds one window of at
+    most ``window`` bytes: a read inside it is served from memory, any other fetches the window
+    starting there. ``streaming``: for a reader that mostly goes on where it stopped (validation's
+    probe demuxing the file), one GET runs from the position to the end and each window is the
+    next piece of it; only a read elsewhere starts another. One GET per window costs the object
+    store a request each (measured on Swift: 115 MB read in 8 MiB windows took 2.1-2.6 s, streamed
+    1.0 s). ``requests`` and ``fetched`` say what it cost."""
 
-    def __init__(self, store: S3BlobStore, key: str, size: int, window: int) -> None:
+    def __init__(self, store: S3BlobStore, object_key: str, size: int, window: int, *, streaming: bool = False):
         super().__init__()
-        self.store, self.key, self.length, self.window = store, key, size, window
+        self.store, self.object_key, self.length, self.window = store, object_key, size, window
         self.position = 0
         self._start = 0
         self._data = b""
+        self._streaming = streaming
+        self._stream: Iterator[bytes] | None = None
+        self._stream_at = 0  # where the open GET's next piece begins
         self.requests = 0
         self.fetched = 0
 
@@ -454,13 +480,60 @@ class RangeReader(io.RawIOBase):
         self.position += count
         return count
 
+    def pread(self, length: int, offset: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end), as ``os.pread``."""
+        self.seek(offset)
+        pieces: list[bytes] = []
+        wanted = min(length, max(0, self.length - offset))
+        while wanted > 0:
+            data = self.read(wanted)
+            if not data:
+                break
+            pieces.append(data)
+            wanted -= len(data)
+        return b"".join(pieces)
+
     def _fill(self, start: int, wanted: int) -> None:
-        end = min(self.length, start + max(self.window, wanted))
-        self._data = b"".join(self.store.read_range(self.key, start, end, chunk_size=1 << 20))
+        if self._streaming and wanted <= self.window:
+            if self._stream is None or self._stream_at != start:
+                self._end_stream()
+                self._stream = self.store.stream_object(self.object_key, start, self.length, chunk_size=self.window)
+                self._stream_at = start
+                self.requests += 1
+            self._data = next(self._stream, b"")
+            self._stream_at += len(self._data)
+        else:
+            end = min(self.length, start + max(self.window, wanted))
+            self._data = b"".join(self.store.stream_object(self.object_key, start, end, chunk_size=1 << 20))
+            self.requests += 1
         self._start = start
-        self.requests += 1
         self.fetched += len(self._data)
+
+    def _end_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()  # the generator's finally closes the body (its connection is dropped)
 
     def close(self) -> None:
         self._data = b""
+        self._end_stream()
         super().close()
+
+
+class ObjectFile:
+    """An object of the bucket as validation reads it (a :class:`vidgate.storage.base.RangedFile`):
+    by ranges, never downloaded whole nor held in memory."""
+
+    def __init__(self, store: S3BlobStore, object_key: str, size: int) -> None:
+        self.store, self.object_key, self.size = store, object_key, size
+        self.name = object_key
+
+    def reader(self, window: int | None = None) -> RangeReader:
+        """A new reader: ``window`` bytes per GET for scattered small reads (a structure walk),
+        else windows of ``STORAGE_S3_READ_BUFFER`` of one streamed GET (sequential reads: the probe,
+        the scan)."""
+        if window is not None:
+            return RangeReader(self.store, self.object_key, self.size, window)
+        return RangeReader(
+            self.store, self.object_key, self.size, int(self.store.settings.s3_read_buffer), streaming=True
+        )

@@ -27,11 +27,15 @@ chunk or PATCH and a host can die without losing an acknowledged byte.
   through this host, measured in docs/design.md).
 - **assemble** is CompleteMultipartUpload into the staging key; the running SHA-256 is finished
   with ranged GETs of what was not hashed in order (parts cannot be read before completion).
-  :meth:`S3PartStore.part_path` downloads the completed file into a bounded local cache for
-  validation (``STORAGE_S3_CACHE_SIZE``: past it, 503 ``storage_busy``), and
-  :meth:`S3PartStore.store` stores it content-addressed by a server-side copy.
+  Validation reads the completed object by ranged GETs (:meth:`S3PartStore.assembled`: no local
+  copy), and :meth:`S3PartStore.store` stores it content-addressed by a server-side copy. When
+  the SHA-256 is known before assembly (hashed in order, the usual tus upload) and that content
+  is stored already, :meth:`S3PartStore.adopt` skips both: validation reads the stored blob and
+  the multipart upload is aborted. (An UploadId belongs to the key it was created for, so an
+  upload whose content is new cannot be completed into the content's key instead of copied.)
 - **remove** aborts every multipart upload of the key (ListMultipartUploads) and deletes its
-  objects; the orphan sweep finds both through :meth:`S3PartStore.upload_ids_on_disk`.
+  objects with one DeleteObjects (after a completion, in the background); the orphan sweep
+  finds both through :meth:`S3PartStore.upload_ids_on_disk`.
 
 Errors are :class:`vidgate.storage.s3.S3BlobStore`'s translation: unreachable or 5xx ->
 StorageUnavailable (503), the upload stays resumable.
@@ -40,12 +44,12 @@ StorageUnavailable (503), the upload stays resumable.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,10 +57,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vidgate.errors import StorageBusy, StorageUnavailable, VidgateError
+from vidgate.errors import StorageUnavailable, VidgateError
 from vidgate.hashing import Hasher
-from vidgate.storage.base import BlobStore
-from vidgate.storage.s3 import S3BlobStore
+from vidgate.storage.base import BlobStore, check_hash
+from vidgate.storage.s3 import ObjectFile, S3BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +345,6 @@ class S3PartStore:
         upload_ids: UploadIds,
         local_dir: Path,
         *,
-        cache_size: int,
         max_file_size: int,
     ) -> None:
         self.blobs = blobs
@@ -353,13 +356,12 @@ class S3PartStore:
         self.concurrency = blobs.settings.s3_concurrency
         self.pool = ThreadPoolExecutor(max_workers=max(4, 4 * self.concurrency), thread_name_prefix="s3-part")
         self.spool_dir = local_dir / "s3-spool"
-        self.cache_dir = local_dir / "s3-cache"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_size = cache_size
-        self._cache_lock = threading.Lock()
         self._ids: OrderedDict[str, str] = OrderedDict()
         self._ids_lock = threading.Lock()
+        #: uploads whose content was stored already when their hash became known: ``key ->
+        #: (content hash, size)``; validated from that blob, never completed nor copied
+        self._adopted: dict[str, tuple[str, int]] = {}
 
     # ------------------------------------------------------------------ keys
     @property
@@ -473,20 +475,8 @@ class S3PartStore:
                     yield item["Key"], int(item["Size"]), item["LastModified"].timestamp()
 
     def _stream(self, object_key: str, start: int, end: int) -> Iterator[bytes]:
-        """Bytes ``[start, end)`` of an object, in chunks (one ranged GET, never whole in memory)."""
-        if end <= start:
-            return
-        with self._translated(f"GET {object_key} bytes {start}-{end - 1}"):
-            body = self.client.get_object(Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{end - 1}")["Body"]
-            position = start
-            try:
-                for data in body.iter_chunks(READ_CHUNK):
-                    position += len(data)
-                    yield data
-            finally:
-                body.close()
-        if position < end:
-            raise StorageUnavailable(f"{object_key} ended at {position}, before {end}")
+        """Bytes ``[start, end)`` of an object, in chunks (the blob store's ranged-GET loop)."""
+        return self.blobs.stream_object(object_key, start, end, READ_CHUNK)
 
     def read_into(self, spool: Spool, object_key: str, start: int, end: int) -> None:
         try:
@@ -704,54 +694,70 @@ class S3PartStore:
         except FileNotFoundError as exc:
             raise VidgateError(f"Upload {key} is gone from the bucket.") from exc
 
-    def part_path(self, key: str) -> Path:
-        """The completed file, downloaded into this host's bounded cache (for validation)."""
-        path = self.cache_dir / f"{key}.part"
-        size = self._object_size(self.staging_key(key))
-        if size is None:
+    def adopt(self, key: str, content_hash: str, size: int, blobs: BlobStore) -> bool:
+        """When the content is in the bucket already (a known SHA-256 over every byte received,
+        before assembly), leave the multipart upload incomplete: validation reads the stored
+        blob (the same bytes), :meth:`store` copies nothing and :meth:`remove` aborts the upload
+        (cheaper than completing it and deleting the result)."""
+        if not size or not (isinstance(blobs, S3BlobStore) and blobs.bucket == self.bucket):
+            return False
+        if not blobs.exists(content_hash):
+            return False
+        with self._ids_lock:
+            self._adopted[key] = (content_hash, size)
+        return True
+
+    def assembled(self, key: str) -> ObjectFile:
+        """The completed file (or the stored blob it was adopted as), read by ranged GETs: no
+        local copy, nothing whole in memory."""
+        with self._ids_lock:
+            adopted = self._adopted.get(key)
+        if adopted is not None:
+            content_hash, size = adopted
+            return self.blobs.object_file(self.blobs.object_key(content_hash), size)
+        staging = self.staging_key(key)
+        completed = self._object_size(staging)
+        if completed is None:
             raise VidgateError(f"Upload {key} is not completed in the bucket.")
-        if path.exists() and path.stat().st_size == size:
-            return path
-        download = self.cache_dir / f"{key}.download"
-        with self._cache_lock, (self.cache_dir / ".lock").open("a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # other processes of this host share the room
-            used = sum(
-                entry.stat().st_size
-                for entry in self.cache_dir.iterdir()
-                if entry.suffix in (".part", ".download") and entry.name not in (path.name, download.name)
-            )
-            if used + size > self.cache_size:
-                raise StorageBusy(
-                    f"This host is validating {used} bytes already; {size} more would pass STORAGE_S3_CACHE_SIZE "
-                    f"({self.cache_size}). The upload is kept and completed later."
-                )
-            with download.open("wb") as file:
-                file.truncate(size)  # counted by the others from now on
-        try:
-            with download.open("r+b") as file:
-                for data in self._stream(self.staging_key(key), 0, size):
-                    file.write(data)
-            download.replace(path)
-        except BaseException:
-            download.unlink(missing_ok=True)
-            raise
-        return path
+        return self.blobs.object_file(staging, completed)
 
     def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
-        """The completed file becomes the blob ``content_hash``: a server-side copy when the
-        blob store is this bucket, else the downloaded file moved in."""
-        if isinstance(blobs, S3BlobStore) and blobs.bucket == self.bucket:
-            stored = blobs.copy_in(content_hash, self.staging_key(key))
-            (self.cache_dir / f"{key}.part").unlink(missing_ok=True)
-            return stored
-        return blobs.put_file(content_hash, self.part_path(key))
+        """The completed file becomes the blob ``content_hash`` by a server-side copy (none when
+        the content is stored already). An adopted upload whose blob went away meanwhile (a
+        delete of that content withdrew it) is completed now and copied after all: its parts
+        are only aborted by :meth:`remove`, after the session's commit."""
+        if not (isinstance(blobs, S3BlobStore) and blobs.bucket == self.bucket):
+            raise VidgateError("Uploads in progress in a bucket are stored into that bucket's blob store only.")
+        with self._ids_lock:
+            adopted = self._adopted.pop(key, None)
+        if adopted is not None:
+            if blobs.exists(content_hash):
+                return check_hash(content_hash)
+            self._complete(key, adopted[1], None, adopted[1])
+        return blobs.copy_in(content_hash, self.staging_key(key))
 
-    def remove(self, key: str) -> None:
-        """Abort the key's multipart uploads and delete its objects. An S3 failure is logged,
-        not raised: the upload has ended either way, and the orphan sweep finds what is left."""
+    def remove(self, key: str, *, later: bool = False) -> None:
+        """Abort the key's multipart uploads and delete its objects (one DeleteObjects). An S3
+        failure is logged, not raised: the upload has ended either way, and the orphan sweep
+        finds what is left. ``later``: off the caller's path, in the background (a completed
+        upload: its answer need not wait; a crash meanwhile leaves it to the sweep)."""
         self._forget_id(key)
-        (self.cache_dir / f"{key}.part").unlink(missing_ok=True)
+        with self._ids_lock:
+            self._adopted.pop(key, None)
+        if later:
+            self.pool.submit(self._remove_logged, key)
+        else:
+            self._remove(key)
+
+    def _remove_logged(self, key: str) -> None:
+        try:
+            self._remove(key)
+        except Exception:
+            log.exception("removing upload %s from the bucket failed (the sweep will)", key)
+
+    def _remove(self, key: str) -> None:
         staging = self.staging_key(key)
+        started = time.perf_counter()
         try:
             recorded = self.upload_ids.get(key)
             ids = {recorded} if recorded else set()
@@ -760,18 +766,25 @@ class S3PartStore:
                 ids.update(u["UploadId"] for page in pages for u in page.get("Uploads", []) if u["Key"] == staging)
             for upload_id in ids:
                 self._abort(key, upload_id)
-            for object_key, _, _ in list(self._listing(f"{staging}/")):
-                with self._translated(f"DELETE {object_key}"):
-                    self.client.delete_object(Bucket=self.bucket, Key=object_key)
-            with self._translated(f"DELETE {staging}"):
-                self.client.delete_object(Bucket=self.bucket, Key=staging)
+            self.delete_objects([object_key for object_key, _, _ in self._listing(f"{staging}/")] + [staging])
             self.upload_ids.forget(key)
         except StorageUnavailable as exc:
             log.warning("could not remove upload %s from the bucket (the sweep will): %s", key, exc)
+            return
+        log.debug("upload %s removed from the bucket in %.2f s", key, time.perf_counter() - started)
+
+    def delete_objects(self, object_keys: Sequence[str]) -> None:
+        """Delete objects with one DeleteObjects per 1000 (missing ones are no error)."""
+        for first in range(0, len(object_keys), 1000):
+            batch = [{"Key": object_key} for object_key in object_keys[first : first + 1000]]
+            with self._translated(f"DeleteObjects {batch[0]['Key']} ..."):
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            failed = [e for e in answer.get("Errors", []) if e.get("Code") not in ("NoSuchKey", "404")]
+            if failed:
+                raise StorageUnavailable(f"The object store did not delete {len(failed)} objects: {failed[0]}")
 
     def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
-        """Every key with a multipart upload or an object in the bucket (or a file in this
-        host's cache), with its latest time."""
+        """Every key with a multipart upload or an object in the bucket, with its latest time."""
         latest: dict[str, float] = {}
 
         def seen(object_key: str, when: float) -> None:
@@ -792,9 +805,6 @@ class S3PartStore:
         except StorageUnavailable as exc:  # the sweep comes again; the rest of it need not wait for S3
             log.warning("orphan sweep of the bucket skipped: %s", exc)
             latest.clear()
-        for entry in self.cache_dir.iterdir():
-            if entry.suffix in (".part", ".download"):
-                latest[entry.stem] = max(entry.stat().st_mtime, latest.get(entry.stem, 0.0))
         yield from latest.items()
 
     def close(self) -> None:

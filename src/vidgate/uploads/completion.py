@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from vidgate.db.models import (
 from vidgate.errors import FileHashMismatch, VidgateError
 from vidgate.events.schema import DuplicateDetected, DuplicateDetectedData, UploadCompleted, UploadCompletedData
 from vidgate.hashing import new_sha256
-from vidgate.storage.base import BlobStore
+from vidgate.storage.base import BlobStore, RangedFile
 from vidgate.uploads.ending import Endings
 from vidgate.uploads.layouts import Assembly, layout_of
 from vidgate.uploads.records import Records
@@ -141,34 +142,56 @@ class Completion(Step):
             hasher, upto = self.frontier.take(row_id)
             if upto > file_size:
                 hasher, upto = new_sha256(), 0
-        self.parts.assemble(row_id, assembly.staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
-        digest = single_hash or str(hasher.hexdigest())
+        started = time.perf_counter()
+        # every byte received hashed already (the usual tus upload): a remote part store need not
+        # assemble a content it holds already (S3: no CompleteMultipartUpload, no copy)
+        known = single_hash or (str(hasher.copy().hexdigest()) if upto == file_size else None)
+        if known is not None and self.parts.adopt(row_id, known, file_size, self.blobs):
+            digest = known
+        else:
+            self.parts.assemble(row_id, assembly.staged, file_size, hasher, upto, fsync=self.settings.upload.fsync)
+            digest = single_hash or str(hasher.hexdigest())
+        steps = {"assembly": time.perf_counter() - started}
         if pending.file_hash is not None and digest != pending.file_hash:
             message = f"The file's SHA-256 is {digest}, not the file_hash {pending.file_hash} the client sent."
             self.endings.fail(row_id, FileHashMismatch.code, message)
             raise FileHashMismatch(message, session_id=pending.upload_id)
-        return self._validate_and_store(pending, self.parts.part_path(row_id), digest)
+        return self._validate_and_store(pending, self.parts.assembled(row_id), digest, steps)
 
-    def _validate_and_store(self, pending: Pending, part: Path, digest: str) -> UploadSession:
+    def _validate_and_store(
+        self, pending: Pending, source: Path | RangedFile, digest: str, steps: dict[str, float] | None = None
+    ) -> UploadSession:
         """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
         row_id, upload_id, file_size = pending.row_id, pending.upload_id, pending.assembly.file_size
+        steps = dict(steps or {})
+        started = time.perf_counter()
         try:
-            info = self.validator.validate(part, pending.filename.rpartition(".")[2].lower(), pending.content_type)
+            info = self.validator.validate(source, pending.filename.rpartition(".")[2].lower(), pending.content_type)
         except VidgateError as exc:
             if exc.fails_session:
                 self.endings.fail(row_id, exc.code, exc.message)
             raise  # anything else (the scanner is down): the session stays assembling, retried later
+        steps["validation"] = time.perf_counter() - started
         log.info("upload %s validated: %s", upload_id, info.model_dump(exclude_none=True))
         # The hash is committed before put_file: a delete of the last video of this content
         # looks for assembling sessions of the same SHA-256 (library/deletion.py).
         with self.db.session() as tx:
             tx.execute(_SET_CONTENT_HASH, {"row_id": row_id, "digest": digest, "file_size": file_size, "now": utcnow()})
             if pending.assembly.staged:  # the staged chunks are in the part now
-                tx.execute(_CHUNKS_IN_PART, {"upload_id": upload_id, "path": str(part)})
+                tx.execute(_CHUNKS_IN_PART, {"upload_id": upload_id, "path": self.parts.location(row_id)})
+        started = time.perf_counter()
         self.parts.store(row_id, digest, self.blobs)
-        return self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True))
+        steps["storing"] = time.perf_counter() - started
+        return self._complete(row_id, digest, file_size, info.model_dump(exclude_none=True), steps)
 
-    def _complete(self, row_id: str, digest: str, file_size: int, media_info: dict[str, Any]) -> UploadSession:
+    def _complete(
+        self,
+        row_id: str,
+        digest: str,
+        file_size: int,
+        media_info: dict[str, Any],
+        steps: dict[str, float] | None = None,
+    ) -> UploadSession:
         """Link the session to its owner's video of this content (made now if the owner has none)
         and queue processing unless the answer is already known (see :mod:`vidgate.dedup`).
         Returns the completed session (detached: what the caller answers with)."""
@@ -230,15 +253,16 @@ class Completion(Step):
         metrics.DEDUP_LOOKUPS.inc()
         if decision.duplicate:
             metrics.DEDUP_HITS.inc()
-        self.parts.remove(row_id)
+        self.parts.remove(row_id, later=True)  # the session is completed: its answer need not wait
         self.locker.release_all(row_id)
         log.info(
-            "upload %s completed: video %s, sha256 %s, %d bytes%s",
+            "upload %s completed: video %s, sha256 %s, %d bytes%s%s",
             upload_id,
             video_id,
             digest,
             file_size,
             " (known content)" if decision.duplicate else (" (stored content reused)" if reused else ""),
+            " (" + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in steps.items()) + ")" if steps else "",
             extra={
                 "session_id": upload_id,
                 "video_id": video_id,

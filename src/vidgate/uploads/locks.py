@@ -3,7 +3,8 @@
 ``Locker`` is the interface; ``FileLocker`` (embedded default) uses ``flock`` on a small
 lock file, which works between processes on one host and is released by the kernel when
 a process dies, so a crash never leaves a chunk locked. ``RedisLocker`` (distributed mode)
-works between hosts.
+works between hosts (and, with uploads in progress in the bucket, refuses to write while Redis
+is unreachable rather than fall back to per-host locks).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from vidgate.errors import ChunkInProgress
+from vidgate.errors import ChunkInProgress, LockUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,19 @@ class RedisLocker:
 
     While Redis is unreachable, uploads go on under ``fallback`` (the file lock: still exclusive
     between the processes of one host) rather than fail: losing uploads to a Redis outage would
-    be worse than weaker exclusion between hosts for its duration."""
+    be worse than weaker exclusion between hosts for its duration. That holds only while an
+    upload's bytes are on the host that took them; with ``shared_parts`` (uploads in progress in
+    the bucket, where any host writes any upload) two hosts could write the same tus offset, so
+    there is no fallback: the request answers 503 :class:`LockUnavailable`, unwritten, and the
+    client sends it again."""
 
-    def __init__(self, url: str, fallback: Locker, lease_seconds: float = 30.0) -> None:
+    def __init__(self, url: str, fallback: Locker, lease_seconds: float = 30.0, *, shared_parts: bool = False):
         import redis
 
         self._client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
         self._fallback = fallback
         self._lease = lease_seconds
+        self._shared_parts = shared_parts
 
     @contextlib.contextmanager
     def hold(self, row_id: str, name: str) -> Iterator[None]:
@@ -84,6 +90,12 @@ class RedisLocker:
         try:
             acquired = lock.acquire()
         except RedisError as exc:
+            if self._shared_parts:
+                log.warning("Redis unreachable for upload locks (%s); refusing the write (parts in the bucket)", exc)
+                raise LockUnavailable(
+                    "The upload locks (Redis) cannot be reached; another host could be writing this upload, "
+                    "so nothing was written. Send it again shortly."
+                ) from exc
             log.warning("Redis unreachable for upload locks (%s); using the local file lock", exc)
             with self._fallback.hold(row_id, name):
                 yield

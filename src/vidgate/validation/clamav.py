@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from clamav_client.clamd import ClamdError, ClamdNetworkSocket, ClamdUnixSocket
 
 from vidgate.errors import MalwareDetected, ScannerUnavailable
+from vidgate.storage.base import RangedFile
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +28,12 @@ class ClamAVScanner:
             return ClamdNetworkSocket(host=host, port=int(port), timeout=int(self.timeout))
         return ClamdUnixSocket(path=self.address, timeout=int(self.timeout))
 
-    def scan(self, path: Path) -> None:
+    def scan(self, source: Path | RangedFile) -> None:
+        """Stream ``source`` (a local file, or an object read by ranges) to clamd."""
         try:
-            with path.open("rb") as handle:
-                results = self._client().instream(handle)
+            handle = source.open("rb") if isinstance(source, Path) else source.reader()
+            with contextlib.closing(handle):
+                results = self._client().instream(cast(BinaryIO, handle))
         except (ClamdError, OSError) as exc:
             raise ScannerUnavailable(
                 f"The virus scanner at {self.address} could not be reached ({exc}); the upload is kept "

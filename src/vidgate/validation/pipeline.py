@@ -13,15 +13,19 @@ Each failure raises its own :class:`~vidgate.errors.VidgateError`.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -35,20 +39,24 @@ from vidgate.errors import (
     DimensionsTooLarge,
     DurationTooLong,
     NoVideoStream,
+    StorageUnavailable,
     TrailingData,
     TruncatedFile,
     UndecodableVideo,
 )
+from vidgate.storage.base import RangedFile, RangedReader
 from vidgate.validation import probe as probe_module
 from vidgate.validation.clamav import ClamAVScanner
-from vidgate.validation.formats import HEAD_BYTES, check_head
+from vidgate.validation.formats import HEAD_BYTES, DetectedFormat, check_head
 from vidgate.validation.signatures import dangerous_inside, dangerous_prefix, zip_end_record
-from vidgate.validation.structure import walk
+from vidgate.validation.structure import Read, walk
 
 log = logging.getLogger(__name__)
 
 OPAQUE_SCAN_LIMIT = 16 << 20  # bytes of each opaque region searched for payloads
 ZIP_TAIL = 65_557  # largest possible ZIP end-of-central-directory record with its comment
+WALK_WINDOW = 64 << 10  # bytes per ranged GET of a structure walk over a remote file (it reads headers)
+MAX_PROBE_READ = 16 << 20  # the most one read of a probe child is served (it asks for 1 MiB)
 SAFE_ATTACHMENT_TYPES = (
     "font/",
     "application/x-truetype-font",
@@ -79,29 +87,44 @@ class FileValidator:
         if self.scanner is None:
             log.info("virus scan skipped: VALIDATION_CLAMD_SOCKET is not set")
 
-    def validate(self, path: Path, extension: str, content_type: str | None) -> MediaInfo:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            detected = check_head(os.pread(fd, HEAD_BYTES, 0), extension, content_type)
-            self._check_structure(fd, size, detected.name)
-        finally:
-            os.close(fd)
+    def validate(self, source: Path | RangedFile, extension: str, content_type: str | None) -> MediaInfo:
+        """Validate the assembled file: a local ``Path``, or a :class:`RangedFile` (an object in
+        a bucket) read by ranges where it is: the same checks, nothing downloaded whole."""
+        if isinstance(source, Path):
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                detected = self._check_start(
+                    functools.partial(os.pread, fd), os.fstat(fd).st_size, extension, content_type
+                )
+            finally:
+                os.close(fd)
+        else:
+            walker = source.reader(WALK_WINDOW)
+            try:
+                detected = self._check_start(walker.pread, source.size, extension, content_type)
+            finally:
+                walker.close()
         info = MediaInfo(container=detected.name)
         if self.settings.probe_enabled:
-            info = self._probe(path, info)
+            info = self._probe(source, info)
         if self.scanner is not None:
-            self.scanner.scan(path)
+            self.scanner.scan(source)
         else:
-            log.debug("virus scan skipped for %s (no clamd configured)", path.name)
+            log.debug("virus scan skipped for %s (no clamd configured)", source.name)
         return info
 
-    def _check_structure(self, fd: int, size: int, container: str) -> None:
-        structure = walk(fd, size, container)
+    def _check_start(self, read: Read, size: int, extension: str, content_type: str | None) -> DetectedFormat:
+        """The first bytes and the structure walk (``read(length, offset)`` as ``os.pread``)."""
+        detected = check_head(read(HEAD_BYTES, 0), extension, content_type)
+        self._check_structure(read, size, detected.name)
+        return detected
+
+    def _check_structure(self, read: Read, size: int, container: str) -> None:
+        structure = walk(read, size, container)
         if structure.truncated:
             raise TruncatedFile(f"The file is incomplete: {structure.truncated}.")
         if structure.end < size:
-            trailing = os.pread(fd, min(OPAQUE_SCAN_LIMIT, size - structure.end), structure.end)
+            trailing = read(min(OPAQUE_SCAN_LIMIT, size - structure.end), structure.end)
             found = dangerous_inside(trailing)
             if found:
                 raise DangerousContent(
@@ -112,14 +135,14 @@ class FileValidator:
                 f"{size - structure.end} bytes follow the end of the {container} data; such files are refused."
             )
         for offset, length, label in structure.opaque_regions:
-            found = dangerous_inside(os.pread(fd, min(length, OPAQUE_SCAN_LIMIT), offset))
+            found = dangerous_inside(read(min(length, OPAQUE_SCAN_LIMIT), offset))
             if found:
                 raise DangerousContent(f"The file hides {found} in its {label}; it was refused.")
         tail_start = max(0, size - ZIP_TAIL)
-        if zip_end_record(os.pread(fd, size - tail_start, tail_start)):
+        if zip_end_record(read(size - tail_start, tail_start)):
             raise DangerousContent("The file is also a ZIP/JAR archive (a polyglot); it was refused.")
 
-    def _probe(self, path: Path, info: MediaInfo) -> MediaInfo:
+    def _probe(self, source: Path | RangedFile, info: MediaInfo) -> MediaInfo:
         limits = {
             "memory_bytes": self.settings.probe_memory_mb << 20,
             "cpu_seconds": max(1, int(self.settings.probe_timeout_seconds)),
@@ -127,9 +150,22 @@ class FileValidator:
             "max_height": self.settings.max_height,
             "max_duration": self.settings.max_duration_seconds,
         }
-        result = _probe_in_warm_child(path, limits, self.settings.probe_timeout_seconds)
-        if result is _NO_WARM_CHILD:
-            result = self._probe_in_fresh_interpreter(path, limits)
+        timeout = self.settings.probe_timeout_seconds
+        if isinstance(source, Path):
+            result = _probe_in_warm_child(_Target(str(source)), limits, timeout)
+            if result is _NO_WARM_CHILD:
+                result = self._probe_in_fresh_interpreter(source, limits)
+        else:
+            # the child holds no S3 client nor credentials: it asks this process for byte
+            # ranges over its pipe, served from one streamed GET (one bounded window)
+            reader = source.reader()
+            try:
+                target = _Target(("ranges", source.size), reader, source.name)
+                result = _probe_in_warm_child(target, limits, timeout)
+                if result is _NO_WARM_CHILD:
+                    result = _probe_over_connection_in_fresh_interpreter(target, limits, timeout)
+            finally:
+                reader.close()
         if not isinstance(result, dict):
             raise UndecodableVideo("The file could not be read safely (its parser failed or hit its limits).")
         self._judge(result)
@@ -294,7 +330,41 @@ def _probe_timeout(seconds: float) -> UndecodableVideo:
     return UndecodableVideo(f"Probing the file took longer than {seconds:.0f} s; it was refused.")
 
 
-def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float, *, retry: bool = True) -> object:
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a probe child opens: a path, or ``("ranges", size)`` read from ``reader`` over its pipe."""
+
+    request: str | tuple[str, int]
+    reader: RangedReader | None = None
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name or Path(str(self.request)).name
+
+
+def _answer(connection: Connection, target: _Target, limits: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send the child its file and limits, serve the byte ranges it asks for (a ranged target),
+    and return its answer; the timeout covers the whole probe, reads included."""
+    connection.send((target.request, limits))
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not connection.poll(left):
+            raise _probe_timeout(timeout)
+        message = connection.recv()
+        if isinstance(message, dict):
+            return message
+        if target.reader is None or not (isinstance(message, tuple) and len(message) == 3 and message[0] == "read"):
+            raise EOFError(f"the probe child sent {type(message).__name__}, not an answer")
+        offset, length = int(message[1]), int(message[2])
+        try:
+            data = target.reader.pread(max(0, min(length, MAX_PROBE_READ)), max(0, offset))
+        except OSError as exc:  # the store's fault, not the file's: the upload is checked again later
+            raise StorageUnavailable(f"The file being validated could not be read ({exc}).") from exc
+        connection.send_bytes(data)
+
+
+def _probe_in_warm_child(target: _Target, limits: dict[str, Any], timeout: float, *, retry: bool = True) -> object:
     """Probe in a child of the warm probe server, forked ahead of time when possible; a crash
     or a limit hit gives None, and ``_NO_WARM_CHILD`` when no such child can be started here
     (a daemonic pool process)."""
@@ -306,25 +376,52 @@ def _probe_in_warm_child(path: Path, limits: dict[str, Any], timeout: float, *, 
     process, connection = child
     try:
         try:
-            connection.send((str(path), limits))
-            if not connection.poll(timeout):
-                raise _probe_timeout(timeout)
-            result: dict[str, Any] = connection.recv()
+            return _answer(connection, target, limits, timeout)
         except EOFError:  # the child read the file and died before answering: a crash or a limit
             process.join(timeout=5)
-            log.warning("probe of %s failed (exit %s)", path.name, process.exitcode)
+            log.warning("probe of %s failed (exit %s)", target, process.exitcode)
             return None
         except OSError:  # the spare died before it read the file (a broken pipe on the send, or a
             # reset on the answer: the request was left unread): not the file's fault, once more
-            log.warning("the probe child for %s was gone before it read the file", path.name)
-            return _probe_in_warm_child(path, limits, timeout, retry=False) if retry else None
-        return result
+            log.warning("the probe child for %s was gone before it read the file", target)
+            return _probe_in_warm_child(target, limits, timeout, retry=False) if retry else None
     finally:
         connection.close()
         if process.is_alive():  # done with it (or it overran): it must not go on
             process.kill()
         # reaping it and forking the next spare cost ~20 ms: not on this upload's time
         threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
+
+
+def _probe_over_connection_in_fresh_interpreter(
+    target: _Target, limits: dict[str, Any], timeout: float
+) -> dict[str, Any] | None:
+    """A ranged target where no warm child can be forked: ``probe.py --connection FD`` in a
+    fresh interpreter, speaking the warm child's protocol over a socket pair."""
+    mine, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, probe_module.__file__, "--connection", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        theirs.close()
+    connection = Connection(mine.detach())
+    try:
+        return _answer(connection, target, limits, timeout)
+    except (EOFError, OSError):
+        process.wait(timeout=5)
+        log.warning("probe of %s failed (exit %s)", target, process.returncode)
+        return None
+    finally:
+        connection.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def _retire(child: _ProbeChild) -> None:

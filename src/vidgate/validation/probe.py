@@ -15,6 +15,11 @@ forked child pays for FFmpeg's lazy set-up and for copying the pages it touches 
 small file, against ~1.3 ms for the next), and that should not be the upload's time. Where a
 child cannot be forked that way, this file runs as a script (``python probe.py FILE LIMITS``)
 in a fresh interpreter instead. It imports only the standard library and ``av``.
+
+A file that is not on this host's disk (an upload completed in a bucket) is not downloaded:
+the child is told ``("ranges", size)`` and reads it through :class:`RangedSource`, asking the
+parent for byte ranges over the same connection; the parent serves them from one streamed GET
+in bounded pieces, so the demux pass reads the object once, as it goes.
 """
 
 from __future__ import annotations
@@ -44,11 +49,57 @@ def _failure(result: Result, kind: str, exc: Exception) -> Result:
     return {**result, "error": "resources" if isinstance(exc, RESOURCE_ERRORS) else kind, "message": message}
 
 
-def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Result:
+class RangedSource:
+    """The file being probed when it is not on this host's disk (an object in a bucket): read
+    from the parent over ``connection`` in blocks of at least ``BLOCK`` bytes (the parent holds
+    the S3 client; this process holds no credentials). Seekable, for PyAV's file-like input."""
+
+    BLOCK = 1 << 20
+
+    def __init__(self, connection: Any, size: int) -> None:
+        self.connection, self.size = connection, size
+        self.position = 0
+        self._start = 0
+        self._data = b""
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self.size - self.position if size is None or size < 0 else min(size, self.size - self.position)
+        if wanted <= 0:
+            return b""
+        offset = self.position - self._start
+        if not 0 <= offset < len(self._data):
+            self.connection.send(("read", self.position, max(wanted, self.BLOCK)))
+            self._data, self._start, offset = self.connection.recv_bytes(), self.position, 0
+        data = self._data[offset : offset + wanted]
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self.position = offset
+        elif whence == 1:
+            self.position += offset
+        elif whence == 2:
+            self.position = self.size + offset
+        else:
+            raise OSError(f"whence {whence}")
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+def probe(path: str | RangedSource, max_width: int, max_height: int, max_duration: float) -> Result:
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(path, "r")
     except av.FFmpegError as exc:
         return _failure({}, "open", exc)
     with container:
@@ -103,7 +154,7 @@ def probe(path: str, max_width: int, max_height: int, max_duration: float) -> Re
         return result
 
 
-def limited_probe(path: str, limits: dict[str, Any]) -> Result:
+def limited_probe(path: str | RangedSource, limits: dict[str, Any]) -> Result:
     """Cap this process's address space and CPU time, then probe."""
     memory = int(limits["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -150,14 +201,21 @@ def probe_on_request(connection: Any, warm_up_with: Sequence[str] = ()) -> None:
         with contextlib.suppress(Exception):
             probe(sample, 64, 64, 60.0)
     try:
-        path, limits = connection.recv()
+        request, limits = connection.recv()
     except (EOFError, OSError):  # the parent discarded this spare or went away
         return
-    connection.send(limited_probe(path, limits))
+    # a path, or ("ranges", size): the file is read from the parent over this connection
+    source = request if isinstance(request, str) else RangedSource(connection, int(request[1]))
+    connection.send(limited_probe(source, limits))
     connection.close()
 
 
 def main() -> None:
+    if sys.argv[1] == "--connection":  # a ranged file, where no warm child could be forked
+        from multiprocessing.connection import Connection
+
+        probe_on_request(Connection(int(sys.argv[2])))
+        return
     path, limits_json = sys.argv[1], sys.argv[2]
     sys.stdout.write(json.dumps(limited_probe(path, json.loads(limits_json))) + "\n")
 

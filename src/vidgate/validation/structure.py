@@ -8,7 +8,9 @@ data": the classic way to smuggle an executable or a ZIP behind a playable video
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vidgate.validation.ebml import element_id, read_vint
@@ -41,24 +43,34 @@ class Structure:
     opaque_regions: list[tuple[int, int, str]] = field(default_factory=list)  # (offset, length, label)
 
 
-def walk(fd: int, file_size: int, container: str) -> Structure:
+#: ``read(length, offset)`` as ``os.pread`` (a local file, or ranged GETs of an object)
+Read = Callable[[int, int], bytes]
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    return os.pread(fd, length, offset)
+
+
+def walk(source: int | Read, file_size: int, container: str) -> Structure:
+    """Walk the file open as ``source`` (a descriptor, or a ``read(length, offset)``)."""
+    read: Read = functools.partial(_pread, source) if isinstance(source, int) else source
     if container in ("mp4", "mov"):
-        return _walk_iso(fd, file_size)
+        return _walk_iso(read, file_size)
     if container == "avi":
-        return _walk_riff(fd, file_size)
+        return _walk_riff(read, file_size)
     if container in ("matroska", "webm"):
-        return _walk_ebml(fd, file_size)
+        return _walk_ebml(read, file_size)
     if container == "ogg":
-        return _walk_ogg(fd, file_size)
+        return _walk_ogg(read, file_size)
     raise ValueError(f"unknown container {container}")
 
 
-def _walk_iso(fd: int, file_size: int) -> Structure:
+def _walk_iso(read: Read, file_size: int) -> Structure:
     structure = Structure(end=0)
     position = 0
     seen: set[bytes] = set()
     while position + 8 <= file_size:
-        header = os.pread(fd, 16, position)
+        header = read(16, position)
         size = int.from_bytes(header[:4], "big")
         box = header[4:8]
         header_length = 8
@@ -89,11 +101,11 @@ def _walk_iso(fd: int, file_size: int) -> Structure:
     return structure
 
 
-def _walk_riff(fd: int, file_size: int) -> Structure:
+def _walk_riff(read: Read, file_size: int) -> Structure:
     structure = Structure(end=0)
     position = 0
     while position + 12 <= file_size:
-        header = os.pread(fd, 12, position)
+        header = read(12, position)
         if header[:4] != b"RIFF" or header[8:12] not in (b"AVI ", b"AVIX"):
             break
         size = int.from_bytes(header[4:8], "little") + 8
@@ -107,12 +119,12 @@ def _walk_riff(fd: int, file_size: int) -> Structure:
     return structure
 
 
-def _walk_ebml(fd: int, file_size: int) -> Structure:
+def _walk_ebml(read: Read, file_size: int) -> Structure:
     structure = Structure(end=0)
     position = 0
     segments = 0
     while position < file_size:
-        header = os.pread(fd, 16, position)
+        header = read(16, position)
         element, id_length = element_id(header, 0)
         size, size_length = read_vint(header, id_length)
         if element is None or size is None:
@@ -140,7 +152,7 @@ def _walk_ebml(fd: int, file_size: int) -> Structure:
     return structure
 
 
-def _walk_ogg(fd: int, file_size: int) -> Structure:
+def _walk_ogg(read: Read, file_size: int) -> Structure:
     structure = Structure(end=0)
     position = 0
     buffer = b""
@@ -148,7 +160,7 @@ def _walk_ogg(fd: int, file_size: int) -> Structure:
     while position < file_size:
         if position + 282 > buffer_start + len(buffer):  # a page header is at most 27 + 255 bytes
             buffer_start = position
-            buffer = os.pread(fd, 1 << 20, position)
+            buffer = read(1 << 20, position)
         local = position - buffer_start
         if buffer[local : local + 4] != b"OggS":
             break

@@ -1,0 +1,142 @@
+"""Validation of a file read by ranges where it is (what an upload completed in a bucket is):
+the same verdicts as from a local path, the probe child fed over its pipe, no local copy.
+
+The ranged file here reads a local file by ``pread`` and counts what was asked of it; the
+S3 one (``ObjectFile``: ranged GETs of Swift) goes through the same interface in the storage
+tests and every S3 server test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.media import CONTAINERS, make_video
+from vidgate.config import ValidationSettings
+from vidgate.errors import TrailingData, TruncatedFile, VidgateError
+from vidgate.validation import pipeline
+from vidgate.validation.pipeline import FileValidator, _Target
+
+
+class CountingReader:
+    """A reader of :class:`RangedFile` over a local file, counting reads and bytes."""
+
+    def __init__(self, owner: RangedLocal) -> None:
+        self.owner = owner
+        self.position = 0
+
+    def pread(self, length: int, offset: int, /) -> bytes:
+        data = os.pread(self.owner.fd, max(0, min(length, self.owner.size - offset)), offset)
+        self.owner.reads += 1
+        self.owner.fetched += len(data)
+        self.owner.largest = max(self.owner.largest, len(data))
+        return data
+
+    def read(self, size: int = -1, /) -> bytes | None:
+        data = self.pread(self.owner.size - self.position if size < 0 else size, self.position)
+        self.position += len(data)
+        return data
+
+    def close(self) -> None:
+        return None
+
+
+class RangedLocal:
+    """A :class:`vidgate.storage.base.RangedFile` that is a local file read only by ranges."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self.fd).st_size
+        self.name = path.name
+        self.reads = self.fetched = self.largest = 0
+        self.windows: list[int | None] = []
+
+    def reader(self, window: int | None = None) -> CountingReader:
+        self.windows.append(window)
+        return CountingReader(self)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ranged")
+    return {name: make_video(root / f"clip.{ext}", name) for name, (_, _, ext) in CONTAINERS.items()}
+
+
+def _verdict(validator: FileValidator, source: Path | RangedLocal, extension: str) -> object:
+    try:
+        return validator.validate(source, extension, None)
+    except VidgateError as exc:
+        return (type(exc), exc.code)
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv", "webm", "avi", "ogg"])
+def test_a_ranged_file_gets_the_verdict_of_the_same_local_file(files: dict[str, Path], container: str) -> None:
+    path = files[container]
+    extension = CONTAINERS[container][2]
+    ranged = RangedLocal(path)
+    try:
+        validator = FileValidator(ValidationSettings())
+        local = validator.validate(path, extension, None)
+        remote = validator.validate(ranged, extension, None)
+        assert remote == local and remote.width == 160
+        # the walk asked for small windows; the probe and its reads went through the pipe in
+        # blocks bounded by what one read may be served (never the file in one piece)
+        assert ranged.windows[0] == pipeline.WALK_WINDOW
+        assert ranged.largest <= pipeline.MAX_PROBE_READ
+    finally:
+        ranged.close()
+
+
+def test_refusals_are_the_same_from_a_ranged_file(files: dict[str, Path], tmp_path: Path) -> None:
+    data = files["mp4"].read_bytes()
+    cases = {
+        "cut.mp4": data[: len(data) // 2],
+        "appended.mp4": data + b"MZ" + os.urandom(4000),
+        "plain.mp4": data,
+    }
+    validator = FileValidator(ValidationSettings())
+    for name, body in cases.items():
+        path = tmp_path / name
+        path.write_bytes(body)
+        ranged = RangedLocal(path)
+        try:
+            assert _verdict(validator, ranged, "mp4") == _verdict(validator, path, "mp4"), name
+        finally:
+            ranged.close()
+    ranged = RangedLocal(tmp_path / "cut.mp4")
+    try:
+        with pytest.raises(TruncatedFile):
+            validator.validate(ranged, "mp4", None)
+    finally:
+        ranged.close()
+    (tmp_path / "tail.mp4").write_bytes(data + os.urandom(100))
+    ranged = RangedLocal(tmp_path / "tail.mp4")
+    try:
+        with pytest.raises(TrailingData):
+            validator.validate(ranged, "mp4", None)
+    finally:
+        ranged.close()
+
+
+def test_a_ranged_file_is_probed_in_a_fresh_interpreter_where_no_warm_child_can_be(files: dict[str, Path]) -> None:
+    ranged = RangedLocal(files["mkv"])
+    try:
+        reader = ranged.reader()
+        limits = {
+            "memory_bytes": 512 << 20,
+            "cpu_seconds": 30,
+            "max_width": 4096,
+            "max_height": 4096,
+            "max_duration": 3600.0,
+        }
+        result = pipeline._probe_over_connection_in_fresh_interpreter(
+            _Target(("ranges", ranged.size), reader, ranged.name), limits, 60.0
+        )
+        assert result is not None and result.get("width") == 160 and "error" not in result, result
+        assert ranged.reads >= 1
+    finally:
+        ranged.close()
