@@ -247,24 +247,8 @@ class S3BlobStore:
         key = check_hash(content_hash)
         object_key = self.object_key(key)
         if self._head(object_key) is None:
-            from boto3.s3.transfer import TransferConfig
-
-            # one CopyObject up to S3's 5 GiB limit of a single copy, UploadPartCopy past it
-            config = TransferConfig(
-                multipart_threshold=5 << 30,
-                multipart_chunksize=max(int(self.settings.s3_part_size), 256 * MIB),
-                max_concurrency=self.settings.s3_concurrency,
-                use_threads=self.settings.s3_concurrency > 1,
-            )
             extra = {"ContentType": "application/octet-stream", "Metadata": {"sha256": key}}
-            with self.translated(f"copy of {source_key} to {object_key}"):
-                self.client.copy(
-                    {"Bucket": self.bucket, "Key": source_key},
-                    self.bucket,
-                    object_key,
-                    ExtraArgs={**extra, "MetadataDirective": "REPLACE"},
-                    Config=config,
-                )
+            self._copy(source_key, object_key, {**extra, "MetadataDirective": "REPLACE"})
         return key
 
     def exists(self, content_hash: str) -> bool:
@@ -288,19 +272,23 @@ class S3BlobStore:
     def _withdrawn_key(self, key: str) -> str:
         return f"{self.prefix}withdrawn/{check_hash(key)}"
 
-    def _copy(self, source_key: str, target_key: str) -> None:
-        """A server-side copy (s3transfer switches to UploadPartCopy past its threshold, so a
-        blob over 5 GiB copies too); no byte passes through this process."""
+    def _copy(self, source_key: str, target_key: str, extra: dict[str, Any] | None = None) -> None:
+        """A server-side copy: no byte passes through this process. One CopyObject up to S3's
+        5 GiB limit of a single copy, UploadPartCopy past it. (s3transfer's part copies send the
+        source's ETag as a precondition, which Swift refuses for a multipart upload's "-N" ETag:
+        with the part size as the threshold, withdrawing any blob over it failed there.)"""
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
-            multipart_threshold=int(self.settings.s3_part_size),
-            multipart_chunksize=int(self.settings.s3_part_size),
+            multipart_threshold=5 << 30,
+            multipart_chunksize=max(int(self.settings.s3_part_size), 256 * MIB),
             max_concurrency=self.settings.s3_concurrency,
             use_threads=self.settings.s3_concurrency > 1,
         )
         with self.translated(f"copy of {source_key} to {target_key}"):
-            self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key, Config=config)
+            self.client.copy(
+                {"Bucket": self.bucket, "Key": source_key}, self.bucket, target_key, ExtraArgs=extra, Config=config
+            )
 
     def withdraw(self, key: str) -> bool:
         """S3 has no rename: copy aside, then delete the original (a crash in between leaves both,
