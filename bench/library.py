@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/library.py [--videos 100000] [--runs 300] [--explain]
                                       [--serve-mib 256] [--serve-rounds 5] [--skip-listing] [--skip-serving]
+                                      [--compare-src ../main/src]
 
 Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--videos``
 videos of one user and a tenth as many of another, interleaved in time (each its own
@@ -24,7 +25,9 @@ the whole file four times over two connections; for 16 open-ended ranges
 sends when it starts and seeks); and for 256 random 1 MiB ranges (the worst case: the cost per
 request dominates). vidgate once with the key header, once with a signed URL. MB/s of the best
 round (the machine is shared: the best is the least disturbed), and the shares of the bare
-FileResponse's and of the zero-copy sendfile's. Goal: >= 80 % of the bare app.
+FileResponse's and of the zero-copy sendfile's. Goal: >= 80 % of the bare app. ``--compare-src``
+adds the rows of another checkout's vidgate (``PYTHONPATH`` set to that ``src``) in the same
+run, so a change is judged against its base under the same load.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import hashlib
 import http.client
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -304,7 +308,7 @@ def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: s
     return sum(results) / seconds / 1e6
 
 
-def serve_bench(mib: int, rounds: int) -> None:
+def serve_bench(mib: int, rounds: int, compare_src: str | None = None) -> None:
     from vidgate.auth import create_key
     from vidgate.storage import LocalBlobStore
 
@@ -355,7 +359,9 @@ def serve_bench(mib: int, rounds: int) -> None:
         db.dispose()
         secret = "bench-secret"
         signed = UrlSigner(secret.encode(), 3600).urls(video_id, str(user_id)).content
-        ports = {"vidgate": free_port(), "bare": free_port(), "sendfile": free_port()}
+        ports = {"vidgate": free_port(), "bare": free_port(), "sendfile": free_port(), "other": free_port()}
+        if compare_src:  # the same library for the other version (its own copy: each serve runs its sweeps)
+            shutil.copytree(data, Path(tmp) / "data-other")
         vidgate_env = {
             **env_base,
             "VIDGATE_DATA_DIR": str(data),
@@ -401,8 +407,16 @@ def serve_bench(mib: int, rounds: int) -> None:
                 stderr=subprocess.DEVNULL,
             ),
         ]
+        if compare_src:
+            other_env = {**vidgate_env, "VIDGATE_DATA_DIR": str(Path(tmp) / "data-other"), "PYTHONPATH": compare_src}
+            command = [sys.executable, "-m", "vidgate", "serve", "--host", "127.0.0.1", "--port", str(ports["other"])]
+            processes.append(
+                subprocess.Popen(command, env=other_env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         try:
             content_path = f"/v1/videos/{video_id}/content"
+            if compare_src:
+                wait_healthy(ports["other"], "/health", processes[3])
             wait_healthy(ports["vidgate"], "/health", processes[0])
             wait_healthy(ports["bare"], "/file", processes[1])
             wait_healthy(ports["sendfile"], "/file", processes[2])
@@ -413,6 +427,9 @@ def serve_bench(mib: int, rounds: int) -> None:
                 "vidgate, key header": (ports["vidgate"], content_path, {"X-API-Key": key}),
                 "vidgate, signed URL": (ports["vidgate"], signed, {}),
             }
+            if compare_src:
+                rows[f"{compare_src}, key header"] = (ports["other"], content_path, {"X-API-Key": key})
+                rows[f"{compare_src}, signed URL"] = (ports["other"], signed, {})
             best: dict[tuple[str, str], float] = {}
             for round_number in range(rounds):
                 shift = round_number % len(rows)
@@ -452,11 +469,15 @@ def main() -> None:
     parser.add_argument("--serve-rounds", type=int, default=5)
     parser.add_argument("--skip-listing", action="store_true", help="only the serving comparison")
     parser.add_argument("--skip-serving", action="store_true", help="only the listing")
+    parser.add_argument(
+        "--compare-src",
+        help="the src directory of another checkout (e.g. of main): its vidgate serves too, as rows of its own",
+    )
     args = parser.parse_args()
     if not args.skip_listing:
         listing_bench(args)
     if not args.skip_serving:
-        serve_bench(args.serve_mib, args.serve_rounds)
+        serve_bench(args.serve_mib, args.serve_rounds, args.compare_src)
 
 
 def listing_bench(args: argparse.Namespace) -> None:

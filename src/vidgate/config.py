@@ -382,6 +382,12 @@ class LibrarySettings(BaseSettings):
     url_ttl_seconds: float = Field(
         3600.0, ge=10, le=7 * 86400, description="How long a signed URL works (it must outlast a playback)."
     )
+    derived_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="The sweep removes pictures (poster, storyboard) whose content has no row only once "
+        "they are this old (seconds).",
+    )
 
     @model_validator(mode="after")
     def _page_fits(self) -> LibrarySettings:

@@ -112,6 +112,67 @@ def test_content_is_only_for_its_owners_and_each_sees_their_own_name(
     assert "seekable" not in named.headers["content-disposition"]
 
 
+def test_content_is_served_without_a_thread_hop_on_sqlite_and_never_once_deleted(
+    server: RunningServer, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a cached key (or a signed URL) on SQLite, the ownership check, the open and the
+    reads stay on the event loop; on PostgreSQL one hop does them all. Each request reads the
+    database: the next request after a delete is refused."""
+    from vidgate.api import library
+
+    path = make_video(tmp_path / "hop.mp4", frames=10, seed=seed())
+    data = path.read_bytes()
+    hops: list[str] = []
+    real = library.run_in_threadpool
+
+    async def counting(function: Any, *args: Any) -> Any:
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await real(function, *args)
+
+    with server.client() as alice:
+        video_id = upload(alice, path)
+        signed = alice.get(f"/v1/videos/{video_id}/urls").json()["data"]["content"]
+        url = f"/v1/videos/{video_id}/content"
+        assert alice.get(url, headers={"Range": "bytes=0-9"}).status_code == 206  # the key is cached now
+        monkeypatch.setattr(library, "run_in_threadpool", counting)
+        for headers in ({"Range": "bytes=10-19"}, {}):
+            answer = alice.get(url, headers=headers)
+            assert answer.status_code in (200, 206) and answer.content in (data[10:20], data)
+        with httpx.Client(base_url=server.base_url, timeout=30) as browser:
+            assert browser.get(signed, headers={"Range": "bytes=0-3"}).content == data[:4]
+        assert hops == ([] if backend == "sqlite" else ["_authorised_and_opened"] * 3)
+        assert alice.delete(f"/v1/videos/{video_id}").status_code == 200
+        gone = alice.get(url)
+        assert (gone.status_code, error_code(gone)) == (404, "video_not_found")
+        with httpx.Client(base_url=server.base_url, timeout=30) as browser:
+            refused = browser.get(signed)
+        assert (refused.status_code, error_code(refused)) == (403, "invalid_url_signature")
+
+
+def test_content_checks_its_query_and_headers_as_declared(server: RunningServer, stored: tuple[str, bytes]) -> None:
+    video_id, _ = stored
+    url = f"/v1/videos/{video_id}/content"
+    with httpx.Client(base_url=server.base_url, timeout=30) as browser:
+        for query in ("exp=soon&sig=abc", f"exp=1&sig={'a' * 129}"):
+            bad = browser.get(f"{url}?{query}")
+            assert (bad.status_code, error_code(bad)) == (400, "invalid_parameter"), query
+        half = browser.get(f"{url}?sig=abc")
+        assert (half.status_code, error_code(half)) == (403, "invalid_url_signature")
+        key = server.keys["alice"]
+        for headers in (
+            {"Authorization": "Basic abc", "X-API-Key": key},
+            {"Authorization": f"Bearer {key}", "X-API-Key": "vg_x"},
+        ):
+            refused = browser.get(url, headers=headers)
+            assert (refused.status_code, error_code(refused)) == (401, "unauthenticated"), headers
+        assert browser.get(url, headers={"Authorization": f"Bearer {key}", "Range": "bytes=0-0"}).status_code == 206
+    schema = httpx.get(f"{server.base_url}/openapi.json").json()
+    operation = schema["paths"]["/v1/videos/{video_id}/content"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"video_id", "exp", "sig"}
+    assert set(operation["responses"]) >= {"200", "206", "304", "400", "401", "403", "404"}
+    assert "head" not in schema["paths"]["/v1/videos/{video_id}/content"]
+
+
 def test_a_viewer_key_plays_its_accounts_videos(server: RunningServer, tmp_path: Path) -> None:
     user = f"team-{uuid.uuid4().hex[:6]}"
     path = make_video(tmp_path / "team.mkv", "mkv", frames=20, seed=seed())

@@ -313,6 +313,88 @@ def test_the_sweep_removes_a_content_no_video_took(lib_server: RunningServer, tm
     assert content_rows(lib_server, digest) == 0 and not blob_path(lib_server.settings.storage_dir, digest).exists()
 
 
+# ------------------------------------------------------------------ pictures left behind
+def leak_pictures(server: RunningServer, client: httpx.Client, data: bytes, tmp_path: Path) -> str:
+    """A content whose pictures outlived it, as versions before pictures went in under the
+    content's lock left them: its last owner deleted it, then its job put the pictures."""
+    video_id = upload(client, data)
+    wait_for_video(client, video_id)
+    digest = sha256(data)
+    made = {path.name: path.read_bytes() for path in derived_dir(server, digest).iterdir()}
+    assert set(made) == {"poster.jpg", "storyboard.jpg", "storyboard.json"}
+    assert client.delete(f"/v1/videos/{video_id}").status_code == 200
+    assert content_rows(server, digest) == 0 and not derived_dir(server, digest).exists()
+    for name, body in made.items():
+        source = tmp_path / f"late-{name}"
+        source.write_bytes(body)
+        server.services.blobs.put_derived(digest, name, source)
+    return digest
+
+
+def test_the_sweep_removes_pictures_whose_content_is_gone_after_the_grace(
+    lib_server: RunningServer, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from vidgate.db.models import utcnow
+
+    with user(lib_server) as alice:
+        gone = leak_pictures(lib_server, alice, clip(tmp_path).read_bytes(), tmp_path)
+        kept = upload(alice, clip(tmp_path).read_bytes())
+        wait_for_video(alice, kept)
+        kept_digest = alice.get(f"/v1/videos/{kept}").json()["data"]["content_hash"]
+    deleter = deleter_for(lib_server.services)
+    grace = lib_server.settings.library.derived_grace_seconds
+    assert deleter.derived_grace_seconds == grace > 0
+    assert deleter.sweep().stray_pictures_removed == 0  # younger than LIBRARY_DERIVED_GRACE_SECONDS
+    assert derived_dir(lib_server, gone).exists()
+    report = deleter.sweep(now=utcnow() + timedelta(seconds=grace + 60))
+    assert report.stray_pictures_removed >= 1
+    assert not derived_dir(lib_server, gone).exists()
+    assert {p.name for p in derived_dir(lib_server, kept_digest).iterdir()} == {
+        "poster.jpg",
+        "storyboard.jpg",
+        "storyboard.json",
+    }  # its content has a row: kept, however old
+    assert deleter.sweep(now=utcnow() + timedelta(seconds=grace + 60)).stray_pictures_removed == 0
+
+
+def test_stray_pictures_go_under_a_lock_that_an_upload_of_the_same_bytes_waits_for(
+    lib_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the sweep's look-up (no row) and the removal, an upload of the same bytes could
+    make the row and its job put fresh pictures: the upload waits until the removal is over,
+    and a content that has a row keeps its pictures."""
+    from concurrent.futures import Future, wait
+
+    data = clip(tmp_path).read_bytes()
+    blobs = lib_server.services.blobs
+    real_delete = blobs.delete_derived
+    pool = ThreadPoolExecutor(1)
+    again: list[Future[str]] = []
+    finished_meanwhile: list[bool] = []
+    with user(lib_server) as alice:
+        digest = leak_pictures(lib_server, alice, data, tmp_path)
+
+        def removing(content_hash: str) -> None:
+            again.append(pool.submit(upload, alice, data))
+            finished_meanwhile.append(bool(wait(again, timeout=4).done))
+            real_delete(content_hash)
+
+        monkeypatch.setattr(blobs, "delete_derived", removing)
+        deleter = deleter_for(lib_server.services)
+        assert deleter._remove_stray_pictures(digest)
+        monkeypatch.undo()
+        video_id = again[0].result(timeout=60)
+        pool.shutdown()
+        assert finished_meanwhile == [False]  # the upload waited for the removal
+        assert wait_for_video(alice, video_id)["status"] == "completed"
+        assert derived_dir(lib_server, digest).is_dir()  # its own job's pictures
+        assert not deleter._remove_stray_pictures(digest)  # a row: they stay
+        assert len(list(derived_dir(lib_server, digest).iterdir())) == 3
+        assert alice.get(f"/v1/videos/{video_id}/poster.jpg").status_code == 200
+
+
 def owner_of(server: RunningServer, video_id: str) -> str:
     with server.db.session() as session:
         return str(session.scalar(select(Video.user_id).where(Video.id == video_id)))

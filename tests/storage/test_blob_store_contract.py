@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,29 @@ def test_derived_files_replace_and_go_with_their_content(store: BlobStore, tmp_p
     with pytest.raises(FileNotFoundError):
         store.size(poster)
     assert store.exists(digest)  # the content itself stays
+
+
+def test_derived_files_are_listed_in_key_order_with_when_they_were_put(store: BlobStore, tmp_path: Path) -> None:
+    """What the library's sweep holds against the database (pictures whose content is gone)."""
+    assert list(store.derived_files()) == []
+    digests = []
+    started = time.time()
+    for body in (b"first video", b"second video", b"third video"):
+        digest, path = _file(tmp_path, body)
+        store.put_file(digest, path)
+        digests.append(digest)
+        for name in ("storyboard.json", "poster.jpg", "storyboard.jpg"):
+            source = tmp_path / name
+            source.write_bytes(name.encode())
+            store.put_derived(digest, name, source)
+    listed = list(store.derived_files())
+    keys = [key for key, _ in listed]  # the blobs themselves are not derived files
+    assert keys == sorted(
+        store.derived_key(d, n) for d in digests for n in ("poster.jpg", "storyboard.jpg", "storyboard.json")
+    )
+    assert all(started - 5 <= put_at <= time.time() + 5 for _, put_at in listed)  # Unix time (S3: to the second)
+    store.delete_derived(digests[1])
+    assert [key for key, _ in store.derived_files()] == [k for k in keys if not k.startswith(digests[1])]
 
 
 def test_local_path_only_where_the_file_is_local(store: BlobStore, tmp_path: Path) -> None:

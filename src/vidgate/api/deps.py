@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from vidgate.auth import Principal
 from vidgate.errors import Unauthenticated
@@ -28,20 +29,33 @@ _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key header")
 
 
+def api_key_in(headers: Headers) -> str | None:
+    """The key of ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (None: neither header),
+    read as FastAPI's HTTPBearer and APIKeyHeader read them. An Authorization header that is
+    not a bearer key, or two headers naming different keys, is refused rather than half-ignored."""
+    authorization = headers.get("authorization")
+    api_key = headers.get("x-api-key") or None
+    bearer = None
+    if authorization is not None:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise Unauthenticated("The Authorization header must be 'Bearer KEY'.")
+        bearer = credentials.strip()
+    if bearer is not None and api_key is not None and bearer != api_key:
+        raise Unauthenticated("Authorization and X-API-Key name different keys; send one.")
+    return bearer or api_key
+
+
 async def current_user(
     request: Request,
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``: from the key cache on the
-    event loop, or from the database in the thread pool. An Authorization header that is not a
-    bearer key, or two headers naming different keys, is refused rather than half-ignored."""
-    if bearer is None and request.headers.get("authorization") is not None:
-        raise Unauthenticated("The Authorization header must be 'Bearer KEY'.")
-    if bearer is not None and api_key is not None and bearer.credentials != api_key:
-        raise Unauthenticated("Authorization and X-API-Key name different keys; send one.")
-    key = bearer.credentials if bearer else api_key
+    """Resolve ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (:func:`api_key_in`; the
+    two dependencies declare the schemes in the OpenAPI schema): from the key cache on the
+    event loop, or from the database in the thread pool."""
+    key = api_key_in(request.headers)
     cached = services.keys.cached(key)
     if cached is not None:
         return cached

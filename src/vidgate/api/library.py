@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,6 +20,7 @@ from urllib.parse import quote
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field, PrivateAttr
 from starlette.concurrency import run_in_threadpool
@@ -31,12 +32,21 @@ from vidgate.api import deps
 from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep, require
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
+from vidgate.config import LibrarySettings
+from vidgate.db.engine import Database
 from vidgate.db.models import VideoStatus
-from vidgate.errors import InvalidRange, InvalidUrlSignature, PictureNotReady, RangeNotSatisfiable, VideoNotFound
+from vidgate.errors import (
+    InvalidParameter,
+    InvalidRange,
+    InvalidUrlSignature,
+    PictureNotReady,
+    RangeNotSatisfiable,
+    VideoNotFound,
+)
 from vidgate.library import listing, reviews
 from vidgate.library.deletion import DeletedVideo, deleter_for
 from vidgate.library.listing import LibraryPage, LibraryQuery, ReviewFilter
-from vidgate.library.owners import ServedVideo, served_video
+from vidgate.library.owners import ServedVideo, WouldWait, served_video, served_video_now
 from vidgate.library.reviews import ReviewHistory, ReviewRequest, ReviewView
 from vidgate.library.signing import SignedUrls, UrlSigner
 from vidgate.processing.stages import POSTER, STORYBOARD, STORYBOARD_INDEX
@@ -64,8 +74,16 @@ CONTENT_CACHE = "private, max-age=3600"  # per-key content: browsers may keep it
 Deleter = Annotated[Principal, Depends(require(Permission.DELETE))]
 
 
+#: one signer per settings object (its HMAC key set up once, not per request)
+_SIGNERS: dict[int, tuple[LibrarySettings, UrlSigner]] = {}
+
+
 def signer(services: Services) -> UrlSigner:
-    return UrlSigner.from_settings(services.settings.library)
+    settings = services.settings.library
+    known = _SIGNERS.get(id(settings))
+    if known is None or known[0] is not settings:
+        known = _SIGNERS[id(settings)] = (settings, UrlSigner.from_settings(settings))
+    return known[1]
 
 
 class SignedPrincipal(Principal):
@@ -150,17 +168,46 @@ def _content_disposition(filename: str | None) -> str:
     return f"inline; filename*=utf-8''{quote(filename)}"
 
 
-@router.head("/{video_id}/content", include_in_schema=False)
-@router.get(
-    "/{video_id}/content",
-    responses={**SIGNED_ERRORS, 206: {"description": "The requested byte range"}, 304: {"description": "Not modified"}},
-    response_class=Response,
-    summary="The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
-)
+class ContentRoute(APIRoute):
+    """The content route as FastAPI declares it (its parameters, security and answers in the
+    OpenAPI schema, from :func:`get_content`'s signature), answered by :func:`serve_content`
+    without FastAPI's dependency solving: a player makes a request per seek, and solving the
+    five dependencies cost more than the lookup (py-spy, bench/library.py)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return serve_content
+
+
 async def get_content(video_id: str, request: Request, principal: ReaderOrSigned, services: ServicesDep) -> Response:
+    """The schema's declaration of the content route (never run by it: see ContentRoute)."""
+    return await serve_content(request)
+
+
+async def serve_content(request: Request) -> Response:
+    """``GET /v1/videos/{id}/content`` with the key or a signed URL, as :func:`reader_or_signed`
+    and :func:`get_content` declare it. On SQLite with a cached key (or a signed URL) nothing
+    leaves the event loop: the ownership check is one read that cannot wait
+    (:func:`~vidgate.library.owners.served_video_now`) and the stored file is opened here;
+    otherwise one thread hop authenticates, looks up and opens. Every request reads the
+    database: a deleted video, or another owner's, is never served."""
+    services: Services = request.app.state.services
+    video_id: str = request.path_params["video_id"]
+    signature = _signature_of(request)
     blobs = _blobs(services)
-    # One thread hop for the lookup and, on local disk, opening the file (no stat: the size is known).
-    owned, fd = await run_in_threadpool(_owned_and_opened, services, blobs, principal, video_id)
+    principal = None
+    key = None
+    if signature is None:
+        key = deps.api_key_in(request.headers)
+        principal = services.keys.cached(key)
+    opened = None
+    if principal is not None or signature is not None:
+        try:
+            opened = _open_content(services, blobs, principal, video_id, signature, served_video_now)
+        except WouldWait:
+            opened = None
+    if opened is None:
+        opened = await run_in_threadpool(_authorised_and_opened, services, blobs, key, principal, video_id, signature)
+    owned, fd = opened
     try:
         response = await _content_response(request, blobs, owned, fd)
     except BaseException:
@@ -172,10 +219,64 @@ async def get_content(video_id: str, request: Request, principal: ReaderOrSigned
     return response
 
 
-def _owned_and_opened(
-    services: Services, blobs: BlobStore, principal: Principal, video_id: str
+def _signature_of(request: Request) -> tuple[int, str] | None:
+    """``exp`` and ``sig`` of a signed URL, checked as the declared query parameters are."""
+    if not request.scope.get("query_string"):
+        return None
+    query = request.query_params
+    exp, sig = query.get("exp"), query.get("sig")
+    if exp is None and sig is None:
+        return None
+    expires = None
+    if exp is not None:
+        try:
+            expires = int(exp.strip())
+        except ValueError:
+            raise InvalidParameter("exp: Input should be a valid integer") from None
+    if sig is not None and len(sig) > 128:
+        raise InvalidParameter("sig: String should have at most 128 characters")
+    if expires is None or sig is None:
+        raise InvalidUrlSignature("A signed URL carries both exp and sig.")
+    return expires, sig
+
+
+def _authorised_and_opened(
+    services: Services,
+    blobs: BlobStore,
+    key: str | None,
+    principal: Principal | None,
+    video_id: str,
+    signature: tuple[int, str] | None,
 ) -> tuple[ServedVideo, int | None]:
-    owned = _owned(services, principal, video_id)
+    """The one thread hop: the key from the database if it was not cached, the lookup, the open."""
+    if signature is None and principal is None:
+        principal = services.keys.authenticate(key)
+    return _open_content(services, blobs, principal, video_id, signature, served_video)
+
+
+def _open_content(
+    services: Services,
+    blobs: BlobStore,
+    principal: Principal | None,
+    video_id: str,
+    signature: tuple[int, str] | None,
+    lookup: Callable[[Database, str, str | None], ServedVideo | None],
+) -> tuple[ServedVideo, int | None]:
+    """The caller's video ``video_id`` (with the key: theirs; with a signed URL: the one it was
+    signed for, as its owner) and, on local disk, its file opened (no stat: the size is the
+    database's). A signed URL of an unknown video fails as a bad signature does (no oracle)."""
+    if signature is None:
+        assert principal is not None
+        principal.check(Permission.READ)
+        owned = lookup(services.db, video_id, principal.user_id)
+        if owned is None:
+            raise VideoNotFound(f"No video {video_id!r}.")
+    else:
+        found = lookup(services.db, video_id, None)  # whoever owns it
+        signer(services).verify(video_id, found.user_id if found else "", *signature)
+        if found is None:
+            raise InvalidUrlSignature("This URL's signature does not match: ask for a fresh one.")
+        owned = found
     path = blobs.local_path(owned.storage_key)
     if path is None:
         return owned, None
@@ -183,6 +284,20 @@ def _owned_and_opened(
         return owned, os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:  # withdrawn by a delete of its last owner in this very moment
         raise VideoNotFound(f"No video {video_id!r}.") from None
+
+
+_CONTENT_ROUTE: dict[str, Any] = {
+    "route_class_override": ContentRoute,
+    "response_class": Response,
+    "responses": {
+        **SIGNED_ERRORS,
+        206: {"description": "The requested byte range"},
+        304: {"description": "Not modified"},
+    },
+    "summary": "The original bytes, with Range, ETag (the SHA-256) and If-None-Match",
+}
+router.add_api_route("/{video_id}/content", get_content, methods=["GET"], **_CONTENT_ROUTE)
+router.add_api_route("/{video_id}/content", get_content, methods=["HEAD"], include_in_schema=False, **_CONTENT_ROUTE)
 
 
 async def _content_response(request: Request, blobs: BlobStore, owned: ServedVideo, fd: int | None) -> Response:
@@ -200,10 +315,10 @@ async def _content_response(request: Request, blobs: BlobStore, owned: ServedVid
     if_range = request.headers.get("if-range")
     if range_header is not None and (if_range is None or if_range.strip() == etag):
         ranges = parse_range(range_header, owned.file_size)
-    path = blobs.local_path(owned.storage_key)
-    if fd is None or path is None:
+    if fd is None:  # a store without local files (S3)
         return await _streamed(blobs, owned.storage_key, owned.file_size, ranges, media_type(owned), headers)
-    if len(ranges) > 1:
+    path = blobs.local_path(owned.storage_key)
+    if len(ranges) > 1 and path is not None:
         # Several ranges (rare: no player sends them): Starlette's multipart/byteranges answer.
         return FileResponse(path, media_type=media_type(owned), headers=headers)
     byte_range = ranges[0] if ranges else None

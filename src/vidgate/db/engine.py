@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,8 +64,17 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = _normalise_url(url)
         self.engine = create_db_engine(url, echo=echo)
+        #: the engine for reads outside a session: on SQLite its transactions take no write lock
+        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        url_of = make_url(self.url)
+        self._sqlite_file = url_of.database if url_of.drivername.startswith("sqlite") else None
+        if self._sqlite_file == ":memory:":
+            self._sqlite_file = None
+        self._instant = threading.local()
+        self._instant_connections: list[sqlite3.Connection] = []
+        self._instant_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -79,5 +90,27 @@ class Database:
         with self._reader() as session, session.begin():
             yield session
 
+    def instant_reader(self) -> sqlite3.Connection | None:
+        """On SQLite, this thread's own connection for small reads that never wait, so that the
+        event loop can make them without a thread hop (the content route's ownership check):
+        autocommit (each statement reads the newest commits and holds no snapshot after it),
+        ``query_only``, and no busy timeout (a busy database raises ``sqlite3.OperationalError``
+        at once; the caller then asks in a worker thread). None on PostgreSQL (network)."""
+        if not self._sqlite_file:
+            return None
+        connection: sqlite3.Connection | None = getattr(self._instant, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self._sqlite_file, timeout=0, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA query_only=ON")
+            self._instant.connection = connection
+            with self._instant_lock:
+                self._instant_connections.append(connection)
+        return connection
+
     def dispose(self) -> None:
         self.engine.dispose()
+        with self._instant_lock:
+            for connection in self._instant_connections:
+                connection.close()
+            self._instant_connections.clear()
+            self._instant = threading.local()

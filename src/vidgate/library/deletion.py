@@ -26,14 +26,16 @@ delete that then removes the blob. So the last owner's delete, holding the conte
 
 A crash before the commit leaves the blob withdrawn and its content row in place: the sweep
 restores it. A crash after the commit leaves a withdrawn blob without a row: the sweep removes
-it and the derived files. A running job of the deleted video stops at its next progress report
-or lease renewal (its video is gone: it stores nothing); if other owners' videos were waiting
-for that job's analysis, one of them is queued to analyse it instead. A job past its last
-report puts its pictures into the blob store only inside its result's transaction, after
-locking the content row and checking its lease (``ProcessingService._store``): a delete that
-came first leaves it no content (it puts nothing), one that comes while that transaction is
-open waits for the lock and then removes the pictures with the rest. So no derived file
-outlives its content, in any order.
+it and the derived files. Pictures left without a content row any other way (by versions
+that put them outside the content's lock) are found by listing the derived files
+(:meth:`VideoDeleter.sweep_stray_pictures`). A running job of the deleted video stops at its
+next progress report or lease renewal (its video is gone: it stores nothing); if other
+owners' videos were waiting for that job's analysis, one of them is queued to analyse it
+instead. A job past its last report puts its pictures into the blob store only inside its
+result's transaction, after locking the content row and checking its lease
+(``ProcessingService._store``): a delete that came first leaves it no content (it puts
+nothing), one that comes while that transaction is open waits for the lock and then removes
+the pictures with the rest. So no derived file outlives its content, in any order.
 
 The answer and the ``video_deleted`` event never say whether the bytes went too: that would
 tell the caller whether another account holds the same file.
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vidgate.db.engine import Database
@@ -77,6 +80,8 @@ log = logging.getLogger(__name__)
 WITHDRAWN_GRACE_SECONDS = 60.0
 #: A content row with no video may be an upload linking its video right now: swept only after this.
 ORPHAN_GRACE_SECONDS = 600.0
+#: Content hashes whose rows are looked up in one query by :meth:`VideoDeleter.sweep_stray_pictures`.
+STRAY_BATCH = 500
 
 
 class DeletedVideo(BaseModel):
@@ -106,6 +111,11 @@ class SweepReport:
     restored_blobs: int = 0
     purged_blobs: int = 0
     orphan_contents_removed: int = 0
+    stray_pictures_removed: int = 0  # contents whose derived files outlived their row
+
+
+class _KeepRow(Exception):
+    """Rolls back the placeholder row of :meth:`VideoDeleter._remove_stray_pictures`."""
 
 
 class VideoDeleter:
@@ -117,10 +127,13 @@ class VideoDeleter:
         blobs: BlobStore,
         events: EventPublisher | None = None,
         dispatch: Callable[[str], object] | None = None,
+        derived_grace_seconds: float = 3600.0,
     ) -> None:
         self.db = db
         self.blobs = blobs
         self.events = events
+        #: LIBRARY_DERIVED_GRACE_SECONDS: stray pictures younger than this are left to a later sweep
+        self.derived_grace_seconds = derived_grace_seconds
         #: hands a queued video to the broker (ProcessingService.dispatch); without it the
         #: periodic dispatcher picks a requeued waiter up
         self.dispatch = dispatch
@@ -264,9 +277,68 @@ class VideoDeleter:
         for content_id in candidates:
             if self._remove_orphan(content_id):
                 report.orphan_contents_removed += 1
+        report.stray_pictures_removed = self.sweep_stray_pictures(now)
         if report.restored_blobs or report.purged_blobs or report.orphan_contents_removed:
             log.info("library sweep: %s", report)
         return report
+
+    def sweep_stray_pictures(self, now: datetime | None = None) -> int:
+        """Remove the derived files of every content that has no row, once the newest of them is
+        older than ``derived_grace_seconds``; returns how many contents' files went. One listing
+        of the store's derived files, one query per :data:`STRAY_BATCH` contents."""
+        cutoff = (now or utcnow()).timestamp() - self.derived_grace_seconds
+        removed = 0
+        batch: dict[str, float] = {}
+        for key, put_at in self.blobs.derived_files():
+            digest = key.partition("/")[0]
+            batch[digest] = max(put_at, batch.get(digest, put_at))
+            if len(batch) > STRAY_BATCH:  # the listing is in key order: a content's files come together
+                last = next(reversed(batch))
+                pending = {last: batch.pop(last)}
+                removed += self._sweep_stray_batch(batch, cutoff)
+                batch = pending
+        removed += self._sweep_stray_batch(batch, cutoff)
+        if removed:
+            log.info(
+                "library sweep: pictures of %d contents that no longer exist removed",
+                removed,
+                extra={"event": "stray_pictures_removed"},
+            )
+        return removed
+
+    def _sweep_stray_batch(self, newest: dict[str, float], cutoff: float) -> int:
+        old = [digest for digest, put_at in newest.items() if put_at < cutoff]
+        if not old:
+            return 0
+        with self.db.reading() as session:
+            known = set(session.scalars(select(Content.content_hash).where(Content.content_hash.in_(old))).all())
+        return sum(self._remove_stray_pictures(digest) for digest in old if digest not in known)
+
+    def _remove_stray_pictures(self, content_hash: str) -> bool:
+        """Remove the derived files of ``content_hash`` if it has no content row, holding what
+        stands for the content's lock when there is no row: an uncommitted row of that hash.
+        An upload that would make the row meanwhile waits on the unique index (SQLite: on the
+        write lock) until it is rolled back, so no job of a new row can put pictures while they
+        are removed; a job putting pictures now holds a row (the insert fails: they are kept)."""
+        with self.db.session() as session:
+            try:
+                with session.begin_nested():
+                    session.add(
+                        Content(content_hash=content_hash, file_size=0, storage_key=content_hash, media_info={})
+                    )
+                    session.flush()
+                    self.blobs.delete_derived(content_hash)
+                    raise _KeepRow
+            except IntegrityError:  # a row of this content exists (again): its pictures stay
+                return False
+            except _KeepRow:  # nothing is committed: the placeholder was only a lock
+                pass
+        log.info(
+            "pictures of content %s removed: it no longer exists",
+            content_hash,
+            extra={"content_hash": content_hash, "event": "stray_pictures_removed"},
+        )
+        return True
 
     def _remove_orphan(self, content_id: str) -> bool:
         with self.db.session() as session:
@@ -295,4 +367,10 @@ def _upload_in_flight(session: Session, content_hash: str) -> bool:
 
 def deleter_for(services: Services) -> VideoDeleter:
     """The delete path as the API and the sweeps use it (a requeued waiter is handed to the broker)."""
-    return VideoDeleter(services.db, services.processing.blobs, services.events, services.processing.dispatch)
+    return VideoDeleter(
+        services.db,
+        services.processing.blobs,
+        services.events,
+        services.processing.dispatch,
+        derived_grace_seconds=services.settings.library.derived_grace_seconds,
+    )

@@ -9,9 +9,11 @@ library (listing, content, reviews, pictures) all ask here.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select
+from sqlalchemy import ColumnElement, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from vidgate.db.engine import Database
@@ -84,26 +86,84 @@ _SERVED = (
     .where(Video.id == bindparam("video_id"))
 )
 _SERVED_OWNED = _SERVED.where(Video.user_id == bindparam("user_id"))
+#: on SQLite's instant reader (raw rows, no result processing): the container read by SQLite
+_CONTAINER = func.json_extract(Content.media_info, literal_column("'$.container'"))
+_SERVED_NOW = {
+    owned: statement.with_only_columns(*statement.selected_columns[:-1], _CONTAINER)
+    for owned, statement in ((False, _SERVED), (True, _SERVED_OWNED))
+}
 
 
 def served_video(db: Database, video_id: str, user_id: str | None) -> ServedVideo | None:
     """The video ``video_id`` if ``user_id`` owns it (None: whoever owns it, for checking a
-    signed URL against its owner); None if there is no such video."""
-    with db.engine.connect() as connection:
+    signed URL against its owner); None if there is no such video. Blocking: in a thread."""
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         if user_id is None:
             row = connection.execute(_SERVED, {"video_id": video_id}).first()
         else:
             row = connection.execute(_SERVED_OWNED, {"video_id": video_id, "user_id": user_id}).first()
     if row is None:
         return None
-    info = row.media_info or {}
+    return _served(
+        row.id,
+        row.user_id,
+        row.filename,
+        row.status,
+        row.content_hash,
+        row.file_size,
+        row.storage_key,
+        (row.media_info or {}).get("container"),
+    )
+
+
+class WouldWait(Exception):
+    """:func:`served_video_now` cannot answer without waiting: ask :func:`served_video` in a thread."""
+
+
+#: _SERVED_NOW as SQLite's SQL, with their parameters' order
+_SQLITE: dict[bool, tuple[str, tuple[str, ...]]] = {}
+
+
+def served_video_now(db: Database, video_id: str, user_id: str | None) -> ServedVideo | None:
+    """:func:`served_video` on the calling thread (the event loop) when that cannot wait: on
+    SQLite, one indexed read on :meth:`Database.instant_reader` (tens of microseconds, cheaper
+    than the thread hop it saves). Raises :class:`WouldWait` on PostgreSQL or when SQLite is
+    busy. Each call reads the newest commits: a video deleted before it is not found."""
+    connection = db.instant_reader()
+    if connection is None:
+        raise WouldWait("not SQLite")
+    owned = user_id is not None
+    if owned not in _SQLITE:
+        compiled = _SERVED_NOW[owned].compile(dialect=db.engine.dialect)
+        _SQLITE[owned] = (compiled.string, tuple(compiled.positiontup or ()))
+    sql, names = _SQLITE[owned]
+    values = {"video_id": video_id, "user_id": user_id}
+    try:
+        row = connection.execute(sql, [values[name] for name in names]).fetchone()
+    except sqlite3.OperationalError as exc:  # busy (or locked): never wait on the event loop
+        raise WouldWait(str(exc)) from exc
+    if row is None:
+        return None
+    return _served(*row)
+
+
+def _served(
+    video_id: str,
+    user_id: str,
+    filename: str | None,
+    status: Any,
+    content_hash: str,
+    file_size: int,
+    storage_key: str,
+    container: str | None,
+) -> ServedVideo:
     return ServedVideo(
-        video_id=row.id,
-        user_id=row.user_id,
-        filename=row.filename,
-        status=row.status,
-        content_hash=row.content_hash,
-        file_size=row.file_size,
-        storage_key=row.storage_key,
-        container=info.get("container"),
+        video_id=video_id,
+        user_id=user_id,
+        filename=filename,
+        status=VideoStatus(status),
+        content_hash=content_hash,
+        file_size=int(file_size),
+        storage_key=storage_key,
+        container=container,
     )

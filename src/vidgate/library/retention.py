@@ -3,7 +3,8 @@
 bytes with their last owner, a ``video_deleted`` event and webhook with reason ``retention``).
 
 :func:`sweep_library` runs with the periodic cleanup (``vidgate serve`` and the Celery beat);
-it also finishes deletes a crash interrupted (:meth:`VideoDeleter.sweep`).
+it also finishes deletes a crash interrupted and removes pictures whose content no longer
+exists (:meth:`VideoDeleter.sweep`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LibrarySweepReport(BaseModel):
     withdrawn_blobs_restored: int = 0
     withdrawn_blobs_purged: int = 0
     orphan_contents_removed: int = 0
+    stray_pictures_removed: int = 0
 
 
 def delete_expired(deleter: VideoDeleter, retention_days: float, now: datetime | None = None) -> int:
@@ -69,6 +71,7 @@ def sweep_library(services: Services, now: datetime | None = None) -> LibrarySwe
     report.withdrawn_blobs_restored = finished.restored_blobs
     report.withdrawn_blobs_purged = finished.purged_blobs
     report.orphan_contents_removed = finished.orphan_contents_removed
+    report.stray_pictures_removed = finished.stray_pictures_removed
     if report.expired_videos_deleted:
         log.info(
             "retention: %d videos older than %s days deleted",

@@ -120,3 +120,9 @@ class BlobStore(Protocol):
         """Where to write files meant for :meth:`put_derived` so that it can rename them in
         (the store's own filesystem); None: anywhere (the system's temporary directory)."""
         ...
+
+    def derived_files(self) -> Iterator[tuple[str, float]]:
+        """Every derived file's key (``<sha256>/<name>``) and when it was put (Unix time), in key
+        order (so a content's files come together): what the library's sweep holds against the
+        database, to remove pictures whose content has no row any more."""
+        ...

@@ -325,3 +325,17 @@ class LocalBlobStore:
         probe = self.root / ".probe"
         probe.write_bytes(b"ok")
         probe.unlink()
+
+    def derived_files(self) -> Iterator[tuple[str, float]]:
+        if not self.derived_root.is_dir():
+            return
+        for shard in sorted(self.derived_root.iterdir()):
+            if not shard.is_dir():
+                continue
+            for content in sorted(shard.iterdir()):
+                # gone meanwhile (a delete), or not a store's name: skipped
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError):
+                    digest = _check_hash(content.name)
+                    for entry in sorted(content.iterdir()):
+                        with contextlib.suppress(FileNotFoundError, ValueError):
+                            yield f"{digest}/{check_derived_name(entry.name)}", entry.stat().st_mtime

@@ -409,6 +409,19 @@ class S3BlobStore:
                 raise
         return True
 
+    # ------------------------------------------------------------------ listing derived files
+    def derived_files(self) -> Iterator[tuple[str, float]]:
+        """One listing of ``<prefix>derived/`` (S3 lists in key order: a content's files together)."""
+        prefix = f"{self.prefix}derived/"
+        with self.translated(f"listing of {prefix}*"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    _, _, key = item["Key"][len(prefix) :].partition("/")  # <sha256>/<name> after the shard
+                    digest, _, name = key.partition("/")
+                    with contextlib.suppress(ValueError):  # not a store's key: left alone
+                        yield f"{check_hash(digest)}/{check_derived_name(name)}", item["LastModified"].timestamp()
+
 
 class RangeReader(io.RawIOBase):
     """A seekable, read-only file over ranged GETs of one object, for PyAV (which reads and
