@@ -104,7 +104,7 @@ def freeze_startup_heap() -> None:
 
 class Outgoing:
     """One event as sockets send it: its client JSON and, made by the first socket that needs it
-    and shared by the rest, its WebSocket frame (see :mod:`vidgate.ws_frames`)."""
+    and shared by the rest, its WebSocket frame (see :mod:`vidgate.api.ws_protocol`)."""
 
     __slots__ = ("_frame", "text")
 
