@@ -119,6 +119,15 @@ class Outgoing:
         return self._frame
 
 
+def outgoing_of(event: AnyEvent) -> Outgoing:
+    """``event`` as sockets send it, made once for all of them: live, held back or read from the
+    store (connections catching up together share the events of one read)."""
+    made: Outgoing | None = event._outgoing
+    if made is None:
+        made = event._outgoing = Outgoing(to_client(event))
+    return made
+
+
 def _flush_at_turn_end(connection: Connection) -> None:
     """Flush one connection at the end of this loop turn (a connection without a Hub)."""
     asyncio.get_running_loop().call_soon(connection.flush)
@@ -230,10 +239,14 @@ class Connection:
         frames = [outgoing.frame for outgoing in outbox]
         if write(frames):
             outbox.clear()
-            if self._room is not None and not self._room.done():
-                self._room.set_result(None)
+            self._make_room()
         else:
             self._wake_pump()
+
+    def _make_room(self) -> None:
+        """Let history that waits for room (see put) go on once the buffer is below its share."""
+        if self._room is not None and not self._room.done() and len(self.outbox) < self.history_room:
+            self._room.set_result(None)
 
     def _wake_pump(self) -> None:
         if self._wake is not None and not self._wake.done():
@@ -244,7 +257,7 @@ class Connection:
         while len(self.outbox) >= self.history_room and not self.closed.is_set():
             self._room = asyncio.get_running_loop().create_future()
             await self._room
-        self.offer(Outgoing(to_client(event)))
+        self.offer(outgoing_of(event))
 
     def drop_held(self) -> None:
         self.held.clear()
@@ -277,8 +290,7 @@ class Connection:
                 message = {"type": "websocket.send", FRAMES_EXTENSION: frames}
             else:
                 message = {"type": "websocket.send", "text": outbox.popleft().text}
-            if self._room is not None and not self._room.done() and len(outbox) < self.history_room:
-                self._room.set_result(None)
+            self._make_room()
             self._sending = True
             try:
                 await websocket.send(message)
@@ -344,7 +356,7 @@ class Hub:
     def deliver(self, event: AnyEvent) -> None:
         """Offer ``event`` to the connections of its audience that asked for it (indexed by
         user, so the cost of an event does not grow with everyone else's connections)."""
-        outgoing = Outgoing(to_client(event))
+        outgoing = outgoing_of(event)
         if event.event_type == "heartbeat":
             for connection in list(self.connections):
                 connection.offer(outgoing)
@@ -375,7 +387,7 @@ class Hub:
         while (event := held.pop(position + 1, None)) is not None:
             connection.position = position = event.sequence
             if connection.wants(event):
-                connection.offer(Outgoing(to_client(event)))
+                connection.offer(outgoing_of(event))
         if not held:
             connection.drop_held()  # (its timer)
 
@@ -508,7 +520,7 @@ class Hub:
     async def heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            beat = Outgoing(to_client(Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval))))
+            beat = outgoing_of(Heartbeat(data=HeartbeatData(interval_seconds=self.heartbeat_interval)))
             for connection in list(self.connections):
                 connection.offer(beat)
 

@@ -51,6 +51,8 @@ class AnyEvent(BaseModel):
     audience: list[str] = Field(default_factory=list, exclude=True)
     #: the client JSON, made once (to_client); never set by hand
     _client_json: str | None = PrivateAttr(default=None)
+    #: how the WebSocket hub sends it (events.hub.outgoing_of), made once for every socket
+    _outgoing: Any = PrivateAttr(default=None)
 
     @property
     def subject(self) -> str | None:

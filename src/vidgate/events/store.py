@@ -54,7 +54,7 @@ class EventStore:
         connection = session.connection()
         sequence = int(connection.execute(self._next_sequence, {"user_id": user_id}).scalar_one())
         copy = event.model_copy(update={"sequence": sequence, "audience": [user_id]})
-        copy._client_json = None  # the original's, if it was made, lacks this sequence
+        copy._client_json = copy._outgoing = None  # the original's, if made, lack this sequence
         connection.execute(
             _INSERT_EVENT,
             {
