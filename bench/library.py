@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/library.py [--videos 100000] [--runs 300] [--explain]
                                       [--serve-mib 256] [--serve-rounds 5] [--skip-listing] [--skip-serving]
-                                      [--compare-src ../main/src]
+                                      [--compare-src ../main/src] [--py-spy PROFILE.txt]
 
 Fills a fresh SQLite file and a fresh PostgreSQL database (127.0.0.1:5432) with ``--videos``
 videos of one user and a tenth as many of another, interleaved in time (each its own
@@ -281,6 +281,16 @@ def fetch(port: int, path: str, headers: dict[str, str], ranges: list[tuple[int,
     return total
 
 
+#: 1 MiB ranges asked per round, over both connections
+RANGES = 256
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: str) -> float:
     """MB/s over two parallel connections."""
     rng = random.Random(3)
@@ -293,7 +303,7 @@ def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: s
         elif mode == "seeks":  # what a player sends: bytes=N- from where it seeks to, read to the end
             got = fetch(port, path, headers, [(rng.randrange(0, size // 2), size) for _ in range(8)], 0)
         else:
-            starts = [rng.randrange(0, size - (1 << 20)) for _ in range(128)]
+            starts = [rng.randrange(0, size - (1 << 20)) for _ in range(RANGES // 2)]
             got = fetch(port, path, headers, [(s, s + (1 << 20)) for s in starts], 0)
         with lock:
             results.append(got)
@@ -308,7 +318,7 @@ def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: s
     return sum(results) / seconds / 1e6
 
 
-def serve_bench(mib: int, rounds: int, compare_src: str | None = None) -> None:
+def serve_bench(mib: int, rounds: int, compare_src: str | None = None, py_spy: Path | None = None) -> None:
     from vidgate.auth import create_key
     from vidgate.storage import LocalBlobStore
 
@@ -420,29 +430,43 @@ def serve_bench(mib: int, rounds: int, compare_src: str | None = None) -> None:
             wait_healthy(ports["vidgate"], "/health", processes[0])
             wait_healthy(ports["bare"], "/file", processes[1])
             wait_healthy(ports["sendfile"], "/file", processes[2])
+            pids = [process.pid for process in processes]
             rows = {
-                "bare zero-copy sendfile (asyncio)": (ports["sendfile"], "/file", {}),
-                "bare FileResponse": (ports["bare"], "/file", {}),
-                "bare StoredFileResponse (vidgate's)": (ports["bare"], "/stored", {}),
-                "vidgate, key header": (ports["vidgate"], content_path, {"X-API-Key": key}),
-                "vidgate, signed URL": (ports["vidgate"], signed, {}),
+                "bare zero-copy sendfile (asyncio)": (ports["sendfile"], "/file", {}, pids[2]),
+                "bare FileResponse": (ports["bare"], "/file", {}, pids[1]),
+                "bare StoredFileResponse (vidgate's)": (ports["bare"], "/stored", {}, pids[1]),
+                "vidgate, key header": (ports["vidgate"], content_path, {"X-API-Key": key}, pids[0]),
+                "vidgate, signed URL": (ports["vidgate"], signed, {}, pids[0]),
             }
             if compare_src:
-                rows[f"{compare_src}, key header"] = (ports["other"], content_path, {"X-API-Key": key})
-                rows[f"{compare_src}, signed URL"] = (ports["other"], signed, {})
+                rows[f"{compare_src}, key header"] = (ports["other"], content_path, {"X-API-Key": key}, pids[3])
+                rows[f"{compare_src}, signed URL"] = (ports["other"], signed, {}, pids[3])
+            if py_spy is not None:  # one more, unmeasured, pass of vidgate's 1 MiB ranges under py-spy
+                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "1000"]
+                recorder = subprocess.Popen([*spy, "--pid", str(processes[0].pid), "-o", str(py_spy)])
+                time.sleep(1)
+                for _ in range(8):
+                    throughput(ports["vidgate"], content_path, {"X-API-Key": key}, size, "ranges")
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(timeout=30)
             best: dict[tuple[str, str], float] = {}
+            cpu_per_range: dict[str, list[float]] = {name: [] for name in rows}
             for round_number in range(rounds):
                 shift = round_number % len(rows)
                 order = list(rows)[shift:] + list(rows)[:shift]
                 for mode in ("whole", "seeks", "ranges"):
                     for name in order:
-                        port, path, headers = rows[name]
+                        port, path, headers, pid = rows[name]
+                        cpu_before = process_cpu(pid)
                         speed = throughput(port, path, headers, size, mode)
+                        if mode == "ranges":
+                            cpu_per_range[name].append((process_cpu(pid) - cpu_before) / RANGES * 1e6)
                         best[(name, mode)] = max(best.get((name, mode), 0.0), speed)
             print(f"\nServing a {mib} MiB file: best of {rounds} rounds, MB/s over 2 connections")
-            print("(share of the bare FileResponse's / of the zero-copy sendfile's)")
-            print("| server | whole file (x4) | seeks: bytes=N- to the end (x16) | 1 MiB ranges (x256) |")
-            print("|---|---:|---:|---:|")
+            print("(share of the bare FileResponse's / of the zero-copy sendfile's), and the server's CPU")
+            print("per 1 MiB range (user + system, median of the rounds; the client's is not in it)")
+            print("| server | whole file (x4) | seeks: bytes=N- (x16) | 1 MiB ranges (x256) | CPU µs/range |")
+            print("|---|---:|---:|---:|---:|")
             bare, kernel = "bare FileResponse", "bare zero-copy sendfile (asyncio)"
             for name in rows:
                 cells = [
@@ -450,6 +474,7 @@ def serve_bench(mib: int, rounds: int, compare_src: str | None = None) -> None:
                     f"{best[(name, mode)] / best[(kernel, mode)]:.0%})"
                     for mode in ("whole", "seeks", "ranges")
                 ]
+                cells.append(f"{statistics.median(cpu_per_range[name]):.0f}")
                 print(f"| {name} | {' | '.join(cells)} |", flush=True)
         finally:
             for process in processes:
@@ -473,11 +498,14 @@ def main() -> None:
         "--compare-src",
         help="the src directory of another checkout (e.g. of main): its vidgate serves too, as rows of its own",
     )
+    parser.add_argument(
+        "--py-spy", type=Path, help="a raw py-spy profile of vidgate serve during one extra pass of 1 MiB ranges"
+    )
     args = parser.parse_args()
     if not args.skip_listing:
         listing_bench(args)
     if not args.skip_serving:
-        serve_bench(args.serve_mib, args.serve_rounds, args.compare_src)
+        serve_bench(args.serve_mib, args.serve_rounds, args.compare_src, args.py_spy)
 
 
 def listing_bench(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from vidgate import __version__, web
 from vidgate.api import events as events_api
 from vidgate.api import hashes, health, library, me, tus, uploads, videos
 from vidgate.api.errors import install_error_handlers
+from vidgate.api.http_protocol import ZeroCopyHttpToolsProtocol
 from vidgate.api.ws_protocol import FramedWebSocketsProtocol
 from vidgate.auth import count_active_keys, create_key
 from vidgate.config import DatabaseBackend, Settings, load_settings
@@ -242,10 +243,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=tus.EXPOSED_HEADERS,
         max_age=3600,
     )
+    app.include_router(library.router)
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(tus.router)
-    app.include_router(library.router)
     app.include_router(videos.router)
     app.include_router(me.router)
     app.include_router(hashes.router)
@@ -258,16 +259,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def uvicorn_config(
     settings: Settings, *, host: str | None = None, port: int | None = None, log_level: str | None = None
 ) -> uvicorn.Config:
-    """How ``vidgate serve`` (and the tests) run the app: uvloop, httptools and prebuilt WebSocket
-    frames for speed, and WebSocket pings every heartbeat interval so a client that vanished
-    without closing (no pong within one more interval) is dropped."""
+    """How ``vidgate serve`` (and the tests) run the app: uvloop, httptools with ``sendfile`` for
+    stored files and prebuilt WebSocket frames for speed, and WebSocket pings every heartbeat
+    interval so a client that vanished without closing (no pong within one more interval) is
+    dropped."""
     heartbeat = settings.websocket.heartbeat_interval
     config = uvicorn.Config(
         create_app(settings),
         host=host or settings.server.host,
         port=port or settings.server.port,
         loop="uvloop",
-        http="httptools",
+        http=ZeroCopyHttpToolsProtocol,  # httptools, plus zero-copy file bodies (api/http_protocol.py)
         ws=FramedWebSocketsProtocol,  # one write per socket for all it has queued (api/ws_protocol.py)
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from vidgate.api import deps
 from vidgate.api.deps import Reader, Reviewer, Services, ServicesDep, require
+from vidgate.api.http_protocol import ZEROCOPY_SEND
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.config import LibrarySettings
@@ -177,6 +178,16 @@ class ContentRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return serve_content
 
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """:func:`serve_content` straight, without FastAPI's per-request wrapping (two exit
+        stacks, a body limit for a body a GET has not, a second exception wrapper): its errors
+        go to the app's one exception middleware, which maps them as it maps every route's."""
+        if not self.methods or scope["method"] not in self.methods:
+            await super().handle(scope, receive, send)  # 405, as FastAPI answers it
+            return
+        response = await serve_content(Request(scope, receive, send))
+        await response(scope, receive, send)
+
 
 async def get_content(video_id: str, request: Request, principal: ReaderOrSigned, services: ServicesDep) -> Response:
     """The schema's declaration of the content route (never run by it: see ContentRoute)."""
@@ -317,8 +328,7 @@ async def _content_response(request: Request, blobs: BlobStore, owned: ServedVid
         ranges = parse_range(range_header, owned.file_size)
     if fd is None:  # a store without local files (S3)
         return await _streamed(blobs, owned.storage_key, owned.file_size, ranges, media_type(owned), headers)
-    path = blobs.local_path(owned.storage_key)
-    if len(ranges) > 1 and path is not None:
+    if len(ranges) > 1 and (path := blobs.local_path(owned.storage_key)) is not None:
         # Several ranges (rare: no player sends them): Starlette's multipart/byteranges answer.
         return FileResponse(path, media_type=media_type(owned), headers=headers)
     byte_range = ranges[0] if ranges else None
@@ -330,9 +340,11 @@ SERVE_CHUNK = 1 << 20
 
 
 class StoredFileResponse(Response):
-    """A local stored file, whole (200) or one byte range (206), read from a descriptor opened
-    with the request's lookup, in reads of up to :data:`SERVE_CHUNK`: on the event loop when
-    the page cache holds the bytes (:func:`read_cached`), else one ``pread`` per thread hop.
+    """A local stored file, whole (200) or one byte range (206), from a descriptor opened with
+    the request's lookup. Under ``vidgate serve`` the server sends it with ``sendfile`` (the
+    ASGI zero-copy extension, :mod:`vidgate.api.http_protocol`); elsewhere it is read in
+    pieces of up to :data:`SERVE_CHUNK`: on the event loop when the page cache holds the bytes
+    (:func:`read_cached`), else one ``pread`` per thread hop.
 
     Starlette's FileResponse stats the file, opens it, seeks, reads 64 KiB per thread hop and
     closes it, each a hop of its own: ~20 hops for a 1 MiB range, where this makes none or one.
@@ -356,6 +368,10 @@ class StoredFileResponse(Response):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             if self.head or self.start == self.end:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if ZEROCOPY_SEND in scope.get("extensions", {}):  # vidgate serve: the kernel sends it
+                count = self.end - self.start
+                await send({"type": ZEROCOPY_SEND, "file": self.fd, "offset": self.start, "count": count})
                 return
             if self.end - self.start > SERVE_CHUNK:
                 # A client that leaves mid-file: stop reading (uvicorn drops what is sent after).

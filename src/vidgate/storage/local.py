@@ -199,10 +199,11 @@ def _place(source: Path, fd: int, offset: int, size: int) -> None:
 
 
 _DERIVED_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _check_hash(key: str) -> str:
-    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+    if not _SHA256.fullmatch(key):
         raise ValueError(f"not a SHA-256 key: {key!r}")
     return key
 
