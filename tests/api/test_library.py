@@ -622,3 +622,37 @@ def test_stored_file_response_serves_whole_files_ranges_and_head_in_bounded_read
     with path.open("rb") as file:  # the bytes are in the page cache now: read without a thread
         chunk = read_cached(file.fileno(), 100, len(data) - 40)
     assert chunk is None or bytes(chunk) == data[-40:]
+
+
+# ------------------------------------------------------------------ Range parsing
+def test_the_one_range_fast_path_agrees_with_starlettes_parser() -> None:
+    """parse_range reads a player's ``bytes=N-[M]`` itself: every answer (and every refusal)
+    must be the one Starlette's general parser gives."""
+    import random
+
+    from starlette.responses import FileResponse
+
+    from vidgate.api.library import parse_range
+    from vidgate.errors import VidgateError
+
+    def starlette(header: str, size: int) -> Any:
+        try:
+            return FileResponse._parse_range_header(header, size)
+        except Exception as exc:
+            return type(exc).__name__
+
+    def ours(header: str, size: int) -> Any:
+        try:
+            return parse_range(header, size)
+        except VidgateError as exc:
+            return {"invalid_range": "MalformedRangeHeader", "range_not_satisfiable": "RangeNotSatisfiable"}[exc.code]
+
+    rng = random.Random(5)
+    size = 1000
+    headers = ["bytes=0-", "bytes=0-0", "bytes=999-", "bytes=1000-", "bytes=5-4", "bytes=0-5000", " bytes=3-9 "]
+    headers += ["bytes=-5", "bytes=1-2,4-5", "bytes=", "bytes=a-b", "items=0-1", f"bytes={'9' * 25}-"]
+    for _ in range(400):
+        a, b = rng.randrange(0, 1200), rng.randrange(0, 1200)
+        headers.append(f"bytes={a}-{b if rng.random() < 0.7 else ''}")
+    for header in headers:
+        assert ours(header, size) == starlette(header, size), header

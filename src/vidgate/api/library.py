@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -151,10 +152,20 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
+#: the one range a player sends (``bytes=N-`` or ``bytes=N-M``), parsed without Starlette's general parser
+_ONE_RANGE = re.compile(r"bytes=(\d{1,19})-(\d{0,19})")
+
+
 def parse_range(header: str, size: int) -> list[tuple[int, int]]:
     """The ``(start, end)`` byte ranges (end exclusive) of a Range header, as Starlette's
     FileResponse will serve them; a malformed or unsatisfiable one becomes our JSON error
-    instead of Starlette's plain-text answer. [] means "serve it whole" (too many ranges)."""
+    instead of Starlette's plain-text answer. [] means "serve it whole" (too many ranges).
+    A player's one satisfiable range is read by a regular expression; all else by Starlette."""
+    if (one := _ONE_RANGE.fullmatch(header.strip())) is not None:
+        start = int(one[1])
+        end = min(int(one[2]) + 1, size) if one[2] else size
+        if start < size and start < end:
+            return [(start, end)]
     try:
         return FileResponse._parse_range_header(header, size)
     except MalformedRangeHeader as exc:
@@ -356,11 +367,17 @@ class StoredFileResponse(Response):
         self.fd = fd
         self.start, self.end = byte_range if byte_range is not None else (0, size)
         self.head = head
-        extra = {"Accept-Ranges": "bytes", "Content-Length": str(self.end - self.start)}
+        # The headers as Response.__init__ would make them, built straight: this runs per seek.
+        self.status_code = 206 if byte_range is not None else 200
+        self.media_type = kind
+        self.background = None
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        raw.append((b"accept-ranges", b"bytes"))
+        raw.append((b"content-length", str(self.end - self.start).encode()))
         if byte_range is not None:
-            extra["Content-Range"] = f"bytes {self.start}-{self.end - 1}/{size}"
-        status = 206 if byte_range is not None else 200
-        super().__init__(status_code=status, headers={**headers, **extra}, media_type=kind)
+            raw.append((b"content-range", f"bytes {self.start}-{self.end - 1}/{size}".encode()))
+        raw.append((b"content-type", kind.encode("latin-1")))
+        self.raw_headers = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone: asyncio.Task[None] | None = None

@@ -200,6 +200,8 @@ def _place(source: Path, fd: int, offset: int, size: int) -> None:
 
 _DERIVED_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: paths kept by :meth:`LocalBlobStore.local_path` before it forgets them all
+_LOCAL_PATHS_KEPT = 4096
 
 
 def _check_hash(key: str) -> str:
@@ -219,6 +221,7 @@ class LocalBlobStore:
         self.derived_root = root / "derived"
         self.withdrawn_root = root / "withdrawn"
         self.withdrawn_root.mkdir(exist_ok=True)
+        self._local_paths: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
         """``<sha256>`` (a blob) or ``<sha256>/<name>`` (a derived file)."""
@@ -290,7 +293,13 @@ class LocalBlobStore:
                 yield _check_hash(entry.name), entry.stat().st_mtime
 
     def local_path(self, key: str) -> Path | None:
-        return self._path(key)
+        """Kept per key (a content's path never changes; a player asks once per seek)."""
+        path = self._local_paths.get(key)
+        if path is None:
+            if len(self._local_paths) >= _LOCAL_PATHS_KEPT:
+                self._local_paths.clear()
+            path = self._local_paths[key] = self._path(key)
+        return path
 
     def read_range(self, key: str, start: int, end: int, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
         with self._path(key).open("rb") as file:
