@@ -301,6 +301,26 @@ def stored_sequences(data_dir: Path, user_id: str, after: int) -> list[int]:
         db.dispose()
 
 
+def gc_pauses(base_url: str) -> dict[str, float]:
+    """The serve process's full collections so far (``vidgate_gc_pause_seconds``, generation 2):
+    their count, their seconds, and how many took 10 ms or more."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {"count": 0.0, "sum": 0.0, "under_10ms": 0.0}
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith("vidgate_gc_pause_seconds") or sample.labels.get("generation") != "2":
+                continue
+            if sample.name.endswith("_count"):
+                found["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                found["sum"] = sample.value
+            elif sample.labels.get("le") == "0.01":
+                found["under_10ms"] = sample.value
+    return found
+
+
 async def measure_uploads(bus: str, clients: int, per_second: float, seconds: float, client: str) -> dict[str, Any]:
     """N clients of one user while real uploads are made and processed."""
     with tempfile.TemporaryDirectory(prefix=f"ws-uploads-{bus}-") as tmp:
@@ -341,6 +361,7 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
                 followers = PythonFollowers(url, key, clients)
             await followers.connect()
             await asyncio.sleep(1.0)
+            gc_before = await asyncio.to_thread(gc_pauses, base_url)
             cpu_before, wall_before = cpu_seconds(processes[0].pid), time.monotonic()
             client_cpu_before = followers.cpu_seconds()
             video_ids: list[str] = []
@@ -364,6 +385,7 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
             wall = time.monotonic() - wall_before
             cpu = (cpu_seconds(processes[0].pid) - cpu_before) / wall
             client_cpu = (followers.cpu_seconds() - client_cpu_before) / wall
+            gc_after = await asyncio.to_thread(gc_pauses, base_url)
         finally:
             for process in processes:
                 process.terminate()
@@ -395,6 +417,9 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
         "cpu": cpu * 100,
         "client_cpu": client_cpu * 100,
         "tails": tails,
+        "full_gcs": gc_after["count"] - gc_before["count"],
+        "full_gc_ms": (gc_after["sum"] - gc_before["sum"]) * 1000,
+        "full_gcs_10ms": (gc_after["count"] - gc_after["under_10ms"]) - (gc_before["count"] - gc_before["under_10ms"]),
     }
 
 
@@ -450,6 +475,10 @@ def main() -> None:
                 )
                 tails = ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(row["tails"].items()))
                 print(f"{'':>9}p99 ms by event type: {tails}")
+                print(
+                    f"{'':>9}server full GCs: {row['full_gcs']:.0f}, {row['full_gc_ms']:.0f} ms in all,"
+                    f" {row['full_gcs_10ms']:.0f} of 10 ms or more"
+                )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from vidgate.events.hub import Hub, freeze_startup_heap
 from vidgate.events.webhooks import WebhookSender
 from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
-from vidgate.metrics import HttpMetricsMiddleware
+from vidgate.metrics import HttpMetricsMiddleware, watch_gc_pauses
 from vidgate.processing.dispatch import run_dispatcher
 from vidgate.roles import Role
 from vidgate.validation.pipeline import warm_up_probes
@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.services = services
         freeze_startup_heap()
+        watch_gc_pauses()
         tasks = [
             asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),

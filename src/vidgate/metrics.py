@@ -9,12 +9,14 @@ worker with Celery). The queue length is read from the database at scrape time, 
 
 from __future__ import annotations
 
+import bisect
+import gc
 import hmac
 import time
 from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -121,6 +123,60 @@ class _QueueCollector(Collector):
         yield family
 
 
+#: upper bounds (seconds) of the garbage-collector pause histogram's buckets
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class GcPauses(Collector):
+    """``vidgate_gc_pause_seconds``: every collection of this process, timed by a
+    ``gc.callbacks`` hook, by generation. A full collection stops every thread (the event loop
+    included), so its pauses are the tail of request and event latency.
+
+    The hook keeps plain lists and never takes a lock: a collection can start inside any
+    allocation, a metric's own locked update included, and a locked observe there would wait
+    for itself. The lists become a histogram when scraped."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in range(3)]
+        self._sums = [0.0, 0.0, 0.0]
+
+    def watch(self) -> None:
+        if self._hook not in gc.callbacks:
+            gc.callbacks.append(self._hook)
+
+    def _hook(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info["generation"]
+        self._counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, pause)] += 1
+        self._sums[generation] += pause
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "vidgate_gc_pause_seconds",
+            "Garbage-collector pauses of this process, by generation.",
+            labels=["generation"],
+        )
+        for generation in range(3):
+            counts, cumulative, buckets = list(self._counts[generation]), 0, []
+            for bound, count in zip((*GC_PAUSE_BUCKETS, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            family.add_metric([str(generation)], buckets, self._sums[generation])
+        yield family
+
+
+GC_PAUSES = GcPauses()
+
+
+def watch_gc_pauses() -> None:
+    """Time this process's collections from now on (twice ``perf_counter`` per collection)."""
+    GC_PAUSES.watch()
+
+
 def render(db: Database, priorities: Iterable[int] = range(1, 11)) -> bytes:
     """The process's metrics plus the queue length from ``db`` (every priority in
     ``priorities``), in the text exposition format."""
@@ -128,6 +184,7 @@ def render(db: Database, priorities: Iterable[int] = range(1, 11)) -> bytes:
 
     queue = CollectorRegistry()
     queue.register(_QueueCollector(db, priorities))
+    queue.register(GC_PAUSES)
     return generate_latest(REGISTRY) + generate_latest(queue)
 
 

@@ -184,3 +184,15 @@ def test_queue_length_per_priority_comes_from_the_database(tmp_path: Path) -> No
     }  # an empty priority shows 0 instead of vanishing
     assert value(samples, "vidgate_processing_queue_length", priority="5", status="queued") == 0
     assert ("vidgate_processing_queue_length", (("priority", "5"), ("status", "queued"))) in samples
+
+
+def test_the_servers_garbage_collections_are_timed(server: RunningServer) -> None:
+    """The serve process times its collections from start-up (vidgate_gc_pause_seconds): the
+    server here runs in this process, so a collection made now is one of its own."""
+    import gc
+
+    before = value(scrape(server), "vidgate_gc_pause_seconds_count", generation="2")
+    gc.collect()
+    after = scrape(server)
+    assert value(after, "vidgate_gc_pause_seconds_count", generation="2") >= before + 1
+    assert value(after, "vidgate_gc_pause_seconds_bucket", generation="2", le="+Inf") >= before + 1
