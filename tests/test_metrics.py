@@ -4,6 +4,7 @@ generation, with its time."""
 from __future__ import annotations
 
 import gc
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from vidgate.metrics import GcPauses
@@ -36,4 +37,3 @@ def test_each_collection_is_counted_by_generation_with_its_time() -> None:
     assert samples['vidgate_gc_pause_seconds_count{generation="0"}'] >= 1
     assert samples['vidgate_gc_pause_seconds_bucket{generation="2",le="+Inf"}'] == 3
     assert samples['vidgate_gc_pause_seconds_sum{generation="2"}'] > 0
-

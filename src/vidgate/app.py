@@ -31,6 +31,7 @@ from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
 from vidgate.events.hub import Hub, freeze_startup_heap
 from vidgate.events.webhooks import WebhookSender
+from vidgate.gc_schedule import GcSchedule
 from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware, watch_gc_pauses
@@ -206,6 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         freeze_startup_heap()
         watch_gc_pauses()
+        collections = GcSchedule(settings.server.gc_full_interval_seconds)
+        collections.start()
         tasks = [
             asyncio.create_task(_warm_up(services, app)),
             asyncio.create_task(_periodic_cleanup(services)),
@@ -213,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_deliver_webhooks(services)),
             asyncio.create_task(_sweep_events(services)),
             asyncio.create_task(sweep_library_periodically(services)),
+            asyncio.create_task(collections.run()),
         ]
         if settings.websocket.enabled and services.bus is not None:
             tasks.append(asyncio.create_task(services.bus.listen(services.hub.deliver, services.hub.bus_connected)))
@@ -226,6 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await asyncio.to_thread(services.close)
+            collections.stop()
 
     app = FastAPI(
         title="vidgate",

@@ -47,7 +47,7 @@ def test_health_and_ready_need_no_key(server: RunningServer) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
-    assert body["checks"]["warm_up"]["ok"]
+    assert body["checks"]["warm_up"]["ok"], body
     assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
     assert "redis" not in body["checks"]  # embedded mode needs no Redis
 

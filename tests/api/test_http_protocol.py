@@ -150,7 +150,7 @@ def test_a_piece_not_in_the_page_cache_is_sent_from_a_thread(
         return real(*args)
 
     monkeypatch.setattr(http_protocol, "_cached", lambda fd, offset, size: False)
-    monkeypatch.setattr(http_protocol.os, "sendfile", sendfile)
+    monkeypatch.setattr(os, "sendfile", sendfile)
     response = httpx.get(f"{url}/?offset=7&count={5 << 20}")
     assert response.content == data[1][7 : 7 + (5 << 20)]
     assert threads and app.loop_thread not in threads  # never on the event loop

@@ -60,7 +60,8 @@ def _check_all(services: Services) -> Readiness:
         with services.db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    if not services.warmed_up:
+    warmed_up = services.warmed_up  # read once: warm-up may end while the other checks run
+    if not warmed_up:
         checks["warm_up"] = Check(ok=False, detail="starting: the validation probe server is warming up")
     elif services.warm_up_failure is not None:
         checks["warm_up"] = Check(ok=False, detail=services.warm_up_failure)
@@ -84,7 +85,7 @@ def _check_all(services: Services) -> Readiness:
         run("redis", ping)
     # a warm-up that ended but failed is reported, not blocking: the server serves (its first requests
     # set up what was not warmed), and a load balancer must not keep it out of rotation for that
-    ready = all(check.ok for name, check in checks.items() if name != "warm_up" or not services.warmed_up)
+    ready = all(check.ok for name, check in checks.items() if name != "warm_up" or not warmed_up)
     return Readiness(status="ready" if ready else "not_ready", checks=checks)
 
 
