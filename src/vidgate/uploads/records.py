@@ -23,8 +23,29 @@ from vidgate.uploads.layouts import layout_of, progress_percent
 from vidgate.uploads.models import SessionView
 
 _INSERT_LOG = insert(cast(Table, UploadProgressLog.__table__))  # built once
+_SESSIONS = cast(Table, UploadSession.__table__)
+_INSERT_SESSION = insert(_SESSIONS)
+#: every column of a new session row that its maker does not give (the models' defaults)
+_NEW_SESSION = {column.key: None for column in _SESSIONS.columns} | {
+    "chunks_received": 0,
+    "bytes_received": 0,
+    "status": SessionStatus.ACTIVE,
+    "upload_options": {},
+    "priority": 5,
+    "is_duplicate": False,
+    "protocol": "chunks",
+}
 #: sessions whose data was deleted when they ended: their view comes from the row's counters
 _ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
+
+
+def insert_session(connection: Connection, **values: object) -> UploadSession:
+    """Make an ``upload_session`` row with a statement built once (the ORM's add and flush cost
+    several times the insert) and return it as a transient object: what the caller goes on
+    reading. An upload id already taken raises ``IntegrityError``, as the flush did."""
+    row = {**_NEW_SESSION, "id": new_id(), **values}
+    connection.execute(_INSERT_SESSION, row)
+    return UploadSession(**row)
 
 
 def received(tx: Session, upload_id: str) -> set[int]:
