@@ -66,7 +66,8 @@ _CHUNKS_IN_PART = (
 # The completing transaction's statements (see Completion._complete).
 _CONTENTS = cast(Table, Content.__table__)
 _VIDEOS = cast(Table, Video.__table__)
-_SESSION_ROW = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id")).with_for_update()
+# the session is read unlocked and written last: locks go content, video, session (as deletion takes them)
+_SESSION_ROW = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id"))
 _SESSION_COMPLETED = (
     update(_SESSIONS)
     .where(_SESSIONS.c.id == bindparam("row_id"))
