@@ -68,7 +68,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -361,10 +361,13 @@ def _uvicorn(python: str | Path, target: str, port: int) -> list[str]:
     ]
 
 
-def prepare(kind: str, workdir: Path, port: int) -> Launch:
-    """How to start server ``kind`` on ``port`` with its storage in ``workdir`` (empty)."""
+def prepare(kind: str, workdir: Path, port: int, src: str = "") -> Launch:
+    """How to start server ``kind`` on ``port`` with its storage in ``workdir`` (empty); vidgate
+    from the sources in ``src`` when given (else what this process's environment imports)."""
     prefixes = ("UPLOAD_", "VIDGATE_", "DATABASE_", "STORAGE_", "PEER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    if src:
+        env["PYTHONPATH"] = src
     if kind == "baseline":
         return Launch(_uvicorn(sys.executable, "baseline_app:app", port), BENCH, env, ("GET", "/health"))
     if kind == "hashwrite":
@@ -434,9 +437,9 @@ def prepare(kind: str, workdir: Path, port: int) -> Launch:
     raise ValueError(kind)
 
 
-def start_server(kind: str, workdir: Path) -> Server:
+def start_server(kind: str, workdir: Path, src: str = "") -> Server:
     port = free_port()
-    launch = prepare(kind, workdir, port)
+    launch = prepare(kind, workdir, port, src)
     log = (workdir.parent / f"{workdir.name}.log").open("wb")
     process = subprocess.Popen(launch.command, env=launch.env, cwd=launch.cwd, stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -570,6 +573,7 @@ class Case:
     label: str
     kind: str  # which server
     mode: str  # how the client uploads: baseline, ceiling, single, chunked x1, chunked x4, tus
+    src: str = ""  # vidgate: the sources it runs (PYTHONPATH), "" for the ones this process would import
 
     @property
     def is_peer(self) -> bool:
@@ -613,6 +617,7 @@ class Measurement:
     server_cpu: float
     client_cpu: float
     tree_rss: int = 0  # VmRSS of the server and every process under it, right after the upload
+    route_seconds: float | None = None  # vidgate: its time in its routes for the upload
 
 
 def upload(server: Server, case: Case, path: Path, chunk_size: int) -> tuple[str, dict[str, str], dict[str, object]]:
@@ -679,7 +684,7 @@ def measure(
     workdir.mkdir()
     try:
         subprocess.run(["sync"], check=True)
-        server = start_server(case.kind, workdir)
+        server = start_server(case.kind, workdir, case.src)
         spy = None
         try:
             warm_up(server, case, warm_path, chunk_size)
@@ -693,6 +698,7 @@ def measure(
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
+            routes_before = _server_seconds(server) if case.is_vidgate else 0.0
             before = server.io()
             cpu_before = server.cpu_seconds(), _client_cpu()
             started = time.perf_counter()
@@ -700,6 +706,7 @@ def measure(
             seconds = time.perf_counter() - started
             cpu_after = server.cpu_seconds(), _client_cpu()
             after = server.io()
+            route_seconds = _server_seconds(server) - routes_before if case.is_vidgate else None
             measurement = Measurement(
                 seconds=seconds,
                 peak_rss=server.peak_rss(),
@@ -709,6 +716,7 @@ def measure(
                 server_cpu=cpu_after[0] - cpu_before[0],
                 client_cpu=cpu_after[1] - cpu_before[1],
                 tree_rss=_tree_rss(server),
+                route_seconds=route_seconds,
             )
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -1022,7 +1030,7 @@ def measure_many(
     mode = "single" if case.mode in ("single", "baseline", "ceiling") else "tus"
     try:
         subprocess.run(["sync"], check=True)
-        server = start_server(case.kind, workdir)
+        server = start_server(case.kind, workdir, case.src)
         try:
             if case.kind not in ("baseline", "hashwrite"):
                 warm_up(server, case, warm_path, 10 << 20)
@@ -1214,6 +1222,17 @@ def main() -> None:
         help=f"the many-clients table instead: --clients at once, each uploading --client-mib files for "
         f"--client-seconds (rows: {','.join(MANY_CASES)}), with each server's fixed cost of a small upload",
     )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="the vidgate sources (a checkout's src/) the vidgate rows run (default: what PYTHONPATH imports)",
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        metavar="DIR",
+        help="also run every chosen vidgate row from these sources (e.g. main's src/), as rows of the same run",
+    )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--client-seconds", type=float, default=20.0)
     parser.add_argument("--client-mib", type=int, default=4)
@@ -1225,8 +1244,17 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rows in --only: {', '.join(sorted(unknown))}")
     cases = [c for c in CASES if not wanted or c.key in wanted]
+    if args.src:
+        cases = [replace(c, src=str(args.src.resolve())) if c.is_vidgate else c for c in cases]
+    if args.compare_src:
+        other = args.compare_src.resolve()
+        name = other.parent.name if other.name == "src" else other.name
+        extra = [
+            replace(c, key=f"{c.key}@{name}", label=f"{c.label} @{name}", src=str(other)) for c in cases if c.is_vidgate
+        ]
+        cases = [case for c in cases for case in [c, *(e for e in extra if e.key == f"{c.key}@{name}")]]
     if args.many_clients:
-        many = [c for c in cases if c.key in MANY_CASES]
+        many = [c for c in cases if c.key.split("@")[0] in MANY_CASES]
         if not many:
             parser.error(f"--many-clients runs only: {', '.join(MANY_CASES)}")
         for case in many:
@@ -1286,7 +1314,8 @@ def main() -> None:
     s3_ceiling, s3_peer = speeds.get("boto3-s3"), speeds.get("tus-node-s3")
     best_peer = max(peer_speeds) if peer_speeds else None
     columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x ceil", 8), ("x peer", 8), ("srv CPU", 9)]
-    columns += [("cli CPU", 9), ("peak RSS", 10), ("+RSS", 8), ("tree RSS", 10), ("disk w/B", 10), ("disk r/B", 10)]
+    columns += [("cli CPU", 9), ("srv ms", 8), ("peak RSS", 10), ("+RSS", 8), ("tree RSS", 10)]
+    columns += [("disk w/B", 10), ("disk r/B", 10)]
     header = f"{'server':<32}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
     print("-" * len(header))
@@ -1309,9 +1338,12 @@ def main() -> None:
         tree = max(r.tree_rss for r in row.runs) / (1 << 20)
         written = statistics.median(r.written for r in row.runs) / size
         read = statistics.median(r.read for r in row.runs) / size
+        routes = [r.route_seconds for r in row.runs if r.route_seconds is not None]
+        route = f"{statistics.median(routes) * 1000:.1f}" if routes else "-"
         print(
             f"{label:<32}{speed:>8.1f}{spread:>8}{ratio_base:>8}{ratio_ceiling:>8}{ratio_peer:>8}"
-            f"{server_cpu:>9.2f}{client_cpu:>9.2f}{rss:>10.1f}{growth:>8.1f}{tree:>10.1f}{written:>10.2f}{read:>10.2f}"
+            f"{server_cpu:>9.2f}{client_cpu:>9.2f}{route:>8}{rss:>10.1f}{growth:>8.1f}{tree:>10.1f}"
+            f"{written:>10.2f}{read:>10.2f}"
         )
     print(
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
@@ -1324,6 +1356,9 @@ def main() -> None:
         f"\nsrv CPU, cli CPU: CPU seconds (user + system, median) of the server with the processes under"
         f"\n  it, and of this client, during the upload; {os.cpu_count()} cores give at most"
         f" {os.cpu_count()} CPU seconds per second of wall time."
+        "\nsrv ms: vidgate's time in its routes for the upload (median; the sum of its request-duration"
+        "\n  histogram: route called -> answer sent, streaming included; a small upload's without streaming:"
+        "\n  --many-clients, srv ms)."
         "\npeak RSS: the server process's VmHWM in MiB (for @tus/server the node process), max over runs;"
         "\n  +RSS: its growth from when the server was ready and warmed up (one 2 MiB upload); tree RSS: VmRSS"
         "\n  of it and every process under it right after the upload (vidgate: + the probe forkserver, the"

@@ -92,7 +92,7 @@ def build_services(settings: Settings, *, start_queue: bool = False) -> Services
     records = Records(settings, db, events)
     endings = Endings(deps, records)
     validator = FileValidator(settings.validation)
-    completion = Completion(deps, blobs, validator, records, endings, on_video_queued=processing.dispatch)
+    completion = Completion(deps, blobs, validator, records, endings, dispatcher=processing)
     writes = WritePath(deps, endings)
     tus_store = TusStore(deps, completion)
     return Services(

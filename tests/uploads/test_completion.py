@@ -1,5 +1,5 @@
 """Completion without HTTP: what one upload costs in transactions (the recording transaction hands
-assembly what it read, the completing one gives the answer)."""
+assembly what it read, the completing one gives the answer and claims the hand-over to the queue)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from tests.helpers import sha256, split
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus
+from vidgate.db.models import SessionStatus, Video, VideoStatus
+from vidgate.errors import QueueUnavailable
+from vidgate.uploads import completion
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
 from vidgate.uploads.tus import TusService
@@ -31,6 +33,29 @@ def _send(service: ChunkedUploads, data: bytes, **fields: Any) -> ChunkReceipt:
         return await sink.finish()
 
     return service.finish_chunk(plan, asyncio.run(stream()))
+
+
+class _Broker:
+    """A queue that keeps what it is handed (or refuses, like a broker that is down)."""
+
+    starts_here = False
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.jobs: list[tuple[str, int]] = []
+        self.down = down
+
+    def enqueue(self, video_id: str, priority: int) -> None:
+        if self.down:
+            raise QueueUnavailable("the broker is down")
+        self.jobs.append((video_id, priority))
+
+    def close(self) -> None:
+        pass
+
+
+def _handed_over_at(services: Any, video_id: str) -> Any:
+    with services.db.session() as tx:
+        return tx.execute(select(Video.status, Video.dispatched_at).where(Video.id == video_id)).one()
 
 
 @contextmanager
@@ -51,12 +76,12 @@ def _transactions(services: Any) -> Iterator[list[int]]:
 def test_a_single_file_upload_takes_four_transactions(services_for: Callable[..., Any], unique_video: Path) -> None:
     """Plan (the session made), record (the chunk, the session moved to assembling and what
     assembly needs), the content hash (committed before the blob is stored: deletion looks for
-    it) and completion (the video, whose row also gives the answer)."""
+    it) and completion (the video and its hand-over's claim, whose row also gives the answer);
+    the job is then on the queue, with no transaction of its own."""
     data = unique_video.read_bytes()
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
-        queued: list[str] = []
-        uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        services.processing.queue = broker = _Broker()
         with _transactions(services) as begun:
             receipt = _send(uploads, data)
         assert (receipt.status, receipt.content_hash, receipt.file_size) == (
@@ -66,7 +91,42 @@ def test_a_single_file_upload_takes_four_transactions(services_for: Callable[...
         )
         assert receipt.video_id and receipt.chunks_received == 1 and receipt.missing_chunks == []
         assert len(begun) == 4
-        assert queued == [receipt.video_id]
+        assert broker.jobs == [(receipt.video_id, 5)]
+        status, dispatched_at = _handed_over_at(services, receipt.video_id)
+        assert status is VideoStatus.QUEUED and dispatched_at is not None  # claimed with the completion
+
+
+def test_a_broker_that_is_down_leaves_the_video_for_the_dispatcher(
+    services_for: Callable[..., Any], unique_video: Path
+) -> None:
+    """The claim committed with the completion is released when the broker refuses the job, so
+    the dispatcher's next round offers the video (it does not wait for the dispatch timeout)."""
+    with services_for() as services:
+        services.processing.queue = broker = _Broker(down=True)
+        receipt = _send(services.uploads, unique_video.read_bytes())
+        assert receipt.status is SessionStatus.COMPLETED and broker.jobs == []
+        assert _handed_over_at(services, receipt.video_id) == (VideoStatus.QUEUED, None)
+        broker.down = False
+        assert services.processing.dispatch_pending() == 1
+        assert broker.jobs == [(receipt.video_id, 5)]
+
+
+def test_a_hand_over_that_would_start_here_waits_for_the_answer(
+    services_for: Callable[..., Any], unique_video: Path
+) -> None:
+    """With a queue whose jobs start in this process, the hand-over is kept for after the answer
+    (:func:`completion.deferring`); the claim is committed already, so a process that dies before
+    making it leaves a video the dispatch timeout offers again."""
+    with services_for() as services:
+        services.processing.queue = broker = _Broker()
+        broker.starts_here = True
+        with completion.deferring() as later:
+            receipt = _send(services.uploads, unique_video.read_bytes())
+        assert broker.jobs == [] and len(later) == 1
+        status, dispatched_at = _handed_over_at(services, receipt.video_id)
+        assert status is VideoStatus.QUEUED and dispatched_at is not None
+        completion.run_all(later)
+        assert broker.jobs == [(receipt.video_id, 5)] and later == []
 
 
 def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., Any], unique_video: Path) -> None:
@@ -76,7 +136,7 @@ def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., 
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
         common = {"session_id": "handed", "total_chunks": len(chunks)}
-        uploads.completion.on_video_queued = lambda video_id: None  # the queue's own transaction is not counted
+        services.processing.queue = _Broker()
         for index, chunk in enumerate(chunks[:-1]):
             _send(uploads, chunk, chunk_index=index, **common)
         with _transactions(services) as begun:
@@ -94,8 +154,7 @@ def test_a_tus_upload_in_one_patch_takes_five_transactions(
     data = unique_video.read_bytes()
     with services_for() as services:
         tus: TusService = services.tus
-        queued: list[str] = []
-        services.uploads.completion.on_video_queued = queued.append  # the queue's own transaction is not counted
+        services.processing.queue = broker = _Broker()
         with _transactions(services) as begun:
             created = services.tus_creation.create(
                 ALICE, length=len(data), metadata={"filename": "clip.mp4"}, metadata_header="filename Y2xpcC5tcDQ="
@@ -111,5 +170,5 @@ def test_a_tus_upload_in_one_patch_takes_five_transactions(
 
             upload = tus.finish_patch(plan, asyncio.run(stream()))
         assert (upload.status, upload.offset, upload.content_hash) == (SessionStatus.COMPLETED, len(data), sha256(data))
-        assert upload.video_id and queued == [upload.video_id]
+        assert upload.video_id and broker.jobs == [(upload.video_id, 5)]
         assert len(begun) == 5

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
-from vidgate.api.receiving import receiving
+from vidgate.api.receiving import after_answer, receiving
 from vidgate.api.schemas import ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus
@@ -319,15 +319,18 @@ async def create_upload(request: Request, principal: Uploader, services: Service
     )
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if has_body and request.headers.get("content-type", "").split(";")[0].strip().lower() == OFFSET_CONTENT_TYPE:
-        upload = await _receive_body(
-            request,
-            principal,
-            services.tus,
-            upload.upload_id,
-            0,
-            length=None,
-            checksum=request.headers.get("upload-checksum"),
-        )
+        with after_answer() as later:
+            upload = await _receive_body(
+                request,
+                principal,
+                services.tus,
+                upload.upload_id,
+                0,
+                length=None,
+                checksum=request.headers.get("upload-checksum"),
+            )
+        headers = _upload_headers(request, upload, location=True)
+        return Response(status_code=201, headers=headers, background=later.task())
     return Response(status_code=201, headers=_upload_headers(request, upload, location=True))
 
 
@@ -370,16 +373,17 @@ async def patch_upload(upload_id: str, request: Request, principal: Uploader, se
     offset = _int_header(request, "upload-offset")
     if offset is None:
         raise InvalidParameter("Send Upload-Offset: the offset this body starts at (HEAD tells it).")
-    upload = await _receive_body(
-        request,
-        principal,
-        services.tus,
-        upload_id,
-        offset,
-        length=_int_header(request, "upload-length"),
-        checksum=request.headers.get("upload-checksum"),
-    )
-    return Response(status_code=204, headers=_upload_headers(request, upload))
+    with after_answer() as later:
+        upload = await _receive_body(
+            request,
+            principal,
+            services.tus,
+            upload_id,
+            offset,
+            length=_int_header(request, "upload-length"),
+            checksum=request.headers.get("upload-checksum"),
+        )
+    return Response(status_code=204, headers=_upload_headers(request, upload), background=later.task())
 
 
 @router.delete(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from starlette.concurrency import run_in_threadpool
 
 from vidgate.api.deps import CurrentUser, ServicesDep, Uploader
 from vidgate.api.multipart import Event, MultipartEvents, PartData, PartStart
-from vidgate.api.receiving import receiving
+from vidgate.api.receiving import after_answer, receiving
 from vidgate.api.schemas import Envelope, ErrorEnvelope
 from vidgate.auth import Principal
 from vidgate.errors import (
@@ -224,12 +224,17 @@ class UploadResponse(ChunkReceipt):
     openapi_extra=_UPLOAD_FORM_SCHEMA,
     summary="Upload a whole video, or one chunk of a session",
 )
-async def upload_video(request: Request, principal: Uploader, services: ServicesDep) -> Envelope[UploadResponse]:
-    receipt = await receive_upload(request, principal, services.uploads)
-    response = UploadResponse(**receipt.model_dump())
-    answer_from_cache = services.settings.upload.enable_deduplication
-    if receipt.status == "completed" and receipt.duplicate and receipt.video_id and answer_from_cache:
-        response.result = await run_in_threadpool(services.processing.owner_result, receipt.video_id)
+async def upload_video(
+    request: Request, principal: Uploader, services: ServicesDep, background: BackgroundTasks
+) -> Envelope[UploadResponse]:
+    with after_answer() as later:
+        receipt = await receive_upload(request, principal, services.uploads)
+        response = UploadResponse(**receipt.model_dump())
+        answer_from_cache = services.settings.upload.enable_deduplication
+        if receipt.status == "completed" and receipt.duplicate and receipt.video_id and answer_from_cache:
+            response.result = await run_in_threadpool(services.processing.owner_result, receipt.video_id)
+        if later.later:
+            background.add_task(later.run)
     if receipt.status == "completed":
         message = "Upload complete" + (": known content, answered from the stored result" if response.result else "")
     elif receipt.duplicate_chunk:

@@ -100,6 +100,8 @@ class CeleryQueue:
     """``TaskQueue`` over Celery: enqueueing fails fast (no retry loop) when Redis is down, so
     the upload still succeeds and the dispatcher offers the video again later."""
 
+    starts_here = False  # a worker elsewhere takes it; the upload answers once it is in the broker
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery = create_celery(settings)

@@ -22,6 +22,9 @@ __all__ = ["InlineQueue", "QueueUnavailable", "TaskQueue"]
 
 
 class TaskQueue(Protocol):
+    #: a job handed over starts in this process at once (the upload hands it over after its answer)
+    starts_here: bool
+
     def enqueue(self, video_id: str, priority: int) -> None:
         """Hand one video to the workers; raise :class:`QueueUnavailable` if that cannot happen now."""
         ...
@@ -36,6 +39,8 @@ class InlineQueue:
     (processed, or failed for good). Jobs held here die with the process; the dispatcher
     offers every still-queued video again at start-up, so none is lost.
     """
+
+    starts_here = True
 
     def __init__(self, job: Callable[[str, int], float | None], workers: int) -> None:
         self._job = job

@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,6 +76,20 @@ from vidgate.processing.stages import PictureConfig, PipelineConfig, PipelineErr
 from vidgate.storage import BlobStore
 
 log = logging.getLogger(__name__)
+
+_VIDEOS = cast(Table, Video.__table__)
+# A hand-over's claim and its release, built once (the upload's completion claims in its own transaction).
+_CLAIM_HAND_OVER = (
+    update(_VIDEOS)
+    .where(
+        _VIDEOS.c.id == bindparam("video_id"),
+        _VIDEOS.c.status == VideoStatus.QUEUED,
+        _VIDEOS.c.dispatched_at.is_(None),
+    )
+    .values(dispatched_at=bindparam("now"))
+    .returning(_VIDEOS.c.priority)
+)
+_RELEASE_HAND_OVER = update(_VIDEOS).where(_VIDEOS.c.id == bindparam("video_id")).values(dispatched_at=None)
 
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
 #: what a video whose content's analysis is reused reports: the pipeline's first and last progress
@@ -137,27 +151,41 @@ class ProcessingService:
         self.analyser.close()
 
     # ------------------------------------------------------------------ queueing
+    @property
+    def takes_jobs(self) -> bool:
+        """Whether this process hands videos to a queue (``vidgate serve``, a worker's beat)."""
+        return self.queue is not None
+
+    @property
+    def starts_here(self) -> bool:
+        """Whether a job handed over starts in this process at once (the in-process queue)."""
+        return bool(getattr(self.queue, "starts_here", False))
+
     def dispatch(self, video_id: str) -> bool:
         """Offer one queued video to the queue; False (and still queued) when the broker is down."""
         if self.queue is None:
             return False
         with self.db.session() as session:
             # Claim first: two dispatchers (the upload and the periodic loop) never both enqueue.
-            claimed = session.execute(
-                update(Video)
-                .where(Video.id == video_id, Video.status == VideoStatus.QUEUED, Video.dispatched_at.is_(None))
-                .values(dispatched_at=utcnow())
-            )
-            if not getattr(claimed, "rowcount", 0):
+            claimed = session.execute(_CLAIM_HAND_OVER, {"video_id": video_id, "now": utcnow()}).first()
+            if claimed is None:
                 return False
-            priority = session.scalars(select(Video.priority).where(Video.id == video_id)).one()
+        return self.enqueue_claimed(video_id, claimed.priority)
+
+    def enqueue_claimed(self, video_id: str, priority: int) -> bool:
+        """Put a video whose hand-over was claimed (``dispatched_at`` set, committed) on the queue;
+        when the broker is down the claim is released (the dispatcher offers it again). A claim
+        whose hand-over never happens (the process died first) lapses after
+        PROCESSING_DISPATCH_TIMEOUT_SECONDS (:func:`vidgate.processing.dispatch.resend_stale`)."""
+        if self.queue is None:
+            return False
         try:
             self.queue.enqueue(video_id, priority)
         except QueueUnavailable as exc:
             self.broker_reachable = False
             log.warning("video %s stays queued: %s", video_id, exc.message)
             with self.db.session() as session:
-                session.execute(update(Video).where(Video.id == video_id).values(dispatched_at=None))
+                session.execute(_RELEASE_HAND_OVER, {"video_id": video_id})
             return False
         self.broker_reachable = True
         return True

@@ -31,7 +31,7 @@ from vidgate.errors import (
 )
 from vidgate.hashing import normalise_sha256
 from vidgate.uploads.models import ChunkRequest
-from vidgate.uploads.records import Records
+from vidgate.uploads.records import Records, insert_session
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writing import WriteMode, WritePlan, first_bytes_check, safe_filename
 
@@ -186,7 +186,8 @@ class ChunkPlanner(Step):
             raise InvalidParameter("chunk_index is required when total_chunks is more than 1.")
         filename = safe_filename(self.settings, request.filename)
         now = utcnow()
-        row = UploadSession(
+        row = insert_session(
+            tx.connection(),
             session_id=request.session_id or secrets.token_hex(16),
             filename=filename,
             content_type=(request.content_type or None) and request.content_type[:100],
@@ -203,9 +204,7 @@ class ChunkPlanner(Step):
             last_updated=now,
             expires_at=now + timedelta(seconds=self.settings.session_timeout_seconds),
         )
-        tx.add(row)
-        tx.flush()
-        self.records.log(tx, row, "upload_started", "session created")
+        self.records.log_now(tx.connection(), row, "upload_started", "session created", now)
         log.info(
             "upload session %s created by %s (%d chunks)",
             row.session_id,

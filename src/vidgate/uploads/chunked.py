@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import threading
+from typing import cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from vidgate import metrics
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, utcnow
+from vidgate.db.models import SessionStatus, UploadChunk, UploadSession, new_id, utcnow
 from vidgate.errors import (
     ChunkConflict,
     ChunkSizeMismatch,
@@ -38,7 +39,20 @@ from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import WriteMode, WritePath, WritePlan
 
 # Built once: building ORM statements per call costs more than running them (tus_store.py).
-_SESSION_FOR_UPDATE = select(UploadSession).where(UploadSession.id == bindparam("row_id")).with_for_update()
+_SESSIONS = cast(Table, UploadSession.__table__)
+_SESSION_ROW = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id")).with_for_update()
+_RECORDED = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("row_id"))
+    .values(
+        chunk_size=bindparam("chunk_size"),
+        chunks_received=bindparam("chunks_received"),
+        bytes_received=bindparam("bytes_received"),
+        last_updated=bindparam("last_updated"),
+        status=bindparam("status"),
+    )
+)
+_INSERT_CHUNK = insert(cast(Table, UploadChunk.__table__))
 _CHUNK_SIZES = select(UploadChunk.chunk_index, UploadChunk.chunk_size).where(
     UploadChunk.session_id == bindparam("upload_id")
 )
@@ -139,11 +153,14 @@ class ChunkedUploads(Step):
         )
 
     def _record(self, plan: WritePlan, result: SinkResult) -> tuple[ChunkReceipt, Pending | None]:
-        """Record the chunk; with the upload's last chunk, also what its assembly needs."""
+        """Record the chunk; with the upload's last chunk, also what its assembly needs. Statements
+        built once, on the transaction's connection (the ORM's load, add and flush cost more)."""
         with self.db.session() as tx:
-            row = tx.scalar(_SESSION_FOR_UPDATE, {"row_id": plan.row_id})
-            if row is None:
+            connection = tx.connection()
+            found = connection.execute(_SESSION_ROW, {"row_id": plan.row_id}).one_or_none()
+            if found is None:
                 raise SessionNotFound(f"No upload session {plan.upload_id!r}.")
+            row = UploadSession(**found._mapping)  # detached: read below, written by _RECORDED
             if plan.mode is WriteMode.VERIFY:
                 if result.sha256 != plan.existing_hash:
                     raise ChunkConflict(
@@ -155,18 +172,19 @@ class ChunkedUploads(Step):
                 raise SessionNotActive(f"Upload session {row.session_id!r} is {row.status.value}.")
             self._check_chunk_size(tx, row, plan, result.size)
             now = utcnow()
-            chunk = UploadChunk(
-                session_id=row.session_id,
-                chunk_index=plan.chunk_index,
-                chunk_size=result.size,
-                chunk_hash=result.sha256,
-                storage_path=plan.location,
-                received=True,
-                verified=True,
-                received_at=now,
-                verified_at=now,
-            )
-            tx.add(chunk)
+            chunk = {
+                "id": new_id(),
+                "session_id": row.session_id,
+                "chunk_index": plan.chunk_index,
+                "chunk_size": result.size,
+                "chunk_hash": result.sha256,
+                "storage_path": plan.location,
+                "received": True,
+                "verified": True,
+                "received_at": now,
+                "verified_at": now,
+            }
+            connection.execute(_INSERT_CHUNK, chunk)
             if plan.mode is WriteMode.DIRECT and plan.chunk_index == 0 and row.total_chunks > 1 and not row.chunk_size:
                 row.chunk_size = result.size
                 if (row.total_chunks - 1) * result.size >= self.limits.max_file_size:
@@ -174,8 +192,10 @@ class ChunkedUploads(Step):
                         f"{row.total_chunks} chunks of {result.size} bytes exceed the limit of "
                         f"{self.limits.max_file_size} bytes."
                     )
-            tx.flush()
-            sizes = {index: size for index, size in tx.execute(_CHUNK_SIZES, {"upload_id": row.session_id})}
+            if row.total_chunks == 1:  # a whole file: this chunk is all there is
+                sizes = {plan.chunk_index: result.size}
+            else:
+                sizes = {index: size for index, size in connection.execute(_CHUNK_SIZES, {"upload_id": row.session_id})}
             count, total_bytes = len(sizes), sum(sizes.values())
             if total_bytes > self.limits.max_file_size:
                 raise FileTooLarge(
@@ -191,13 +211,24 @@ class ChunkedUploads(Step):
                 row.status = SessionStatus.ASSEMBLING
                 # what assembly needs, read here rather than in a transaction of its own
                 chunks = (
-                    [chunk]  # a whole file: this chunk is all there is
+                    [UploadChunk(**chunk)]
                     if row.total_chunks == 1
                     else tx.scalars(_CHUNKS_IN_ORDER, {"upload_id": row.session_id}).all()
                 )
                 assembly = layout_of(row).assembly(row, chunks, self.parts.location(plan.row_id))
                 pending = pending_of(row, assembly)
-            self.records.log(tx, row, "upload_progress", f"chunk {plan.chunk_index} received")
+            connection.execute(
+                _RECORDED,
+                {
+                    "row_id": plan.row_id,
+                    "chunk_size": row.chunk_size,
+                    "chunks_received": count,
+                    "bytes_received": total_bytes,
+                    "last_updated": now,
+                    "status": row.status,
+                },
+            )
+            self.records.log_now(connection, row, "upload_progress", f"chunk {plan.chunk_index} received", now)
             receipt = self._receipt(tx, row, plan, result, duplicate=False, chunks=set(sizes))
             self.records.progress(
                 tx,

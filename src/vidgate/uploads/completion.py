@@ -8,19 +8,21 @@ a crash at any point (the cleanup sweep does so for stalled sessions).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from vidgate import dedup, metrics
 from vidgate.db.models import (
@@ -31,6 +33,7 @@ from vidgate.db.models import (
     UploadSession,
     Video,
     VideoStatus,
+    new_id,
     utcnow,
 )
 from vidgate.errors import FileHashMismatch, VidgateError
@@ -60,6 +63,105 @@ _CHUNK_ROWS = cast(Table, UploadChunk.__table__)
 _CHUNKS_IN_PART = (
     update(_CHUNK_ROWS).where(_CHUNK_ROWS.c.session_id == bindparam("upload_id")).values(storage_path=bindparam("path"))
 )
+# The completing transaction's statements (see Completion._complete).
+_CONTENTS = cast(Table, Content.__table__)
+_VIDEOS = cast(Table, Video.__table__)
+# the session is read unlocked and written last: locks go content, video, session (as deletion takes them)
+_SESSION_ROW = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id"))
+_SESSION_COMPLETED = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("row_id"))
+    .values(
+        video_id=bindparam("video_id"),
+        status=bindparam("status"),
+        completed_at=bindparam("completed_at"),
+        last_updated=bindparam("last_updated"),
+        is_duplicate=bindparam("is_duplicate"),
+    )
+)
+_CONTENT_BY_HASH = select(_CONTENTS).where(_CONTENTS.c.content_hash == bindparam("digest")).with_for_update()
+_MY_VIDEO = (
+    select(_VIDEOS)
+    .where(_VIDEOS.c.user_id == bindparam("user_id"), _VIDEOS.c.content_id == bindparam("content_id"))
+    .with_for_update()
+)
+_UPDATE_CONTENT = (
+    update(_CONTENTS)
+    .where(_CONTENTS.c.id == bindparam("content_id"))
+    .values(status=bindparam("status"), analysing_video_id=bindparam("analysing"))
+)
+
+
+def _insert_if_new(dialect: str, table: Table, *unique: str) -> Any:
+    """``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING id``: a row made by a racing
+    transaction makes it wait, then return nothing (no savepoint, one round trip)."""
+    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make_insert(table).on_conflict_do_nothing(index_elements=list(unique)).returning(table.c.id)
+
+
+_DIALECTS = ("postgresql", "sqlite")
+_INSERT_CONTENT = {dialect: _insert_if_new(dialect, _CONTENTS, "content_hash") for dialect in _DIALECTS}
+_INSERT_VIDEO = {dialect: _insert_if_new(dialect, _VIDEOS, "user_id", "content_id") for dialect in _DIALECTS}
+#: what dedup.decide (and the hand-over's claim) may change of an existing video
+_MUTABLE_VIDEO_COLUMNS = (
+    "status",
+    "priority",
+    "processing_options",
+    "queued_at",
+    "dispatched_at",
+    "error_message",
+    "progress",
+    "stage",
+    "started_at",
+    "finished_at",
+)
+_UPDATE_VIDEO = (
+    update(_VIDEOS)
+    .where(_VIDEOS.c.id == bindparam("video_id"))
+    .values(updated_at=bindparam("now"), **{name: bindparam(f"new_{name}") for name in _MUTABLE_VIDEO_COLUMNS})
+)
+
+#: hand-overs to make once the answer is sent (see :func:`deferring`); None: make them at once
+_AFTER_ANSWER: ContextVar[list[Callable[[], object]] | None] = ContextVar("vidgate_after_answer", default=None)
+
+
+@contextlib.contextmanager
+def deferring() -> Iterator[list[Callable[[], object]]]:
+    """Within the block (and the worker threads it calls, which copy the context), a completed
+    upload's hand-over to a queue that would start the job in this process at once is kept in
+    the list instead of made: the HTTP edge makes them after its answer, so the job's start does
+    not share the CPU with the answer. The claim is committed either way (see
+    :meth:`Completion._complete`): a hand-over never made is made again by the dispatcher."""
+    later: list[Callable[[], object]] = []
+    token = _AFTER_ANSWER.set(later)
+    try:
+        yield later
+    finally:
+        _AFTER_ANSWER.reset(token)
+
+
+def run_all(later: list[Callable[[], object]]) -> None:
+    """Make the hand-overs :func:`deferring` kept (each at most once)."""
+    while later:
+        later.pop(0)()
+
+
+class Dispatcher(Protocol):
+    """Where a completed upload's video goes (:class:`vidgate.processing.service.ProcessingService`)."""
+
+    @property
+    def takes_jobs(self) -> bool:
+        """Whether this process hands videos to a queue (else the dispatcher of another does)."""
+        ...
+
+    @property
+    def starts_here(self) -> bool:
+        """Whether a job handed over starts in this process at once (the in-process queue)."""
+        ...
+
+    def enqueue_claimed(self, video_id: str, priority: int) -> bool:
+        """Put a video whose hand-over the caller claimed (and committed) on the queue."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +191,15 @@ class Completion(Step):
         validator: FileValidator,
         records: Records,
         endings: Endings,
-        on_video_queued: Callable[[str], object] | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         super().__init__(deps)
         self.blobs = blobs
         self.validator = validator
         self.records = records
         self.endings = endings
-        #: called after commit with the id of a video that needs processing
-        self.on_video_queued = on_video_queued
+        #: where a video that needs processing goes (claimed in the completing transaction)
+        self.dispatcher = dispatcher
         self._handed: OrderedDict[str, Pending] = OrderedDict()
         self._handed_lock = threading.Lock()
 
@@ -194,12 +296,24 @@ class Completion(Step):
     ) -> UploadSession:
         """Link the session to its owner's video of this content (made now if the owner has none)
         and queue processing unless the answer is already known (see :mod:`vidgate.dedup`).
-        Returns the completed session (detached: what the caller answers with)."""
+        Returns the completed session (detached: what the caller answers with).
+
+        One transaction of statements built once (the ORM's per-call statement building and
+        flush cost more than running them). It also claims the hand-over to the queue
+        (``dispatched_at``), as :meth:`ProcessingService.dispatch` would in a transaction of its
+        own; the job is put on the queue after the commit (for the in-process queue, after the
+        answer: :func:`deferring`). A crash in between leaves a claimed, queued video: the
+        dispatcher's timeout offers it again (the in-process queue's start-up, at once)."""
+        dispatcher = self.dispatcher
+        hands_over = dispatcher is not None and dispatcher.takes_jobs
         with self.db.session() as tx:
-            row = tx.get_one(UploadSession, row_id)
+            connection = tx.connection()
+            dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+            session = connection.execute(_SESSION_ROW, {"row_id": row_id}).one()
             now = utcnow()
-            content, content_is_new = self._content_for(tx, digest, file_size, media_info, now)
-            video, video_is_new = self._video_for(tx, row, content, now)
+            content, content_is_new = _content_for(connection, dialect, digest, file_size, media_info, now)
+            video, video_is_new = _video_for(connection, session, content, content_is_new, now)
+            before = _video_state(video), (content.status, content.analysing_video_id)
             decision = dedup.decide(
                 content,
                 video,
@@ -207,18 +321,35 @@ class Completion(Step):
                 video_is_new=video_is_new,
                 scope=self.settings.upload.dedup_scope,
                 enabled=self.settings.upload.enable_deduplication,
-                priority=row.priority,
-                options=row.upload_options,
+                priority=session.priority,
+                options=session.upload_options,
                 now=now,
             )
-            row.video_id = video.id
-            row.status = SessionStatus.COMPLETED
-            row.completed_at = now
-            row.last_updated = now
-            row.is_duplicate = decision.duplicate
+            claimed = decision.queue_job and hands_over
+            if claimed:  # the hand-over's claim, committed with the video it hands over
+                video.dispatched_at = now
+            if video_is_new:
+                if connection.execute(_INSERT_VIDEO[dialect], _video_values(video)).first() is None:
+                    raise RuntimeError(f"video of {session.user_id} for content {content.id} appeared unlocked")
+            elif _video_state(video) != before[0]:
+                connection.execute(_UPDATE_VIDEO, {"video_id": video.id, "now": now, **_video_changes(video)})
+            if not content_is_new and (content.status, content.analysing_video_id) != before[1]:
+                connection.execute(
+                    _UPDATE_CONTENT,
+                    {"content_id": content.id, "status": content.status, "analysing": content.analysing_video_id},
+                )
+            completed = {
+                "video_id": video.id,
+                "status": SessionStatus.COMPLETED,
+                "completed_at": now,
+                "last_updated": now,
+                "is_duplicate": decision.duplicate,
+            }
+            connection.execute(_SESSION_COMPLETED, {"row_id": row_id, **completed})
+            row = UploadSession(**{**session._mapping, **completed})
             event = "duplicate_detected" if decision.duplicate else "upload_completed"
-            self.records.log(tx, row, event, f"stored as {digest}")
-            video_id, upload_id, user_id = video.id, row.session_id, row.user_id
+            self.records.log_now(connection, row, event, f"stored as {digest}", now)
+            video_id, upload_id, user_id, priority = video.id, row.session_id, row.user_id, video.priority
             content_id, reused = content.id, not content_is_new
             protocol, took = row.protocol, (now - row.created_at).total_seconds()
             events = self.records.events
@@ -271,54 +402,87 @@ class Completion(Step):
                 "content_hash": digest,
             },
         )
-        if decision.queue_job and self.on_video_queued is not None:
-            self.on_video_queued(video_id)
+        if claimed and dispatcher is not None:
+            hand_over = functools.partial(dispatcher.enqueue_claimed, video_id, priority)
+            later = _AFTER_ANSWER.get()
+            if later is not None and dispatcher.starts_here:
+                later.append(hand_over)  # the job would start now, in this process: after the answer
+            else:
+                hand_over()
         return row
 
-    @staticmethod
-    def _content_for(
-        tx: Session, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
-    ) -> tuple[Content, bool]:
-        """The content row of ``digest``, locked; made if new (a racing upload's row is read instead)."""
-        content = tx.scalar(select(Content).where(Content.content_hash == digest).with_for_update())
-        if content is not None:
-            return content, False
-        try:
-            with tx.begin_nested():
-                content = Content(
-                    content_hash=digest,
-                    file_size=file_size,
-                    storage_key=digest,
-                    media_info=media_info,
-                    status=AnalysisStatus.PENDING,
-                    created_at=now,
-                )
-                tx.add(content)
-            return content, True
-        except IntegrityError:
-            return tx.scalars(select(Content).where(Content.content_hash == digest).with_for_update()).one(), False
 
-    @staticmethod
-    def _video_for(tx: Session, row: UploadSession, content: Content, now: datetime) -> tuple[Video, bool]:
-        """The owner's video of ``content``, locked; made from this upload if they have none."""
-        mine = select(Video).where(Video.user_id == row.user_id, Video.content_id == content.id).with_for_update()
-        video = tx.scalar(mine)
-        if video is not None:
-            return video, False
-        try:
-            with tx.begin_nested():
-                video = Video(
-                    user_id=row.user_id,
-                    content_id=content.id,
-                    filename=row.filename,
-                    content_type=row.content_type,
-                    status=VideoStatus.UPLOADED,
-                    priority=row.priority,
-                    processing_options=dict(row.upload_options or {}),
-                    created_at=now,
-                    updated_at=now,
-                )
-                tx.add(video)
-            return video, True
-        except IntegrityError:  # the same owner's other upload of these bytes made it a moment ago
-            return tx.scalars(mine).one(), False
+def _video_state(video: Video) -> tuple[Any, ...]:
+    return tuple(getattr(video, name) for name in _MUTABLE_VIDEO_COLUMNS)
+
+
+def _video_changes(video: Video) -> dict[str, Any]:
+    return {f"new_{name}": getattr(video, name) for name in _MUTABLE_VIDEO_COLUMNS}
+
+
+def _video_values(video: Video) -> dict[str, Any]:
+    return {column.key: getattr(video, column.key) for column in _VIDEOS.columns}
+
+
+def _content_for(
+    connection: Connection, dialect: str, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
+) -> tuple[Content, bool]:
+    """The content row of ``digest``, locked (detached); made if new. A racing upload's new row
+    makes the insert wait on the unique index and then do nothing: that row is read instead."""
+    found = connection.execute(_CONTENT_BY_HASH, {"digest": digest}).one_or_none()
+    if found is None:
+        values = {
+            "id": new_id(),
+            "content_hash": digest,
+            "file_size": file_size,
+            "storage_key": digest,
+            "media_info": media_info,
+            "status": AnalysisStatus.PENDING,
+            "analysing_video_id": None,
+            "analyses": 0,
+            "error_message": None,
+            "fingerprint": None,
+            "created_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        if connection.execute(_INSERT_CONTENT[dialect], values).first() is not None:
+            return Content(**values), True
+        found = connection.execute(_CONTENT_BY_HASH, {"digest": digest}).one()
+    return Content(**found._mapping), False
+
+
+def _video_for(
+    connection: Connection, session: Row[Any], content: Content, content_is_new: bool, now: datetime
+) -> tuple[Video, bool]:
+    """The owner's video of ``content``, locked (detached); a new one (not yet inserted) if they
+    have none (a new content has none). Every writer of an owner's video locks its content first, so none can appear
+    between this read and the insert."""
+    if not content_is_new:
+        found = connection.execute(_MY_VIDEO, {"user_id": session.user_id, "content_id": content.id}).one_or_none()
+        if found is not None:
+            return Video(**found._mapping), False
+    video = Video(
+        id=new_id(),
+        user_id=session.user_id,
+        content_id=content.id,
+        filename=session.filename,
+        content_type=session.content_type,
+        status=VideoStatus.UPLOADED,
+        priority=session.priority,
+        error_message=None,
+        processing_options=dict(session.upload_options or {}),
+        stage=None,
+        progress=0.0,
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        queued_at=None,
+        dispatched_at=None,
+        started_at=None,
+        finished_at=None,
+        lease_holder=None,
+        lease_pid=None,
+        lease_expires_at=None,
+    )
+    return video, True

@@ -7,22 +7,45 @@ write takes the caller's transaction (``tx``), so a record commits with the chan
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
 from vidgate.config import Settings
 from vidgate.db.engine import Database
-from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, UploadSession
+from vidgate.db.models import SessionStatus, UploadChunk, UploadProgressLog, UploadSession, new_id
 from vidgate.errors import SessionNotFound
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import UploadProgress, UploadProgressData, UploadStarted, UploadStartedData
 from vidgate.uploads.layouts import layout_of, progress_percent
 from vidgate.uploads.models import SessionView
 
+_INSERT_LOG = insert(cast(Table, UploadProgressLog.__table__))  # built once
+_SESSIONS = cast(Table, UploadSession.__table__)
+_INSERT_SESSION = insert(_SESSIONS)
+#: every column of a new session row that its maker does not give (the models' defaults)
+_NEW_SESSION = {column.key: None for column in _SESSIONS.columns} | {
+    "chunks_received": 0,
+    "bytes_received": 0,
+    "status": SessionStatus.ACTIVE,
+    "upload_options": {},
+    "priority": 5,
+    "is_duplicate": False,
+    "protocol": "chunks",
+}
 #: sessions whose data was deleted when they ended: their view comes from the row's counters
 _ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
+
+
+def insert_session(connection: Connection, **values: object) -> UploadSession:
+    """Make an ``upload_session`` row with a statement built once (the ORM's add and flush cost
+    several times the insert) and return it as a transient object: what the caller goes on
+    reading. An upload id already taken raises ``IntegrityError``, as the flush did."""
+    row = {**_NEW_SESSION, "id": new_id(), **values}
+    connection.execute(_INSERT_SESSION, row)
+    return UploadSession(**row)
 
 
 def received(tx: Session, upload_id: str) -> set[int]:
@@ -47,6 +70,25 @@ class Records:
                 progress_percentage=progress_percent(row.chunks_received or 0, row.total_chunks),
                 message=message,
             )
+        )
+
+    def log_now(
+        self, connection: Connection, row: UploadSession, event_type: str, message: str | None, now: datetime
+    ) -> None:
+        """The same row as :meth:`log`, by a statement built once on the caller's connection."""
+        connection.execute(
+            _INSERT_LOG,
+            {
+                "id": new_id(),
+                "session_id": row.session_id,
+                "event_type": event_type,
+                "chunks_received": row.chunks_received or 0,
+                "bytes_received": row.bytes_received or 0,
+                "progress_percentage": progress_percent(row.chunks_received or 0, row.total_chunks),
+                "message": message,
+                "details": {},
+                "created_at": now,
+            },
         )
 
     def started(

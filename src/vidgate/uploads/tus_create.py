@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from vidgate.auth import Principal
 from vidgate.db.models import SessionStatus, UploadSession, new_id, utcnow
 from vidgate.errors import FileTooLarge, InvalidParameter, SessionNotActive, SessionNotFound
 from vidgate.uploads.completion import Completion
 from vidgate.uploads.models import TusUpload
-from vidgate.uploads.records import Records
+from vidgate.uploads.records import Records, insert_session
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import Identity, TusStore, to_upload
 from vidgate.uploads.writing import safe_filename
@@ -50,6 +51,7 @@ class TusCreation(Step):
         filename, content_type, priority = self._describe(metadata, partial_upload)
         with self.db.session() as tx:
             row = self._new_row(
+                tx,
                 principal,
                 metadata_header,
                 session_id=secrets.token_hex(16),
@@ -63,9 +65,7 @@ class TusCreation(Step):
                 status=SessionStatus.ACTIVE,
                 concat="partial" if partial_upload else None,
             )
-            tx.add(row)
-            tx.flush()
-            self.records.log(tx, row, "upload_started", "tus upload created")
+            self.records.log_now(tx.connection(), row, "upload_started", "tus upload created", row.created_at)
             upload_id, row_id = row.session_id, row.id
             if not partial_upload:
                 self.records.started(tx, principal.user_id, upload_id, filename, 1, length)
@@ -126,6 +126,7 @@ class TusCreation(Step):
                     part_row.status = SessionStatus.COMPLETED
                     part_row.completed_at = part_row.last_updated = now
                 row = self._new_row(
+                    tx,
                     principal,
                     metadata_header,
                     id=row_id,
@@ -141,19 +142,19 @@ class TusCreation(Step):
                     concat="final",
                     concat_parts=part_ids,
                 )
-                tx.add(row)
-                tx.flush()
-                self.records.log(tx, row, "upload_started", f"tus final upload of {len(parts)} parts")
+                message = f"tus final upload of {len(parts)} parts"
+                self.records.log_now(tx.connection(), row, "upload_started", message, now)
                 self.records.started(tx, principal.user_id, final_id, filename, 1, total)
         for part_row_id, _ in parts:
             self.parts.remove(part_row_id)
         self.completion.assemble(row_id)
         return self.store.get(principal, final_id)
 
-    def _new_row(self, principal: Principal, metadata_header: str | None, **fields: Any) -> UploadSession:
-        """A tus session row of ``principal``: what every tus row shares, plus ``fields``."""
+    def _new_row(self, tx: Session, principal: Principal, metadata_header: str | None, **fields: Any) -> UploadSession:
+        """A tus session row of ``principal`` made in ``tx``: what every tus row shares, plus ``fields``."""
         now = utcnow()
-        return UploadSession(
+        return insert_session(
+            tx.connection(),
             user_id=principal.user_id,
             username=principal.username,
             upload_options={},
