@@ -439,8 +439,9 @@ class StorageSettings(BaseSettings):
         ByteSize(8 << 20),
         ge=64 << 10,
         le=256 << 20,
-        description="Read-ahead of a file read from S3: processing a stored video makes one ranged GET per this many "
-        "bytes; validating a completed upload streams one GET in pieces of this size.",
+        description="Read-ahead of a file read from S3, the only copy held: processing a stored video and validating "
+        "a completed upload stream one ranged GET in pieces of this size, and start another only on a seek back or "
+        "further ahead than one piece.",
     )
     s3_max_attempts: int = Field(
         5, ge=1, le=20, description="Tries of one S3 request (5xx, throttling such as SlowDown, dropped connections)."
