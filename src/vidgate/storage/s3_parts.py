@@ -155,32 +155,35 @@ def _take(views: list[memoryview], room: int) -> tuple[list[memoryview], list[me
 
 class Tails:
     """What this process's last flush of each upload left committed in the bucket: the end offset
-    and the parts ``1..m`` before it (the rest, under 5 MiB, is the incomplete object). The next
-    request of an upload starts at the offset the database recorded; when that is the end noted
-    here, the parts are these, without a ListParts: offsets only grow, so another host (or a
+    and how many parts ``1..m`` before it hold how many bytes (the rest, under 5 MiB, is the
+    incomplete object): two numbers per upload, whatever its parts. The next request of an upload
+    starts at the offset the database recorded; when that is the end noted here, those are its
+    committed parts, without a ListParts: offsets only grow, so another host (or a
     request whose recording failed) cannot have changed the committed parts and left the offset
     where it was; a part such a request sent beyond them is ignored as ListParts' would be (see
     :func:`committed_parts`) and overwritten."""
 
     def __init__(self, limit: int = 10_000) -> None:
-        self._tails: OrderedDict[str, tuple[str, int, tuple[Part, ...]]] = OrderedDict()
+        self._tails: OrderedDict[str, tuple[str, int, int, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.limit = limit
 
-    def note(self, key: str, upload_id: str, end: int, parts: Sequence[Part]) -> None:
+    def note(self, key: str, upload_id: str, end: int, parts: int, done: int) -> None:
+        """``parts`` parts hold ``done`` bytes of the ``end`` recorded."""
         with self._lock:
-            self._tails[key] = (upload_id, end, tuple(parts))
+            self._tails[key] = (upload_id, end, parts, done)
             self._tails.move_to_end(key)
             while len(self._tails) > self.limit:
                 self._tails.popitem(last=False)
 
-    def at(self, key: str, upload_id: str, offset: int) -> list[Part] | None:
-        """The committed parts if this process's last flush of ``key`` ended at ``offset``."""
+    def at(self, key: str, upload_id: str, offset: int) -> tuple[int, int] | None:
+        """How many committed parts hold how many bytes, if this process's last recorded flush of
+        ``key`` ended at ``offset``."""
         with self._lock:
             noted = self._tails.get(key)
         if noted is None or noted[0] != upload_id or noted[1] != offset:
             return None
-        return list(noted[2])
+        return noted[2], noted[3]
 
     def forget(self, key: str) -> None:
         with self._lock:
@@ -231,17 +234,18 @@ class AppendWriter:
         self.end = 0
         self.number = 1  # the part the spool becomes
         self.spool: Spool | None = None
-        self.committed: list[Part] = []  # the parts before ``start``
-        self.tail: list[Part] | None = None  # after flush: the committed parts once this request is recorded
+        self.done = 0  # the bytes the committed parts before ``start`` hold
+        self.tail: tuple[int, int] | None = None  # after flush: parts and their bytes once recorded
 
     def _begin(self, offset: int) -> None:
         known = self.store.tails.at(self.key, self.upload_id, offset)
         if known is not None:
-            committed, done = known, sum(part.size for part in known)
+            count, done = known
         else:
             committed, done = committed_parts(self.store.list_parts(self.key, self.upload_id), offset)
-        self.committed = committed
-        self.number = len(committed) + 1
+            count = len(committed)
+        self.done = done
+        self.number = count + 1
         self.start = self.end = offset
         self.spool = Spool(self.store.spool_dir)
         if offset > done:  # the committed rest, kept as the incomplete part: prepended
@@ -288,7 +292,7 @@ class AppendWriter:
                 self.store.put_spool(self.store.piece_key(self.key, INCOMPLETE, str(self.number)), spool)
         finally:
             spool.close()
-        self.tail = [*self.committed, *sent]
+        self.tail = (self.number - 1, self.done + sum(part.size for part in sent))
 
     def sync(self) -> None:
         return None  # durable once flushed: S3 acknowledged it
@@ -297,7 +301,7 @@ class AppendWriter:
         """Only now: had the recording failed, another host could take the request again with
         other part sizes (its STORAGE_S3_PART_SIZE) and reach the same offset."""
         if self.tail is not None:
-            self.store.tails.note(self.key, self.upload_id, self.end, self.tail)
+            self.store.tails.note(self.key, self.upload_id, self.end, *self.tail)
             self.tail = None
 
     def close(self) -> None:
