@@ -23,6 +23,11 @@ loopback to (keys for --only in brackets):
   a fresh key prefix per run):
   boto3 -> S3   [boto3-s3]  no server: a bare boto3 multipart upload of the file from disk
                 (vidgate's part size and concurrency): the ceiling of this S3 server here;
+  boto3 x1      [boto3-s3-x1]  the same with max_concurrency=1: one part at a time;
+  forwarder     [tus-fwd-s3]  the ceiling of a server in front of this S3 (bench/s3_forward_app.py):
+                the tus row's PATCHes forwarded as multipart parts while they arrive, with
+                vidgate's botocore client, nothing hashed, validated or recorded; x ceil of the
+                S3 rows is over it when it runs;
   vidgate on S3 [chunked1-s3, tus-s3]  vidgate with STORAGE_BACKEND=s3: uploads in progress
                 are S3 multipart uploads, completed, validated by ranged GETs of the
                 completed object and copied to the content's key server-side (inside the
@@ -427,6 +432,10 @@ def prepare(kind: str, workdir: Path, port: int, src: str = "") -> Launch:
             tus_path="/files",
             stored=lambda upload_id: workdir / upload_id,
         )
+    if kind == "s3forward":
+        env.update(S3_CREDENTIALS, PEER_S3_BUCKET=S3_BUCKET, STORAGE_S3_ENDPOINT_URL=SWIFT_ENDPOINT)
+        env.update(STORAGE_S3_ADDRESSING_STYLE="path", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), *sys.path]))
+        return Launch(_uvicorn(sys.executable, "s3_forward_app:app", port), BENCH, env, ("GET", "/health"))
     if kind == "tus-node-s3":
         folder = ensure_node_s3_peer()
         env.update(S3_CREDENTIALS, S3_ENDPOINT=SWIFT_ENDPOINT, S3_BUCKET=S3_BUCKET)
@@ -577,7 +586,7 @@ class Case:
 
     @property
     def is_peer(self) -> bool:
-        return self.kind not in ("baseline", "hashwrite", "vidgate", *VIDGATE_S3, "boto3")
+        return self.kind not in ("baseline", "hashwrite", "vidgate", *VIDGATE_S3, "boto3", "s3forward")
 
     @property
     def is_vidgate(self) -> bool:
@@ -585,7 +594,7 @@ class Case:
 
     @property
     def on_s3(self) -> bool:
-        return self.kind in (*VIDGATE_S3, "tus-node-s3", "boto3")
+        return self.kind in (*VIDGATE_S3, "tus-node-s3", "boto3", "s3forward")
 
 
 CASES = [
@@ -599,6 +608,8 @@ CASES = [
     Case("tussi", f"tussi {TUSSI.split('==')[1]}", "tussi", "tus"),
     Case("tus-node", f"@tus/server {NODE_PACKAGES['@tus/server']}", "tus-node", "tus"),
     Case("boto3-s3", "S3: bare boto3 multipart", "boto3", "boto3"),
+    Case("boto3-s3-x1", "S3: bare boto3, 1 part at a time", "boto3", "boto3 x1"),
+    Case("tus-fwd-s3", "S3: bare forwarder", "s3forward", "tus"),
     Case("chunked1-s3", "S3: vidgate seed chunked x1", "vidgate-s3", "chunked x1"),
     Case("tus-s3", "S3: vidgate tus", "vidgate-s3", "tus"),
     Case("chunked1-s3local", "S3: vidgate seed x1, local parts", "vidgate-s3-localparts", "chunked x1"),
@@ -653,14 +664,14 @@ def warm_up(server: Server, case: Case, warm_path: Path, chunk_size: int) -> Non
         wait_until_processed(server, str(video_id))
 
 
-def measure_boto3(path: Path, digest: str) -> Measurement:
+def measure_boto3(path: Path, digest: str, concurrency: int = S3_CONCURRENCY) -> Measurement:
     """The S3 ceiling: this process uploads the file with boto3 (no server in between)."""
     from boto3.s3.transfer import TransferConfig
 
     client = s3_client()
     key = f"bench-boto3-{uuid.uuid4().hex[:8]}"
     config = TransferConfig(
-        multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE, max_concurrency=S3_CONCURRENCY
+        multipart_threshold=S3_PART_SIZE, multipart_chunksize=S3_PART_SIZE, max_concurrency=concurrency
     )
     rss_before = _status_kib(Path("/proc/self/status").read_text(), "VmRSS") * 1024
     cpu_before = _client_cpu()
@@ -678,7 +689,7 @@ def measure(
     case: Case, path: Path, warm_path: Path, chunk_size: int, digest: str, profile: Path | None = None
 ) -> Measurement:
     if case.kind == "boto3":
-        return measure_boto3(path, digest)
+        return measure_boto3(path, digest, 1 if case.mode == "boto3 x1" else S3_CONCURRENCY)
     root = Path(tempfile.mkdtemp(prefix="vidgate-bench-"))
     workdir = root / "data"
     workdir.mkdir()
@@ -732,9 +743,9 @@ def measure(
                 prefix = server.s3_prefix
                 stored_size, stored_hash = s3_sha256(f"{prefix}blobs/{digest[:2]}/{digest}")
                 assert (stored_size, stored_hash) == (path.stat().st_size, digest), "vidgate s3: object differs"
-            elif case.kind == "tus-node-s3":
+            elif case.kind in ("tus-node-s3", "s3forward"):
                 stored_size, stored_hash = s3_sha256(url.rstrip("/").rsplit("/", 1)[-1])
-                assert (stored_size, stored_hash) == (path.stat().st_size, digest), "@tus/s3-store: object differs"
+                assert (stored_size, stored_hash) == (path.stat().st_size, digest), f"{case.kind}: object differs"
             elif case.kind == "hashwrite":
                 kept = Path(str(result["path"]))
                 assert kept.stat().st_size == result["received"], "ceiling: stored size differs"
@@ -1311,7 +1322,7 @@ def main() -> None:
     base = speeds.get("baseline")
     ceiling = speeds.get("ceiling")
     peer_speeds = [speeds[r.case.key] for r in rows if r.case.is_peer and not r.case.on_s3 and r.case.key in speeds]
-    s3_ceiling, s3_peer = speeds.get("boto3-s3"), speeds.get("tus-node-s3")
+    s3_ceiling, s3_peer = speeds.get("tus-fwd-s3", speeds.get("boto3-s3")), speeds.get("tus-node-s3")
     best_peer = max(peer_speeds) if peer_speeds else None
     columns = [("MB/s", 8), ("spread", 8), ("x base", 8), ("x ceil", 8), ("x peer", 8), ("srv CPU", 9)]
     columns += [("cli CPU", 9), ("srv ms", 8), ("peak RSS", 10), ("+RSS", 8), ("tree RSS", 10)]
@@ -1349,7 +1360,8 @@ def main() -> None:
         "\nspread: (slowest - fastest run) / median time. x base: MB/s over the baseline's;"
         "\n  x ceil: over the bare app that also hashes and writes every byte (bench/hashwrite_app.py);"
         "\n  x peer: over the fastest of tuspyserver, tussi and @tus/server."
-        "\n  S3 rows (Swift 2.30 s3api on this machine): x ceil is over the bare boto3 multipart upload, x peer"
+        "\n  S3 rows (Swift 2.30 s3api on this machine): x ceil is over the bare forwarder (bare boto3 multipart"
+        "\n  upload when it did not run), x peer"
         "\n  over @tus/s3-store; boto3's row has no server (RSS and cli CPU are this process's)."
         "\n  vidgate on S3: uploads in progress as S3 multipart uploads (STORAGE_PARTS=backend, the default);"
         "\n  'local parts': part files on local disk, the finished file copied into the bucket at completion."

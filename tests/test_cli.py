@@ -132,6 +132,13 @@ def test_bad_settings_stop_the_server_at_start(tmp_path: Path) -> None:
     assert "invalid setting UPLOAD_MAX_CHUNKS='many'" in result.stderr
 
 
+def test_serve_refuses_file_locks_with_uploads_in_progress_in_the_bucket(tmp_path: Path) -> None:
+    env = vidgate_env(tmp_path, STORAGE_BACKEND="s3", STORAGE_S3_BUCKET="videos", UPLOAD_LOCKS="file")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert "UPLOAD_LOCKS=file does not go with STORAGE_PARTS=backend on STORAGE_BACKEND=s3" in result.stderr
+
+
 def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Path) -> None:
     """What the README's first command does (scripts/serve runs the `vidgate` console script):
     SQLite + local disk, a development key printed. The script replaces itself with

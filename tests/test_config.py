@@ -65,3 +65,19 @@ def test_bad_settings_fail_with_a_clear_message(
     with pytest.raises(SettingsError) as error:
         load_settings()
     assert expected in str(error.value)
+
+
+def test_file_locks_are_refused_with_uploads_in_progress_in_the_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file lock holds on one host; uploads in progress in the bucket are written by any host."""
+    monkeypatch.setenv("STORAGE_BACKEND", "s3")
+    monkeypatch.setenv("STORAGE_S3_BUCKET", "videos")
+    assert load_settings().upload_locks == "redis"  # auto: redis, the lock every host sees
+    monkeypatch.setenv("UPLOAD_LOCKS", "file")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "UPLOAD_LOCKS=file" in str(error.value) and "STORAGE_PARTS=backend" in str(error.value)
+    monkeypatch.setenv("STORAGE_PARTS", "local")  # parts on this host: file locks are what it needs
+    assert load_settings().upload_locks == "file"
+    monkeypatch.setenv("STORAGE_BACKEND", "local")
+    monkeypatch.setenv("STORAGE_PARTS", "backend")
+    assert load_settings().upload_locks == "file"

@@ -73,7 +73,8 @@ class UploadSettings(BaseSettings):
     locks: Literal["auto", "file", "redis"] = Field(
         "auto",
         description="Upload write locks: file (flock, one host) or redis (several API hosts); "
-        "auto is redis when PROCESSING_QUEUE=celery.",
+        "auto is redis when PROCESSING_QUEUE=celery or uploads in progress are in the bucket "
+        "(STORAGE_BACKEND=s3 with STORAGE_PARTS=backend), where file locks are refused.",
     )
 
     @model_validator(mode="after")
@@ -439,8 +440,9 @@ class StorageSettings(BaseSettings):
         ByteSize(8 << 20),
         ge=64 << 10,
         le=256 << 20,
-        description="Read-ahead of a file read from S3: processing a stored video makes one ranged GET per this many "
-        "bytes; validating a completed upload streams one GET in pieces of this size.",
+        description="Read-ahead of a file read from S3, the only copy held: processing a stored video and validating "
+        "a completed upload stream one ranged GET in pieces of this size, and start another only on a seek back or "
+        "further ahead than one piece.",
     )
     s3_max_attempts: int = Field(
         5, ge=1, le=20, description="Tries of one S3 request (5xx, throttling such as SlowDown, dropped connections)."
@@ -555,10 +557,27 @@ class Settings(BaseModel):
         return "redis" if self.processing.queue == "celery" else "local"
 
     @property
+    def parts_in_bucket(self) -> bool:
+        """Uploads in progress live in the S3 bucket, where every API host may write them."""
+        return self.storage.backend == "s3" and self.storage.parts == "backend"
+
+    @property
     def upload_locks(self) -> str:
         if self.upload.locks != "auto":
             return self.upload.locks
-        return "redis" if self.processing.queue == "celery" else "file"
+        return "redis" if self.processing.queue == "celery" or self.parts_in_bucket else "file"
+
+    def conflicts(self) -> list[str]:
+        """Settings that are valid alone but not together."""
+        problems = []
+        if self.upload.locks == "file" and self.parts_in_bucket:
+            problems.append(
+                "UPLOAD_LOCKS=file does not go with STORAGE_PARTS=backend on STORAGE_BACKEND=s3: uploads in "
+                "progress in the bucket are written by any API host, and a file lock holds on one host only, so "
+                "two hosts could write the same upload at once; set UPLOAD_LOCKS=redis (or auto), or "
+                "STORAGE_PARTS=local to keep uploads in progress on this host"
+            )
+        return problems
 
     @property
     def session_timeout_seconds(self) -> float:
@@ -672,4 +691,7 @@ def load_settings(**overrides: Any) -> Settings:
             problems.extend(_describe(cls, exc))
     if problems:
         raise SettingsError("; ".join(problems))
-    return Settings(**groups)
+    settings = Settings(**groups)
+    if conflicts := settings.conflicts():
+        raise SettingsError("; ".join(conflicts))
+    return settings

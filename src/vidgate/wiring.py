@@ -146,8 +146,9 @@ def make_part_store(settings: Settings, db: Database, blobs: BlobStore) -> PartS
 def make_locker(settings: Settings, root: Path) -> Locker:
     if settings.upload_locks == "redis":
         fallback = FileLocker(root / "locks")
-        shared = settings.storage.backend == "s3" and settings.storage.parts == "backend"
-        return RedisLocker(settings.websocket.redis_url or settings.celery.broker_url, fallback, shared_parts=shared)
+        return RedisLocker(
+            settings.websocket.redis_url or settings.celery.broker_url, fallback, shared_parts=settings.parts_in_bucket
+        )
     return FileLocker(root / "locks")
 
 

@@ -70,8 +70,11 @@ def parts(
     store.close()
 
 
-def write(parts: PartStore, key: str, data: bytes, position: int, *, chunk_index: int | None = None) -> None:
-    """One request's bytes through one writer, in 1 MiB blocks, flushed."""
+def write(
+    parts: PartStore, key: str, data: bytes, position: int, *, chunk_index: int | None = None, recorded: bool = True
+) -> None:
+    """One request's bytes through one writer, in 1 MiB blocks, flushed, and (unless the
+    request's recording is to fail) recorded."""
     writer = parts.open_part(key, chunk_index=chunk_index)
     try:
         view = memoryview(data)
@@ -79,6 +82,8 @@ def write(parts: PartStore, key: str, data: bytes, position: int, *, chunk_index
             block = view[start : start + MIB]
             assert writer.write_at([block], position + start) == len(block)
         writer.flush()
+        if recorded:
+            writer.recorded()
     finally:
         writer.close()
 

@@ -157,6 +157,42 @@ def test_slowdown_is_retried_with_backoff(bucket: str, tmp_path: Path, monkeypat
     assert _metric("vidgate_s3_requests_total", operation="HeadBucket") == requests + 3
 
 
+def test_a_stream_that_breaks_off_is_read_on_and_a_failing_get_is_raised(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open()'s reader holds one GET open while processing decodes; the server may drop it meanwhile:
+    the reader reads on from where it stopped with a new GET. A new GET that fails is the store's
+    failure (503 for the caller), not retried here."""
+    credentials(monkeypatch)
+    store = _store(tmp_path, bucket, s3_read_buffer=64 << 10)
+    data = os.urandom((1 << 20) + 99)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    digest = store.put_file(hashlib.sha256(data).hexdigest(), path)
+    real = store.stream_object
+    opened: list[int] = []
+
+    def breaks_off(object_key: str, start: int, end: int, chunk_size: int = 1 << 18) -> Any:
+        opened.append(start)
+        for count, piece in enumerate(real(object_key, start, end, chunk_size)):
+            if len(opened) == 1 and count == 3:
+                raise StorageUnavailable("the connection was reset")
+            yield piece
+
+    monkeypatch.setattr(store, "stream_object", breaks_off)
+    with store.open(digest) as handle:
+        assert handle.read() == data
+        assert opened == [0, 3 * (64 << 10)] and handle.raw.requests == 2  # type: ignore[attr-defined]
+
+    def fails(object_key: str, start: int, end: int, chunk_size: int = 1 << 18) -> Any:
+        raise StorageUnavailable("the object store is unreachable")
+        yield b""
+
+    monkeypatch.setattr(store, "stream_object", fails)
+    with store.open(digest) as handle, pytest.raises(StorageUnavailable):
+        handle.read(10)
+
+
 @pytest.mark.slow
 def test_a_server_on_s3_answers_503_while_swift_is_stopped_and_completes_once_it_is_back(
     bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import socket
 import threading
 import uuid
@@ -19,11 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import RunningServer, free_port, running_server
-from tests.helpers import error_code, post_chunk, wait_until
+from tests.helpers import active_session_row, error_code, post_chunk, wait_until
 from tests.storage.swift import credentials, keys_in, own_proxy, raw_client, settings_for
+from tests.storage.test_part_store_contract import write
+from vidgate.db import migrate
+from vidgate.db.engine import Database
 from vidgate.db.models import SessionStatus, UploadSession, utcnow
+from vidgate.db.upload_ids import SessionUploadIds
+from vidgate.hashing import new_sha256
+from vidgate.storage.s3 import S3BlobStore
 from vidgate.storage.s3_parts import S3PartStore
 
 MIB = 1 << 20
@@ -51,6 +59,56 @@ def server(swift: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         yield running
 
 
+def _list_parts_calls() -> float:
+    return REGISTRY.get_sample_value("vidgate_s3_requests_total", {"operation": "ListParts"}) or 0.0
+
+
+def _part_store(tmp_path: Path, bucket: str, database: Database, prefix: str, part_size: int) -> S3PartStore:
+    settings = settings_for(tmp_path, bucket, prefix, s3_part_size=part_size, s3_concurrency=2)
+    ids = SessionUploadIds(database)
+    return S3PartStore(S3BlobStore(settings.storage), ids, tmp_path / "host", max_file_size=500 * MIB)
+
+
+def test_a_host_that_recorded_the_last_request_makes_no_list_parts_and_one_that_did_not_does(
+    swift: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Swift a ListParts costs about what an UploadPart does, so a host that flushed and
+    recorded an upload's last request knows its parts. Not after a flush whose recording failed:
+    another host (here with another part size) takes that request again and reaches the same
+    offset with other parts, which the first host must then list."""
+    credentials(monkeypatch)
+    prefix = f"tails-{uuid.uuid4().hex[:8]}/"
+    database = Database(f"sqlite:///{tmp_path / 'parts.db'}")
+    migrate.upgrade(database)
+    first = _part_store(tmp_path / "a", bucket, database, prefix, 5 * MIB)
+    other = _part_store(tmp_path / "b", bucket, database, prefix, 12 * MIB)
+    try:
+        key = active_session_row(database, "clip.mp4")
+        data = os.urandom(40 * MIB + 3)
+        write(first, key, data[: 12 * MIB], 0)  # parts 5 + 7 MiB
+        listed = _list_parts_calls()
+        write(first, key, data[12 * MIB : 24 * MIB], 12 * MIB)  # the same host goes on: nothing listed
+        assert _list_parts_calls() == listed
+        write(first, key, data[24 * MIB : 36 * MIB], 24 * MIB, recorded=False)  # flushed, never recorded
+        write(other, key, data[24 * MIB : 36 * MIB], 24 * MIB)  # taken again elsewhere: one part of 12 MiB
+        listed = _list_parts_calls()
+        write(first, key, data[36 * MIB :], 36 * MIB)  # offset 36 MiB again, but of other parts: listed
+        assert _list_parts_calls() == listed + 1
+        hasher = new_sha256()
+        first.assemble(key, [], len(data), hasher, 0, fsync=False)
+        assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+        source = first.assembled(key)
+        reader = source.reader()
+        try:
+            assert reader.pread(source.size, 0) == data
+        finally:
+            reader.close()
+    finally:
+        first.close()
+        other.close()
+        database.dispose()
+
+
 def _create_tus(client: httpx.Client, length: int) -> str:
     name = base64.b64encode(b"clip.mkv").decode()
     created = client.post(
@@ -66,6 +124,24 @@ def _patch(client: httpx.Client, upload: str, offset: int, body: bytes) -> httpx
         content=body,
         headers={**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
     )
+
+
+def test_a_tus_upload_lists_its_parts_once_before_completion(server: RunningServer, big_video: bytes) -> None:
+    """The PATCH after a recorded one on the same host starts from what that one left (the
+    upload flow tells the writer its bytes are on record): one ListParts, for the first PATCH."""
+    data = big_video
+    with server.client() as client:
+        upload = _create_tus(client, len(data))
+        listed = _list_parts_calls()
+        offset = 0
+        while offset < len(data) - 6 * MIB:
+            answer = _patch(client, upload, offset, data[offset : offset + 6 * MIB])
+            assert answer.status_code == 204, answer.text
+            offset = int(answer.headers["Upload-Offset"])
+        assert offset > 6 * MIB and _list_parts_calls() == listed + 1
+        answer = _patch(client, upload, offset, data[offset:])
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["Vidgate-Content-Hash"] == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.slow

@@ -57,6 +57,9 @@ class PartFile:
         if self.fd is not None:
             os.fdatasync(self.fd)  # untranslated, as before the part store had an interface (a 500)
 
+    def recorded(self) -> None:
+        return None
+
     def close(self) -> None:
         if self.fd is not None:
             fd, self.fd = self.fd, None

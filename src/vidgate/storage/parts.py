@@ -57,6 +57,12 @@ class PartWriter(Protocol):
         the local store lets its ``OSError`` through, as the upload flow always did (a 500)."""
         ...
 
+    def recorded(self) -> None:
+        """The request's bytes are on record (the database has its new offset), after
+        :meth:`flush`; never called for a request that failed. Raises nothing (S3: notes where
+        the upload's committed parts end, so the next request needs no ListParts)."""
+        ...
+
     def close(self) -> None:
         """Release the writer; safe to call twice."""
         ...

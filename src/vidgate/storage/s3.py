@@ -255,7 +255,13 @@ class S3BlobStore:
         return self._head(self.object_key(content_hash)) is not None
 
     def open(self, key: str) -> BinaryIO:
-        reader = RangeReader(self, self.object_key(key), self.size(key), int(self.settings.s3_read_buffer))
+        """A seekable reader for processing (PyAV), which reads a stored video mostly from start to
+        end, a few times: one ranged GET streamed in pieces of ``STORAGE_S3_READ_BUFFER`` that goes
+        on where the last read stopped; only a seek elsewhere (backwards, or further ahead than one
+        piece) starts another GET. At most one piece is held."""
+        reader = RangeReader(
+            self, self.object_key(key), self.size(key), int(self.settings.s3_read_buffer), streaming=True
+        )
         return cast(BinaryIO, io.BufferedReader(reader, buffer_size=64 * 1024))
 
     def size(self, key: str) -> int:
@@ -428,10 +434,12 @@ class RangeReader(io.RawIOBase):
     seeks a file-like object) and anything else that wants a file. It holds one window of at
     most ``window`` bytes: a read inside it is served from memory, any other fetches the window
     starting there. ``streaming``: for a reader that mostly goes on where it stopped (validation's
-    probe demuxing the file), one GET runs from the position to the end and each window is the
-    next piece of it; only a read elsewhere starts another. One GET per window costs the object
-    store a request each (measured on Swift: 115 MB read in 8 MiB windows took 2.1-2.6 s, streamed
-    1.0 s). ``requests`` and ``fetched`` say what it cost."""
+    probe demuxing the file, processing), one GET runs from the position to the end and each window
+    is the next piece of it; a read up to one window ahead of it skips forward in the same GET, a
+    read elsewhere starts another, and so does a continuation whose GET broke off (a stream left
+    waiting while a slow consumer decodes may be dropped by the server: read again from there, once).
+    One GET per window costs the object store a request each (measured on Swift: 115 MB read in
+    8 MiB windows took 2.1-2.6 s, streamed 1.0 s). ``requests`` and ``fetched`` say what it cost."""
 
     def __init__(self, store: S3BlobStore, object_key: str, size: int, window: int, *, streaming: bool = False):
         super().__init__()
@@ -454,6 +462,11 @@ class RangeReader(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
+    @property
+    def held(self) -> int:
+        """Bytes held in memory now (at most one window)."""
+        return len(self._data)
+
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             target = offset
@@ -475,7 +488,7 @@ class RangeReader(io.RawIOBase):
         offset = self.position - self._start
         if not 0 <= offset < len(self._data):
             self._fill(self.position, len(view))
-            offset = 0
+            offset = self.position - self._start  # a streamed piece may begin before the position
         count = min(len(view), len(self._data) - offset)
         view[:count] = self._data[offset : offset + count]
         self.position += count
@@ -496,19 +509,45 @@ class RangeReader(io.RawIOBase):
 
     def _fill(self, start: int, wanted: int) -> None:
         if self._streaming and wanted <= self.window:
-            if self._stream is None or self._stream_at != start:
-                self._end_stream()
-                self._stream = self.store.stream_object(self.object_key, start, self.length, chunk_size=self.window)
-                self._stream_at = start
-                self.requests += 1
-            self._data = next(self._stream, b"")
-            self._stream_at += len(self._data)
-        else:
-            end = min(self.length, start + max(self.window, wanted))
-            self._data = b"".join(self.store.stream_object(self.object_key, start, end, chunk_size=1 << 20))
-            self.requests += 1
+            self._fill_streamed(start)
+            return
+        end = min(self.length, start + max(self.window, wanted))
+        self._data = b""  # the old window goes before the new one comes: at most one held
+        self._data = b"".join(self.store.stream_object(self.object_key, start, end, chunk_size=1 << 20))
+        self.requests += 1
         self._start = start
         self.fetched += len(self._data)
+
+    def _open_stream(self, start: int) -> None:
+        self._end_stream()
+        self._stream = self.store.stream_object(self.object_key, start, self.length, chunk_size=self.window)
+        self._stream_at = start
+        self.requests += 1
+
+    def _fill_streamed(self, start: int) -> None:
+        """The piece of the open GET that holds ``start`` (skipping at most one window), else a
+        new GET from ``start``."""
+        self._data = b""
+        continued = self._stream is not None and self._stream_at <= start <= self._stream_at + self.window
+        if not continued:
+            self._open_stream(start)
+        while True:
+            assert self._stream is not None
+            piece_at = self._stream_at
+            try:
+                data = next(self._stream, b"")
+            except StorageUnavailable:
+                if not continued:  # a fresh GET failed: the store is down, not the stream
+                    raise
+                log.info("the GET of %s broke off at %d; reading on from %d", self.object_key, piece_at, start)
+                self._open_stream(start)
+                continued = False
+                continue
+            self._stream_at += len(data)
+            self.fetched += len(data)
+            if not data or self._stream_at > start:
+                self._data, self._start = data, piece_at
+                return
 
     def _end_stream(self) -> None:
         stream, self._stream = self._stream, None

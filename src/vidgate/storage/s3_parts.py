@@ -13,7 +13,9 @@ chunk or PATCH and a host can die without losing an acknowledged byte.
   ``uploads/<key>/incomplete/<n>`` (the part ``n`` it will begin) and prepended to the next
   request's bytes. Where a request starts is found from the database's offset and ListParts:
   the parts ``1..m`` whose sizes add up to at most the offset, the rest (< 5 MiB) in
-  ``incomplete/<m+1>``. A part left by a request that was not recorded is always bigger than
+  ``incomplete/<m+1>``. A host that flushed and recorded the request ending at that offset knows
+  those parts itself (:class:`Tails`) and lists none (on Swift a ListParts costs about what an
+  UploadPart does). A part left by a request that was not recorded is always bigger than
   what follows the committed ones (parts are >= 5 MiB, a committed rest is smaller), so it is
   never taken for committed, and the next request overwrites it. Incomplete objects are only
   written at the committed offset and begin with the committed bytes, so a request whose
@@ -151,6 +153,43 @@ def _take(views: list[memoryview], room: int) -> tuple[list[memoryview], list[me
     return taken, rest
 
 
+class Tails:
+    """What this process's last flush of each upload left committed in the bucket: the end offset
+    and how many parts ``1..m`` before it hold how many bytes (the rest, under 5 MiB, is the
+    incomplete object): two numbers per upload, whatever its parts. The next request of an upload
+    starts at the offset the database recorded; when that is the end noted here, those are its
+    committed parts, without a ListParts: offsets only grow, so another host (or a
+    request whose recording failed) cannot have changed the committed parts and left the offset
+    where it was; a part such a request sent beyond them is ignored as ListParts' would be (see
+    :func:`committed_parts`) and overwritten."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._tails: OrderedDict[str, tuple[str, int, int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    def note(self, key: str, upload_id: str, end: int, parts: int, done: int) -> None:
+        """``parts`` parts hold ``done`` bytes of the ``end`` recorded."""
+        with self._lock:
+            self._tails[key] = (upload_id, end, parts, done)
+            self._tails.move_to_end(key)
+            while len(self._tails) > self.limit:
+                self._tails.popitem(last=False)
+
+    def at(self, key: str, upload_id: str, offset: int) -> tuple[int, int] | None:
+        """How many committed parts hold how many bytes, if this process's last recorded flush of
+        ``key`` ended at ``offset``."""
+        with self._lock:
+            noted = self._tails.get(key)
+        if noted is None or noted[0] != upload_id or noted[1] != offset:
+            return None
+        return noted[2], noted[3]
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._tails.pop(key, None)
+
+
 class _Sender:
     """One writer's parts on their way to S3 (at most ``limit`` at once, each its own spool)."""
 
@@ -195,10 +234,18 @@ class AppendWriter:
         self.end = 0
         self.number = 1  # the part the spool becomes
         self.spool: Spool | None = None
+        self.done = 0  # the bytes the committed parts before ``start`` hold
+        self.tail: tuple[int, int] | None = None  # after flush: parts and their bytes once recorded
 
     def _begin(self, offset: int) -> None:
-        committed, done = committed_parts(self.store.list_parts(self.key, self.upload_id), offset)
-        self.number = len(committed) + 1
+        known = self.store.tails.at(self.key, self.upload_id, offset)
+        if known is not None:
+            count, done = known
+        else:
+            committed, done = committed_parts(self.store.list_parts(self.key, self.upload_id), offset)
+            count = len(committed)
+        self.done = done
+        self.number = count + 1
         self.start = self.end = offset
         self.spool = Spool(self.store.spool_dir)
         if offset > done:  # the committed rest, kept as the incomplete part: prepended
@@ -237,16 +284,25 @@ class AppendWriter:
             return
         if self.spool.size >= MIN_PART:
             self._send()
-        self.sender.wait()
+        self.store.tails.forget(self.key)  # the parts are changing
+        sent = self.sender.wait()
         spool, self.spool = self.spool, None
         try:
             if spool.size:
                 self.store.put_spool(self.store.piece_key(self.key, INCOMPLETE, str(self.number)), spool)
         finally:
             spool.close()
+        self.tail = (self.number - 1, self.done + sum(part.size for part in sent))
 
     def sync(self) -> None:
         return None  # durable once flushed: S3 acknowledged it
+
+    def recorded(self) -> None:
+        """Only now: had the recording failed, another host could take the request again with
+        other part sizes (its STORAGE_S3_PART_SIZE) and reach the same offset."""
+        if self.tail is not None:
+            self.store.tails.note(self.key, self.upload_id, self.end, *self.tail)
+            self.tail = None
 
     def close(self) -> None:
         self.sender.drain()  # before the lock is released: no late part may overwrite a later request's
@@ -292,6 +348,9 @@ class ChunkWriter:
             spool.close()
 
     def sync(self) -> None:
+        return None
+
+    def recorded(self) -> None:
         return None
 
     def close(self) -> None:
@@ -359,6 +418,7 @@ class S3PartStore:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._ids: OrderedDict[str, str] = OrderedDict()
         self._ids_lock = threading.Lock()
+        self.tails = Tails()
         #: uploads whose content was stored already when their hash became known: ``key ->
         #: (content hash, size)``; validated from that blob, never completed nor copied
         self._adopted: dict[str, tuple[str, int]] = {}
@@ -417,6 +477,7 @@ class S3PartStore:
     def _forget_id(self, key: str) -> None:
         with self._ids_lock:
             self._ids.pop(key, None)
+        self.tails.forget(key)
 
     def _abort(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError), self._translated(f"AbortMultipartUpload {key}"):

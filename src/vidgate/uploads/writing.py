@@ -139,6 +139,8 @@ class WritePath(Step):
 
     def recorded(self, plan: WritePlan, size: int) -> None:
         """The bytes are on record: move the running hash past them and release the plan."""
+        if plan.target is not None:
+            plan.target.recorded()
         if plan.frontier_hasher is not None:
             self.frontier.commit(plan.row_id, size, plan.sink.trailing if plan.sink is not None else None)
         plan.close()
