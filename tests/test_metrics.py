@@ -33,7 +33,7 @@ def test_each_collection_is_counted_by_generation_with_its_time() -> None:
         gc.callbacks.remove(pauses._hook)
     assert pauses._hook not in gc.callbacks
     samples = exposition(pauses)
-    assert samples['vidgate_gc_pause_seconds_count{generation="2"}'] == 3
+    assert samples['vidgate_gc_pause_seconds_count{generation="2"}'] >= 3
     assert samples['vidgate_gc_pause_seconds_count{generation="0"}'] >= 1
-    assert samples['vidgate_gc_pause_seconds_bucket{generation="2",le="+Inf"}'] == 3
+    assert samples['vidgate_gc_pause_seconds_bucket{generation="2",le="+Inf"}'] >= 3
     assert samples['vidgate_gc_pause_seconds_sum{generation="2"}'] > 0
