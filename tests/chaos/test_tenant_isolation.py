@@ -263,11 +263,13 @@ def test_bob_sees_nothing_of_alices_video(
         with server.db.session() as session:  # stored once, analysed once
             content = session.scalars(select(Content).where(Content.content_hash == sha256(data))).one()
             assert content.analyses == 1
-        # the info logs of bob's upload name his session and video, never alice's
+        # the info logs of bob's upload name his session and video, never alice's (his first
+        # upload's job may still be logging its end: it logs after the commit its events wait for)
         about_bob = [r for r in logged if getattr(r, "session_id", None) or getattr(r, "video_id", None)]
         assert about_bob, [r.getMessage() for r in logged]
+        his_videos = {his["data"]["video_id"], first["data"]["video_id"]}
         for record in about_bob:
-            assert getattr(record, "video_id", his["data"]["video_id"]) == his["data"]["video_id"], record.getMessage()
+            assert getattr(record, "video_id", his["data"]["video_id"]) in his_videos, record.getMessage()
             assert mine["video_id"] not in record.getMessage() and PRIVATE_NAME not in record.getMessage()
         # and no metric carries a user's video id, session, file name or hash as a label
         metrics = httpx.get(f"{server.base_url}/metrics").text
