@@ -29,9 +29,9 @@ from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import utcnow
 from vidgate.errors import Unauthenticated
-from vidgate.events.hub import Hub, freeze_startup_heap
+from vidgate.events.hub import Hub
 from vidgate.events.webhooks import WebhookSender
-from vidgate.gc_schedule import GcSchedule
+from vidgate.gc_schedule import GcSchedule, freeze_startup_heap
 from vidgate.library.retention import sweep_library_periodically
 from vidgate.logs import redact_server_logs
 from vidgate.metrics import HttpMetricsMiddleware, watch_gc_pauses

@@ -1,8 +1,8 @@
 """Full garbage collections on a schedule, not whenever the heap has grown by a quarter.
 
 CPython collects its oldest generation when the objects that survived into it have grown by
-25 % since the last full collection. With start-up frozen (:func:`vidgate.events.hub.
-freeze_startup_heap`) the live heap of a busy server is its connections: with 1,000 sockets
+25 % since the last full collection. With start-up frozen (:func:`freeze_startup_heap`) the
+live heap of a busy server is its connections: with 1,000 sockets
 open, every few seconds of uploads grew it enough for another full collection, and each stops
 every thread, the event loop included, for as long as walking every connection's objects
 takes (``vidgate_gc_pause_seconds``; one pause of 564 ms in a 20 s ``bench/ws_latency.py`` row
@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 
 #: a threshold the oldest generation's count never reaches: no automatic full collection
 _NEVER = 2**31 - 1
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, settings, models, compiled statements) out of the
+    garbage collector's reach: full collections then walk only what serving creates, which keeps
+    their pauses, the tail of the event latency, short."""
+    gc.collect()
+    gc.freeze()
 
 
 class GcSchedule:

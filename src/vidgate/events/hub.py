@@ -37,7 +37,6 @@ sockets of one user.)
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -92,14 +91,6 @@ CLOSE_TOO_SLOW = 4008
 
 #: a subscription: a subject ("session:ID", "video:ID") or None for everything of the user's
 Subject = str | None
-
-
-def freeze_startup_heap() -> None:
-    """Move what start-up allocated (modules, settings, models, compiled statements) out of the
-    garbage collector's reach: full collections then walk only what serving creates, which keeps
-    their pauses, the tail of the event latency, short."""
-    gc.collect()
-    gc.freeze()
 
 
 class Outgoing:
