@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from vidgate import __version__, web
 from vidgate.api import events as events_api
 from vidgate.api import hashes, health, library, me, tus, uploads, videos
+from vidgate.api.content_shortcut import ContentShortcut
 from vidgate.api.errors import install_error_handlers
 from vidgate.api.http_protocol import ZeroCopyHttpToolsProtocol
 from vidgate.api.ws_protocol import FramedWebSocketsProtocol
@@ -249,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=tus.EXPOSED_HEADERS,
         max_age=3600,
     )
+    app.add_middleware(ContentShortcut)  # outermost of ours: a player's seeks skip the rest (its module says why)
     app.include_router(library.router)
     app.include_router(health.router)
     app.include_router(uploads.router)

@@ -14,6 +14,7 @@ import gc
 import hmac
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -219,7 +220,19 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_and_see)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status[0])).inc()
-            HTTP_DURATION.labels(method, template).observe(time.perf_counter() - started)
+            count_request(scope["method"], getattr(route, "path", None) or "unmatched", status[0], started)
+
+
+#: the series of each (method, route, status) once looked up: ``labels()`` takes a lock per call
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def count_request(method: str, template: str, status: int, started: float) -> None:
+    """One answered request (``started``: its ``time.perf_counter()``), in
+    ``vidgate_http_requests`` and ``vidgate_http_request_duration_seconds``."""
+    series = _REQUEST_SERIES.get((method, template, status))
+    if series is None:
+        series = (HTTP_REQUESTS.labels(method, template, str(status)), HTTP_DURATION.labels(method, template))
+        _REQUEST_SERIES[(method, template, status)] = series
+    series[0].inc()
+    series[1].observe(time.perf_counter() - started)

@@ -320,6 +320,8 @@ _CONTENT_ROUTE: dict[str, Any] = {
 }
 router.add_api_route("/{video_id}/content", get_content, methods=["GET"], **_CONTENT_ROUTE)
 router.add_api_route("/{video_id}/content", get_content, methods=["HEAD"], include_in_schema=False, **_CONTENT_ROUTE)
+#: the content route's template (its metrics label; :mod:`vidgate.api.content_shortcut` matches it)
+CONTENT_PATH = router.prefix + "/{video_id}/content"
 
 
 async def _content_response(request: Request, blobs: BlobStore, owned: ServedVideo, fd: int | None) -> Response:
