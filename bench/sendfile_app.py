@@ -4,6 +4,9 @@ database, no routing beyond one path):
 - ``app``: Starlette's FileResponse at ``/file`` (serves Range itself, reading the file in 64 KiB
   chunks, a thread hop each), and vidgate's own StoredFileResponse at ``/stored`` (what the
   content route answers with), both under the same uvicorn (uvloop + httptools) as vidgate;
+- ``python bench/sendfile_app.py --uvicorn-zerocopy --port N``: ``app`` under the uvicorn protocol
+  ``vidgate serve`` runs (:mod:`vidgate.api.http_protocol`), so ``/stored`` goes out with
+  ``sendfile``: the least any ASGI app on that server can cost, with no middleware, key or lookup;
 - ``python bench/sendfile_app.py --port N``: a bare HTTP/1.1 server on asyncio's own event
   loop whose body is ``loop.sendfile`` (the kernel's zero-copy ``sendfile(2)``: the bytes never
   enter Python), with keep-alive and one ``Range: bytes=a-b`` / ``bytes=a-``. What no ASGI
@@ -90,4 +93,19 @@ async def _main(port: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(_main(parser.parse_args().port))
+    parser.add_argument(
+        "--uvicorn-zerocopy",
+        action="store_true",
+        help="serve `app` under uvicorn with vidgate's zero-copy httptools protocol instead",
+    )
+    args = parser.parse_args()
+    if args.uvicorn_zerocopy:
+        import uvicorn
+
+        from vidgate.api.http_protocol import ZeroCopyHttpToolsProtocol
+
+        uvicorn.run(
+            app, host="127.0.0.1", port=args.port, loop="uvloop", http=ZeroCopyHttpToolsProtocol, log_level="warning"
+        )
+    else:
+        asyncio.run(_main(args.port))
