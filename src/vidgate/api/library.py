@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -174,6 +175,7 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]]:
         raise RangeNotSatisfiable(f"Range {header!r} lies past the end of the {size}-byte file.", size=size) from exc
 
 
+@functools.lru_cache(maxsize=4096)  # quoting a name cost ~10 µs, an eighth of a player's seek
 def _content_disposition(filename: str | None) -> str:
     if not filename:
         return "inline"
