@@ -138,6 +138,7 @@ class Connection:
         #: what it follows: subject (None: everything) -> the sequence after which it had all of it
         self.following: dict[Subject, int] = {}
         self.closed = asyncio.Event()
+        self._closed = False  # closed.is_set(), as a plain attribute (read per socket per event)
         self.close_code: int | None = None
         #: the sequence of the user's stream up to which this connection has been fed (None: not yet known)
         self.position: int | None = None
@@ -206,13 +207,14 @@ class Connection:
         this turn of the event loop (:meth:`flush`): events that arrive together (one commit
         publishes several) go out in one write, with no task switch and no ASGI call. With 1,000
         sockets that is most of what an event costs."""
-        if self.closed.is_set():
+        if self._closed:
             return
-        if len(self.outbox) >= self.queue_size:
-            log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, len(self.outbox))
+        outbox = self.outbox
+        if len(outbox) >= self.queue_size:
+            log.warning("closing a WebSocket of user %s: it fell %d events behind", self.user_id, len(outbox))
             self.close(CLOSE_TOO_SLOW)
             return
-        self.outbox.append(outgoing)
+        outbox.append(outgoing)
         if self._write_now is not None and not self._sending:
             if not self._flush_due:
                 self._flush_due = True
@@ -225,7 +227,7 @@ class Connection:
         sends it once the socket drains."""
         self._flush_due = False
         outbox, write = self.outbox, self._write_now
-        if not outbox or self._sending or write is None or self.closed.is_set():
+        if not outbox or self._sending or write is None or self._closed:
             return
         frames = [outgoing.frame for outgoing in outbox]
         if write(frames):
@@ -260,6 +262,7 @@ class Connection:
         self.drop_held()
         if code is not None and self.close_code is None:
             self.close_code = code
+        self._closed = True
         self.closed.set()
         for waiter in (self._wake, self._room):
             if waiter is not None and not waiter.done():
@@ -356,18 +359,22 @@ class Hub:
         sequence = event.sequence
         for user in event.audience:
             for connection in list(self._by_user.get(user, ())):
+                position = connection.position
                 if not sequence:  # not from the store (published straight onto the bus): as it is
                     if connection.wants(event, subjects):
                         connection.offer(outgoing)
-                elif connection.catching_up or connection.position is None:
+                elif connection.catching_up or position is None:
                     connection.behind = True
-                elif sequence == connection.position + 1:
+                elif sequence == position + 1:
                     connection.position = sequence
-                    if connection.wants(event, subjects):
+                    # (the usual socket follows everything from before this event: its user is the
+                    # audience's, so that is all ``wants`` would find; per socket, this is the cost)
+                    start = connection.following.get(None)
+                    if (start is not None and sequence > start) or connection.wants(event, subjects):
                         connection.offer(outgoing)
                     if connection.held:
                         self._release_held(connection)
-                elif sequence > connection.position:
+                elif sequence > position:
                     self._hold(connection, event)
 
     @staticmethod
