@@ -208,9 +208,10 @@ class Connection:
     def offer(self, outgoing: Outgoing) -> None:
         """Queue an event without waiting; a full buffer means the client cannot keep up: drop it.
         Through a server that writes prebuilt frames, what is queued is written at the end of
-        this turn of the event loop (:meth:`flush`): events that arrive together (one commit
-        publishes several) go out in one write, with no task switch and no ASGI call. With 1,000
-        sockets that is most of what an event costs."""
+        this turn of the event loop, or in a later turn when many sockets are due (:meth:`flush`,
+        ``Hub._flush``): events that arrive together (one commit publishes several) go out in one
+        write, with no task switch and no ASGI call. With 1,000 sockets that is most of what an
+        event costs."""
         if self._closed:
             return
         outbox = self.outbox
