@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/ws_latency.py [--mode synthetic|uploads|both] [--clients 500] [--rate 500]
         [--seconds 10] [--upload-clients 200,1000] [--uploads-per-second 1] [--upload-seconds 20]
+        [--buses local,redis,redis-inline] [--client raw|node|python] [--repeat N]
+        [--client-processes 1] [--compare-src ../main/src] [--py-spy DIR]
 
 Mode ``synthetic`` (below); mode ``uploads``: N clients of ONE user, subscribed to everything,
 while real uploads (unique clips in 64 KB chunks, POST /v1/upload/video) are made and processed:
@@ -9,8 +11,11 @@ in-process (PROCESSING_QUEUE=inline, local bus) and by a `vidgate worker` (celer
 Every event the user's stream holds from the first upload on must reach every client once:
 ``lost`` counts the (client, event) pairs missing, ``dup`` those received twice. Goals (issue 20):
 200 clients p99 < 50 ms, 1,000 clients p99 < 100 ms, 0 lost. The clients run in one Node.js
-process (bench/ws_follower.mjs; ``--client python`` for `websockets` in this process, which at
-1,000 clients saturates a core by itself); ``client CPU %`` shows they are not the bottleneck.
+process (bench/ws_follower.mjs), by default reading the frames off plain TCP sockets (``--client
+raw``; ``node`` for Node's WebSocket, ``python`` for `websockets` in this process, which at 1,000
+clients saturates a core by itself); ``client CPU %`` says what they cost, ``srv+jobs CPU %`` the
+server and the worker with all their children (probes, analyses). ``--buses redis-inline`` adds a
+row with the Redis bus and the jobs in the server, as in-process: the bus alone differs.
 
 Mode synthetic:
 For each bus a fresh `vidgate serve` (SQLite, its own data dir) gets CLIENTS connections, one
@@ -33,6 +38,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,6 +86,30 @@ def make_users(data_dir: Path, count: int) -> tuple[list[str], list[str]]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU of ``pids`` and every process under them, with what their ended children used (the
+    server's probe and analysis children, the worker's pool): what the jobs cost beside delivery."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        used[pid] = sum(int(value) for value in fields[11:15]) / tick
+    total = 0.0
+    for pid in used:
+        ancestor = pid
+        while ancestor > 1 and ancestor not in pids:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor in pids:
+            total += used[pid]
+    return total
 
 
 async def client(url: str, key: str, latencies: list[float], ready: asyncio.Event, counter: list[int]) -> None:
@@ -216,40 +246,51 @@ class PythonFollowers:
 
 
 class NodeFollowers:
-    """N clients in one Node.js process (bench/ws_follower.mjs, ``--client node``, the default)."""
+    """N clients in Node.js processes (bench/ws_follower.mjs): one by default, ``processes`` to
+    see how much of the latency is the one client process reading all the sockets."""
 
-    def __init__(self, url: str, count: int) -> None:
-        self.url, self.count = url, count
-        self.process: asyncio.subprocess.Process | None = None
+    def __init__(self, url: str, count: int, kind: str = "raw", processes: int = 1) -> None:
+        self.url, self.count, self.kind = url, count, kind
+        self.counts = [count // processes + (n < count % processes) for n in range(processes)]
+        self.processes: list[asyncio.subprocess.Process] = []
         self.used = 0.0
 
     async def connect(self) -> None:
-        command = ["node", "--experimental-websocket", str(HERE / "ws_follower.mjs"), self.url, str(self.count)]
-        self.process = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 30
-        )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 60)
-        if not line.startswith(b"connected"):
-            raise RuntimeError(f"ws_follower.mjs: {line!r}")
+        script = str(HERE / "ws_follower.mjs")
+        for count in self.counts:
+            command = ["node", "--experimental-websocket", script, self.url, str(count), self.kind]
+            process = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 30
+            )
+            self.processes.append(process)
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            if not line.startswith(b"connected"):
+                raise RuntimeError(f"ws_follower.mjs: {line!r}")
 
     def cpu_seconds(self) -> float:
         """The clients' CPU so far; after collect, what they had used when the last event was stored."""
-        assert self.process is not None
-        return self.used if self.process.returncode is not None else cpu_seconds(self.process.pid)
+        if any(process.returncode is not None for process in self.processes):
+            return self.used
+        return sum(cpu_seconds(process.pid) for process in self.processes)
 
     async def collect(self, after: int, expected: list[int]) -> list[Receipts]:
-        assert self.process is not None and self.process.stdin and self.process.stdout
-        self.used = cpu_seconds(self.process.pid)
-        self.process.stdin.write(json.dumps({"after": after, "expected": expected}).encode() + b"\n")
-        await self.process.stdin.drain()
-        answer = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 120))
-        await self.process.wait()
+        self.used = self.cpu_seconds()
+        line = json.dumps({"after": after, "expected": expected}).encode() + b"\n"
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(line)
+            await process.stdin.drain()
         receipts = []
-        for client in answer:
-            receipt = Receipts()
-            receipt.got = [(s, ms / 1000, kind) for (s, ms), kind in zip(client["got"], client["types"], strict=True)]
-            receipts.append(receipt)
+        for process in self.processes:
+            assert process.stdout is not None
+            answer = json.loads(await asyncio.wait_for(process.stdout.readline(), 120))
+            await process.wait()
+            for client in answer:
+                receipt = Receipts()
+                pairs = zip(client["got"], client["types"], strict=True)
+                receipt.got = [(s, ms / 1000, kind) for (s, ms), kind in pairs]
+                receipts.append(receipt)
         return receipts
 
 
@@ -321,8 +362,19 @@ def gc_pauses(base_url: str) -> dict[str, float]:
     return found
 
 
-async def measure_uploads(bus: str, clients: int, per_second: float, seconds: float, client: str) -> dict[str, Any]:
-    """N clients of one user while real uploads are made and processed."""
+async def measure_uploads(
+    bus: str,
+    clients: int,
+    per_second: float,
+    seconds: float,
+    client: str,
+    src: str | None = None,
+    py_spy: Path | None = None,
+    client_processes: int = 1,
+) -> dict[str, Any]:
+    """N clients of one user while real uploads are made and processed; the server (and worker)
+    from ``src`` if given (another checkout's sources), else from this one's; with ``py_spy``, a
+    raw py-spy profile of the server over the measured window goes there."""
     with tempfile.TemporaryDirectory(prefix=f"ws-uploads-{bus}-") as tmp:
         work = Path(tmp)
         (key,), (user_id,) = make_users(work, 1)
@@ -332,12 +384,16 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
         redis_url = f"redis://127.0.0.1:6379/{redis_db}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "WEBSOCKET_", "DATABASE_"))}
         env.update(AUTH_CREATE_DEV_KEY="false", VIDGATE_DATA_DIR=str(work), VIDGATE_LOG_LEVEL="warning")
+        if src is not None:
+            env["PYTHONPATH"] = src
         if bus == "redis":
             env.update(PROCESSING_QUEUE="celery", CELERY_BROKER_URL=redis_url, WEBSOCKET_REDIS_URL=redis_url)
             env.update(WEBSOCKET_BUS="redis")
             import redis
 
             redis.Redis.from_url(redis_url).flushdb()
+        elif bus == "redis-inline":  # the Redis bus, the jobs in the server as in-process: the bus alone
+            env.update(PROCESSING_QUEUE="inline", WEBSOCKET_BUS="redis", WEBSOCKET_REDIS_URL=redis_url)
         else:
             env.update(PROCESSING_QUEUE="inline", WEBSOCKET_BUS="local")
         # the real command: run as ``-m vidgate``, its probe and analysis children do not re-run a
@@ -355,15 +411,25 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
             start = stored_sequences(work, user_id, 0)[-1]
             url = f"ws://127.0.0.1:{port}/ws?subscribe=all&since={start}"
             followers: NodeFollowers | PythonFollowers
-            if client == "node":
-                followers = NodeFollowers(f"{url}&api_key={key}", clients)
+            if client in ("node", "raw"):
+                kind = "raw" if client == "raw" else "websocket"
+                followers = NodeFollowers(f"{url}&api_key={key}", clients, kind, client_processes)
             else:
                 followers = PythonFollowers(url, key, clients)
             await followers.connect()
             await asyncio.sleep(1.0)
             gc_before = await asyncio.to_thread(gc_pauses, base_url)
             cpu_before, wall_before = cpu_seconds(processes[0].pid), time.monotonic()
+            all_cpu_before = tree_cpu_seconds([process.pid for process in processes])
             client_cpu_before = followers.cpu_seconds()
+            recorder = None
+            if py_spy is not None:
+                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "200"]
+                recorder = subprocess.Popen(
+                    [*spy, "--pid", str(processes[0].pid), "-o", str(py_spy)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             video_ids: list[str] = []
 
             def upload_steadily() -> None:
@@ -380,10 +446,14 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
 
             await asyncio.to_thread(upload_steadily)
             await asyncio.to_thread(wait_processed, base_url, key, list(video_ids))
+            if recorder is not None:
+                recorder.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                recorder.wait(timeout=60)
             expected = stored_sequences(work, user_id, start)
             receipts = await followers.collect(start, expected)
             wall = time.monotonic() - wall_before
             cpu = (cpu_seconds(processes[0].pid) - cpu_before) / wall
+            all_cpu = (tree_cpu_seconds([process.pid for process in processes]) - all_cpu_before) / wall
             client_cpu = (followers.cpu_seconds() - client_cpu_before) / wall
             gc_after = await asyncio.to_thread(gc_pauses, base_url)
         finally:
@@ -416,6 +486,7 @@ async def measure_uploads(bus: str, clients: int, per_second: float, seconds: fl
         "dup": dup,
         "cpu": cpu * 100,
         "client_cpu": client_cpu * 100,
+        "all_cpu": all_cpu * 100,
         "tails": tails,
         "full_gcs": gc_after["count"] - gc_before["count"],
         "full_gc_ms": (gc_after["sum"] - gc_before["sum"]) * 1000,
@@ -434,10 +505,29 @@ def main() -> None:
     parser.add_argument("--upload-seconds", type=float, default=20.0)
     parser.add_argument(
         "--client",
-        choices=("node", "python"),
-        default="node" if shutil.which("node") else "python",
-        help="the uploads mode's clients: one Node.js process (default if node is installed) or Python in this one",
+        choices=("raw", "node", "python"),
+        default="raw" if shutil.which("node") else "python",
+        help="the uploads mode's clients: one Node.js process reading the frames off plain TCP sockets (raw, the"
+        " default if node is installed), the same with Node's WebSocket (node), or Python in this one",
     )
+    parser.add_argument(
+        "--buses",
+        default="local,redis",
+        help="the uploads mode's rows: local, redis (a vidgate worker runs the jobs), redis-inline (the server runs"
+        " them, as with local: the bus alone differs)",
+    )
+    parser.add_argument(
+        "--compare-src",
+        help="the uploads mode's rows also run with the server from this sources directory (another"
+        " checkout's src), each right after this tree's: before and after in one run",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="the uploads mode's rows, each this many times (runs vary)"
+    )
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="the Node.js clients spread over this many processes"
+    )
+    parser.add_argument("--py-spy", type=Path, help="a directory for a raw py-spy profile of the server per row")
     args = parser.parse_args()
     if args.mode in ("synthetic", "both"):
         print(f"synthetic: {args.clients} clients (one user each), {args.rate:g} events/s for {args.seconds:g} s")
@@ -461,24 +551,50 @@ def main() -> None:
         )
         print(
             f"{'clients':>8} {'bus':<28}{'events':>7}{'receipts':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-            f"{'lost':>6}{'dup':>5}{'server CPU %':>14}{'client CPU %':>14}"
+            f"{'lost':>6}{'dup':>5}{'server CPU %':>14}{'client CPU %':>14}{'srv+jobs CPU %':>16}"
         )
+        buses = {
+            "local": "in-process (inline jobs)",
+            "redis": "redis (vidgate worker)",
+            "redis-inline": "redis (inline jobs)",
+        }
+        sources: list[str | None] = [None] + ([str(Path(args.compare_src).resolve())] if args.compare_src else [])
+        if args.py_spy is not None:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
         for clients in (int(n) for n in args.upload_clients.split(",")):
-            for bus, label in (("local", "in-process (inline jobs)"), ("redis", "redis (vidgate worker)")):
-                row = asyncio.run(
-                    measure_uploads(bus, clients, args.uploads_per_second, args.upload_seconds, args.client)
-                )
-                print(
-                    f"{clients:>8} {label:<28}{row['events']:>7.0f}{row['events'] * clients:>9.0f}{row['p50']:>9.2f}"
-                    f"{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>6.0f}{row['dup']:>5.0f}{row['cpu']:>14.1f}"
-                    f"{row['client_cpu']:>14.1f}"
-                )
-                tails = ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(row["tails"].items()))
-                print(f"{'':>9}p99 ms by event type: {tails}")
-                print(
-                    f"{'':>9}server full GCs: {row['full_gcs']:.0f}, {row['full_gc_ms']:.0f} ms in all,"
-                    f" {row['full_gcs_10ms']:.0f} of 10 ms or more"
-                )
+            for bus in args.buses.split(","):
+                for attempt in range(args.repeat):
+                    for src in sources:
+                        label = buses[bus] if src is None else f"{bus}, --compare-src"
+                        profile = None
+                        if args.py_spy is not None:
+                            profile = args.py_spy / f"{clients}-{bus}-{'compare' if src else 'this'}-{attempt}.txt"
+                        load = os.getloadavg()[0]
+                        row = asyncio.run(
+                            measure_uploads(
+                                bus,
+                                clients,
+                                args.uploads_per_second,
+                                args.upload_seconds,
+                                args.client,
+                                src,
+                                profile,
+                                args.client_processes,
+                            )
+                        )
+                        print(
+                            f"{clients:>8} {label:<28}{row['events']:>7.0f}{row['events'] * clients:>9.0f}"
+                            f"{row['p50']:>9.2f}{row['p99']:>9.2f}{row['max']:>9.2f}{row['lost']:>6.0f}"
+                            f"{row['dup']:>5.0f}{row['cpu']:>14.1f}{row['client_cpu']:>14.1f}{row['all_cpu']:>16.1f}"
+                        )
+                        tails = ", ".join(f"{kind} {ms:.0f}" for kind, ms in sorted(row["tails"].items()))
+                        print(f"{'':>9}p99 ms by event type: {tails}")
+                        print(
+                            f"{'':>9}server full GCs: {row['full_gcs']:.0f}, {row['full_gc_ms']:.0f} ms in all,"
+                            f" {row['full_gcs_10ms']:.0f} of 10 ms or more;"
+                            f" load {load:.2f} -> {os.getloadavg()[0]:.2f}",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tests.media import make_video
 from vidgate.db import migrate
 from vidgate.db.engine import Database
 from vidgate.db.models import UserAccount, utcnow
-from vidgate.events.hub import FRAMES_EXTENSION, Connection, Hub
+from vidgate.events.hub import FLUSH_SLICE, FRAMES_EXTENSION, Connection, Hub
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import AnyEvent, Event, FailureData, UploadFailed
 from vidgate.events.store import EventStore
@@ -440,3 +440,34 @@ def test_events_of_one_loop_turn_go_out_in_one_write_and_a_full_socket_keeps_the
     assert queued == [3, 4, 5]
     assert socket.written == [1, 2, 3, 4, 5, 6]
     assert direct >= 2  # 6 went straight too
+
+
+def test_an_event_that_comes_during_a_long_flush_joins_the_writes_not_yet_made_in_order(
+    store_db: Database,
+) -> None:
+    store = EventStore(store_db)
+    count = FLUSH_SLICE * 2 + 10
+
+    async def scenario() -> tuple[list[FrameSocket], set[int]]:
+        hub = Hub(64, 30.0, store, catch_up_interval=60.0)
+        sockets = [FrameSocket() for _ in range(count)]
+        connections = [hub.connect("u1", websocket=socket) for socket in sockets]
+        for connection in connections:
+            hub.subscribe(connection, None)
+        while any(connection.catching_up for connection in connections):
+            await asyncio.sleep(0.01)
+        first, second = numbered(store_db, store, 2)
+        hub.deliver(first)
+        await asyncio.sleep(0)  # one turn: FLUSH_SLICE sockets are written
+        early = {n for n, socket in enumerate(sockets) if socket.written}
+        hub.deliver(second)  # while the others wait for their turn
+        while any(len(socket.written) < 2 for socket in sockets):
+            await asyncio.sleep(0)
+        return sockets, early
+
+    sockets, early = asyncio.run(scenario())
+    assert len(early) == FLUSH_SLICE
+    assert all(socket.written == [1, 2] for socket in sockets)
+    # the sockets written before the second came took two writes; the rest one for both
+    assert {n for n, socket in enumerate(sockets) if socket.direct == 2} == early
+    assert all(socket.direct == 1 for n, socket in enumerate(sockets) if n not in early)
