@@ -20,8 +20,8 @@ Serving: a ``vidgate serve`` (embedded default, its own data directory) holding 
 same file behind Starlette's FileResponse alone, and behind vidgate's StoredFileResponse alone,
 under the same uvicorn with uvloop + httptools; the latter again under the zero-copy protocol
 ``vidgate serve`` runs, so it is sent with ``sendfile``: the floor of any ASGI app there; and a
-bare asyncio server whose body is the kernel's zero-copy ``sendfile``, the machine's ceiling). Each round asks each, in turn, for
-the whole file four times over two connections; for 16 open-ended ranges
+bare asyncio server whose body is the kernel's zero-copy ``sendfile``, the machine's ceiling).
+Each round asks each, in turn, for the whole file four times over two connections; for 16 open-ended ranges
 ``bytes=N-`` from random offsets in the first half, each read to the end (what a ``<video>``
 sends when it starts and seeks); and for 1,024 random 1 MiB ranges (the worst case: the cost per
 request dominates). vidgate once with the key header, once with a signed URL. MB/s of the best
