@@ -209,18 +209,25 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = [500]
-
-        async def send_and_see(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        seen = StatusSeen(send)
         try:
-            await self.app(scope, receive, send_and_see)
+            await self.app(scope, receive, seen)
         finally:
             route = scope.get("route")
-            count_request(scope["method"], getattr(route, "path", None) or "unmatched", status[0], started)
+            count_request(scope["method"], getattr(route, "path", None) or "unmatched", seen.status, started)
+
+
+class StatusSeen:
+    """An ASGI send that remembers the response's status (500 until one was sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 #: the series of each (method, route, status) once looked up: ``labels()`` takes a lock per call

@@ -18,10 +18,10 @@ import re
 import time
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vidgate.api.library import CONTENT_PATH, serve_content
-from vidgate.metrics import count_request
+from vidgate.metrics import StatusSeen, count_request
 
 #: the route's path as routing matches it (a video id is one path segment)
 _CONTENT = re.compile(r"/v1/videos/([^/]+)/content")
@@ -49,14 +49,8 @@ class ContentShortcut:
         except Exception:  # the app answers it as it answers every error (nothing was sent yet)
             await self.app(scope, receive, send)
             return
-        status = [500]
-
-        async def send_and_see(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        seen = StatusSeen(send)
         try:
-            await response(scope, receive, send_and_see)
+            await response(scope, receive, seen)
         finally:
-            count_request(_METHOD, CONTENT_PATH, status[0], started)
+            count_request(_METHOD, CONTENT_PATH, seen.status, started)
