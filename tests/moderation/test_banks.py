@@ -261,11 +261,12 @@ def test_a_match_flags_the_video_and_notifies(server: RunningServer, clips: dict
     assert moderation["hash_matches"][0]["entry_name"] == "case-42"
     assert any(r["code"] == "hash_match" and "ncmec-test" in r["message"] for r in moderation["reasons"])
     with server.db.session() as session:
-        kinds = session.scalars(select(WebhookDelivery.event_type)).all()
-        payload = session.scalar(select(WebhookDelivery.payload).where(WebhookDelivery.event_type == "hash_match"))
-    assert "hash_match" in kinds and payload is not None
-    event = json.loads(payload)
-    assert event["video_id"] == video_id and event["data"]["matches"][0]["bank"] == "ncmec-test"
+        matched = select(WebhookDelivery.payload).where(WebhookDelivery.event_type == "hash_match")
+        payloads = session.scalars(matched).all()
+    # (the server's database is shared with other tests of the module: other videos' matches may be there)
+    events = [event for event in map(json.loads, payloads) if event["video_id"] == video_id]
+    assert len(events) == 1, payloads
+    assert events[0]["data"]["matches"][0]["bank"] == "ncmec-test"
 
     # The flag is the content's (derived from the bytes): bob, sending the same file, has his
     # own video flagged and is told of it under his own video's id, never alice's.
