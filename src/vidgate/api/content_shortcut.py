@@ -14,17 +14,17 @@ answer, so the app's answer, errors included, is exactly the one it always gave.
 
 from __future__ import annotations
 
-import re
 import time
 
 from starlette.requests import Request
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vidgate.api.library import CONTENT_PATH, serve_content
 from vidgate.metrics import StatusSeen, count_request
 
-#: the route's path as routing matches it (a video id is one path segment)
-_CONTENT = re.compile(r"/v1/videos/([^/]+)/content")
+#: the route's path as its router matches it (Starlette's own compilation of the template)
+_CONTENT = compile_path(CONTENT_PATH)[0]
 _METHOD = "GET"
 
 
@@ -38,12 +38,12 @@ class ContentShortcut:
         if scope["type"] != "http" or scope["method"] != _METHOD or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        found = _CONTENT.fullmatch(scope["path"])
+        found = _CONTENT.match(scope["path"])
         if found is None or any(name == b"origin" for name, _ in scope["headers"]):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        scope["path_params"] = {"video_id": found[1]}
+        scope["path_params"] = found.groupdict()
         try:
             response = await serve_content(Request(scope, receive, send))
         except Exception:  # the app answers it as it answers every error (nothing was sent yet)
