@@ -17,7 +17,6 @@ checkout's sources (a subprocess with ``PYTHONPATH``), as rows of the same run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -25,23 +24,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.library import store_one_video
 
 ROWS = {"plain GET (a player's range)": (), "with Origin (cross-origin page)": ((b"origin", b"https://desk.example"),)}
 
 
 def measure(requests: int, runs: int) -> dict[str, list[float]]:
     """µs of CPU per request of each row, one number per run."""
-    from sqlalchemy import insert, text
     from starlette.testclient import TestClient
 
     from vidgate.api.http_protocol import ZEROCOPY_SEND
     from vidgate.app import create_app
-    from vidgate.auth import create_key
     from vidgate.config import load_settings
-    from vidgate.db.models import AnalysisStatus, Content, Video, VideoStatus
 
     tmp = Path(tempfile.mkdtemp(prefix="content-cost-"))
     os.environ.update({"VIDGATE_DATA_DIR": str(tmp / "data"), "AUTH_CREATE_DEV_KEY": "false"})
@@ -49,40 +48,9 @@ def measure(requests: int, runs: int) -> dict[str, list[float]]:
     app = create_app(load_settings())
     results: dict[str, list[float]] = {name: [] for name in ROWS}
     with TestClient(app) as client:
-        services = app.state.services
         source = tmp / "file.bin"
         source.write_bytes(os.urandom(4 << 20))
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        services.processing.blobs.put_file(digest, source)
-        key, _ = create_key(services.db, "bench")
-        with services.db.session() as session:
-            user_id = str(session.scalar(text("SELECT id FROM user_account WHERE username = 'bench'")))
-            content_id, video_id = str(uuid.uuid4()), str(uuid.uuid4())
-            session.execute(
-                insert(Content),
-                [
-                    {
-                        "id": content_id,
-                        "content_hash": digest,
-                        "file_size": 4 << 20,
-                        "storage_key": digest,
-                        "media_info": {"container": "mp4"},
-                        "status": AnalysisStatus.COMPLETED,
-                    }
-                ],
-            )
-            session.execute(
-                insert(Video),
-                [
-                    {
-                        "id": video_id,
-                        "user_id": user_id,
-                        "content_id": content_id,
-                        "filename": "bench.mp4",
-                        "status": VideoStatus.COMPLETED,
-                    }
-                ],
-            )
+        key, _, video_id = store_one_video(app.state.services.db, app.state.services.processing.blobs, source)
         path = f"/v1/videos/{video_id}/content"
         statuses: set[int] = set()
 

@@ -76,6 +76,7 @@ from vidgate.db.models import (
 from vidgate.library import listing
 from vidgate.library.listing import LibraryQuery
 from vidgate.library.signing import UrlSigner
+from vidgate.storage import BlobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNER = UrlSigner(b"bench" * 8, 3600)
@@ -321,8 +322,40 @@ def throughput(port: int, path: str, headers: dict[str, str], size: int, mode: s
     return sum(results) / seconds / 1e6
 
 
-def serve_bench(mib: int, rounds: int, compare_src: str | None = None, py_spy: Path | None = None) -> None:
+def store_one_video(db: Database, blobs: BlobStore, source: Path) -> tuple[str, str, str]:
+    """A user "bench" with a key, and one completed video of ``source``'s bytes (stored from a
+    copy, so ``source`` stays): (key, user id, video id). The serving benches' library."""
     from vidgate.auth import create_key
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    copy = source.with_name(source.name + ".copy")
+    shutil.copyfile(source, copy)
+    blobs.put_file(digest, copy)
+    key, _ = create_key(db, "bench")
+    with db.session() as session:
+        user_id = str(session.scalar(text("SELECT id FROM user_account WHERE username = 'bench'")))
+        content_id, video_id = str(uuid.uuid4()), str(uuid.uuid4())
+        content = {
+            "id": content_id,
+            "content_hash": digest,
+            "file_size": source.stat().st_size,
+            "storage_key": digest,
+            "media_info": {"container": "mp4"},
+            "status": AnalysisStatus.COMPLETED,
+        }
+        session.execute(insert(Content), [content])
+        video = {
+            "id": video_id,
+            "user_id": user_id,
+            "content_id": content_id,
+            "filename": "bench.mp4",
+            "status": VideoStatus.COMPLETED,
+        }
+        session.execute(insert(Video), [video])
+    return key, user_id, video_id
+
+
+def serve_bench(mib: int, rounds: int, compare_src: str | None = None, py_spy: Path | None = None) -> None:
     from vidgate.storage import LocalBlobStore
 
     env_base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDGATE_", "DATABASE_", "STORAGE_"))}
@@ -332,43 +365,10 @@ def serve_bench(mib: int, rounds: int, compare_src: str | None = None, py_spy: P
         with source.open("wb") as out:
             for _ in range(mib):
                 out.write(os.urandom(1 << 20))
-        size = source.stat().st_size
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
         db = Database(f"sqlite:///{data / 'vidgate.db'}")
         migrate.upgrade(db)
-        blobs = LocalBlobStore(data / "storage")
-        copy = Path(tmp) / "copy.bin"
-        copy.write_bytes(source.read_bytes())
-        blobs.put_file(digest, copy)
-        key, _ = create_key(db, "bench")
-        with db.session() as session:
-            user_id = session.scalar(text("SELECT id FROM user_account WHERE username = 'bench'"))
-            content_id, video_id = str(uuid.uuid4()), str(uuid.uuid4())
-            session.execute(
-                insert(Content),
-                [
-                    dict(
-                        id=content_id,
-                        content_hash=digest,
-                        file_size=size,
-                        storage_key=digest,
-                        media_info={"container": "mp4"},
-                        status=AnalysisStatus.COMPLETED,
-                    )
-                ],
-            )
-            session.execute(
-                insert(Video),
-                [
-                    dict(
-                        id=video_id,
-                        user_id=str(user_id),
-                        content_id=content_id,
-                        filename="bench.mp4",
-                        status=VideoStatus.COMPLETED,
-                    )
-                ],
-            )
+        key, user_id, video_id = store_one_video(db, LocalBlobStore(data / "storage"), source)
+        size = source.stat().st_size
         db.dispose()
         secret = "bench-secret"
         signed = UrlSigner(secret.encode(), 3600).urls(video_id, str(user_id)).content
