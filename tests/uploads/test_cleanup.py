@@ -95,7 +95,7 @@ def test_interrupted_assembly_is_finished_by_cleanup(services_for: Callable[...,
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
         crashed = uploads.completion.assemble
-        uploads.completion.assemble = lambda row_id: None  # type: ignore[method-assign]  # the process "dies" here
+        uploads.completion.assemble = lambda row_id, early=None: None  # type: ignore[method-assign]  # the process "dies" here
         for index in range(len(chunks)):
             send(uploads, chunks[index], session_id="crash", chunk_index=index, total_chunks=len(chunks))
         uploads.completion.assemble = crashed  # type: ignore[method-assign]

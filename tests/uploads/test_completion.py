@@ -9,16 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 
 from tests.helpers import sha256, split
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus, Video, VideoStatus
-from vidgate.errors import QueueUnavailable
+from vidgate.db.models import SessionStatus, UploadSession, Video, VideoStatus
+from vidgate.errors import EmptyChunk, InvalidParameter, QueueUnavailable
 from vidgate.uploads import completion
 from vidgate.uploads.chunked import ChunkedUploads
 from vidgate.uploads.models import ChunkReceipt, ChunkRequest
 from vidgate.uploads.tus import TusService
+from vidgate.validation import pipeline
 
 ALICE = Principal(user_id="u-alice", username="alice")
 
@@ -73,11 +75,11 @@ def _transactions(services: Any) -> Iterator[list[int]]:
         event.remove(services.db.engine, "begin", count)
 
 
-def test_a_single_file_upload_takes_four_transactions(services_for: Callable[..., Any], unique_video: Path) -> None:
-    """Plan (the session made), record (the chunk, the session moved to assembling and what
-    assembly needs), the content hash (committed before the blob is stored: deletion looks for
-    it) and completion (the video and its hand-over's claim, whose row also gives the answer);
-    the job is then on the queue, with no transaction of its own."""
+def test_a_single_file_upload_takes_three_transactions(services_for: Callable[..., Any], unique_video: Path) -> None:
+    """Plan (the session made), record (the chunk, the session moved to assembling with its
+    content hash, which the chunk's hash is, and what assembly needs) and completion (the video
+    and its hand-over's claim, whose row also gives the answer); the job is then on the queue,
+    with no transaction of its own."""
     data = unique_video.read_bytes()
     with services_for() as services:
         uploads: ChunkedUploads = services.uploads
@@ -90,7 +92,7 @@ def test_a_single_file_upload_takes_four_transactions(services_for: Callable[...
             len(data),
         )
         assert receipt.video_id and receipt.chunks_received == 1 and receipt.missing_chunks == []
-        assert len(begun) == 4
+        assert len(begun) == 3
         assert broker.jobs == [(receipt.video_id, 5)]
         status, dispatched_at = _handed_over_at(services, receipt.video_id)
         assert status is VideoStatus.QUEUED and dispatched_at is not None  # claimed with the completion
@@ -146,11 +148,11 @@ def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., 
         assert len(begun) == 4
 
 
-def test_a_tus_upload_in_one_patch_takes_five_transactions(
+def test_a_tus_upload_in_one_patch_takes_four_transactions(
     services_for: Callable[..., Any], unique_video: Path
 ) -> None:
     """Creation, the PATCH's offset check, its record (what assembly needs comes back from its
-    UPDATE), the content hash and completion."""
+    UPDATE; the content hash, which the running hash has by then, goes with it) and completion."""
     data = unique_video.read_bytes()
     with services_for() as services:
         tus: TusService = services.tus
@@ -171,4 +173,95 @@ def test_a_tus_upload_in_one_patch_takes_five_transactions(
             upload = tus.finish_patch(plan, asyncio.run(stream()))
         assert (upload.status, upload.offset, upload.content_hash) == (SessionStatus.COMPLETED, len(data), sha256(data))
         assert upload.video_id and broker.jobs == [(upload.video_id, 5)]
-        assert len(begun) == 5
+        assert len(begun) == 4
+
+
+def _seen_during_validation(services: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """What the session rows say while the file is validated (status, content hash), and every
+    probe forked by validation itself, recorded by wrapping the services' validator."""
+    seen: list[tuple[Any, ...]] = []
+    validator = services.uploads.completion.validator
+    validate = validator.validate
+
+    def watching(source: Any, *args: Any) -> Any:
+        with services.db.session() as tx:
+            seen.extend(tx.execute(select(UploadSession.status, UploadSession.content_hash)).all())
+        return validate(source, *args)
+
+    def probed_again(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("probed at validation",))
+        return probe_in_warm_child(*args, **kwargs)
+
+    probe_in_warm_child = pipeline._probe_in_warm_child
+    monkeypatch.setattr(validator, "validate", watching)
+    monkeypatch.setattr(pipeline, "_probe_in_warm_child", probed_again)
+    return seen
+
+
+def test_a_one_chunk_upload_is_probed_beside_its_record_with_its_hash_committed(
+    services_for: Callable[..., Any], unique_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's probe started before the record (validation takes its answer, forking none),
+    and the record committed the content hash before validation and ``put_file`` (what
+    deletion looks for: library/deletion.py)."""
+    data = unique_video.read_bytes()
+    with services_for() as services:
+        services.processing.queue = _Broker()
+        seen = _seen_during_validation(services, monkeypatch)
+        receipt = _send(services.uploads, data)
+        assert receipt.status is SessionStatus.COMPLETED
+        assert seen == [(SessionStatus.ASSEMBLING, sha256(data))]
+
+
+def test_a_tus_patch_that_completes_is_probed_beside_its_record_with_its_hash_committed(
+    services_for: Callable[..., Any], unique_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = unique_video.read_bytes()
+    half = len(data) // 2
+    with services_for() as services:
+        tus: TusService = services.tus
+        services.processing.queue = _Broker()
+        seen = _seen_during_validation(services, monkeypatch)
+        created = services.tus_creation.create(
+            ALICE, length=len(data), metadata={"filename": "clip.mp4"}, metadata_header="filename Y2xpcC5tcDQ="
+        )
+        for offset, body in ((0, data[:half]), (half, data[half:])):  # the second PATCH completes it
+            plan = tus.begin_patch(ALICE, created.upload_id, offset, length=None, checksum=None)
+
+            async def stream(plan: Any = plan, body: bytes = body) -> Any:
+                sink = tus.open_sink(plan)
+                for piece in split(body, 64 * 1024):
+                    await sink.write(piece)
+                return await sink.finish()
+
+            upload = tus.finish_patch(plan, asyncio.run(stream()))
+        assert (upload.status, upload.content_hash) == (SessionStatus.COMPLETED, sha256(data))
+        assert seen == [(SessionStatus.ASSEMBLING, sha256(data))]
+
+
+def test_a_refused_record_ends_the_probe_started_for_it(
+    services_for: Callable[..., Any], unique_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is complete by its plan, so its probe starts; the record refuses it (an empty
+    file): the probe child is ended with the request, nothing is left running. A part reserved
+    at a size the body did not reach is not the file: no probe starts for it."""
+    data = unique_video.read_bytes()
+    with services_for() as services:
+        validator = services.uploads.completion.validator
+        started: list[Any] = []
+        start_probe = validator.start_probe
+
+        def keeping(path: Path) -> Any:
+            started.append(start_probe(path))
+            return started[-1]
+
+        monkeypatch.setattr(validator, "start_probe", keeping)
+        with pytest.raises(InvalidParameter):
+            _send(services.uploads, data, file_size=len(data) + 1)
+        assert len(started) == 0  # the part is reserved at the announced size: not the file yet
+        with pytest.raises(EmptyChunk):
+            _send(services.uploads, b"")
+        assert started and started[0] is not None and started[0].closed
+        process = started[0].child[0]
+        process.join(timeout=10)
+        assert not process.is_alive()

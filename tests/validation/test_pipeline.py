@@ -140,3 +140,63 @@ def test_a_ranged_file_is_probed_in_a_fresh_interpreter_where_no_warm_child_can_
         assert ranged.reads >= 1
     finally:
         ranged.close()
+
+
+def test_an_early_probe_gives_the_verdict_of_a_probe_at_validation(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe sent the file before its other checks (``start_probe``) decides as the probe at
+    validation would, and validation then forks no probe of its own."""
+    data = files["mp4"].read_bytes()
+    cases = {"plain.mp4": data, "cut.mp4": data[: len(data) // 2], "appended.mp4": data + os.urandom(100)}
+    validator = FileValidator(ValidationSettings())
+    verdicts = {}
+    for name, body in cases.items():
+        (tmp_path / name).write_bytes(body)
+        verdicts[name] = _verdict(validator, tmp_path / name, "mp4")
+    assert verdicts["plain.mp4"] != verdicts["cut.mp4"]
+
+    def no_second_probe(*args: object, **kwargs: object) -> object:
+        raise AssertionError("validation probed again although an early probe had the file")
+
+    monkeypatch.setattr(pipeline, "_probe_in_warm_child", no_second_probe)
+    for name in cases:
+        early = validator.start_probe(tmp_path / name)
+        assert early is not None
+        try:
+            try:
+                verdict: object = validator.validate(tmp_path / name, "mp4", None, early)
+            except VidgateError as exc:
+                verdict = (type(exc), exc.code)
+        finally:
+            early.close()
+        assert verdict == verdicts[name], name
+
+
+def test_an_early_probe_of_another_file_is_not_taken(files: dict[str, Path], tmp_path: Path) -> None:
+    data = files["mp4"].read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    validator = FileValidator(ValidationSettings())
+    early = validator.start_probe(files["mp4"])
+    assert early is not None
+    try:
+        with pytest.raises(TruncatedFile):
+            validator.validate(tmp_path / "cut.mp4", "mp4", None, early)
+    finally:
+        early.close()
+
+
+def test_an_early_probe_never_asked_ends_its_child(tmp_path: Path) -> None:
+    """An upload refused after its probe started (its record failed): the child goes with it,
+    even one that would never finish by itself (here its file is a pipe nobody writes)."""
+    stuck = tmp_path / "stuck.mkv"
+    os.mkfifo(stuck)
+    early = FileValidator(ValidationSettings()).start_probe(stuck)
+    assert early is not None
+    process = early.child[0]
+    process.join(timeout=0.5)
+    assert process.is_alive()  # blocked in opening the pipe
+    early.close()
+    early.close()  # twice is harmless
+    process.join(timeout=10)
+    assert not process.is_alive()

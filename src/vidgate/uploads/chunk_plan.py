@@ -152,6 +152,7 @@ class ChunkPlanner(Step):
                 existing_hash=existing_hash,
                 # a single chunk's own hash is already the file's hash
                 runs_file_hash=mode is WriteMode.DIRECT and row.total_chunks > 1,
+                whole_file=mode is WriteMode.DIRECT and row.total_chunks == 1,
             )
 
         if existing is not None:

@@ -37,6 +37,7 @@ from vidgate.uploads.records import Records, received, to_view
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import WriteMode, WritePath, WritePlan
+from vidgate.validation.pipeline import EarlyProbe
 
 # Built once: building ORM statements per call costs more than running them (tus_store.py).
 _SESSIONS = cast(Table, UploadSession.__table__)
@@ -50,6 +51,8 @@ _RECORDED = (
         bytes_received=bindparam("bytes_received"),
         last_updated=bindparam("last_updated"),
         status=bindparam("status"),
+        file_size=bindparam("file_size"),
+        content_hash=bindparam("content_hash"),
     )
 )
 _INSERT_CHUNK = insert(cast(Table, UploadChunk.__table__))
@@ -98,7 +101,16 @@ class ChunkedUploads(Step):
             return tx.scalar(_ANY_CHUNK, {"upload_id": upload_id}) is not None
 
     def finish_chunk(self, plan: WritePlan, result: SinkResult) -> ChunkReceipt:
-        """Record a fully received chunk; when it is the last one, assemble the file."""
+        """Record a fully received chunk; when it is the last one, assemble the file (a file in
+        one chunk has its probe started first, to run beside the record)."""
+        early = self.completion.probe_early(plan.row_id, result.size) if plan.completes_file(result.size) else None
+        try:
+            return self._finish(plan, result, early)
+        finally:
+            if early is not None:
+                early.close()
+
+    def _finish(self, plan: WritePlan, result: SinkResult, early: EarlyProbe | None) -> ChunkReceipt:
         try:
             receipt, pending = self._record(plan, result)
         except BaseException as exc:
@@ -119,7 +131,7 @@ class ChunkedUploads(Step):
             ).start()
         if pending is not None:
             self.completion.hand_over(pending)
-            row = self.completion.assemble(plan.row_id)
+            row = self.completion.assemble(plan.row_id, early)
             view = (
                 self.records.view(plan.upload_id) if row is None else to_view(row, set(), self.settings.session_timeout)
             )
@@ -209,6 +221,8 @@ class ChunkedUploads(Step):
             complete, pending = count == row.total_chunks, None
             if complete:
                 row.status = SessionStatus.ASSEMBLING
+                if row.total_chunks == 1:  # the chunk's hash is the file's: committed before put_file
+                    row.content_hash, row.file_size = result.sha256, result.size
                 # what assembly needs, read here rather than in a transaction of its own
                 chunks = (
                     [UploadChunk(**chunk)]
@@ -226,6 +240,8 @@ class ChunkedUploads(Step):
                     "bytes_received": total_bytes,
                     "last_updated": now,
                     "status": row.status,
+                    "file_size": row.file_size,
+                    "content_hash": row.content_hash,
                 },
             )
             self.records.log_now(connection, row, "upload_progress", f"chunk {plan.chunk_index} received", now)

@@ -44,7 +44,7 @@ from vidgate.uploads.ending import Endings
 from vidgate.uploads.layouts import Assembly, layout_of
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
-from vidgate.validation.pipeline import FileValidator
+from vidgate.validation.pipeline import EarlyProbe, FileValidator
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,25 @@ class Completion(Step):
             while len(self._handed) > _MAX_HANDED:
                 self._handed.popitem(last=False)
 
-    def assemble(self, row_id: str) -> UploadSession | None:
+    def probe_early(self, row_id: str, file_size: int) -> EarlyProbe | None:
+        """Start the probe of an upload whose last bytes just arrived, before they are recorded:
+        its child parses the file while this thread records it, and :meth:`assemble` takes the
+        answer. Only where the part is the finished file already (local parts: assembly adds
+        nothing) and holds exactly ``file_size`` bytes; None otherwise. The caller closes it."""
+        source = self.parts.assembled(row_id)
+        if not isinstance(source, Path):
+            return None
+        try:
+            if source.stat().st_size != file_size:
+                return None
+        except OSError:
+            return None
+        return self.validator.start_probe(source)
+
+    def assemble(self, row_id: str, early: EarlyProbe | None = None) -> UploadSession | None:
         """Turn the received data of an ``assembling`` session into a stored, hash-checked file;
         returns the completed session (detached), or None when there was nothing to assemble
-        or the session failed.
+        or the session failed. ``early``: the probe :meth:`probe_early` started on it.
 
         Safe to run again after a crash at any point (cleanup does so for stalled sessions).
         """
@@ -258,17 +273,23 @@ class Completion(Step):
             message = f"The file's SHA-256 is {digest}, not the file_hash {pending.file_hash} the client sent."
             self.endings.fail(row_id, FileHashMismatch.code, message)
             raise FileHashMismatch(message, session_id=pending.upload_id)
-        return self._validate_and_store(pending, self.parts.assembled(row_id), digest, steps)
+        return self._validate_and_store(pending, self.parts.assembled(row_id), digest, steps, early)
 
     def _validate_and_store(
-        self, pending: Pending, source: Path | RangedFile, digest: str, steps: dict[str, float] | None = None
+        self,
+        pending: Pending,
+        source: Path | RangedFile,
+        digest: str,
+        steps: dict[str, float] | None = None,
+        early: EarlyProbe | None = None,
     ) -> UploadSession:
         """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
         row_id, upload_id, file_size = pending.row_id, pending.upload_id, pending.assembly.file_size
         steps = dict(steps or {})
         started = time.perf_counter()
         try:
-            info = self.validator.validate(source, pending.filename.rpartition(".")[2].lower(), pending.content_type)
+            extension = pending.filename.rpartition(".")[2].lower()
+            info = self.validator.validate(source, extension, pending.content_type, early)
         except VidgateError as exc:
             if exc.fails_session:
                 self.endings.fail(row_id, exc.code, exc.message)
@@ -276,11 +297,14 @@ class Completion(Step):
         steps["validation"] = time.perf_counter() - started
         log.info("upload %s validated: %s", upload_id, info.model_dump(exclude_none=True))
         # The hash is committed before put_file: a delete of the last video of this content
-        # looks for assembling sessions of the same SHA-256 (library/deletion.py).
-        with self.db.session() as tx:
-            tx.execute(_SET_CONTENT_HASH, {"row_id": row_id, "digest": digest, "file_size": file_size, "now": utcnow()})
-            if pending.assembly.staged:  # the staged chunks are in the part now
-                tx.execute(_CHUNKS_IN_PART, {"upload_id": upload_id, "path": self.parts.location(row_id)})
+        # looks for assembling sessions of the same SHA-256 (library/deletion.py). A one-chunk
+        # upload's record committed it already (the chunk's hash is the file's).
+        if pending.content_hash != digest or pending.assembly.staged:
+            with self.db.session() as tx:
+                values = {"row_id": row_id, "digest": digest, "file_size": file_size, "now": utcnow()}
+                tx.execute(_SET_CONTENT_HASH, values)
+                if pending.assembly.staged:  # the staged chunks are in the part now
+                    tx.execute(_CHUNKS_IN_PART, {"upload_id": upload_id, "path": self.parts.location(row_id)})
         started = time.perf_counter()
         self.parts.store(row_id, digest, self.blobs)
         steps["storing"] = time.perf_counter() - started
@@ -427,28 +451,28 @@ def _video_values(video: Video) -> dict[str, Any]:
 def _content_for(
     connection: Connection, dialect: str, digest: str, file_size: int, media_info: dict[str, Any], now: datetime
 ) -> tuple[Content, bool]:
-    """The content row of ``digest``, locked (detached); made if new. A racing upload's new row
-    makes the insert wait on the unique index and then do nothing: that row is read instead."""
-    found = connection.execute(_CONTENT_BY_HASH, {"digest": digest}).one_or_none()
-    if found is None:
-        values = {
-            "id": new_id(),
-            "content_hash": digest,
-            "file_size": file_size,
-            "storage_key": digest,
-            "media_info": media_info,
-            "status": AnalysisStatus.PENDING,
-            "analysing_video_id": None,
-            "analyses": 0,
-            "error_message": None,
-            "fingerprint": None,
-            "created_at": now,
-            "started_at": None,
-            "finished_at": None,
-        }
-        if connection.execute(_INSERT_CONTENT[dialect], values).first() is not None:
-            return Content(**values), True
-        found = connection.execute(_CONTENT_BY_HASH, {"digest": digest}).one()
+    """The content row of ``digest``, locked (detached); made if new. The insert comes first
+    (most uploads are new content: one statement, not a read and an insert); a row that exists,
+    or a racing upload's new one (the insert waits on the unique index, then does nothing), is
+    read instead, locked."""
+    values = {
+        "id": new_id(),
+        "content_hash": digest,
+        "file_size": file_size,
+        "storage_key": digest,
+        "media_info": media_info,
+        "status": AnalysisStatus.PENDING,
+        "analysing_video_id": None,
+        "analyses": 0,
+        "error_message": None,
+        "fingerprint": None,
+        "created_at": now,
+        "started_at": None,
+        "finished_at": None,
+    }
+    if connection.execute(_INSERT_CONTENT[dialect], values).first() is not None:
+        return Content(**values), True
+    found = connection.execute(_CONTENT_BY_HASH, {"digest": digest}).one()
     return Content(**found._mapping), False
 
 

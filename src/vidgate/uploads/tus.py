@@ -37,6 +37,7 @@ from vidgate.errors import (
 from vidgate.uploads import tus_store
 from vidgate.uploads.completion import Pending
 from vidgate.uploads.ending import Endings
+from vidgate.uploads.frontier import TAKE_WAIT_SECONDS
 from vidgate.uploads.layouts import Assembly, progress_percent
 from vidgate.uploads.models import TusUpload
 from vidgate.uploads.records import Records
@@ -44,6 +45,7 @@ from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import TusStore, check_alive, to_upload
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import Checksum, WritePath, WritePlan, first_bytes_check
+from vidgate.validation.pipeline import EarlyProbe
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class TusService(Step):
                 if offset == 0 and not plan.partial:
                     plan.head_check = first_bytes_check(row.filename, row.content_type)
                 plan.reserve = file_size if offset == 0 and file_size else None
+                plan.file_end = file_size
         except BaseException:
             plan.close()
             raise
@@ -145,18 +148,28 @@ class TusService(Step):
 
     def finish_patch(self, plan: WritePlan, result: SinkResult) -> TusUpload:
         """Record a whole PATCH body; the one that reaches the length assembles the file.
-        Returns the upload as it stands after this PATCH."""
+        Returns the upload as it stands after this PATCH (the one that completes it has the
+        file's probe started first, to run beside the record)."""
+        early = None
         try:
             checksum = plan.checksum
             if checksum is not None and checksum.hasher.digest() != checksum.digest:
                 raise ChecksumMismatch(
                     f"The body's {checksum.algorithm} does not match Upload-Checksum; nothing was kept."
                 )
-            recorded = self._record(plan, result)
-        except BaseException as exc:
-            self.abort_patch(plan, exc)
-            raise
-        return self._after_record(plan, recorded)
+            digest = None
+            if plan.completes_file(result.size):
+                early = self.store.completion.probe_early(plan.row_id, plan.offset + result.size)
+                digest = _file_digest(plan)
+            try:
+                recorded = self._record(plan, result, digest)
+            except BaseException as exc:
+                self.abort_patch(plan, exc)
+                raise
+            return self._after_record(plan, recorded, early)
+        finally:
+            if early is not None:
+                early.close()
 
     def keep_received(self, plan: WritePlan, result: SinkResult | None) -> None:
         """The body broke off: keep and count every byte that reached the part (none with a
@@ -177,9 +190,10 @@ class TusService(Step):
         """Refused or lost: the offset stays where it was (bytes past it are overwritten later)."""
         self.writes.abort(plan, error)
 
-    def _record(self, plan: WritePlan, result: SinkResult) -> _Recorded:
+    def _record(self, plan: WritePlan, result: SinkResult, digest: str | None = None) -> _Recorded:
         """Count the PATCH with the statements built once: one conditional UPDATE ... RETURNING
-        (still active and still at this offset, or nothing happens), its chunk row and its progress row."""
+        (still active and still at this offset, or nothing happens), its chunk row and its progress
+        row. ``digest``: the whole file's SHA-256, when this PATCH completes it and it is known."""
         size, now = result.size, utcnow()
         with self.db.session() as tx:
             connection = tx.connection()
@@ -197,7 +211,8 @@ class TusService(Step):
             status, pending = row.status, None
             if complete and row.concat != "partial":
                 status = SessionStatus.ASSEMBLING
-                tus_store.mark_assembling(connection, plan.row_id)
+                content_hash = digest or row.content_hash
+                tus_store.mark_assembling(connection, plan.row_id, content_hash)
                 # what assembly needs, from the columns the UPDATE returned (no read of its own)
                 pending = Pending(
                     plan.row_id,
@@ -205,7 +220,7 @@ class TusService(Step):
                     row.filename,
                     row.content_type,
                     row.file_hash,
-                    row.content_hash,
+                    content_hash,
                     Assembly(row.file_size or 0),
                 )
             tus_store.log_progress(connection, row, f"{size} bytes at offset {plan.offset}", now)
@@ -222,7 +237,7 @@ class TusService(Step):
                 )
         return _Recorded(to_upload(row, self.settings.session_timeout, status=status), complete, pending)
 
-    def _after_record(self, plan: WritePlan, recorded: _Recorded) -> TusUpload:
+    def _after_record(self, plan: WritePlan, recorded: _Recorded, early: EarlyProbe | None = None) -> TusUpload:
         upload, complete = recorded.upload, recorded.complete
         self.writes.recorded(plan, upload.offset - plan.offset)
         if complete and not plan.partial:
@@ -230,9 +245,24 @@ class TusService(Step):
             completion = self.store.completion
             if recorded.pending is not None:
                 completion.hand_over(recorded.pending)
-            done = completion.assemble(plan.row_id)
+            done = completion.assemble(plan.row_id, early)
             if done is None:  # failed meanwhile: as it stands now
                 with self.db.session() as tx:
                     done = tx.get_one(UploadSession, plan.row_id)
             return to_upload(done, self.settings.session_timeout)  # with its video and content hash
         return upload
+
+
+def _file_digest(plan: WritePlan) -> str | None:
+    """The SHA-256 of the whole file after the PATCH that completes it, when its running hash
+    covers every byte (the PATCH extended the frontier); waits for its last block, which the
+    assembly right after would wait for too. None otherwise (assembly hashes what is missing)."""
+    if plan.frontier_hasher is None:
+        return None
+    trailing = plan.sink.trailing if plan.sink is not None else None
+    if trailing is not None:
+        try:
+            trailing.result(timeout=TAKE_WAIT_SECONDS)
+        except Exception:  # a timeout or a failed update: assembly decides (it hashes the part)
+            return None
+    return str(plan.frontier_hasher.copy().hexdigest())

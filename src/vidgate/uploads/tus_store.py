@@ -91,7 +91,9 @@ _TOUCH = (
     .values(file_size=bindparam("file_size"), last_updated=bindparam("now"), expires_at=bindparam("expires_at"))
 )
 _MARK_ASSEMBLING = (
-    update(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id")).values(status=SessionStatus.ASSEMBLING)
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id == bindparam("row_id"))
+    .values(status=SessionStatus.ASSEMBLING, content_hash=bindparam("content_hash"))
 )
 _INSERT_CHUNK = insert(cast(Table, UploadChunk.__table__))
 _INSERT_PROGRESS = insert(cast(Table, UploadProgressLog.__table__))
@@ -135,8 +137,10 @@ def add_chunk(
     )
 
 
-def mark_assembling(connection: Connection, row_id: str) -> None:
-    connection.execute(_MARK_ASSEMBLING, {"row_id": row_id})
+def mark_assembling(connection: Connection, row_id: str, content_hash: str | None) -> None:
+    """Every byte is in: the upload is assembling, with its file's SHA-256 when the running hash
+    has it already (committed before its ``put_file``, as deletion needs; else assembly does it)."""
+    connection.execute(_MARK_ASSEMBLING, {"row_id": row_id, "content_hash": content_hash})
 
 
 def log_progress(connection: Connection, upload: Row[Any], message: str, now: datetime) -> None:

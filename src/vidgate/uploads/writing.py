@@ -68,12 +68,22 @@ class WritePlan:
     anonymous_new_session: bool = False
     created: bool = False  # this request created the session
     partial: bool = False  # a tus partial upload (no progress events, not assembled on its own)
+    whole_file: bool = False  # the body is the whole file (a seed upload in one chunk)
+    file_end: int | None = None  # tus: the upload's length, when known
     user_id: str = ""  # the owner, who gets this request's progress event
     location: str = ""  # where the bytes land, as the chunk row records it
     target: PartWriter | None = None
     frontier_hasher: Hasher | None = None
     sink: ChunkSink | None = None  # the sink open_sink made (its trailing hash, for the frontier)
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def completes_file(self, size: int) -> bool:
+        """Whether ``size`` bytes of this body make the file complete, by the plan alone (its
+        record then starts the assembly): a seed upload in one chunk, or a tus body that reaches
+        the upload's length. Decides only whether the file's probe starts before the record."""
+        if self.mode is not WriteMode.DIRECT or self.partial:
+            return False
+        return self.whole_file or (self.file_end is not None and self.offset + size == self.file_end)
 
     def close(self) -> None:
         if self.target is not None:

@@ -87,9 +87,13 @@ class FileValidator:
         if self.scanner is None:
             log.info("virus scan skipped: VALIDATION_CLAMD_SOCKET is not set")
 
-    def validate(self, source: Path | RangedFile, extension: str, content_type: str | None) -> MediaInfo:
+    def validate(
+        self, source: Path | RangedFile, extension: str, content_type: str | None, early: EarlyProbe | None = None
+    ) -> MediaInfo:
         """Validate the assembled file: a local ``Path``, or a :class:`RangedFile` (an object in
-        a bucket) read by ranges where it is: the same checks, nothing downloaded whole."""
+        a bucket) read by ranges where it is: the same checks, nothing downloaded whole.
+        ``early``: the probe :meth:`start_probe` sent this same file to before (its answer is
+        used in the probe's place; every other check runs as always, in the same order)."""
         if isinstance(source, Path):
             fd = os.open(source, os.O_RDONLY)
             try:
@@ -106,7 +110,7 @@ class FileValidator:
                 walker.close()
         info = MediaInfo(container=detected.name)
         if self.settings.probe_enabled:
-            info = self._probe(source, info)
+            info = self._probe(source, info, early)
         if self.scanner is not None:
             self.scanner.scan(source)
         else:
@@ -142,30 +146,41 @@ class FileValidator:
         if zip_end_record(read(size - tail_start, tail_start)):
             raise DangerousContent("The file is also a ZIP/JAR archive (a polyglot); it was refused.")
 
-    def _probe(self, source: Path | RangedFile, info: MediaInfo) -> MediaInfo:
-        limits = {
+    def start_probe(self, path: Path) -> EarlyProbe | None:
+        """Send a complete local file to a spare probe child now, before it is recorded and
+        before its cheaper checks, so that the child parses it while this process records the
+        upload (the two cores work at once); :meth:`validate` then takes its answer. None when
+        no spare child can take it (``validate`` probes as always). The child is as isolated
+        and limited as any probe's; an answer never asked for is discarded with its child
+        (:meth:`EarlyProbe.close`, which the caller must call in every case)."""
+        if not self.settings.probe_enabled:
+            return None
+        try:
+            child = _take_probe_child()
+        except (AssertionError, OSError):
+            return None
+        early = EarlyProbe(child, str(path), self.settings.probe_timeout_seconds)
+        try:
+            early.connection.send((early.path, self._limits()))
+        except OSError:  # the spare died before it read the file: validation probes as always
+            early.close()
+            return None
+        return early
+
+    def _limits(self) -> dict[str, Any]:
+        return {
             "memory_bytes": self.settings.probe_memory_mb << 20,
             "cpu_seconds": max(1, int(self.settings.probe_timeout_seconds)),
             "max_width": self.settings.max_width,
             "max_height": self.settings.max_height,
             "max_duration": self.settings.max_duration_seconds,
         }
-        timeout = self.settings.probe_timeout_seconds
-        if isinstance(source, Path):
-            result = _probe_in_warm_child(_Target(str(source)), limits, timeout)
-            if result is _NO_WARM_CHILD:
-                result = self._probe_in_fresh_interpreter(source, limits)
-        else:
-            # the child holds no S3 client nor credentials: it asks this process for byte
-            # ranges over its pipe, served from one streamed GET (one bounded window)
-            reader = source.reader()
-            try:
-                target = _Target(("ranges", source.size), reader, source.name)
-                result = _probe_in_warm_child(target, limits, timeout)
-                if result is _NO_WARM_CHILD:
-                    result = _probe_over_connection_in_fresh_interpreter(target, limits, timeout)
-            finally:
-                reader.close()
+
+    def _probe(self, source: Path | RangedFile, info: MediaInfo, early: EarlyProbe | None = None) -> MediaInfo:
+        same_file = early is not None and isinstance(source, Path) and early.path == str(source)
+        result = early.answer() if early is not None and same_file else _NO_WARM_CHILD
+        if result is _NO_WARM_CHILD:
+            result = self._probe_now(source)
         if not isinstance(result, dict):
             raise UndecodableVideo("The file could not be read safely (its parser failed or hit its limits).")
         self._judge(result)
@@ -177,6 +192,25 @@ class FileValidator:
                 "duration": result.get("duration"),
             }
         )
+
+    def _probe_now(self, source: Path | RangedFile) -> object:
+        limits, timeout = self._limits(), self.settings.probe_timeout_seconds
+        if isinstance(source, Path):
+            result = _probe_in_warm_child(_Target(str(source)), limits, timeout)
+            if result is _NO_WARM_CHILD:
+                result = self._probe_in_fresh_interpreter(source, limits)
+            return result
+        # the child holds no S3 client nor credentials: it asks this process for byte
+        # ranges over its pipe, served from one streamed GET (one bounded window)
+        reader = source.reader()
+        try:
+            target = _Target(("ranges", source.size), reader, source.name)
+            result = _probe_in_warm_child(target, limits, timeout)
+            if result is _NO_WARM_CHILD:
+                result = _probe_over_connection_in_fresh_interpreter(target, limits, timeout)
+            return result
+        finally:
+            reader.close()
 
     def _probe_in_fresh_interpreter(self, path: Path, limits: dict[str, Any]) -> dict[str, Any] | None:
         command = [sys.executable, probe_module.__file__, str(path), json.dumps(limits)]
@@ -346,7 +380,11 @@ def _answer(connection: Connection, target: _Target, limits: dict[str, Any], tim
     """Send the child its file and limits, serve the byte ranges it asks for (a ranged target),
     and return its answer; the timeout covers the whole probe, reads included."""
     connection.send((target.request, limits))
-    deadline = time.monotonic() + timeout
+    return _receive(connection, target, time.monotonic() + timeout, timeout)
+
+
+def _receive(connection: Connection, target: _Target, deadline: float, timeout: float) -> dict[str, Any]:
+    """The child's answer to the file it was sent, serving the ranges it asks for until then."""
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not connection.poll(left):
@@ -386,11 +424,55 @@ def _probe_in_warm_child(target: _Target, limits: dict[str, Any], timeout: float
             log.warning("the probe child for %s was gone before it read the file", target)
             return _probe_in_warm_child(target, limits, timeout, retry=False) if retry else None
     finally:
-        connection.close()
-        if process.is_alive():  # done with it (or it overran): it must not go on
-            process.kill()
-        # reaping it and forking the next spare cost ~20 ms: not on this upload's time
-        threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
+        _let_go(child)
+
+
+def _let_go(child: _ProbeChild) -> None:
+    """End a probe child that was used (or overran: it must not go on); reaping it and forking
+    the next spare cost ~20 ms, so they happen in the background, not on the upload's time."""
+    process, connection = child
+    connection.close()
+    if process.is_alive():
+        process.kill()
+    threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
+
+
+class EarlyProbe:
+    """A probe child that was sent a complete file before the upload was recorded
+    (:meth:`FileValidator.start_probe`); its answer is taken once, by validation, or the child
+    is ended unasked when the upload goes no further. The probe's timeout runs from the send."""
+
+    def __init__(self, child: _ProbeChild, path: str, timeout: float) -> None:
+        self.child, self.path, self.timeout = child, path, timeout
+        self.connection = child[1]
+        self.deadline = time.monotonic() + timeout
+        self._closed = False
+
+    def answer(self) -> object:
+        """The child's answer (a dict), None when it crashed or hit a limit (a refusal), or
+        ``_NO_WARM_CHILD`` when it was gone before it read the file (validation then probes
+        as always). Ends the child either way."""
+        try:
+            return _receive(self.connection, _Target(self.path), self.deadline, self.timeout)
+        except EOFError:  # it read the file and died before answering: a crash or a limit
+            process = self.child[0]
+            process.join(timeout=5)
+            log.warning("probe of %s failed (exit %s)", Path(self.path).name, process.exitcode)
+            return None
+        except OSError:
+            return _NO_WARM_CHILD
+        finally:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End the child (if its answer was not taken, it is discarded); safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            _let_go(self.child)
 
 
 def _probe_over_connection_in_fresh_interpreter(
