@@ -324,6 +324,16 @@ def _cpu_of(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` alone, without its children (vidgate: the API process, not its
+    probe children nor its analysis child)."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
 def _client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -983,6 +993,7 @@ class ManyResult:
     read: int
     server_cpu: float
     client_cpu: float
+    own_cpu: float  # the server process alone (vidgate: the API process), without its children
     backlog: int | None = None  # vidgate: videos still queued or processing when the clients stopped
 
 
@@ -1063,11 +1074,11 @@ def measure_many(
             _check_many(case, server, small, small_done)
             subprocess.run(["sync"], check=True)
             before = server.io()
-            cpu_before = server.cpu_seconds(), _client_cpu()
+            cpu_before = server.cpu_seconds(), _client_cpu(), _own_cpu(server.process.pid)
             done, errors, wall = _run_clients(
                 clients, lambda token: upload_once(server, case.mode, variant, token), seconds=seconds
             )
-            cpu_after = server.cpu_seconds(), _client_cpu()
+            cpu_after = server.cpu_seconds(), _client_cpu(), _own_cpu(server.process.pid)
             after = server.io()
             backlog = _backlog(server) if case.is_vidgate else None
             peak, tree = server.peak_rss(), _tree_rss(server)
@@ -1086,6 +1097,7 @@ def measure_many(
                 read=after["read_bytes"] - before["read_bytes"],
                 server_cpu=cpu_after[0] - cpu_before[0],
                 client_cpu=cpu_after[1] - cpu_before[1],
+                own_cpu=cpu_after[2] - cpu_before[2],
                 backlog=backlog,
             )
         finally:
@@ -1152,7 +1164,8 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
         f" {os.cpu_count()} cores\n"
     )
     columns = [("uploads", 8), ("up/s", 8), ("MB/s", 8), ("x peer", 8), ("p50 ms", 8), ("p99 ms", 8)]
-    columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8), ("peak RSS", 9), ("tree RSS", 9)]
+    columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8), ("CPU/up", 8), ("own/up", 8)]
+    columns += [("peak RSS", 9), ("tree RSS", 9)]
     columns += [("w/B", 6), ("r/B", 6), ("backlog", 8)]
     header = f"{'server':<30}" + "".join(f"{name:>{width}}" for name, width in columns)
     print(header)
@@ -1179,6 +1192,8 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
             f"{label:<30}{uploads:>8.0f}{rate[case.key]:>8.1f}{speed:>8.1f}{ratio:>8}{p50:>8.0f}{p99:>8.0f}"
             f"{fixed_text:>9}{own:>8}{statistics.median(r.server_cpu for r in runs):>8.1f}"
             f"{statistics.median(r.client_cpu for r in runs):>8.1f}"
+            f"{statistics.median(r.server_cpu / r.uploads for r in runs) * 1000:>8.1f}"
+            f"{statistics.median(r.own_cpu / r.uploads for r in runs) * 1000:>8.1f}"
             f"{max(r.peak_rss for r in runs) / (1 << 20):>9.1f}{max(r.tree_rss for r in runs) / (1 << 20):>9.1f}"
             f"{statistics.median(r.written for r in runs) / (uploads * size):>6.2f}"
             f"{statistics.median(r.read for r in runs) / (uploads * size):>6.2f}{backlog:>8}"
@@ -1193,6 +1208,9 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
         f"\n  what the server adds to an upload beyond receiving its bytes (vidgate: each small upload's analysis"
         f"\n  finished before the next). srv ms: vidgate's own time in its routes per small upload (median; the"
         f"\n  sum of its request-duration histogram: route called -> answer sent; streaming ~92 KB is ~0.1 ms)."
+        f"\nCPU/up, own/up: CPU ms per completed upload while the clients ran, of the server with every process"
+        f"\n  under it (srv CPU / uploads; vidgate: + its probe children and the analysis child), and of the"
+        f"\n  server process alone (vidgate: the API process)."
         f"\npeak RSS: the server process's VmHWM (vidgate: the API process); tree RSS: VmRSS of it and every process"
         f"\n  under it at the end (vidgate: + probe forkserver, spare probe, analysis child)."
         f"\nw/B, r/B: bytes written to and read from disk (missing the page cache) per uploaded byte."

@@ -7,7 +7,9 @@
 3. probe in a child process: a video stream, sane dimensions and duration, a decodable first
    frame, media that runs to the declared end; attachments that are fonts or images only;
 4. ClamAV, when a daemon is configured.
-Each failure raises its own :class:`~vidgate.errors.VidgateError`.
+Each failure raises its own :class:`~vidgate.errors.VidgateError`, in that order. The probe may
+start earlier (:meth:`FileValidator.start_probe`: a file complete on local disk is sent to its
+child while the upload is recorded); its answer is still judged only after checks 1 and 2.
 """
 
 from __future__ import annotations
