@@ -411,6 +411,21 @@ def test_an_adopted_upload_whose_blob_went_away_is_completed_and_copied(
     s3_parts.remove(second)
 
 
+def test_a_part_on_disk_is_the_finished_file_or_there_is_none(parts: PartStore, new_key: Callable[[], str]) -> None:
+    """Local parts: the part file is the file (the probe may read it before the record); a
+    multipart store has no such file, and saying so asks the bucket nothing."""
+    key = new_key()
+    data = os.urandom(2 * MIB + 5)
+    write(parts, key, data, 0)
+    on_disk = parts.file_on_disk(key)
+    if isinstance(parts, S3PartStore):
+        assert on_disk is None
+    else:
+        assert on_disk is not None and on_disk.read_bytes() == data
+        assembled(parts, key, len(data))
+        assert on_disk == parts.assembled(key) and on_disk.read_bytes() == data
+
+
 def test_the_local_store_adopts_nothing(tmp_path: Path) -> None:
     store = LocalPartStore(tmp_path / "store")
     blobs = LocalBlobStore(tmp_path / "store")

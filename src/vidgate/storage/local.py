@@ -162,6 +162,9 @@ class LocalPartStore:
     def assembled(self, key: str) -> Path:
         return self.part_path(key)
 
+    def file_on_disk(self, key: str) -> Path:
+        return self.part_path(key)
+
     def store(self, key: str, content_hash: str, blobs: BlobStore) -> str:
         return blobs.put_file(content_hash, self.part_path(key))
 

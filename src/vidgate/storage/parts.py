@@ -132,6 +132,13 @@ class PartStore(Protocol):
         """The assembled file, for validation: a local file, or an object read by ranges."""
         ...
 
+    def file_on_disk(self, key: str) -> Path | None:
+        """The part of ``key`` as a file on this host's disk, when it is the finished file as soon
+        as every byte is in (assembly then only cuts it to size): what the probe may read before
+        the upload is recorded. None where assembly makes the file (a multipart upload). Makes no
+        request and does not check that the file exists."""
+        ...
+
     def hash_range(self, key: str, hasher: Hasher, start: int, end: int) -> None:
         """Feed bytes ``[start, end)`` of the part of ``key`` into ``hasher`` (the running file
         hash catching up over chunks that came ahead of it; a remote store reads them back with

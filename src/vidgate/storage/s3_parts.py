@@ -768,6 +768,9 @@ class S3PartStore:
             self._adopted[key] = (content_hash, size)
         return True
 
+    def file_on_disk(self, key: str) -> None:
+        return None  # the file is made in the bucket by CompleteMultipartUpload
+
     def assembled(self, key: str) -> ObjectFile:
         """The completed file (or the stored blob it was adopted as), read by ranged GETs: no
         local copy, nothing whole in memory."""

@@ -216,8 +216,8 @@ class Completion(Step):
         its child parses the file while this thread records it, and :meth:`assemble` takes the
         answer. Only where the part is the finished file already (local parts: assembly adds
         nothing) and holds exactly ``file_size`` bytes; None otherwise. The caller closes it."""
-        source = self.parts.assembled(row_id)
-        if not isinstance(source, Path):
+        source = self.parts.file_on_disk(row_id)
+        if source is None:
             return None
         try:
             if source.stat().st_size != file_size:
