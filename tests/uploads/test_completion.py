@@ -14,6 +14,7 @@ from sqlalchemy import event, select
 
 from tests.helpers import sha256, split
 from vidgate.auth import Principal
+from vidgate.db.engine import READ_ONLY
 from vidgate.db.models import SessionStatus, UploadSession, Video, VideoStatus
 from vidgate.errors import EmptyChunk, InvalidParameter, QueueUnavailable
 from vidgate.uploads import completion
@@ -61,12 +62,13 @@ def _handed_over_at(services: Any, video_id: str) -> Any:
 
 
 @contextmanager
-def _transactions(services: Any) -> Iterator[list[int]]:
-    """Count the transactions begun on the services' engine within the block."""
-    begun: list[int] = []
+def _transactions(services: Any) -> Iterator[list[bool]]:
+    """The transactions begun on the services' engine within the block: True for a read (which
+    takes no write lock on SQLite), False for a writer."""
+    begun: list[bool] = []
 
-    def count(_connection: Any) -> None:
-        begun.append(1)
+    def count(connection: Any) -> None:
+        begun.append(bool(connection.get_execution_options().get(READ_ONLY, False)))
 
     event.listen(services.db.engine, "begin", count)
     try:
@@ -92,7 +94,7 @@ def test_a_single_file_upload_takes_three_transactions(services_for: Callable[..
             len(data),
         )
         assert receipt.video_id and receipt.chunks_received == 1 and receipt.missing_chunks == []
-        assert len(begun) == 3
+        assert begun == [False, False, False]
         assert broker.jobs == [(receipt.video_id, 5)]
         status, dispatched_at = _handed_over_at(services, receipt.video_id)
         assert status is VideoStatus.QUEUED and dispatched_at is not None  # claimed with the completion
@@ -151,8 +153,9 @@ def test_the_last_chunk_hands_assembly_what_it_read(services_for: Callable[..., 
 def test_a_tus_upload_in_one_patch_takes_four_transactions(
     services_for: Callable[..., Any], unique_video: Path
 ) -> None:
-    """Creation, the PATCH's offset check, its record (what assembly needs comes back from its
-    UPDATE; the content hash, which the running hash has by then, goes with it) and completion."""
+    """Creation, the PATCH's offset check (a read), its record (what assembly needs comes back
+    from its UPDATE; the content hash, which the running hash has by then, goes with it) and
+    completion."""
     data = unique_video.read_bytes()
     with services_for() as services:
         tus: TusService = services.tus
@@ -173,7 +176,7 @@ def test_a_tus_upload_in_one_patch_takes_four_transactions(
             upload = tus.finish_patch(plan, asyncio.run(stream()))
         assert (upload.status, upload.offset, upload.content_hash) == (SessionStatus.COMPLETED, len(data), sha256(data))
         assert upload.video_id and broker.jobs == [(upload.video_id, 5)]
-        assert len(begun) == 4
+        assert len(begun) == 4 and begun.count(True) == 1
 
 
 def _seen_during_validation(services: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from tests.helpers import sha256, split
 from vidgate.auth import Principal
-from vidgate.db.models import SessionStatus
+from vidgate.db.models import SessionStatus, UploadSession
 from vidgate.errors import ChecksumMismatch, ChunkInProgress, OffsetMismatch
-from vidgate.uploads.tus import TusService
+from vidgate.uploads.tus import TOUCH_AFTER, TusService
 from vidgate.uploads.writer import SinkResult
 from vidgate.uploads.writing import Checksum, WritePlan
 
@@ -108,3 +109,35 @@ def test_a_deferred_length_is_set_by_a_later_patch(services_for: Callable[..., A
         assert result is not None
         upload = tus.finish_patch(plan, result)
         assert (upload.length, upload.status) == (len(data), SessionStatus.COMPLETED)
+
+
+def _last_change(services: Any, upload_id: str) -> Any:
+    with services.db.session() as tx:
+        return tx.scalar(select(UploadSession.last_updated).where(UploadSession.session_id == upload_id))
+
+
+def test_a_patch_moves_an_idle_uploads_last_change_before_its_body(
+    services_for: Callable[..., Any], video_file: Path
+) -> None:
+    """The sweep expires an upload by its last change: a PATCH to an upload idle for more than
+    TOUCH_AFTER of the timeout moves it before streaming, so the upload cannot expire under its
+    body; the usual PATCH (right after the creation) only reads, and so does a length it keeps."""
+    with services_for() as services:
+        tus: TusService = services.tus
+        upload_id = _create(services, 1000)
+        created = _last_change(services, upload_id)
+        tus.abort_patch(tus.begin_patch(ALICE, upload_id, 0, length=1000, checksum=None), None)
+        assert _last_change(services, upload_id) == created  # a read: nothing changed
+        idle = services.settings.session_timeout * (TOUCH_AFTER * 2)
+        with services.db.session() as tx:
+            tx.execute(
+                update(UploadSession).where(UploadSession.session_id == upload_id).values(last_updated=created - idle)
+            )
+        plan = tus.begin_patch(ALICE, upload_id, 0, length=None, checksum=None)
+        assert _last_change(services, upload_id) > created  # moved before any byte is recorded
+        tus.abort_patch(plan, None)
+
+        deferred = _create(services, None)  # a length given with a PATCH is kept by it
+        tus.abort_patch(tus.begin_patch(ALICE, deferred, 0, length=500, checksum=None), None)
+        with services.db.session() as tx:
+            assert tx.scalar(select(UploadSession.file_size).where(UploadSession.session_id == deferred)) == 500

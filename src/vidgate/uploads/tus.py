@@ -17,7 +17,6 @@ true offset), or :meth:`TusService.abort_patch` for a refusal.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import NamedTuple
 
 from sqlalchemy import select
@@ -48,6 +47,10 @@ from vidgate.uploads.writing import Checksum, WritePath, WritePlan, first_bytes_
 from vidgate.validation.pipeline import EarlyProbe
 
 log = logging.getLogger(__name__)
+
+#: a PATCH moves its upload's last change before its body streams only when the upload has been
+#: idle for this share of the session timeout (else its check is a read; see begin_patch)
+TOUCH_AFTER = 0.01
 
 
 class _Recorded(NamedTuple):
@@ -101,9 +104,8 @@ class TusService(Step):
         )
         try:
             plan.locks.enter_context(self.locker.hold(identity.row_id, "tus"))
-            with self.db.session() as tx:
-                connection = tx.connection()
-                row = tus_store.patch_target(connection, identity.row_id)
+            with self.db.reading() as tx:  # the tus lock keeps other PATCHes out; the record re-checks
+                row = tus_store.patch_target(tx.connection(), identity.row_id)
                 if row is None:  # purged since it was remembered
                     raise UploadGone("The upload no longer exists.")
                 check_alive(row, self.settings.session_timeout)
@@ -124,18 +126,22 @@ class TusService(Step):
                         file_size = length
                     elif length != file_size:
                         raise InvalidParameter(f"Upload-Length {length} differs from the upload's {file_size}.")
-                now = utcnow()
-                expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
-                tus_store.touch(connection, identity.row_id, file_size, now, expires_at)
-                end = file_size if file_size is not None else self.max_size
-                plan.limit = end - offset
-                plan.too_large = FileTooLarge(
-                    f"The body goes past the upload's length (at most {plan.limit} more bytes)."
-                )
-                if offset == 0 and not plan.partial:
-                    plan.head_check = first_bytes_check(row.filename, row.content_type)
-                plan.reserve = file_size if offset == 0 and file_size else None
-                plan.file_end = file_size
+            now = utcnow()
+            timeout = self.settings.session_timeout
+            if file_size != row.file_size or now - row.last_updated > timeout * TOUCH_AFTER:
+                # a new length to keep; or an upload idle long enough that the sweep, which expires
+                # an upload by its last change, could end it while this body streams: moved first.
+                # Otherwise (the usual PATCH, right after the creation or the PATCH before) the check
+                # was a read, which takes no write lock (SQLite) and commits nothing.
+                with self.db.session() as tx:
+                    tus_store.touch(tx.connection(), identity.row_id, file_size, now, now + timeout)
+            end = file_size if file_size is not None else self.max_size
+            plan.limit = end - offset
+            plan.too_large = FileTooLarge(f"The body goes past the upload's length (at most {plan.limit} more bytes).")
+            if offset == 0 and not plan.partial:
+                plan.head_check = first_bytes_check(row.filename, row.content_type)
+            plan.reserve = file_size if offset == 0 and file_size else None
+            plan.file_end = file_size
         except BaseException:
             plan.close()
             raise
