@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,24 @@ def test_an_early_probe_never_asked_ends_its_child(tmp_path: Path) -> None:
     early.close()  # twice is harmless
     process.join(timeout=10)
     assert not process.is_alive()
+
+
+def test_a_probe_child_gone_before_its_file_is_replaced_once(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare that died before it was sent its file is not the file's fault: validation takes
+    another child and gives the file's own verdict."""
+    take = pipeline._take_probe_child
+    taken: list[object] = []
+
+    def dead_first() -> Any:
+        child = take()
+        if not taken:
+            child[0].kill()
+            child[0].join(timeout=10)
+        taken.append(child)
+        return child
+
+    monkeypatch.setattr(pipeline, "_take_probe_child", dead_first)
+    info = FileValidator(ValidationSettings()).validate(files["mkv"], "mkv", None)
+    assert info.width == 160 and len(taken) == 2

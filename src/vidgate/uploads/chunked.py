@@ -37,7 +37,7 @@ from vidgate.uploads.records import Records, received, to_view
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import WriteMode, WritePath, WritePlan
-from vidgate.validation.pipeline import EarlyProbe
+from vidgate.validation.pipeline import ProbeInFlight
 
 # Built once: building ORM statements per call costs more than running them (tus_store.py).
 _SESSIONS = cast(Table, UploadSession.__table__)
@@ -110,7 +110,7 @@ class ChunkedUploads(Step):
             if early is not None:
                 early.close()
 
-    def _finish(self, plan: WritePlan, result: SinkResult, early: EarlyProbe | None) -> ChunkReceipt:
+    def _finish(self, plan: WritePlan, result: SinkResult, early: ProbeInFlight | None) -> ChunkReceipt:
         try:
             receipt, pending = self._record(plan, result)
         except BaseException as exc:

@@ -44,7 +44,7 @@ from vidgate.uploads.ending import Endings
 from vidgate.uploads.layouts import Assembly, layout_of
 from vidgate.uploads.records import Records
 from vidgate.uploads.step import Step, UploadDeps
-from vidgate.validation.pipeline import EarlyProbe, FileValidator
+from vidgate.validation.pipeline import FileValidator, ProbeInFlight
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class Completion(Step):
             while len(self._handed) > _MAX_HANDED:
                 self._handed.popitem(last=False)
 
-    def probe_early(self, row_id: str, file_size: int) -> EarlyProbe | None:
+    def probe_early(self, row_id: str, file_size: int) -> ProbeInFlight | None:
         """Start the probe of an upload whose last bytes just arrived, before they are recorded:
         its child parses the file while this thread records it, and :meth:`assemble` takes the
         answer. Only where the part is the finished file already (local parts: assembly adds
@@ -226,7 +226,7 @@ class Completion(Step):
             return None
         return self.validator.start_probe(source)
 
-    def assemble(self, row_id: str, early: EarlyProbe | None = None) -> UploadSession | None:
+    def assemble(self, row_id: str, early: ProbeInFlight | None = None) -> UploadSession | None:
         """Turn the received data of an ``assembling`` session into a stored, hash-checked file;
         returns the completed session (detached), or None when there was nothing to assemble
         or the session failed. ``early``: the probe :meth:`probe_early` started on it.
@@ -281,7 +281,7 @@ class Completion(Step):
         source: Path | RangedFile,
         digest: str,
         steps: dict[str, float] | None = None,
-        early: EarlyProbe | None = None,
+        early: ProbeInFlight | None = None,
     ) -> UploadSession:
         """The common end of every protocol: validate the whole file, move it to its blob, link the video."""
         row_id, upload_id, file_size = pending.row_id, pending.upload_id, pending.assembly.file_size

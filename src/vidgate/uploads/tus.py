@@ -44,7 +44,7 @@ from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import TusStore, check_alive, to_upload
 from vidgate.uploads.writer import ChunkSink, SinkResult
 from vidgate.uploads.writing import Checksum, WritePath, WritePlan, first_bytes_check
-from vidgate.validation.pipeline import EarlyProbe
+from vidgate.validation.pipeline import ProbeInFlight
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class TusService(Step):
                 )
         return _Recorded(to_upload(row, self.settings.session_timeout, status=status), complete, pending)
 
-    def _after_record(self, plan: WritePlan, recorded: _Recorded, early: EarlyProbe | None = None) -> TusUpload:
+    def _after_record(self, plan: WritePlan, recorded: _Recorded, early: ProbeInFlight | None = None) -> TusUpload:
         upload, complete = recorded.upload, recorded.complete
         self.writes.recorded(plan, upload.offset - plan.offset)
         if complete and not plan.partial:

@@ -90,7 +90,7 @@ class FileValidator:
             log.info("virus scan skipped: VALIDATION_CLAMD_SOCKET is not set")
 
     def validate(
-        self, source: Path | RangedFile, extension: str, content_type: str | None, early: EarlyProbe | None = None
+        self, source: Path | RangedFile, extension: str, content_type: str | None, early: ProbeInFlight | None = None
     ) -> MediaInfo:
         """Validate the assembled file: a local ``Path``, or a :class:`RangedFile` (an object in
         a bucket) read by ranges where it is: the same checks, nothing downloaded whole.
@@ -148,22 +148,22 @@ class FileValidator:
         if zip_end_record(read(size - tail_start, tail_start)):
             raise DangerousContent("The file is also a ZIP/JAR archive (a polyglot); it was refused.")
 
-    def start_probe(self, path: Path) -> EarlyProbe | None:
+    def start_probe(self, path: Path) -> ProbeInFlight | None:
         """Send a complete local file to a spare probe child now, before it is recorded and
         before its cheaper checks, so that the child parses it while this process records the
         upload (the two cores work at once); :meth:`validate` then takes its answer. None when
         no spare child can take it (``validate`` probes as always). The child is as isolated
         and limited as any probe's; an answer never asked for is discarded with its child
-        (:meth:`EarlyProbe.close`, which the caller must call in every case)."""
+        (:meth:`ProbeInFlight.close`, which the caller must call in every case)."""
         if not self.settings.probe_enabled:
             return None
         try:
             child = _take_probe_child()
         except (AssertionError, OSError):
             return None
-        early = EarlyProbe(child, str(path), self.settings.probe_timeout_seconds)
+        early = ProbeInFlight(child, _Target(str(path)), self.settings.probe_timeout_seconds)
         try:
-            early.connection.send((early.path, self._limits()))
+            early.send(self._limits())
         except OSError:  # the spare died before it read the file: validation probes as always
             early.close()
             return None
@@ -178,10 +178,10 @@ class FileValidator:
             "max_duration": self.settings.max_duration_seconds,
         }
 
-    def _probe(self, source: Path | RangedFile, info: MediaInfo, early: EarlyProbe | None = None) -> MediaInfo:
+    def _probe(self, source: Path | RangedFile, info: MediaInfo, early: ProbeInFlight | None = None) -> MediaInfo:
         same_file = early is not None and isinstance(source, Path) and early.path == str(source)
         result = early.answer() if early is not None and same_file else _NO_WARM_CHILD
-        if result is _NO_WARM_CHILD:
+        if result is _NO_WARM_CHILD or result is _GONE:  # none sent, or its child was gone
             result = self._probe_now(source)
         if not isinstance(result, dict):
             raise UndecodableVideo("The file could not be read safely (its parser failed or hit its limits).")
@@ -276,6 +276,7 @@ class FileValidator:
 
 
 _NO_WARM_CHILD = object()
+_GONE = object()  # the probe child was gone before it read its file
 _WARM = multiprocessing.get_context("forkserver")
 _WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
 
@@ -413,20 +414,18 @@ def _probe_in_warm_child(target: _Target, limits: dict[str, Any], timeout: float
     except (AssertionError, OSError) as exc:
         log.info("probing in a fresh interpreter: %s", exc)
         return _NO_WARM_CHILD
-    process, connection = child
+    probe = ProbeInFlight(child, target, timeout)
     try:
-        try:
-            return _answer(connection, target, limits, timeout)
-        except EOFError:  # the child read the file and died before answering: a crash or a limit
-            process.join(timeout=5)
-            log.warning("probe of %s failed (exit %s)", target, process.exitcode)
-            return None
-        except OSError:  # the spare died before it read the file (a broken pipe on the send, or a
-            # reset on the answer: the request was left unread): not the file's fault, once more
-            log.warning("the probe child for %s was gone before it read the file", target)
-            return _probe_in_warm_child(target, limits, timeout, retry=False) if retry else None
-    finally:
-        _let_go(child)
+        probe.send(limits)
+    except OSError:  # a broken pipe: the spare died before it was sent the file
+        probe.close()
+        result: object = _GONE
+    else:
+        result = probe.answer()
+    if result is _GONE:  # not the file's fault: once more, with another child
+        log.warning("the probe child for %s was gone before it read the file", target)
+        return _probe_in_warm_child(target, limits, timeout, retry=False) if retry else None
+    return result
 
 
 def _let_go(child: _ProbeChild) -> None:
@@ -439,30 +438,39 @@ def _let_go(child: _ProbeChild) -> None:
     threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
 
 
-class EarlyProbe:
-    """A probe child that was sent a complete file before the upload was recorded
-    (:meth:`FileValidator.start_probe`); its answer is taken once, by validation, or the child
-    is ended unasked when the upload goes no further. The probe's timeout runs from the send."""
+class ProbeInFlight:
+    """A probe child that was sent its file: its answer is taken once, or the child is ended
+    unasked (:meth:`close`). Validation's own probes, and those :meth:`FileValidator.start_probe`
+    starts before the upload is recorded. The probe's timeout runs from the send."""
 
-    def __init__(self, child: _ProbeChild, path: str, timeout: float) -> None:
-        self.child, self.path, self.timeout = child, path, timeout
+    def __init__(self, child: _ProbeChild, target: _Target, timeout: float) -> None:
+        self.child, self.target, self.timeout = child, target, timeout
         self.connection = child[1]
-        self.deadline = time.monotonic() + timeout
+        self.deadline = 0.0  # set by send
         self._closed = False
 
+    @property
+    def path(self) -> str:
+        return str(self.target.request)
+
+    def send(self, limits: dict[str, Any]) -> None:
+        """Send the child its file and limits (raises ``OSError`` when it is gone)."""
+        self.connection.send((self.target.request, limits))
+        self.deadline = time.monotonic() + self.timeout
+
     def answer(self) -> object:
-        """The child's answer (a dict), None when it crashed or hit a limit (a refusal), or
-        ``_NO_WARM_CHILD`` when it was gone before it read the file (validation then probes
-        as always). Ends the child either way."""
+        """The child's answer (a dict); None when it read the file and crashed or hit a limit (a
+        refusal); ``_GONE`` when it was gone before it read the file (a reset on the answer: the
+        request was left unread), which is not the file's fault. Ends the child either way."""
         try:
-            return _receive(self.connection, _Target(self.path), self.deadline, self.timeout)
-        except EOFError:  # it read the file and died before answering: a crash or a limit
+            return _receive(self.connection, self.target, self.deadline, self.timeout)
+        except EOFError:
             process = self.child[0]
             process.join(timeout=5)
-            log.warning("probe of %s failed (exit %s)", Path(self.path).name, process.exitcode)
+            log.warning("probe of %s failed (exit %s)", self.target, process.exitcode)
             return None
         except OSError:
-            return _NO_WARM_CHILD
+            return _GONE
         finally:
             self.close()
 
