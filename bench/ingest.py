@@ -315,23 +315,15 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
-def _cpu_of(pid: int) -> float:
-    """utime + stime + cutime + cstime of ``pid`` in seconds (0 if it is gone)."""
-    try:
-        fields = _stat_fields(pid)
-    except OSError:
-        return 0.0
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu(pid: int) -> float:
-    """utime + stime of ``pid`` alone, without its children (vidgate: the API process, not its
+def _cpu_of(pid: int, *, reaped: bool = True) -> float:
+    """utime + stime of ``pid`` in seconds (0 if it is gone), with ``reaped`` the children it has
+    reaped too (cutime + cstime); without, the process alone (vidgate: the API process, not its
     probe children nor its analysis child)."""
     try:
         fields = _stat_fields(pid)
     except OSError:
         return 0.0
-    return sum(int(value) for value in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def _client_cpu() -> float:
@@ -1074,11 +1066,11 @@ def measure_many(
             _check_many(case, server, small, small_done)
             subprocess.run(["sync"], check=True)
             before = server.io()
-            cpu_before = server.cpu_seconds(), _client_cpu(), _own_cpu(server.process.pid)
+            cpu_before = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
             done, errors, wall = _run_clients(
                 clients, lambda token: upload_once(server, case.mode, variant, token), seconds=seconds
             )
-            cpu_after = server.cpu_seconds(), _client_cpu(), _own_cpu(server.process.pid)
+            cpu_after = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
             after = server.io()
             backlog = _backlog(server) if case.is_vidgate else None
             peak, tree = server.peak_rss(), _tree_rss(server)
