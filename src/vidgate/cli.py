@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from vidgate.allocator import limit_malloc_arenas
 from vidgate.config import (
     CLIENT_API_KEY_ENV,
     CLIENT_STATE_DIR_ENV,
@@ -103,7 +102,6 @@ def serve(
 
     server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(server=server)
-    limit_malloc_arenas(settings.server.malloc_arena_max)  # before uvicorn's threads and children exist
     configure_logging(settings)
     db = _database(settings)
     _storage(settings)
