@@ -148,6 +148,7 @@ def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Pat
     with serve(env, port, cwd=tmp_path, command=[str(Path(sys.executable).parent / "vidgate")]) as process:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[1:4] == [b"-m", b"vidgate", b"serve"], cmdline
+        assert _environment(process.pid).get("MALLOC_ARENA_MAX") == "2"  # VIDGATE_MALLOC_ARENA_MAX's default
         key = (tmp_path / "vidgate-data" / "dev-api-key").read_text().strip()
         data = video_file.read_bytes()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
@@ -164,6 +165,16 @@ HEAVY_LIBRARIES = ("libavcodec", "_multiarray_umath", "onnxruntime")
 
 def _mapped(pid: int) -> set[str]:
     return {name for name in HEAVY_LIBRARIES if name in Path(f"/proc/{pid}/maps").read_text()}
+
+
+def _environment(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with (``/proc/PID/environ``; empty for one
+    that has exited: a probe child ends after each probe)."""
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
 
 
 def _children(pid: int) -> list[int]:
@@ -195,6 +206,11 @@ def test_serve_analyses_in_a_child_and_the_api_process_maps_no_decoder_numerics_
             assert _mapped(process.pid) == set()
             descendants = [pid for child in _children(process.pid) for pid in (child, *_children(child))]
             assert any(_mapped(pid) == set(HEAVY_LIBRARIES) for pid in descendants)
+            # `python -m vidgate serve` without the arena cap re-executed itself with it, for its children too
+            assert "MALLOC_ARENA_MAX" not in env
+            environments = [found for pid in [process.pid, *descendants] if (found := _environment(pid))]
+            assert len(environments) >= 3  # the API, its probe server and its analysis child at least
+            assert {found.get("MALLOC_ARENA_MAX") for found in environments} == {"2"}
             # the result's near-duplicate search is NumPy: imported by the first result served
             result = client.get(f"/v1/videos/{video_id}/result").json()["data"]
         assert result["moderation"]["nsfw"]["status"] == "ok"  # the model ran, in the child

@@ -73,17 +73,24 @@ def _storage(settings: Settings) -> None:
         typer.echo(f"vidgate: warning: storage not reachable yet: {exc.message}", err=True)
 
 
-def _run_as_module() -> None:
-    """Replace this process with ``python -m vidgate`` and the same arguments when it was
-    started as the ``vidgate`` console script.
+def _run_as_module(environment: Mapping[str, str] | None = None) -> None:
+    """Replace this process with ``python -m vidgate`` and the same arguments, with
+    ``environment`` added, when it was started as the ``vidgate`` console script, or as
+    ``python -m vidgate`` without those variables (glibc reads some only at a process's start).
 
     Probe children are forked from multiprocessing's forkserver, and each first re-runs the
     parent's main *script* (``.venv/bin/vidgate``: it imports the whole CLI, ~30 ms of CPU per
     upload, measured); a main run with ``-m`` as ``vidgate.__main__`` is not re-run."""
     main = sys.modules["__main__"]
     script = getattr(main, "__file__", None)
-    if getattr(main, "__spec__", None) is not None or script is None or Path(script).name != "vidgate":
-        return  # already ``python -m vidgate``, or a program of its own that runs this CLI: left as it is
+    spec = getattr(main, "__spec__", None)
+    missing = {name: value for name, value in (environment or {}).items() if os.environ.get(name) != value}
+    if spec is not None:
+        if spec.name != "vidgate.__main__" or not missing:
+            return  # already ``python -m vidgate`` as wanted, or a module of its own that runs this CLI
+    elif script is None or Path(script).name != "vidgate":
+        return  # a program of its own that runs this CLI: left as it is
+    os.environ.update(missing)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "vidgate", *sys.argv[1:]])
@@ -95,13 +102,15 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (default VIDGATE_PORT).")] = None,
 ) -> None:
     """Start the API server (embedded default: SQLite + local disk, nothing else needed)."""
-    _run_as_module()
+    from vidgate.allocator import arena_environment
+
+    server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(server=server)
+    _run_as_module(arena_environment(settings.server.malloc_arena_max))
     import uvicorn
 
     from vidgate.app import ensure_dev_key, uvicorn_config
 
-    server = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = _settings(server=server)
     configure_logging(settings)
     db = _database(settings)
     _storage(settings)

@@ -511,6 +511,13 @@ class ServerSettings(BaseSettings):
         "whenever the heap grew by a quarter (each stops the event loop: with 1,000 sockets open they were the "
         "tail of event latency); young collections are unchanged. 0: CPython's own rule.",
     )
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="`vidgate serve` starts itself and every process it starts (probe and analysis children) "
+        "with glibc's malloc arenas capped at this many (MALLOC_ARENA_MAX): a smaller process tree under many "
+        "clients. 0: glibc's own rule (8 per core). A MALLOC_ARENA_MAX in the environment wins.",
+    )
 
 
 class DatabaseBackend(StrEnum):
