@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -430,12 +431,16 @@ def _probe_in_warm_child(target: _Target, limits: dict[str, Any], timeout: float
 
 def _let_go(child: _ProbeChild) -> None:
     """End a probe child that was used (or overran: it must not go on); reaping it and forking
-    the next spare cost ~20 ms, so they happen in the background, not on the upload's time."""
+    the next spare cost ~20 ms, so they happen in the background, not on the upload's time: on
+    one thread that lives as long as the process (starting a thread per child waited, on the
+    upload's time, until the new thread ran; and under many uploads the threads forked spares
+    at once that all but one were ended unused, see :func:`_keep_spare`)."""
     process, connection = child
     connection.close()
     if process.is_alive():
         process.kill()
-    threading.Thread(target=_retire, args=(child,), name="probe-spare", daemon=True).start()
+    _retiring.put(child)
+    _retirer.ensure_running()
 
 
 class ProbeInFlight:
@@ -516,6 +521,31 @@ def _probe_over_connection_in_fresh_interpreter(
             process.stderr.close()
 
 
-def _retire(child: _ProbeChild) -> None:
-    _end_probe_child(child)
-    _replenish_spare()
+class _Retirer:
+    """The thread that reaps probe children let go of and forks the next spare when none is
+    kept. Started by the first child let go of in a process (and again in a forked process,
+    which has no thread of its parent's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def ensure_running(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="probe-spare", daemon=True)
+                self._thread.start()
+
+    @staticmethod
+    def _run() -> None:
+        while True:
+            _end_probe_child(_retiring.get())
+            if _spare is None:  # read without the lock: _keep_spare settles a race
+                _replenish_spare()
+
+
+_retiring: queue.SimpleQueue[_ProbeChild] = queue.SimpleQueue()
+_retirer = _Retirer()
