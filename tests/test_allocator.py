@@ -33,6 +33,9 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         raise Exec
 
     monkeypatch.setattr(os, "execv", execv)
+    # a copy: ``_run_as_module`` sets the variable itself, which monkeypatch would not undo, and
+    # the leaked cap reached the next test's servers on the same worker
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     monkeypatch.delenv(ENVIRONMENT, raising=False)
     monkeypatch.setattr(sys, "argv", ["vidgate", "serve", "--port", "9"])
     return calls

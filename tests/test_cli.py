@@ -20,6 +20,7 @@ from tests.conftest import database_url_for, free_port, make_settings
 from tests.helpers import UPLOAD, post_chunk, serve, sha256, split
 from tests.processing.test_service import upload
 from tests.sample_clips import clips  # noqa: F401  (fixture)
+from vidgate.allocator import ENVIRONMENT
 from vidgate.auth import Principal
 from vidgate.cli import worker_name
 from vidgate.config import all_env_names
@@ -32,7 +33,9 @@ CHUNK = 64 * 1024
 
 
 def vidgate_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in all_env_names()}
+    """The environment of a CLI run over ``data_dir``: none of this process's vidgate settings or
+    malloc arena cap (a server must start from its defaults)."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {*all_env_names(), ENVIRONMENT}}
     env["VIDGATE_DATA_DIR"] = str(data_dir)
     if database_url:
         env["DATABASE_URL"] = database_url
@@ -148,7 +151,7 @@ def test_embedded_default_runs_with_nothing_else(tmp_path: Path, video_file: Pat
     with serve(env, port, cwd=tmp_path, command=[str(Path(sys.executable).parent / "vidgate")]) as process:
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[1:4] == [b"-m", b"vidgate", b"serve"], cmdline
-        assert _environment(process.pid).get("MALLOC_ARENA_MAX") == "2"  # VIDGATE_MALLOC_ARENA_MAX's default
+        assert _environment(process.pid).get(ENVIRONMENT) == "2"  # VIDGATE_MALLOC_ARENA_MAX's default
         key = (tmp_path / "vidgate-data" / "dev-api-key").read_text().strip()
         data = video_file.read_bytes()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
@@ -207,10 +210,10 @@ def test_serve_analyses_in_a_child_and_the_api_process_maps_no_decoder_numerics_
             descendants = [pid for child in _children(process.pid) for pid in (child, *_children(child))]
             assert any(_mapped(pid) == set(HEAVY_LIBRARIES) for pid in descendants)
             # `python -m vidgate serve` without the arena cap re-executed itself with it, for its children too
-            assert "MALLOC_ARENA_MAX" not in env
+            assert ENVIRONMENT not in env
             environments = [found for pid in [process.pid, *descendants] if (found := _environment(pid))]
             assert len(environments) >= 3  # the API, its probe server and its analysis child at least
-            assert {found.get("MALLOC_ARENA_MAX") for found in environments} == {"2"}
+            assert {found.get(ENVIRONMENT) for found in environments} == {"2"}
             # the result's near-duplicate search is NumPy: imported by the first result served
             result = client.get(f"/v1/videos/{video_id}/result").json()["data"]
         assert result["moderation"]["nsfw"]["status"] == "ok"  # the model ran, in the child
