@@ -285,7 +285,6 @@ def test_probes_run_in_a_child_forked_ahead_of_time(files: dict[str, Path]) -> N
     warm_up_probes()
     spare = pipeline._spare
     assert spare is not None and spare[0].is_alive()
-    assert [Path(sample).suffix for sample in pipeline._warm_up_samples] == [".mkv", ".mp4"]
     validator = FileValidator(ValidationSettings())
     assert validator.validate(files["mp4"], "mp4", None).width == 160
     wait_until(lambda: pipeline._spare is not None and pipeline._spare is not spare, timeout=20)
@@ -359,14 +358,20 @@ def test_the_warm_up_clips_are_videos_the_probe_accepts(tmp_path: Path) -> None:
         assert "error" not in result and (result["width"], result["codec"]) == (64, "h264"), result
 
 
-def test_a_spare_probes_the_warm_up_clips_before_it_reads_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    """So the upload's probe is not the first in its child (in-process: the probe and the
-    limits it would set on this process are recorded instead)."""
+def test_a_spare_probes_the_touch_clips_again_before_it_reads_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its server warmed up before forking it (tests/validation/test_probe_warm_up.py); the
+    spare probes the clips once more, on one thread, so the upload's probe finds the pages it
+    writes copied already (in-process: the probes it would run are recorded instead)."""
     calls: list[str] = []
-    monkeypatch.setattr(probe_module, "probe", lambda path, *limits: calls.append(f"warm {path}") or {})
+
+    def probe(path: str, *limits: float, threads: int = 0) -> dict[str, object]:
+        calls.append(f"touch {path} threads={threads}")
+        return {}
+
+    monkeypatch.setattr(probe_module, "probe", probe)
     monkeypatch.setattr(probe_module, "limited_probe", lambda path, limits: calls.append(f"probe {path}") or {"ok": 1})
     parent, child = multiprocessing.Pipe()
     parent.send(("upload.mp4", {}))
     probe_module.probe_on_request(child, ("a.mkv", "b.mp4"))
-    assert calls == ["warm a.mkv", "warm b.mp4", "probe upload.mp4"]
+    assert calls == ["touch a.mkv threads=1", "touch b.mp4 threads=1", "probe upload.mp4"]
     assert parent.recv() == {"ok": 1}

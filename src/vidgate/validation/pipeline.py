@@ -14,18 +14,15 @@ child while the upload is recorded); its answer is still judged only after check
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import logging
 import multiprocessing
 import os
 import queue
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -279,35 +276,42 @@ class FileValidator:
 _NO_WARM_CHILD = object()
 _GONE = object()  # the probe child was gone before it read its file
 _WARM = multiprocessing.get_context("forkserver")
-_WARM.set_forkserver_preload(["av", "vidgate.validation.probe"])
+# the warm-up module probes our clips on import: the server forks every child warmed up
+_WARM.set_forkserver_preload(["av", "vidgate.validation.probe", "vidgate.validation.probe_warm_up"])
 
 
 def warm_up_probes() -> None:
-    """Start the warm probe server now (about 0.4 s of CPU importing PyAV) rather than on the
-    first upload, wait until a first child of it wrote the clips spare children warm up with
-    (only then has it finished importing, so it no longer competes with uploads for the CPU)
-    and fork the first spare probe child. Raises when it cannot (the start-up warm-up reports
-    it); probes then say so themselves (or use a fresh interpreter)."""
-    global _warm_up_samples
-    directory = tempfile.mkdtemp(prefix="vidgate-probe-warm-up-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    child = _WARM.Process(target=probe_module.make_warm_up_samples, args=(directory,), daemon=True)
-    child.start()
-    child.join(timeout=60)
-    if child.exitcode != 0:
+    """Start the warm probe server now (about 0.4 s of CPU importing PyAV and probing its
+    warm-up clips) rather than on the first upload, check with a first child that it warmed up
+    (only then has it finished, so it no longer competes with uploads for the CPU) and fork the
+    first spare probe child. Raises when it cannot (the start-up warm-up reports it); probes
+    then say so themselves (or use a fresh interpreter)."""
+    answers, child_end = _WARM.Pipe(duplex=False)
+    child = _WARM.Process(target=probe_module.report_warm_up, args=(child_end,), daemon=True)
+    try:
+        child.start()
+        child_end.close()
+        if not answers.poll(60):
+            raise RuntimeError("the probe server's first child did not answer within 60 s")
+        warmed, threads = answers.recv()
+    except EOFError as exc:
+        raise RuntimeError(f"the probe server's first child exited with {child.exitcode}") from exc
+    finally:
+        answers.close()
         if child.is_alive():
             child.kill()
-            child.join(timeout=5)
-        ended = "did not end within 60 s" if child.exitcode is None else f"exited with {child.exitcode}"
-        raise RuntimeError(f"the probe server's first child (writing the warm-up clips) {ended}")
-    _warm_up_samples = tuple(str(path) for path in sorted(Path(directory).iterdir()))
+        child.join(timeout=5)
+    if not warmed:
+        raise RuntimeError("the probe server could not probe its warm-up clips (is PyAV installed?)")
+    if threads != 1:
+        log.warning("the probe server has %d threads after its warm-up: a fork copies only one", threads)
     _keep_spare(_start_probe_child())
 
 
 _ProbeChild = tuple[BaseProcess, Connection]
+_TOUCH_CLIPS = tuple(sorted(str(clip) for clip in probe_module.WARM_UP_CLIPS.iterdir()))  # each spare probes them
 _spare_lock = threading.Lock()
 _spare: _ProbeChild | None = None
-_warm_up_samples: tuple[str, ...] = ()  # written by warm_up_probes; probed by each spare while it waits
 
 
 def _start_probe_child() -> _ProbeChild:
@@ -315,7 +319,7 @@ def _start_probe_child() -> _ProbeChild:
     or OSError where no child can be started, e.g. in a daemonic pool process)."""
     parent_end, child_end = _WARM.Pipe(duplex=True)
     try:
-        process = _WARM.Process(target=probe_module.probe_on_request, args=(child_end, _warm_up_samples), daemon=True)
+        process = _WARM.Process(target=probe_module.probe_on_request, args=(child_end, _TOUCH_CLIPS), daemon=True)
         process.start()
     except BaseException:
         parent_end.close()
