@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from vidgate.errors import ExtensionNotAllowed, InvalidFilename
-from vidgate.validation import sanitize_filename
+from vidgate.validation.filenames import sanitize_filename
 
 ALLOWED = ["mp4", "avi", "mov", "mkv", "webm", "ogg"]
 

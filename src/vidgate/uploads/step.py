@@ -10,7 +10,7 @@ from vidgate.db.engine import Database
 from vidgate.storage.parts import PartStore
 from vidgate.uploads.frontier import HashFrontier
 from vidgate.uploads.locks import Locker
-from vidgate.validation import UploadLimits
+from vidgate.validation.limits import UploadLimits
 
 
 @dataclass(frozen=True)

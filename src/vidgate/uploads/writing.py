@@ -23,7 +23,7 @@ from vidgate.storage.parts import PartWriter
 from vidgate.uploads.ending import Endings
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writer import ChunkSink
-from vidgate.validation import sanitize_filename
+from vidgate.validation.filenames import sanitize_filename
 from vidgate.validation.formats import HEAD_BYTES, check_head
 
 
