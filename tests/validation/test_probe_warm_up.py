@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from vidgate.validation import pipeline
@@ -35,3 +38,14 @@ def test_children_are_forked_from_a_server_that_probed_every_clip_and_kept_one_t
 
 def test_every_spare_is_given_every_shipped_clip_to_touch() -> None:
     assert sorted(Path(clip) for clip in pipeline._TOUCH_CLIPS) == sorted(CLIPS.iterdir())
+
+
+def test_the_server_imports_only_pyav_and_the_probe() -> None:
+    """What the warm server preloads is what every probe child is forked with: importing the
+    probe (and its package) must not bring settings or pydantic (23 MiB of a 55 MiB server)."""
+    code = (
+        "import json, sys, av, vidgate.validation.probe\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('vidgate', 'pydantic', 'numpy'))))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(found.stdout) == ["vidgate", "vidgate.validation", "vidgate.validation.probe"]
