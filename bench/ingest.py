@@ -38,10 +38,11 @@ loopback to (keys for --only in brackets):
                 package-lock.json; installed there with npm ci), every PATCH sent on to S3.
 The peers are installed once into bench/.peers/ (git-ignored; delete it to reinstall), never
 into the project's environment. The runs are interleaved (round r uploads to every server in
-turn, backwards on odd rounds, starting one server later every second round: round_order); each starts a fresh server with empty storage
-after `sync`, warms it up with one 2 MiB upload made the same way (for vidgate, also waiting
-until its analysis is done, so the measured upload has the CPU to itself), syncs again and
-measures. Prints the median MB/s, the ratio to the baseline, the ceiling and the best peer,
+turn, backwards on odd rounds, starting one server later every second round: round_order);
+each starts a fresh server with empty storage after `sync`, warms it up with one 2 MiB
+upload made the same way (for vidgate, also waiting until its analysis is done, so the
+measured upload has the CPU to itself), syncs again and measures.
+Prints the median MB/s, the ratio to the baseline, the ceiling and the best peer,
 the CPU time the server and the client spent, the server process's peak RSS (and its growth
 during the upload), and the bytes it wrote to and read from disk per uploaded byte (from
 /proc/PID/io). Every server's result is checked: vidgate's content hash, the ceiling's and
