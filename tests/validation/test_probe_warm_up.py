@@ -9,13 +9,12 @@ from pathlib import Path
 
 from vidgate.validation import pipeline
 from vidgate.validation import probe as probe_module
-from vidgate.validation.probe_warm_up import CLIPS
 
 
 def test_the_shipped_clips_are_one_per_warm_up_container_and_probe_clean() -> None:
-    names = sorted(path.name for path in CLIPS.iterdir())
+    names = [path.name for path in probe_module.warm_up_clips()]
     assert names == sorted(f"warm-up.{extension}" for _, extension in probe_module.WARM_UP_SAMPLES)
-    for path in CLIPS.iterdir():
+    for path in probe_module.warm_up_clips():
         result = probe_module.probe(str(path), 64, 64, 60.0)
         assert "error" not in result and (result["width"], result["codec"]) == (64, "h264"), result
 
@@ -32,12 +31,12 @@ def test_children_are_forked_from_a_server_that_probed_every_clip_and_kept_one_t
     assert answers.poll(60)
     warmed, threads = answers.recv()
     child.join(timeout=10)
-    assert sorted(warmed) == sorted(path.name for path in CLIPS.iterdir())
+    assert sorted(warmed) == [path.name for path in probe_module.warm_up_clips()]
     assert threads == 1
 
 
 def test_every_spare_is_given_every_shipped_clip_to_touch() -> None:
-    assert sorted(Path(clip) for clip in pipeline._TOUCH_CLIPS) == sorted(CLIPS.iterdir())
+    assert [Path(clip) for clip in pipeline._TOUCH_CLIPS] == sorted(probe_module.WARM_UP_CLIPS.iterdir())
 
 
 def test_the_server_imports_only_pyav_and_the_probe() -> None:

@@ -309,7 +309,7 @@ def warm_up_probes() -> None:
 
 
 _ProbeChild = tuple[BaseProcess, Connection]
-_TOUCH_CLIPS = tuple(sorted(str(clip) for clip in probe_module.WARM_UP_CLIPS.iterdir()))  # each spare probes them
+_TOUCH_CLIPS = tuple(str(clip) for clip in probe_module.warm_up_clips())  # each spare probes them
 _spare_lock = threading.Lock()
 _spare: _ProbeChild | None = None
 

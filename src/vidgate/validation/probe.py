@@ -171,8 +171,14 @@ def limited_probe(path: str | RangedSource, limits: dict[str, Any]) -> Result:
 
 
 WARM_UP_SAMPLES = (("mp4", "mp4"), ("matroska", "mkv"))  # H.264 in the two commonest containers
-#: the trusted clips shipped with vidgate, made by ``make_warm_up_samples`` (one per container)
+#: where the trusted clips shipped with vidgate are, made by ``make_warm_up_samples``
 WARM_UP_CLIPS = Path(__file__).with_name("warm_up")
+
+
+def warm_up_clips() -> list[Path]:
+    """The shipped warm-up clips (one per container in ``WARM_UP_SAMPLES``), in name order: what
+    the warm server probes before it forks and each spare probes again."""
+    return sorted(WARM_UP_CLIPS.iterdir())
 
 
 def make_warm_up_samples(directory: str) -> None:

@@ -18,14 +18,13 @@ import contextlib
 import gc
 from pathlib import Path
 
-from vidgate.validation.probe import WARM_UP_CLIPS as CLIPS
-from vidgate.validation.probe import probe
+from vidgate.validation.probe import probe, warm_up_clips
 
 
 def _warm_up() -> tuple[str, ...]:
     """Probe every shipped clip; the names of those that probed clean."""
     probed = []
-    for clip in sorted(CLIPS.iterdir()):
+    for clip in warm_up_clips():
         with contextlib.suppress(Exception):  # an FFmpeg without this decoder: that clip warms nothing
             if "error" not in probe(str(clip), 64, 64, 60.0, threads=1):
                 probed.append(clip.name)
