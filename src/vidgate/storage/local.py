@@ -15,6 +15,7 @@ from typing import BinaryIO
 from vidgate.errors import InsufficientStorage, VidgateError
 from vidgate.hashing import Hasher, update_from_fd
 from vidgate.storage.base import BlobStore, check_derived_name
+from vidgate.storage.discard import Discarder
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -66,6 +67,9 @@ class PartFile:
             os.close(fd)
 
 
+DISCARD_FOLDER = "discarding"  # beside parts/ and blobs/: on their filesystem, so discarding is a rename
+
+
 class LocalPartStore:
     """:class:`~vidgate.storage.parts.PartStore` on local disk: part files
     (``parts/<key>.part``) written at their offsets, and a staging area (``staging/<key>/``)
@@ -77,6 +81,7 @@ class LocalPartStore:
         self.staging_dir = root / "staging"
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.discarder = Discarder(root / DISCARD_FOLDER)
 
     def part_path(self, key: str) -> Path:
         return self.parts_dir / f"{key}.part"
@@ -175,9 +180,9 @@ class LocalPartStore:
         self.open_part(key).close()
 
     def remove(self, key: str, *, later: bool = False) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.part_path(key).unlink()
-        shutil.rmtree(self.staging_dir / key, ignore_errors=True)
+        # gone from their names now, their space freed in the background (storage/discard.py)
+        self.discarder.discard(self.part_path(key))
+        self.discarder.discard(self.staging_dir / key)
 
     def upload_ids_on_disk(self) -> Iterator[tuple[str, float]]:
         seen: set[str] = set()
@@ -227,6 +232,7 @@ class LocalBlobStore:
         self.derived_root = root / "derived"
         self.withdrawn_root = root / "withdrawn"
         self.withdrawn_root.mkdir(exist_ok=True)
+        self.discarder = Discarder(root / DISCARD_FOLDER)
         self._local_paths: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
@@ -245,8 +251,8 @@ class LocalBlobStore:
     def put_file(self, content_hash: str, source: Path) -> str:
         target = self._path(content_hash)
         target.parent.mkdir(exist_ok=True)
-        if target.exists():
-            source.unlink()
+        if target.exists():  # a duplicate: its answer does not wait for the unlink (storage/discard.py)
+            self.discarder.discard(source)
             return content_hash
         try:
             source.replace(target)  # same filesystem: a rename, no copy
