@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -184,3 +186,27 @@ def active_session_row(db: Database, filename: str = "a.mp4") -> str:
         tx.add(row)
         tx.flush()
         return str(row.id)
+
+
+@contextlib.contextmanager
+def sqlite_write_lock_held(db: Database) -> Iterator[None]:
+    """Another connection holds the SQLite database's write lock meanwhile."""
+    database = db.engine.url.database
+    assert database, "an SQLite file"
+    other = sqlite3.connect(database, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def finishes_at_once(work: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """``work``'s result, which must come well before SQLite's busy timeout (30 s) would end a wait."""
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s: it asked for the write lock"
+    return outcome[0]

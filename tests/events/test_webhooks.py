@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RunningServer, database_url_for, make_settings, running_server
-from tests.helpers import post_chunk, wait_for_video
+from tests.helpers import finishes_at_once, post_chunk, sqlite_write_lock_held, wait_for_video
 from tests.media import make_video
 from vidgate.config import WebhookSettings
 from vidgate.db import migrate
@@ -22,7 +22,7 @@ from vidgate.db.engine import Database
 from vidgate.db.models import StoredEvent, UserAccount, WebhookDelivery
 from vidgate.events.publisher import EventPublisher
 from vidgate.events.schema import FailureData, ProcessingFailed
-from vidgate.events.webhooks import SIGNATURE_HEADER, WebhookOutbox, set_webhook, verify
+from vidgate.events.webhooks import SIGNATURE_HEADER, WebhookOutbox, WebhookSender, set_webhook, verify
 
 
 class Receiver:
@@ -154,3 +154,16 @@ def test_a_delivery_exists_exactly_when_its_event_was_committed(backend: str, tm
     assert stored == [kept.event_id]
     assert [event_id for event_id, _ in deliveries] == [kept.event_id]
     assert json.loads(deliveries[0][1])["sequence"] == 1
+
+
+def test_a_round_with_nothing_due_takes_no_write_lock(tmp_path: Path) -> None:
+    """The sender polls every second: on SQLite, finding nothing must not queue behind (or hold
+    up) the single writer."""
+    db = Database(f"sqlite:///{tmp_path / 'hooks.db'}")
+    try:
+        migrate.upgrade(db)
+        sender = WebhookSender(db, WebhookSettings())
+        with sqlite_write_lock_held(db):
+            assert finishes_at_once(sender.deliver_due) == 0
+    finally:
+        db.dispose()

@@ -9,8 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
+from tests.helpers import finishes_at_once, sqlite_write_lock_held
 from tests.processing.test_queue import _stored_video
 from vidgate import metrics
 from vidgate.db.models import Video, VideoStatus, utcnow
@@ -101,3 +103,14 @@ def test_a_broker_that_refuses_leaves_the_video_queued_and_says_so(
         queue.down = False
         assert dispatch.sweep(services.processing) == dispatch.SweepReport(dispatched=1)
         assert queue.sent == [video_id]
+
+
+def test_a_round_with_nothing_to_do_takes_no_write_lock(services_for: Callable[..., Any], tmp_path: Path) -> None:
+    """At rest the dispatcher runs every few seconds: on SQLite it must not queue behind the
+    single writer (nor hold uploads up) just to find nothing."""
+    with services_for() as services:
+        if services.db.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's database-wide write lock")
+        services.processing.queue = RecordingQueue()
+        with sqlite_write_lock_held(services.db):
+            assert finishes_at_once(lambda: dispatch.sweep(services.processing)) == dispatch.SweepReport()

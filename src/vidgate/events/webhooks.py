@@ -116,11 +116,15 @@ class WebhookSender:
     def deliver_due(self, limit: int = 50) -> int:
         """Send every delivery that is due; return how many succeeded."""
         lease = timedelta(seconds=self.settings.timeout_seconds + 5)
+        now = utcnow()
+        is_due = (WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        with self.db.reading() as session:  # a round with nothing due takes no write lock (SQLite: every second)
+            if session.scalar(select(WebhookDelivery.id).where(*is_due).limit(1)) is None:
+                return 0
         with self.db.session() as session:
-            now = utcnow()
             due = session.scalars(
                 select(WebhookDelivery)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+                .where(*is_due)
                 .order_by(WebhookDelivery.next_attempt_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

@@ -135,6 +135,9 @@ def run_round(
     pending = select(HashBank).where(HashBank.rematched_revision < HashBank.revision)
     if bank_name is not None:
         pending = pending.where(HashBank.name == bank_name)
+    with db.reading() as session:  # a round with no bank to re-match (nearly all) takes no write lock
+        if session.scalar(pending.with_only_columns(HashBank.id).limit(1)) is None:
+            return RematchReport()
     with db.session() as session:
         bank = session.scalar(pending.order_by(HashBank.id).limit(1).with_for_update(skip_locked=True))
         if bank is None:

@@ -21,7 +21,7 @@ import logging
 from datetime import timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from vidgate import metrics
 from vidgate.db.engine import Database
@@ -45,16 +45,12 @@ class SweepReport(BaseModel):
 
 def resend_stale(db: Database, timeout_seconds: float) -> list[str]:
     """Mark queued videos handed over more than ``timeout_seconds`` ago as not handed over."""
+    is_stale = (Video.status == VideoStatus.QUEUED, Video.dispatched_at < utcnow() - timedelta(seconds=timeout_seconds))
+    with db.reading() as session:  # a round with none takes no write lock
+        if session.scalar(select(Video.id).where(*is_stale).limit(1)) is None:
+            return []
     with db.session() as session:
-        stale = session.scalars(
-            update(Video)
-            .where(
-                Video.status == VideoStatus.QUEUED,
-                Video.dispatched_at < utcnow() - timedelta(seconds=timeout_seconds),
-            )
-            .values(dispatched_at=None)
-            .returning(Video.id)
-        ).all()
+        stale = session.scalars(update(Video).where(*is_stale).values(dispatched_at=None).returning(Video.id)).all()
     for video_id in stale:
         log.warning(
             "video %s was handed to the broker over %.0f s ago and has not started; handing it over again",

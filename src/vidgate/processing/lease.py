@@ -202,7 +202,7 @@ class Reclaimed:
 def reclaim_lapsed(db: Database, job_timeout_seconds: float, limit: int = 100) -> list[Reclaimed]:
     """Queue again (for the dispatcher to hand over) every processing job whose lease ran out."""
     now = utcnow()
-    with db.session() as session:
+    with db.reading() as session:  # a read: each row is taken back only if still lapsed (below)
         rows = session.execute(
             select(Video.id, Video.attempts, Video.lease_holder).where(_lapsed(now, job_timeout_seconds)).limit(limit)
         ).all()

@@ -209,7 +209,7 @@ class ProcessingService:
 
     def dispatch_pending(self) -> int:
         """Offer every queued video the broker has not taken yet (oldest, most urgent first)."""
-        with self.db.session() as session:
+        with self.db.reading() as session:  # a read: each hand-over claims its video (dispatch)
             pending = session.scalars(
                 select(Video.id)
                 .where(Video.status == VideoStatus.QUEUED, Video.dispatched_at.is_(None))
