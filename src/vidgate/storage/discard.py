@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class Discarder:
+    """The discard folder ``root`` and the one thread (started on demand, ended when idle) that
+    empties it."""
+
     def __init__(self, root: Path, idle_seconds: float = 1.0) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
