@@ -205,8 +205,18 @@ def sqlite_write_lock_held(db: Database) -> Iterator[None]:
 def finishes_at_once(work: Callable[[], Any], seconds: float = 10.0) -> Any:
     """``work``'s result, which must come well before SQLite's busy timeout (30 s) would end a wait."""
     outcome: list[Any] = []
-    thread = threading.Thread(target=lambda: outcome.append(work()), daemon=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # raised in the caller, not lost in the thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
+    if failed:
+        raise failed[0]
     assert outcome, f"still waiting after {seconds} s: it asked for the write lock"
     return outcome[0]

@@ -104,3 +104,18 @@ def test_removing_an_upload_discards_its_part_and_staged_chunks(tmp_path: Path) 
     assert list(parts.upload_ids_on_disk()) == []
     parts.discarder.wait()
     assert list((tmp_path / DISCARD_FOLDER).iterdir()) == []
+
+
+def test_a_discard_folder_removed_since_is_made_again_and_the_path_still_goes(tmp_path: Path) -> None:
+    discarder = Discarder(tmp_path / "discarding")
+    (tmp_path / "discarding").rmdir()  # an operator's clean-up
+    doomed = _file(tmp_path / "parts" / "a.part")
+    discarder.discard(doomed)
+    assert not doomed.exists()
+    discarder.wait()
+    assert list((tmp_path / "discarding").iterdir()) == []
+
+
+def test_the_stores_of_one_folder_share_one_discarder(tmp_path: Path) -> None:
+    assert LocalPartStore(tmp_path).discarder is LocalBlobStore(tmp_path).discarder
+    assert LocalPartStore(tmp_path / "other").discarder is not LocalPartStore(tmp_path).discarder

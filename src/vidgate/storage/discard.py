@@ -45,9 +45,13 @@ class Discarder:
         Nothing happens if it does not exist. On another filesystem it is deleted at once."""
         aside = self.root / f"{uuid.uuid4().hex}-{path.name}"
         try:
-            path.rename(aside)
-        except FileNotFoundError:
-            return
+            try:
+                path.rename(aside)
+            except FileNotFoundError:
+                if not path.exists() and not path.is_symlink():
+                    return
+                self.root.mkdir(parents=True, exist_ok=True)  # the folder itself was removed since
+                path.rename(aside)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
@@ -82,6 +86,21 @@ class Discarder:
                 log.warning("could not delete the discarded %s: %s", path, exc)
             finally:
                 self._queue.task_done()
+
+
+_discarders: dict[Path, Discarder] = {}
+_discarders_lock = threading.Lock()
+
+
+def discarder_for(root: Path) -> Discarder:
+    """This process's one :class:`Discarder` of ``root``: the stores that discard into the same
+    folder (the part store and the blob store) share its thread and its scan for leftovers."""
+    key = root.absolute()
+    with _discarders_lock:
+        discarder = _discarders.get(key)
+        if discarder is None:
+            discarder = _discarders[key] = Discarder(root)
+        return discarder
 
 
 def _delete(path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from vidgate.errors import InsufficientStorage, VidgateError
 from vidgate.hashing import Hasher, update_from_fd
 from vidgate.storage.base import BlobStore, check_derived_name
-from vidgate.storage.discard import Discarder
+from vidgate.storage.discard import discarder_for
 
 
 def translate_os_error(exc: OSError) -> VidgateError:
@@ -81,7 +81,7 @@ class LocalPartStore:
         self.staging_dir = root / "staging"
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
-        self.discarder = Discarder(root / DISCARD_FOLDER)
+        self.discarder = discarder_for(root / DISCARD_FOLDER)
 
     def part_path(self, key: str) -> Path:
         return self.parts_dir / f"{key}.part"
@@ -232,7 +232,7 @@ class LocalBlobStore:
         self.derived_root = root / "derived"
         self.withdrawn_root = root / "withdrawn"
         self.withdrawn_root.mkdir(exist_ok=True)
-        self.discarder = Discarder(root / DISCARD_FOLDER)
+        self.discarder = discarder_for(root / DISCARD_FOLDER)
         self._local_paths: dict[str, Path] = {}
 
     def _path(self, key: str) -> Path:
