@@ -20,7 +20,7 @@ from tests.conftest import RunningServer, make_settings, running_server
 from tests.helpers import error_code, sha256, wait_until
 from tests.media import make_video
 from vidgate.db.models import UploadSession, utcnow
-from vidgate.uploads.locks import RedisLocker
+from vidgate.uploads.locks import FileLocker, RedisLocker
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -388,15 +388,8 @@ def locked(server: RunningServer, url: str) -> bool:
     if isinstance(locker, RedisLocker):
         with redis.Redis.from_url(server.settings.celery.broker_url) as client:
             return bool(client.exists(f"vidgate:lock:{row_id}:tus"))
-    lock_file = locker.root / f"{row_id}.tus.lock"
-    if not lock_file.exists():
-        return False
-    inode = f":{lock_file.stat().st_ino}"
-    return any(
-        fields[1] == "FLOCK" and fields[5].endswith(inode)
-        for fields in (line.split() for line in Path("/proc/locks").read_text().splitlines())
-        if len(fields) > 5
-    )
+    assert isinstance(locker, FileLocker)
+    return locker.is_held(row_id, "tus")
 
 
 def test_a_patch_that_breaks_off_keeps_every_byte_that_arrived(server: RunningServer, tmp_path: Path) -> None:

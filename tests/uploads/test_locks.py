@@ -4,6 +4,8 @@ when uploads in progress live in the bucket)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,25 +69,53 @@ def test_a_lock_is_released_when_its_holder_raises(lockers: Callable[[], Locker]
         pass
 
 
-def test_release_all_forgets_a_finished_upload_and_it_can_be_locked_again(lockers: Callable[[], Locker]) -> None:
-    locker = lockers()
-    row_id = uuid.uuid4().hex
-    with locker.hold(row_id, "chunk-0"), locker.hold(row_id, "chunk-1"):
-        pass
-    locker.release_all(row_id)
-    locker.release_all(row_id)  # twice is harmless
-    with locker.hold(row_id, "chunk-0"):
-        pass
-
-
-def test_the_file_locker_leaves_no_lock_file_after_release_all(tmp_path: Path) -> None:
+def test_the_file_locker_keeps_one_file_for_every_lock(tmp_path: Path) -> None:
+    """No file is made or deleted per upload (see FileLocker): the folder holds the one lock file."""
     locker = FileLocker(tmp_path / "locks")
     with locker.hold("row", "chunk-0"), locker.hold("row", "chunk-1"), locker.hold("rowing", "tus"):
+        assert [p.name for p in (tmp_path / "locks").iterdir()] == ["chunks.lock"]
+    assert [p.name for p in (tmp_path / "locks").iterdir()] == ["chunks.lock"]
+
+
+def test_the_file_locker_tells_a_held_lock_without_taking_it(tmp_path: Path) -> None:
+    locker, other = FileLocker(tmp_path / "locks"), FileLocker(tmp_path / "locks")
+    assert not other.is_held("row", "tus")
+    with locker.hold("row", "tus"):
+        assert other.is_held("row", "tus") and locker.is_held("row", "tus")
+        assert not other.is_held("row", "chunk-0") and not other.is_held("rowing", "tus")
+        with other.hold("row", "chunk-0"):  # asking took nothing
+            pass
+    assert not other.is_held("row", "tus")
+
+
+def test_a_file_lock_held_by_another_process_refuses_and_is_freed_when_it_dies(tmp_path: Path) -> None:
+    """The kernel releases a dead holder's lock: a crashed request never leaves an upload locked."""
+    root = tmp_path / "locks"
+    FileLocker(root)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from vidgate.uploads.locks import FileLocker\n"
+            f"with FileLocker(Path({str(root)!r})).hold('row', 'tus'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        locker = FileLocker(root)
+        assert locker.is_held("row", "tus")
+        with pytest.raises(ChunkInProgress), locker.hold("row", "tus"):
+            pass
+        with locker.hold("row", "chunk-0"), locker.hold("other", "tus"):  # only that lock is taken
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with locker.hold("row", "tus"):
         pass
-    names = ["row.chunk-0.lock", "row.chunk-1.lock", "rowing.tus.lock"]
-    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == names
-    locker.release_all("row")
-    assert [p.name for p in (tmp_path / "locks").iterdir()] == ["rowing.tus.lock"]  # another upload's stays
 
 
 def test_the_redis_lock_excludes_a_second_holder_in_another_process_and_frees_on_release(tmp_path: Path) -> None:

@@ -99,6 +99,5 @@ class Cleanup(Step):
         for row_id, mtime in on_disk:
             if row_id not in live and mtime < cutoff:
                 self.parts.remove(row_id)
-                self.locker.release_all(row_id)
                 removed += 1
         return removed

@@ -409,7 +409,6 @@ class Completion(Step):
         if decision.duplicate:
             metrics.DEDUP_HITS.inc()
         self.parts.remove(row_id, later=True)  # the session is completed: its answer need not wait
-        self.locker.release_all(row_id)
         log.info(
             "upload %s completed: video %s, sha256 %s, %d bytes%s%s",
             upload_id,

@@ -82,5 +82,4 @@ class Endings(Step):
                 events.to_user(SessionExpired(session_id=row.session_id, data=counts), row.user_id, tx)
         self.frontier.drop(row_id)
         self.parts.remove(row_id)
-        self.locker.release_all(row_id)
         return ended
