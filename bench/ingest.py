@@ -286,10 +286,11 @@ class Server:
     def peak_rss(self) -> int:
         return _status_kib(self.proc("status"), "VmHWM") * 1024
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) of the server and every process under it (vidgate's probe
-        children run under its forkserver), counting children they have reaped."""
-        return sum(_cpu_of(pid) for pid in _process_tree(self.process.pid))
+    def cpu_seconds(self, *, kernel_only: bool = False) -> float:
+        """CPU time (user + system; with ``kernel_only`` system alone) of the server and every
+        process under it (vidgate's probe children run under its forkserver), counting children
+        they have reaped."""
+        return sum(_cpu_of(pid, kernel_only=kernel_only) for pid in _process_tree(self.process.pid))
 
     @property
     def tus_url(self) -> str:
@@ -318,15 +319,18 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
-def _cpu_of(pid: int, *, reaped: bool = True) -> float:
+def _cpu_of(pid: int, *, reaped: bool = True, kernel_only: bool = False) -> float:
     """utime + stime of ``pid`` in seconds (0 if it is gone), with ``reaped`` the children it has
     reaped too (cutime + cstime); without, the process alone (vidgate: the API process, not its
-    probe children nor its analysis child)."""
+    probe children nor its analysis child). ``kernel_only``: stime (and cstime) alone."""
     try:
         fields = _stat_fields(pid)
     except OSError:
         return 0.0
-    return sum(int(value) for value in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    own = stime if kernel_only else utime + stime
+    children = cstime if kernel_only else cutime + cstime
+    return (own + (children if reaped else 0)) / os.sysconf("SC_CLK_TCK")
 
 
 def _client_cpu() -> float:
@@ -1027,6 +1031,7 @@ class ManyResult:
     server_cpu: float
     client_cpu: float
     own_cpu: float  # the server process alone (vidgate: the API process), without its children
+    server_kernel: float  # of server_cpu, the time in the kernel (stime)
     backlog: int | None = None  # vidgate: videos still queued or processing when the clients stopped
 
 
@@ -1108,10 +1113,12 @@ def measure_many(
             subprocess.run(["sync"], check=True)
             before = server.io()
             cpu_before = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
+            kernel_before = server.cpu_seconds(kernel_only=True)
             done, errors, wall = _run_clients(
                 clients, lambda token: upload_once(server, case.mode, variant, token), seconds=seconds
             )
             cpu_after = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
+            kernel_after = server.cpu_seconds(kernel_only=True)
             after = server.io()
             backlog = _backlog(server) if case.is_vidgate else None
             peak, tree = server.peak_rss(), _tree_rss(server)
@@ -1131,6 +1138,7 @@ def measure_many(
                 server_cpu=cpu_after[0] - cpu_before[0],
                 client_cpu=cpu_after[1] - cpu_before[1],
                 own_cpu=cpu_after[2] - cpu_before[2],
+                server_kernel=kernel_after - kernel_before,
                 backlog=backlog,
             )
         finally:
@@ -1196,7 +1204,8 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
         f" {os.cpu_count()} cores\n"
     )
     columns = [("uploads", 8), ("up/s", 8), ("MB/s", 8), ("x peer", 8), ("p50 ms", 8), ("p99 ms", 8)]
-    columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8), ("CPU/up", 8), ("own/up", 8)]
+    columns += [("fixed ms", 9), ("srv ms", 8), ("srv CPU", 8), ("cli CPU", 8)]
+    columns += [("CPU/up", 8), ("own/up", 8), ("sys %", 7)]
     columns += [("peak RSS", 9), ("tree RSS", 9)]
     columns += [("w/B", 6), ("r/B", 6), ("backlog", 8)]
     header = f"{'server':<30}" + "".join(f"{name:>{width}}" for name, width in columns)
@@ -1226,6 +1235,7 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
             f"{statistics.median(r.client_cpu for r in runs):>8.1f}"
             f"{statistics.median(r.server_cpu / r.uploads for r in runs) * 1000:>8.1f}"
             f"{statistics.median(r.own_cpu / r.uploads for r in runs) * 1000:>8.1f}"
+            f"{statistics.median(100 * r.server_kernel / r.server_cpu for r in runs if r.server_cpu):>7.0f}"
             f"{max(r.peak_rss for r in runs) / (1 << 20):>9.1f}{max(r.tree_rss for r in runs) / (1 << 20):>9.1f}"
             f"{statistics.median(r.written for r in runs) / (uploads * size):>6.2f}"
             f"{statistics.median(r.read for r in runs) / (uploads * size):>6.2f}{backlog:>8}"
@@ -1242,7 +1252,8 @@ def many_clients(args: argparse.Namespace, cases: list[Case]) -> None:
         f"\n  sum of its request-duration histogram: route called -> answer sent; streaming ~92 KB is ~0.1 ms)."
         f"\nCPU/up, own/up: CPU ms per completed upload while the clients ran, of the server with every process"
         f"\n  under it (srv CPU / uploads; vidgate: + its probe children and the analysis child), and of the"
-        f"\n  server process alone (vidgate: the API process)."
+        f"\n  server process alone (vidgate: the API process). sys %: the kernel's share of CPU/up (system"
+        f"\n  time: receiving, copying into the page cache, forks and exits of probe children, thread wake-ups)."
         f"\npeak RSS: the server process's VmHWM (vidgate: the API process); tree RSS: VmRSS of it and every process"
         f"\n  under it at the end (vidgate: + probe forkserver, spare probe, analysis child)."
         f"\nw/B, r/B: bytes written to and read from disk (missing the page cache) per uploaded byte."
