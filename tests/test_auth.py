@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.helpers import sha256
+from tests.helpers import finishes_at_once, sha256, sqlite_write_lock_held
 from vidgate.auth import KeyCache, create_key, revoke_key
 from vidgate.errors import Unauthenticated
 
@@ -109,3 +109,15 @@ def test_keys_are_stored_hashed(services_for: Callable[..., Any]) -> None:
         revoke_key(services.db, info.key_prefix)
         with pytest.raises(Unauthenticated):
             authenticate(services.db, key)
+
+
+def test_a_key_is_looked_up_without_waiting_for_a_writer(services_for: Callable[..., Any]) -> None:
+    """Authentication only reads: on SQLite it takes no write lock, so a request is not held up
+    behind another's write transaction (it used to wait for it, up to the busy timeout)."""
+    with services_for() as services:
+        if services.db.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's single writer")
+        key, _ = create_key(services.db, "fay")
+        with sqlite_write_lock_held(services.db):
+            principal = finishes_at_once(lambda: KeyCache(services.db, ttl=0).authenticate(key))
+        assert principal.username == "fay"

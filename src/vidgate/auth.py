@@ -135,7 +135,7 @@ def authenticate(db: Database, key: str | None) -> Principal:
     if not key:
         raise Unauthenticated("Send an API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.")
     digest = hash_key(key)
-    with db.session() as session:
+    with db.reading() as session:  # no write lock: a request is never held up by another's write
         row = session.execute(select(ApiKey, UserAccount).join(UserAccount).where(ApiKey.key_hash == digest)).first()
     if row is None or row[0].revoked_at is not None or not hmac.compare_digest(row[0].key_hash, digest):
         raise Unauthenticated("The API key is unknown or revoked.")
@@ -146,7 +146,7 @@ def key_of(db: Database, principal: Principal) -> KeyInfo | None:
     """The key the caller authenticated with; only ever the caller's own (checked by user)."""
     if principal.key_id is None:
         return None
-    with db.session() as session:
+    with db.reading() as session:
         key = session.scalar(select(ApiKey).where(ApiKey.id == principal.key_id, ApiKey.user_id == principal.user_id))
         if key is None:
             return None
