@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -147,33 +146,6 @@ def test_no_write_call_is_larger_than_write_size(tmp_path: Path, monkeypatch: py
     result = _stream_into_file(tmp_path / "part", pieces)
     assert result.size == sum(sizes) == sum(map(len, pieces))
     assert max(sizes) == writer.WRITE_SIZE  # big pieces split, small ones grouped up to it
-
-
-def test_the_first_block_is_written_before_a_whole_block_arrived(tmp_path: Path) -> None:
-    """The write lane, the slowest, starts on the first FIRST_BLOCK_SIZE bytes; every later
-    block is BLOCK_SIZE (so this body's second block waits for finish)."""
-    assert writer.FIRST_BLOCK_SIZE < writer.BLOCK_SIZE
-    pieces = _pieces(writer.FIRST_BLOCK_SIZE + writer.BLOCK_SIZE - 1, 65536)
-    path = tmp_path / "part"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT)
-
-    async def run() -> int:
-        sink = ChunkSink(PartFile(fd), 0, 10 << 20, FileTooLarge("x"))
-        for piece in pieces:
-            await sink.write(piece)
-        deadline = time.monotonic() + 10
-        while path.stat().st_size < writer.FIRST_BLOCK_SIZE and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # time for a (wrong) second write to land too
-        written = path.stat().st_size
-        await sink.finish()
-        return written
-
-    try:
-        assert asyncio.run(run()) == writer.FIRST_BLOCK_SIZE
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"".join(pieces)
 
 
 def test_one_byte_past_the_limit_is_refused_before_it_is_written(tmp_path: Path) -> None:

@@ -25,11 +25,6 @@ from vidgate.hashing import Hasher, new_sha256
 from vidgate.storage.parts import PartWriter
 
 BLOCK_SIZE = 1 << 20
-# The first block is smaller: the write lane is the slowest of the three (the kernel's copy into
-# the page cache, ~2 ms per MiB on this VM against ~1.25 ms for the event loop to receive one), so
-# each byte that waits to fill a first 1 MiB block delays the end of the writes. Measured on a
-# 4 MiB single POST: the first write began 1.3 ms after the sink opened, with a 1 MiB block.
-FIRST_BLOCK_SIZE = 256 << 10
 MAX_PENDING = 4
 MAX_PIECES = 64  # more (tiny) pieces than this are joined: cheap, and far below IOV_MAX
 # Bytes per write call. Larger writes make the kernel (6.x ext4) put them into large page-cache
@@ -116,7 +111,6 @@ class ChunkSink:
         self._size = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._block_size = FIRST_BLOCK_SIZE  # BLOCK_SIZE from the second block on
         # each entry: a block's futures that finish() waits for, and its trailing hash's
         self._pending: deque[tuple[list[Future[None]], Future[None] | None]] = deque()
         # one lane per hash: a chunk's own hash and the file's running hash proceed side by side
@@ -174,7 +168,7 @@ class ChunkSink:
         self._buffered += len(data)
         if self._head_check is not None and self._buffered >= self._head_bytes:
             self._run_head_check()
-        if self._buffered >= self._block_size:
+        if self._buffered >= BLOCK_SIZE:
             await self._submit()
 
     def _run_head_check(self) -> None:
@@ -187,7 +181,6 @@ class ChunkSink:
             return
         pieces = self._buffer if len(self._buffer) <= MAX_PIECES else [b"".join(self._buffer)]
         self._buffer = []
-        self._block_size = BLOCK_SIZE
         position = self._offset + self._size
         self._size += self._buffered
         self._buffered = 0
