@@ -91,6 +91,26 @@ _CLAIM_HAND_OVER = (
 )
 _RELEASE_HAND_OVER = update(_VIDEOS).where(_VIDEOS.c.id == bindparam("video_id")).values(dispatched_at=None)
 
+
+def _progress_statement(waiting_on: ColumnElement[bool]) -> Any:
+    """An analysis's progress, written to the videos ``waiting_on`` it that are still processing
+    (another video's, or this attempt's own: a superseded attempt's video is left alone)."""
+    return (
+        update(_VIDEOS)
+        .where(
+            waiting_on,
+            _VIDEOS.c.status == VideoStatus.PROCESSING,
+            or_(_VIDEOS.c.id != bindparam("of_video"), _VIDEOS.c.attempts == bindparam("attempt")),
+        )
+        .values(stage=bindparam("new_stage"), progress=bindparam("new_progress"))
+        .returning(_VIDEOS.c.id, _VIDEOS.c.user_id)
+    )
+
+
+# Built once: the ORM's bulk UPDATE built and evaluated per report cost ~1 ms of the API's CPU.
+_PROGRESS_OF_CONTENT = _progress_statement(_VIDEOS.c.content_id == bindparam("of_content"))
+_PROGRESS_OF_VIDEO = _progress_statement(_VIDEOS.c.id == bindparam("of_video"))
+
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
 #: what a video whose content's analysis is reused reports: the pipeline's first and last progress
 #: (vidgate.processing.pipeline.analyze: metadata first; embeddings last, after vPDQ, moderation
@@ -482,7 +502,8 @@ class ProcessingService:
         """Writes an analysis's progress to the videos waiting on it (with ``only``, to the job's
         own video alone), while ``current`` is the job's attempt (else :class:`LeaseLost`)."""
         last = [0.0]
-        waiting_on = Video.id == current.video_id if only else Video.content_id == content_id
+        statement = _PROGRESS_OF_VIDEO if only else _PROGRESS_OF_CONTENT
+        target = {"of_content": content_id, "of_video": current.video_id, "attempt": current.attempt}
 
         def write(stage: str, fraction: float) -> None:
             if keeper is not None:
@@ -493,16 +514,8 @@ class ProcessingService:
             last[0] = now
             percent = round(fraction * 100, 1)
             with self.db.session() as session:
-                waiting = session.execute(
-                    update(Video)
-                    .where(
-                        waiting_on,
-                        Video.status == VideoStatus.PROCESSING,
-                        or_(Video.id != current.video_id, Video.attempts == current.attempt),
-                    )
-                    .values(stage=stage, progress=percent)
-                    .returning(Video.id, Video.user_id)
-                ).all()
+                values = {**target, "new_stage": stage, "new_progress": percent}
+                waiting = session.connection().execute(statement, values).all()
                 if all(video_id != current.video_id for video_id, _ in waiting):
                     raise lease.LeaseLost(f"attempt {current.attempt} of video {current.video_id} was superseded")
                 if self.events is None:
