@@ -8,6 +8,7 @@ tests and every S3 server test."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,41 @@ def test_a_probe_child_gone_before_its_file_is_replaced_once(
     monkeypatch.setattr(pipeline, "_take_probe_child", dead_first)
     info = FileValidator(ValidationSettings()).validate(files["mkv"], "mkv", None)
     assert info.width == 160 and len(taken) == 2
+
+
+def test_a_spare_probes_the_clips_while_it_waits_only_when_no_other_probe_runs(tmp_path: Path) -> None:
+    """The touch (our clips probed by a spare while it waits) makes the next probe quicker on an
+    idle server and costs CPU a busy one lacks: the next spare touches them only while no other
+    probe child is in use."""
+    stuck = tmp_path / "stuck.mkv"
+    os.mkfifo(stuck)
+    in_use = pipeline._in_use
+    if in_use == 0:
+        assert pipeline._spare_touch() == pipeline._TOUCH_CLIPS != ()
+    early = FileValidator(ValidationSettings()).start_probe(stuck)  # blocked on its pipe: in use
+    assert early is not None
+    try:
+        assert pipeline._in_use == in_use + 1
+        assert pipeline._spare_touch() == ()
+    finally:
+        early.close()
+    assert pipeline._in_use == in_use
+
+
+def test_a_child_taken_when_no_spare_was_ready_probes_no_clip_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is needed at once: probing the clips first would only delay its own probe."""
+    start = pipeline._start_probe_child
+    touched: list[tuple[str, ...]] = []
+
+    def recording(touch_with: tuple[str, ...] = pipeline._TOUCH_CLIPS) -> Any:
+        if threading.current_thread() is threading.main_thread():  # not a spare forked meanwhile
+            touched.append(touch_with)
+        return start(touch_with)
+
+    monkeypatch.setattr(pipeline, "_start_probe_child", recording)
+    with pipeline._spare_lock:
+        spare, pipeline._spare = pipeline._spare, None
+    if spare is not None:
+        pipeline._end_probe_child(spare)
+    pipeline._end_probe_child(pipeline._take_probe_child())
+    assert touched == [()]
