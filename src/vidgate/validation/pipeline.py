@@ -309,7 +309,7 @@ def warm_up_probes() -> None:
 
 
 _ProbeChild = tuple[BaseProcess, Connection]
-_TOUCH_CLIPS = tuple(str(clip) for clip in probe_module.warm_up_clips())  # each spare probes them
+_TOUCH_CLIPS = tuple(str(clip) for clip in probe_module.warm_up_clips())  # a spare probes them: _spare_touch
 _spare_lock = threading.Lock()
 _spare: _ProbeChild | None = None
 _in_use = 0  # probes in flight: ProbeInFlight made and not closed yet (under _spare_lock)
