@@ -286,11 +286,15 @@ class Server:
     def peak_rss(self) -> int:
         return _status_kib(self.proc("status"), "VmHWM") * 1024
 
-    def cpu_seconds(self, *, kernel_only: bool = False) -> float:
-        """CPU time (user + system; with ``kernel_only`` system alone) of the server and every
-        process under it (vidgate's probe children run under its forkserver), counting children
-        they have reaped."""
-        return sum(_cpu_of(pid, kernel_only=kernel_only) for pid in _process_tree(self.process.pid))
+    def cpu_seconds(self) -> float:
+        return self.cpu_split()[0]
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU time (user + system) of the server and every process under it (vidgate's probe
+        children run under its forkserver), counting children they have reaped; and of it the
+        system time, from the same walk of the tree."""
+        times = [_cpu_times(pid) for pid in _process_tree(self.process.pid)]
+        return sum(total for total, _ in times), sum(kernel for _, kernel in times)
 
     @property
     def tus_url(self) -> str:
@@ -319,18 +323,24 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
-def _cpu_of(pid: int, *, reaped: bool = True, kernel_only: bool = False) -> float:
+def _cpu_of(pid: int, *, reaped: bool = True) -> float:
     """utime + stime of ``pid`` in seconds (0 if it is gone), with ``reaped`` the children it has
     reaped too (cutime + cstime); without, the process alone (vidgate: the API process, not its
-    probe children nor its analysis child). ``kernel_only``: stime (and cstime) alone."""
+    probe children nor its analysis child)."""
+    return _cpu_times(pid, reaped=reaped)[0]
+
+
+def _cpu_times(pid: int, *, reaped: bool = True) -> tuple[float, float]:
+    """:func:`_cpu_of`, and of it the system time (stime, and cstime with ``reaped``)."""
     try:
         fields = _stat_fields(pid)
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
-    own = stime if kernel_only else utime + stime
-    children = cstime if kernel_only else cutime + cstime
-    return (own + (children if reaped else 0)) / os.sysconf("SC_CLK_TCK")
+    if not reaped:
+        cutime = cstime = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (utime + stime + cutime + cstime) / tick, (stime + cstime) / tick
 
 
 def _client_cpu() -> float:
@@ -1112,13 +1122,13 @@ def measure_many(
             _check_many(case, server, small, small_done)
             subprocess.run(["sync"], check=True)
             before = server.io()
-            cpu_before = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
-            kernel_before = server.cpu_seconds(kernel_only=True)
+            tree_before, kernel_before = server.cpu_split()
+            cpu_before = tree_before, _client_cpu(), _cpu_of(server.process.pid, reaped=False)
             done, errors, wall = _run_clients(
                 clients, lambda token: upload_once(server, case.mode, variant, token), seconds=seconds
             )
-            cpu_after = server.cpu_seconds(), _client_cpu(), _cpu_of(server.process.pid, reaped=False)
-            kernel_after = server.cpu_seconds(kernel_only=True)
+            tree_after, kernel_after = server.cpu_split()
+            cpu_after = tree_after, _client_cpu(), _cpu_of(server.process.pid, reaped=False)
             after = server.io()
             backlog = _backlog(server) if case.is_vidgate else None
             peak, tree = server.peak_rss(), _tree_rss(server)
