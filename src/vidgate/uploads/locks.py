@@ -56,7 +56,6 @@ class FileLocker:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "chunks.lock"
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
