@@ -30,8 +30,9 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from vidgate.db.engine import Database
@@ -67,21 +68,78 @@ class Claim:
     holder: str | None = None  # who holds it, when another job is running it (None: it is waiting)
 
 
-def _lapsed(now: datetime, job_timeout_seconds: float) -> ColumnElement[bool]:
-    """A processing job nobody renews: its lease ran out, or (a row from before leases, which
-    has no holder) it started longer ago than the longest job may take. A waiting video (a
-    holder, no lease) runs no job, so it never lapses."""
+_VIDEOS = cast(Table, Video.__table__)
+
+
+def _lapsed(now: Any, started_before: Any) -> ColumnElement[bool]:
+    """A processing job nobody renews: its lease ran out (before ``now``), or (a row from before
+    leases, which has no holder) it started before ``started_before`` (now less the longest a
+    job may take). A waiting video (a holder, no lease) runs no job, so it never lapses. Times
+    or bound parameters."""
     return and_(
-        Video.status == VideoStatus.PROCESSING,
+        _VIDEOS.c.status == VideoStatus.PROCESSING,
         or_(
-            Video.lease_expires_at < now,
+            _VIDEOS.c.lease_expires_at < now,
             and_(
-                Video.lease_expires_at.is_(None),
-                Video.lease_holder.is_(None),
-                Video.started_at < now - timedelta(seconds=job_timeout_seconds),
+                _VIDEOS.c.lease_expires_at.is_(None),
+                _VIDEOS.c.lease_holder.is_(None),
+                _VIDEOS.c.started_at < started_before,
             ),
         ),
     )
+
+
+def _lapsed_at(now: datetime, job_timeout_seconds: float) -> ColumnElement[bool]:
+    return _lapsed(now, now - timedelta(seconds=job_timeout_seconds))
+
+
+# A job's statements, built once: the ORM's per-call building and its session synchronisation
+# of a bulk UPDATE cost more than running them (a job's claim and result, issue 17).
+_THIS_ATTEMPT = and_(
+    _VIDEOS.c.id == bindparam("video_id"),
+    _VIDEOS.c.attempts == bindparam("attempt"),
+    _VIDEOS.c.status == VideoStatus.PROCESSING,
+)
+_SETTLE = update(_VIDEOS).where(_THIS_ATTEMPT).values(lease_expires_at=None)
+_RENEW = update(_VIDEOS).where(_THIS_ATTEMPT).values(lease_expires_at=bindparam("until"))
+_PROGRESS = update(_VIDEOS).where(_THIS_ATTEMPT).values(stage=bindparam("new_stage"), progress=bindparam("percent"))
+
+
+def _starting(condition: ColumnElement[bool]) -> Any:
+    """``UPDATE video SET <a new attempt> WHERE id = :video_id AND condition RETURNING attempts``."""
+    return (
+        update(_VIDEOS)
+        .where(_VIDEOS.c.id == bindparam("video_id"), condition)
+        .values(
+            status=VideoStatus.PROCESSING,
+            attempts=_VIDEOS.c.attempts + 1,
+            lease_holder=bindparam("holder"),
+            lease_pid=bindparam("pid"),
+            lease_expires_at=bindparam("until"),
+            started_at=bindparam("now"),
+            stage="starting",
+            progress=0.0,
+        )
+        .returning(_VIDEOS.c.attempts)
+    )
+
+
+_START_QUEUED_OR_LAPSED = _starting(
+    or_(_VIDEOS.c.status == VideoStatus.QUEUED, _lapsed(bindparam("now"), bindparam("started_before")))
+)
+# processing under the lease of a gone process of the same worker (that attempt only)
+_START_ORPHANED = _starting(
+    and_(
+        _VIDEOS.c.status == VideoStatus.PROCESSING,
+        _VIDEOS.c.lease_expires_at.is_not(None),
+        _VIDEOS.c.attempts == bindparam("attempt"),
+        _VIDEOS.c.lease_holder == bindparam("holder"),
+        _VIDEOS.c.lease_pid == bindparam("gone_pid"),
+    )
+)
+_CLAIM_STATE = select(
+    _VIDEOS.c.status, _VIDEOS.c.lease_holder, _VIDEOS.c.lease_pid, _VIDEOS.c.attempts, _VIDEOS.c.lease_expires_at
+).where(_VIDEOS.c.id == bindparam("video_id"))
 
 
 def claim(session: Session, video_id: str, holder: str, lease_seconds: float, job_timeout_seconds: float) -> Claim:
@@ -89,15 +147,19 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
     lease, or processing under the lease of a process of this same worker that is gone (a
     killed pool process: Celery delivers its job again at once, no need to wait for the lease)."""
     now = utcnow()
-    queued_or_lapsed = or_(Video.status == VideoStatus.QUEUED, _lapsed(now, job_timeout_seconds))
-    attempt = _start(session, video_id, queued_or_lapsed, holder, now, lease_seconds)
+    connection = session.connection()
+    start = {
+        "video_id": video_id,
+        "holder": holder,
+        "pid": os.getpid(),
+        "now": now,
+        "until": now + timedelta(seconds=lease_seconds),
+    }
+    started_before = now - timedelta(seconds=job_timeout_seconds)
+    attempt = _start(connection, _START_QUEUED_OR_LAPSED, {**start, "started_before": started_before})
     if attempt is not None:
         return Claim(Lease(video_id, attempt, holder))
-    found = session.execute(
-        select(Video.status, Video.lease_holder, Video.lease_pid, Video.attempts, Video.lease_expires_at).where(
-            Video.id == video_id
-        )
-    ).one_or_none()
+    found = connection.execute(_CLAIM_STATE, {"video_id": video_id}).one_or_none()
     if found is None:
         return Claim(None)
     if found.status is VideoStatus.PROCESSING and found.lease_expires_at is None and found.lease_holder is not None:
@@ -108,14 +170,8 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
         and found.lease_pid not in (None, os.getpid())
         and not process_alive(found.lease_pid)
     ):
-        orphaned = and_(
-            Video.status == VideoStatus.PROCESSING,
-            Video.lease_expires_at.is_not(None),
-            Video.attempts == found.attempts,
-            Video.lease_holder == holder,
-            Video.lease_pid == found.lease_pid,
-        )
-        attempt = _start(session, video_id, orphaned, holder, now, lease_seconds)
+        orphaned = {**start, "attempt": found.attempts, "gone_pid": found.lease_pid}
+        attempt = _start(connection, _START_ORPHANED, orphaned)
         if attempt is not None:
             log.warning(
                 "processing %s: process %d of this worker, which ran attempt %d, is gone; taking over",
@@ -128,25 +184,9 @@ def claim(session: Session, video_id: str, holder: str, lease_seconds: float, jo
     return Claim(None, status=found.status, holder=found.lease_holder)
 
 
-def _start(
-    session: Session, video_id: str, condition: ColumnElement[bool], holder: str, now: datetime, lease_seconds: float
-) -> int | None:
-    """The next attempt's number if ``condition`` held and the attempt started, else None."""
-    attempt = session.scalar(
-        update(Video)
-        .where(Video.id == video_id, condition)
-        .values(
-            status=VideoStatus.PROCESSING,
-            attempts=Video.attempts + 1,
-            lease_holder=holder,
-            lease_pid=os.getpid(),
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-            stage="starting",
-            progress=0.0,
-        )
-        .returning(Video.attempts)
-    )
+def _start(connection: Connection, statement: Any, values: dict[str, Any]) -> int | None:
+    """The next attempt's number if the statement's condition held and the attempt started, else None."""
+    attempt = connection.execute(statement, values).scalar()
     return None if attempt is None else int(attempt)
 
 
@@ -161,17 +201,16 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _current(lease: Lease) -> ColumnElement[bool]:
-    return and_(Video.id == lease.video_id, Video.attempts == lease.attempt, Video.status == VideoStatus.PROCESSING)
+def _attempt(lease: Lease) -> dict[str, Any]:
+    return {"video_id": lease.video_id, "attempt": lease.attempt}
 
 
 def renew(db: Database, lease: Lease, lease_seconds: float) -> None:
     """Push the lease's end ``lease_seconds`` ahead; :class:`LeaseLost` if the attempt is not current."""
     with db.session() as session:
-        renewed = session.execute(
-            update(Video).where(_current(lease)).values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        )
-        if not getattr(renewed, "rowcount", 0):
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        renewed = session.connection().execute(_RENEW, {**_attempt(lease), "until": until})
+        if not renewed.rowcount:
             raise LeaseLost(f"attempt {lease.attempt} of video {lease.video_id} was superseded")
 
 
@@ -179,16 +218,17 @@ def settle(session: Session, lease: Lease) -> None:
     """The start of a job's last write (result, failure, retry), in that write's transaction:
     locks the video row, releases the lease, and raises :class:`LeaseLost` (rolling the whole
     transaction back) if the attempt is no longer current, so a late original stores nothing."""
-    settled = session.execute(update(Video).where(_current(lease)).values(lease_expires_at=None))
-    if not getattr(settled, "rowcount", 0):
+    settled = session.connection().execute(_SETTLE, _attempt(lease))
+    if not settled.rowcount:
         raise LeaseLost(f"attempt {lease.attempt} of video {lease.video_id} was superseded")
 
 
 def write_progress(db: Database, lease: Lease, stage: str, percent: float) -> None:
     """Record progress of the current attempt only; :class:`LeaseLost` for a superseded one."""
     with db.session() as session:
-        written = session.execute(update(Video).where(_current(lease)).values(stage=stage, progress=percent))
-        if not getattr(written, "rowcount", 0):
+        values = {**_attempt(lease), "new_stage": stage, "percent": percent}
+        written = session.connection().execute(_PROGRESS, values)
+        if not written.rowcount:
             raise LeaseLost(f"attempt {lease.attempt} of video {lease.video_id} was superseded")
 
 
@@ -204,7 +244,9 @@ def reclaim_lapsed(db: Database, job_timeout_seconds: float, limit: int = 100) -
     now = utcnow()
     with db.reading() as session:  # a read: each row is taken back only if still lapsed (below)
         rows = session.execute(
-            select(Video.id, Video.attempts, Video.lease_holder).where(_lapsed(now, job_timeout_seconds)).limit(limit)
+            select(Video.id, Video.attempts, Video.lease_holder)
+            .where(_lapsed_at(now, job_timeout_seconds))
+            .limit(limit)
         ).all()
     reclaimed: list[Reclaimed] = []
     for video_id, attempt, holder in rows:
@@ -212,7 +254,7 @@ def reclaim_lapsed(db: Database, job_timeout_seconds: float, limit: int = 100) -
             # Only that attempt, and only if still lapsed: a job that renewed or ended meanwhile keeps its row.
             changed = session.execute(
                 update(Video)
-                .where(Video.id == video_id, Video.attempts == attempt, _lapsed(utcnow(), job_timeout_seconds))
+                .where(Video.id == video_id, Video.attempts == attempt, _lapsed_at(utcnow(), job_timeout_seconds))
                 .values(status=VideoStatus.QUEUED, queued_at=utcnow(), dispatched_at=None, lease_expires_at=None)
             )
         if getattr(changed, "rowcount", 0):

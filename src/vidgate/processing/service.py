@@ -32,8 +32,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Connection, Row, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from vidgate import metrics
@@ -110,6 +111,85 @@ def _progress_statement(waiting_on: ColumnElement[bool]) -> Any:
 # Built once: the ORM's bulk UPDATE built and evaluated per report cost ~1 ms of the API's CPU.
 _PROGRESS_OF_CONTENT = _progress_statement(_VIDEOS.c.content_id == bindparam("of_content"))
 _PROGRESS_OF_VIDEO = _progress_statement(_VIDEOS.c.id == bindparam("of_video"))
+
+# A job's claim and its result's transaction, built once (as the upload's completion does): the
+# ORM's loads, flushes and bulk-UPDATE synchronisation cost the API ~20 ms of CPU per job.
+_CONTENTS = cast(Table, Content.__table__)
+_RESULTS = cast(Table, VideoAnalysisResultRow.__table__)
+_FRAME_HASHES = cast(Table, FrameHash.__table__)
+_EMBEDDINGS = cast(Table, ContentEmbedding.__table__)
+_LOCKED_CONTENT = select(_CONTENTS).where(_CONTENTS.c.id == bindparam("content_id")).with_for_update()
+# a video's content, locked (content before video, the order upload completion takes them in)
+_LOCKED_CONTENT_OF_VIDEO = (
+    select(_CONTENTS)
+    .where(
+        _CONTENTS.c.id == select(_VIDEOS.c.content_id).where(_VIDEOS.c.id == bindparam("video_id")).scalar_subquery()
+    )
+    .with_for_update()
+)
+_JOB_VIDEO = select(_VIDEOS.c.user_id, _VIDEOS.c.priority, _VIDEOS.c.processing_options).where(
+    _VIDEOS.c.id == bindparam("video_id")
+)
+_VIDEO_STATUS = select(_VIDEOS.c.status).where(_VIDEOS.c.id == bindparam("video_id"))
+_ANALYSIS_STARTED = (
+    update(_CONTENTS)
+    .where(_CONTENTS.c.id == bindparam("content_id"))
+    .values(
+        status=AnalysisStatus.PROCESSING,
+        analysing_video_id=bindparam("video_id"),
+        analyses=func.coalesce(_CONTENTS.c.analyses, 0) + 1,
+        started_at=bindparam("now"),
+    )
+)
+_ANALYSIS_COMPLETED = (
+    update(_CONTENTS)
+    .where(_CONTENTS.c.id == bindparam("content_id"))
+    .values(
+        status=AnalysisStatus.COMPLETED,
+        analysing_video_id=None,
+        finished_at=bindparam("now"),
+        fingerprint=bindparam("new_fingerprint"),
+        error_message=None,
+    )
+)
+_STORED_RESULT = select(_RESULTS.c.result).where(_RESULTS.c.content_id == bindparam("content_id"))
+_FRAME_HASHES_OF = delete(_FRAME_HASHES).where(_FRAME_HASHES.c.content_id == bindparam("content_id"))
+_INSERT_FRAME_HASH = insert(_FRAME_HASHES)
+_EMBEDDING_OF = delete(_EMBEDDINGS).where(_EMBEDDINGS.c.content_id == bindparam("content_id"))
+_INSERT_EMBEDDING = insert(_EMBEDDINGS)
+
+
+def _result_upsert(dialect: str) -> Any:
+    """Store the content's one result, or (a redelivered job) replace the stored one's result."""
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_RESULTS)
+    return statement.on_conflict_do_update(
+        index_elements=[_RESULTS.c.content_id],
+        set_={"result": statement.excluded.result, "processing_seconds": statement.excluded.processing_seconds},
+    )
+
+
+_STORE_RESULT = {dialect: _result_upsert(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+def _completing(condition: ColumnElement[bool]) -> Any:
+    """Complete the processing videos that match ``condition``, returning (id, owner)."""
+    return (
+        update(_VIDEOS)
+        .where(condition, _VIDEOS.c.status == VideoStatus.PROCESSING)
+        .values(
+            status=VideoStatus.COMPLETED,
+            stage="done",
+            progress=100.0,
+            finished_at=bindparam("now"),
+            error_message=None,
+            lease_expires_at=None,
+        )
+        .returning(_VIDEOS.c.id, _VIDEOS.c.user_id)
+    )
+
+
+_COMPLETE_OF_CONTENT = _completing(_VIDEOS.c.content_id == bindparam("of_content"))
+_COMPLETE_VIDEO = _completing(_VIDEOS.c.id == bindparam("of_video"))
 
 PROGRESS_EVERY_SECONDS = 0.5  # progress is written at most this often per job
 #: what a video whose content's analysis is reused reports: the pipeline's first and last progress
@@ -269,25 +349,23 @@ class ProcessingService:
         processing = self.settings.processing
         holder = worker or lease.process_name()
         with self.db.session() as session:
-            content = _lock_content_of(session, video_id)  # content before video, as uploads take them
+            connection = session.connection()
+            content = _lock_content_of(connection, video_id)
             claimed = lease.claim(session, video_id, holder, processing.lease_seconds, processing.job_timeout_seconds)
             if content is None or claimed.lease is None:
                 self._log_not_claimed(video_id, claimed)
                 return JobOutcome("skipped")
             current = claimed.lease
-            video = session.get_one(Video, video_id, populate_existing=True)
+            video = connection.execute(_JOB_VIDEO, {"video_id": video_id}).one()
             if content.status is AnalysisStatus.COMPLETED:
                 action = "reuse"
-            elif content.status is AnalysisStatus.PROCESSING and self._claim_alive(session, content, video_id):
+            elif content.status is AnalysisStatus.PROCESSING and _claim_alive(connection, content, video_id):
                 action = "wait"
                 # No job runs for a waiting video: release its lease so the sweep leaves it be.
                 lease.settle(session, current)
             else:
                 action = "analyse"
-                content.status = AnalysisStatus.PROCESSING
-                content.analysing_video_id = video_id
-                content.analyses = (content.analyses or 0) + 1
-                content.started_at = utcnow()
+                connection.execute(_ANALYSIS_STARTED, {"content_id": content.id, "video_id": video_id, "now": utcnow()})
             content_id, content_hash = content.id, content.content_hash
             storage_key = content.storage_key
             options = dict(video.processing_options or {})
@@ -486,16 +564,6 @@ class ProcessingService:
         if matches:
             add_matches(result, matches)
 
-    @staticmethod
-    def _claim_alive(session: Session, content: Content, video_id: str) -> bool:
-        """Whether another video's job holds the content's analysis (a claim left by a video that
-        is no longer waiting, or by this very video's earlier delivery, is taken over)."""
-        holder = content.analysing_video_id
-        if holder is None or holder == video_id:
-            return False
-        status = session.scalar(select(Video.status).where(Video.id == holder))
-        return status in (VideoStatus.QUEUED, VideoStatus.PROCESSING)
-
     def _progress_writer(
         self, content_id: str, current: lease.Lease, only: bool = False, keeper: lease.LeaseKeeper | None = None
     ) -> Any:
@@ -552,64 +620,38 @@ class ProcessingService:
         derived files after its commit, so it either came before (this finds no content, or
         a superseded attempt, and puts nothing) or waits and then removes them with the rest.
         No picture outlives its content, whatever the order (library/deletion.py)."""
-        fingerprint = int(result.fingerprint, 16)
         stored = result.model_dump(mode="json")
         with self.db.session() as session:
-            # content before video, as uploads take them
-            content = session.get(Content, content_id, with_for_update=True, populate_existing=True)
+            connection = session.connection()
+            content = _lock_content(connection, content_id)  # content before video, as uploads take them
             if content is None:  # deleted with its last video while this job ran: store nothing
                 raise lease.LeaseLost(f"the content {content_id} was deleted during its analysis")
             if current is not None:
                 lease.settle(session, current)
-            try:
-                with session.begin_nested():
-                    session.add(
-                        VideoAnalysisResultRow(
-                            content_id=content_id,
-                            pipeline_version=result.pipeline_version,
-                            model_type=model_type,
-                            result=stored,
-                            processing_seconds=result.processing_seconds,
-                        )
-                    )
-            except IntegrityError:
-                session.execute(
-                    update(VideoAnalysisResultRow)
-                    .where(VideoAnalysisResultRow.content_id == content_id)
-                    .values(result=stored, processing_seconds=result.processing_seconds)
-                )
-            session.execute(delete(FrameHash).where(FrameHash.content_id == content_id))
-            for sample in result.samples:
-                value = int(sample.phash, 16)
-                b0, b1, b2, b3 = bands(value)
-                session.add(
-                    FrameHash(
-                        content_id=content_id,
-                        timestamp=sample.timestamp,
-                        hash=to_signed(value),
-                        band0=b0,
-                        band1=b1,
-                        band2=b2,
-                        band3=b3,
-                    )
-                )
-            _store_embedding(session, content_id, result)
-            session.execute(
-                update(Content)
-                .where(Content.id == content_id)
-                .values(
-                    status=AnalysisStatus.COMPLETED,
-                    analysing_video_id=None,
-                    finished_at=utcnow(),
-                    fingerprint=to_signed(fingerprint),
-                    error_message=None,
-                )
-            )
+            dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+            stored_result = {
+                "content_id": content_id,
+                "pipeline_version": result.pipeline_version,
+                "model_type": model_type,
+                "result": stored,
+                "processing_seconds": result.processing_seconds,
+            }
+            connection.execute(_STORE_RESULT[dialect], stored_result)
+            connection.execute(_FRAME_HASHES_OF, {"content_id": content_id})
+            frames = [_frame_hash_row(content_id, sample.timestamp, sample.phash) for sample in result.samples]
+            if frames:
+                connection.execute(_INSERT_FRAME_HASH, frames)
+            _store_embedding(connection, content_id, result)
             now = utcnow()
-            done = _complete_processing(session, Video.content_id == content_id, now)
+            completed = {
+                "content_id": content_id,
+                "now": now,
+                "new_fingerprint": to_signed(int(result.fingerprint, 16)),
+            }
+            connection.execute(_ANALYSIS_COMPLETED, completed)
+            done = _complete_processing(connection, _COMPLETE_OF_CONTENT, {"of_content": content_id, "now": now})
             self._stage_completed(session, done, stored, now)
-            if pictures is not None:
-                session.flush()  # the database's errors first: then nothing was put
+            if pictures is not None:  # the database's errors came first (each statement ran): then nothing was put
                 for made in sorted(pictures.iterdir()):
                     self.blobs.put_derived(content.content_hash, made.name, made)
         return done
@@ -619,14 +661,15 @@ class ProcessingService:
         job's own video), each with its owner's own processing_completed event; only while
         ``current`` holds the lease (else :class:`LeaseLost`)."""
         with self.db.session() as session:
-            _lock_content(session, content_id)
+            connection = session.connection()
+            _lock_content(connection, content_id)
             lease.settle(session, current)
-            stored = session.scalar(
-                select(VideoAnalysisResultRow.result).where(VideoAnalysisResultRow.content_id == content_id)
-            )
-            condition = Video.id == current.video_id if only else Video.content_id == content_id
+            stored = connection.execute(_STORED_RESULT, {"content_id": content_id}).scalar()
             now = utcnow()
-            done = _complete_processing(session, condition, now)
+            if only:
+                done = _complete_processing(connection, _COMPLETE_VIDEO, {"of_video": current.video_id, "now": now})
+            else:
+                done = _complete_processing(connection, _COMPLETE_OF_CONTENT, {"of_content": content_id, "now": now})
             self._stage_completed(session, done, dict(stored) if stored is not None else None, now)
         self._log_completed(content_id, done, reused=only)
 
@@ -683,7 +726,8 @@ class ProcessingService:
         of their own video. With ``current``, only while that attempt holds the lease (else
         :class:`LeaseLost`, nothing written)."""
         with self.db.session() as session:
-            _lock_content(session, content_id)
+            if _lock_content(session.connection(), content_id) is None:
+                raise NoResultFound(f"no content {content_id}")
             if current is not None:
                 lease.settle(session, current)
             now = utcnow()
@@ -781,53 +825,64 @@ class ProcessingService:
         return result.model_dump(mode="json") if result is not None else None
 
 
-def _lock_content_of(session: Session, video_id: str) -> Content | None:
+def _lock_content_of(connection: Connection, video_id: str) -> Row[Any] | None:
     """Lock a video's content (before the video: the order upload completion takes them in, so
     the two never wait for each other; PostgreSQL would abort one as a deadlock)."""
-    content_id = session.scalar(select(Video.content_id).where(Video.id == video_id))
-    if content_id is None:
-        return None
-    return _lock_content(session, content_id)
+    return connection.execute(_LOCKED_CONTENT_OF_VIDEO, {"video_id": video_id}).one_or_none()
 
 
-def _store_embedding(session: Session, content_id: str, result: VideoAnalysisResult) -> None:
+def _lock_content(connection: Connection, content_id: str) -> Row[Any] | None:
+    return connection.execute(_LOCKED_CONTENT, {"content_id": content_id}).one_or_none()
+
+
+def _claim_alive(connection: Connection, content: Row[Any], video_id: str) -> bool:
+    """Whether another video's job holds the content's analysis (a claim left by a video that
+    is no longer waiting, or by this very video's earlier delivery, is taken over)."""
+    holder = content.analysing_video_id
+    if holder is None or holder == video_id:
+        return False
+    status = connection.execute(_VIDEO_STATUS, {"video_id": holder}).scalar()
+    return status in (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+
+
+def _frame_hash_row(content_id: str, timestamp: float, phash: str) -> dict[str, Any]:
+    """A sampled frame's hash as stored: signed 64 bits, and its four 16-bit bands."""
+    value = int(phash, 16)
+    b0, b1, b2, b3 = bands(value)
+    return {
+        "content_id": content_id,
+        "timestamp": timestamp,
+        "hash": to_signed(value),
+        "band0": b0,
+        "band1": b1,
+        "band2": b2,
+        "band3": b3,
+    }
+
+
+def _store_embedding(connection: Connection, content_id: str, result: VideoAnalysisResult) -> None:
     """The video embedding, for the near-duplicate search's second stage (replaced, never doubled)."""
-    session.execute(delete(ContentEmbedding).where(ContentEmbedding.content_id == content_id))
+    connection.execute(_EMBEDDING_OF, {"content_id": content_id})
     vector = result.embeddings.video_embedding
     if result.embeddings.status == "ok" and vector is not None:
         data = array.array("f", vector).tobytes()  # float32, this machine's byte order (as NumPy's)
-        session.add(ContentEmbedding(content_id=content_id, model_type=result.embeddings.model_type, vector=data))
-
-
-def _lock_content(session: Session, content_id: str) -> Content:
-    return session.get_one(Content, content_id, with_for_update=True, populate_existing=True)
+        row = {"content_id": content_id, "model_type": result.embeddings.model_type, "vector": data}
+        connection.execute(_INSERT_EMBEDDING, row)
 
 
 def _lock_video_and_content(session: Session, video_id: str) -> tuple[Video, Content] | None:
-    """Lock a video's content, then the video (see :func:`_lock_content_of`)."""
-    content = _lock_content_of(session, video_id)
-    if content is None:
+    """Lock a video's content, then the video (see :func:`_lock_content_of`), as ORM objects."""
+    content_id = session.scalar(select(Video.content_id).where(Video.id == video_id))
+    if content_id is None:
         return None
+    content = session.get_one(Content, content_id, with_for_update=True, populate_existing=True)
     video = session.get_one(Video, video_id, with_for_update=True, populate_existing=True)
     return video, content
 
 
-def _complete_processing(session: Session, condition: ColumnElement[bool], now: datetime) -> list[tuple[str, str]]:
-    """Complete the processing videos that match ``condition``; their (id, owner)."""
-    done = session.execute(
-        update(Video)
-        .where(condition, Video.status == VideoStatus.PROCESSING)
-        .values(
-            status=VideoStatus.COMPLETED,
-            stage="done",
-            progress=100.0,
-            finished_at=now,
-            error_message=None,
-            lease_expires_at=None,
-        )
-        .returning(Video.id, Video.user_id)
-    ).all()
-    return [(video_id, user_id) for video_id, user_id in done]
+def _complete_processing(connection: Connection, statement: Any, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Complete the processing videos that ``statement`` (one of :func:`_completing`) matches; their (id, owner)."""
+    return [(video_id, user_id) for video_id, user_id in connection.execute(statement, values)]
 
 
 def owner_result(stored: dict[str, Any], video_id: str, completed_at: datetime) -> VideoAnalysisResult:
