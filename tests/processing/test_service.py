@@ -18,7 +18,16 @@ from sqlalchemy import func, select, update
 from tests.helpers import split
 from tests.media import make_video
 from vidgate.auth import Principal
-from vidgate.db.models import AnalysisStatus, Content, Video, VideoAnalysisResultRow, VideoStatus, utcnow
+from vidgate.db.models import (
+    AnalysisStatus,
+    Content,
+    ContentEmbedding,
+    FrameHash,
+    Video,
+    VideoAnalysisResultRow,
+    VideoStatus,
+    utcnow,
+)
 from vidgate.library.deletion import VideoDeleter
 from vidgate.processing import lease
 from vidgate.processing.pictures import NAMES as PICTURES
@@ -178,6 +187,43 @@ def test_a_later_job_reuses_the_stored_analysis(services_for: Callable[..., Any]
                 "done",
                 100.0,
             )
+
+
+def test_a_second_analysis_replaces_the_stored_one_and_doubles_no_frame_hash(
+    services_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Analysed again (requeued), a content keeps one result row, one embedding and one frame
+    hash per sample: the new analysis's, in place of the first."""
+    with services_for() as services:
+        alice, _, content_id = two_owners(services, tmp_path)
+        processing = services.processing
+        assert processing.run(alice).status == "completed"
+
+        def stored() -> tuple[list[Any], int, int]:
+            with services.db.session() as session:
+                results = session.execute(
+                    select(VideoAnalysisResultRow.id, VideoAnalysisResultRow.processing_seconds).where(
+                        VideoAnalysisResultRow.content_id == content_id
+                    )
+                ).all()
+                hashes = session.scalar(select(func.count()).where(FrameHash.content_id == content_id))
+                embeddings = session.scalar(select(func.count()).where(ContentEmbedding.content_id == content_id))
+            return results, int(hashes or 0), int(embeddings or 0)
+
+        first, hashes, embeddings = stored()
+        samples = len(processing.result_without_similar(ALICE, alice).samples)
+        assert len(first) == 1 and hashes == samples > 0 and embeddings == 1
+        with services.db.session() as session:  # the stored row is marked, to see it replaced
+            session.execute(update(VideoAnalysisResultRow).values(processing_seconds=-1.0))
+        assert processing.requeue(alice)
+        assert processing.run(alice).status == "completed"
+        again, hashes_again, embeddings_again = stored()
+        assert [row.id for row in again] == [first[0].id]  # the same row, updated
+        assert again[0].processing_seconds >= 0  # the second analysis's
+        assert (hashes_again, embeddings_again) == (hashes, 1)
+        with services.db.session() as session:
+            content = session.get_one(Content, content_id)
+            assert content.status is AnalysisStatus.COMPLETED and content.analyses == 2
 
 
 def test_a_failed_analysis_fails_every_waiting_video(services_for: Callable[..., Any], tmp_path: Path) -> None:
