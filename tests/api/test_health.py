@@ -9,12 +9,13 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from websockets.sync.client import connect
 
 from tests.conftest import RunningServer, make_settings, running_server
-from tests.helpers import post_chunk, wait_for_video
+from tests.helpers import finishes_at_once, post_chunk, sqlite_write_lock_held, wait_for_video
 from tests.media import make_video
 from vidgate.db.models import UploadSession, utcnow
 
@@ -50,6 +51,17 @@ def test_health_and_ready_need_no_key(server: RunningServer) -> None:
     assert body["checks"]["warm_up"]["ok"], body
     assert body["checks"]["database"]["ok"] and body["checks"]["storage"]["ok"]
     assert "redis" not in body["checks"]  # embedded mode needs no Redis
+
+
+def test_ready_checks_the_database_without_its_write_lock(server: RunningServer) -> None:
+    """A load balancer polls /ready every few seconds: on SQLite its database check reads
+    without taking the write lock, so a long write transaction does not hold it up (it waited
+    for it, up to the busy timeout, and then reported the database down)."""
+    if server.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single writer")
+    with server.client() as client, sqlite_write_lock_held(server.db):
+        ready = finishes_at_once(lambda: client.get("/ready", headers={"X-API-Key": ""}))
+    assert ready.json()["checks"]["database"] == {"ok": True, "detail": None}, ready.json()
 
 
 def test_these_need_no_key_and_everything_else_does(server: RunningServer) -> None:

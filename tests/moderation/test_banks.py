@@ -14,7 +14,7 @@ import vpdq
 from sqlalchemy import select
 
 from tests.conftest import RunningServer, database_url_for
-from tests.helpers import post_chunk, wait_for_video
+from tests.helpers import finishes_at_once, post_chunk, sqlite_write_lock_held, wait_for_video
 from tests.processing.analyzers.test_moderation import reencode
 from tests.sample_clips import clips  # noqa: F401  (fixture)
 from vidgate.db import migrate
@@ -22,6 +22,7 @@ from vidgate.db.engine import Database
 from vidgate.db.models import WebhookDelivery
 from vidgate.events.webhooks import set_webhook
 from vidgate.moderation.banks import (
+    MAX_INDEX_HASHES,
     BankError,
     delete_bank,
     import_bank,
@@ -164,6 +165,20 @@ def test_the_reference_rule_and_quality(db: Database, tmp_path: Path) -> None:
     assert [m.entry_name for m in match_video(db, query, max_index_hashes=0)] == ["far"]  # through SQL too
     low = [VpdqFeature(frame_number=0, quality=49, hash=HEX_B, timestamp=0.0)]
     assert match_video(db, low) == []  # frames under quality 50 do not count
+
+
+def test_matching_takes_no_write_lock(db: Database, tmp_path: Path) -> None:
+    """Every analysis matches its vPDQ against the banks: on SQLite those reads take no write
+    lock, so a job does not queue behind the uploads' write transactions (they used to, up to
+    the busy timeout), through the in-memory index and through SQL alike."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single writer")
+    import_bank(db, "b", parse_bank_file(write(tmp_path / "a.txt", f"{HEX_A} entry-a\n")))
+    query = [VpdqFeature(frame_number=0, quality=100, hash=HEX_A, timestamp=0.0)]
+    with sqlite_write_lock_held(db):
+        for most in (MAX_INDEX_HASHES, 0):  # the index (built now, under the lock), then SQL alone
+            found = finishes_at_once(lambda most=most: match_video(db, query, max_index_hashes=most))
+            assert [m.entry_name for m in found] == ["entry-a"]
 
 
 def brute_force(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.helpers import split
+from tests.helpers import finishes_at_once, split, sqlite_write_lock_held
 from tests.media import make_video
 from vidgate.auth import Principal
 from vidgate.db.models import (
@@ -187,6 +187,21 @@ def test_a_later_job_reuses_the_stored_analysis(services_for: Callable[..., Any]
                 "done",
                 100.0,
             )
+
+
+def test_a_jobs_bank_check_takes_no_write_lock(services_for: Callable[..., Any], tmp_path: Path) -> None:
+    """Each analysis asks whether any hash bank holds a frame: on SQLite a read beside the
+    writers, not a write transaction queued behind every upload's (up to the busy timeout)."""
+    with services_for() as services:
+        if services.db.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite's single writer")
+        alice, _, _ = two_owners(services, tmp_path)
+        assert services.processing.run(alice).status == "completed"
+        result = services.processing.owner_result(alice)
+        assert result is not None and result.hashes is not None
+        with sqlite_write_lock_held(services.db):
+            finishes_at_once(lambda: services.processing._match_banks(result))
+        assert result.stages[-1].name == "hash_banks"
 
 
 def test_a_second_analysis_replaces_the_stored_one_and_doubles_no_frame_hash(

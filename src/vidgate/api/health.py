@@ -57,7 +57,7 @@ def _check_all(services: Services) -> Readiness:
             checks[name] = Check(ok=False, detail=f"{type(exc).__name__}: {exc}"[:300])
 
     def database() -> None:
-        with services.db.engine.connect() as connection:
+        with services.db.read_engine.connect() as connection:  # SQLite: no write lock for a read
             connection.execute(text("SELECT 1"))
 
     warmed_up = services.warmed_up  # read once: warm-up may end while the other checks run

@@ -166,7 +166,7 @@ def load(db: Database, statements: list[FrameSelect] | None = None, token: str =
     every bank frame), read in batches straight into arrays."""
     chunks: list[np.ndarray] = []
     times: list[np.ndarray] = []
-    with db.engine.connect() as connection:
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         for statement in [select(*FRAME_COLUMNS)] if statements is None else statements:
             result = connection.execution_options(yield_per=FETCH).execute(statement)
             for partition in result.partitions(FETCH):
@@ -184,7 +184,7 @@ def frames_of(*conditions: Any) -> FrameSelect:
 
 
 def current_token(db: Database) -> str:
-    with db.engine.connect() as connection:
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         token = connection.execute(select(HashBankState.token).where(HashBankState.id == 1)).scalar()
     return str(token)
 
@@ -193,7 +193,7 @@ def bank_frames(db: Database) -> int:
     """How many frames all banks hold (the index's size if it is built)."""
     from sqlalchemy import func
 
-    with db.engine.connect() as connection:
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         return int(connection.execute(select(func.coalesce(func.sum(HashBankEntry.frames), 0))).scalar() or 0)
 
 

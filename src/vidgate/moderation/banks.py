@@ -280,7 +280,7 @@ def _sql_index(db: Database, query: np.ndarray, distance: int, quality: int) -> 
     bands = band_matrix(query)
     words = (HashBankFrame.w0, HashBankFrame.w1, HashBankFrame.w2, HashBankFrame.w3)
     candidates: set[int] = set()
-    with db.engine.connect() as connection:
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         for index in range(BANK_BANDS):
             column = getattr(HashBankFrame, f"b{index}")
             values = sorted({int(v) for v in (bands[:, index][:, None] ^ masks[None, :]).ravel()})
@@ -368,7 +368,7 @@ def match_video(
     found = score(index, usable, distance=distance, quality=quality, percent=percent)
     if not found:
         return []
-    with db.engine.connect() as connection:
+    with db.read_engine.connect() as connection:  # SQLite: no write lock for a read
         names = {
             entry_id: (entry_name, bank_name)
             for entry_id, entry_name, bank_name in connection.execute(

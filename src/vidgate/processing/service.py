@@ -546,7 +546,7 @@ class ProcessingService:
             return
         moderation = self.settings.moderation
         started = time.perf_counter()
-        with self.db.engine.connect() as connection:
+        with self.db.read_engine.connect() as connection:  # SQLite: no write lock for a read
             banked = connection.execute(select(HashBankFrame.entry_id).limit(1)).first() is not None
         if not banked:  # no bank holds a frame: nothing to match, and no index (NumPy) to build
             result.stages.append(StageTiming(name="hash_banks", seconds=round(time.perf_counter() - started, 4)))
