@@ -34,7 +34,6 @@ from typing import Any, BinaryIO, cast
 
 from sqlalchemy import ColumnElement, Connection, Row, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from vidgate import metrics
@@ -663,7 +662,7 @@ class ProcessingService:
         ``current`` holds the lease (else :class:`LeaseLost`)."""
         with self.db.session() as session:
             connection = session.connection()
-            _lock_content(connection, content_id)
+            _lock_existing_content(connection, content_id)
             lease.settle(session, current)
             stored = connection.execute(_STORED_RESULT, {"content_id": content_id}).scalar()
             now = utcnow()
@@ -727,8 +726,7 @@ class ProcessingService:
         of their own video. With ``current``, only while that attempt holds the lease (else
         :class:`LeaseLost`, nothing written)."""
         with self.db.session() as session:
-            if _lock_content(session.connection(), content_id) is None:
-                raise NoResultFound(f"no content {content_id}")
+            _lock_existing_content(session.connection(), content_id)
             if current is not None:
                 lease.settle(session, current)
             now = utcnow()
@@ -834,6 +832,11 @@ def _lock_content_of(connection: Connection, video_id: str) -> Row[Any] | None:
 
 def _lock_content(connection: Connection, content_id: str) -> Row[Any] | None:
     return connection.execute(_LOCKED_CONTENT, {"content_id": content_id}).one_or_none()
+
+
+def _lock_existing_content(connection: Connection, content_id: str) -> Row[Any]:
+    """:func:`_lock_content` of a content that must exist (else ``NoResultFound``, as before)."""
+    return connection.execute(_LOCKED_CONTENT, {"content_id": content_id}).one()
 
 
 def _claim_alive(connection: Connection, content: Row[Any], video_id: str) -> bool:
