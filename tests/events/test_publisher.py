@@ -155,8 +155,9 @@ def test_a_processing_write_refused_for_a_lost_lease_stores_and_publishes_no_eve
         before = events_stored()
         assert before and bus.published == []
         writes: list[Callable[[], object]] = [
-            lambda: processing._progress_writer(content.id, original)("analysing", 1.0),
-            lambda: processing._store(late, content.id, "resnet50", original),
+            lambda: processing._progress_writer(content.id, original)("analysing", 0.5),
+            # the last report (100 %) is told by the result's transaction: refused with it
+            lambda: processing._store(late, content.id, "resnet50", original, final_progress=("analysing", 100.0)),
             lambda: processing.mark_failed(content.id, "the late original failed", original),
         ]
         for write in writes:

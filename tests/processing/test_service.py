@@ -4,6 +4,7 @@ jobs run, and each owner's video completed or failed with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from tests.helpers import finishes_at_once, split, sqlite_write_lock_held
 from tests.media import make_video
@@ -159,7 +160,7 @@ def test_a_superseded_analysing_job_stores_nothing_and_completes_no_waiter(
         # the original wakes up: its progress, result and failure are all refused
         report = processing._progress_writer(content_id, original)
         with pytest.raises(lease.LeaseLost):
-            report("metadata", 1.0)
+            report("metadata", 0.5)
         result = processing.owner_result(alice)
         assert result is not None
         with pytest.raises(lease.LeaseLost):
@@ -187,6 +188,67 @@ def test_a_later_job_reuses_the_stored_analysis(services_for: Callable[..., Any]
                 "done",
                 100.0,
             )
+
+
+def told(services: Any, video_id: str) -> list[tuple[str, float | None]]:
+    """The processing events the video's owner was sent, in their order: (type, progress)."""
+    with services.db.session() as session:
+        owner = session.get_one(Video, video_id).user_id
+    events = services.events.store.read(owner, 0, video_id=video_id)
+    assert [event.sequence for event in events] == sorted(event.sequence for event in events)
+    return [
+        (event.event_type, getattr(event.data, "progress_percentage", None))
+        for event in events
+        if event.event_type.startswith("processing_")
+    ]
+
+
+@contextlib.contextmanager
+def commits(db: Any) -> Iterator[list[int]]:
+    """Counts the transactions committed on ``db`` inside the block."""
+    counted: list[int] = []
+
+    def count(_: Any) -> None:
+        counted.append(1)
+
+    event.listen(db.engine, "commit", count)
+    try:
+        yield counted
+    finally:
+        event.remove(db.engine, "commit", count)
+
+
+def test_a_jobs_last_progress_is_told_with_its_completion(services_for: Callable[..., Any], tmp_path: Path) -> None:
+    """The analysis's last report (100 %) waits for the result's transaction, which tells it
+    right before the completion: the owner hears what they heard before, one transaction fewer.
+    A reused analysis tells its short run's two reports and its completion in one transaction."""
+    with services_for() as services:
+        alice, bob, content_id = two_owners(services, tmp_path)
+        processing = services.processing
+        assert processing.run(alice).status == "completed"
+        heard = told(services, alice)
+        assert heard[0] == ("processing_initiated", None)
+        assert heard[-2:] == [("processing_progress", 100.0), ("processing_completed", None)]
+        assert [kind for kind, _ in heard[1:-2]] == ["processing_progress"] * (len(heard) - 3)
+        with commits(services.db) as counted:
+            assert processing.run(bob).status == "completed"  # the stored analysis, reused
+        assert told(services, bob) == [
+            ("processing_initiated", None),
+            ("processing_progress", 5.0),
+            ("processing_progress", 100.0),
+            ("processing_completed", None),
+        ]
+        assert len(counted) == 2  # the claim, then the reports and the completion together
+
+        # the last report itself writes nothing: not the video's progress, not an event
+        assert processing.requeue(alice)
+        attempt = claims_the_analysis(services, alice, content_id)
+        before = told(services, alice)
+        report = processing._progress_writer(content_id, attempt)
+        with commits(services.db) as counted:
+            report("embeddings", 1.0)
+        assert counted == [] and report.final == ("embeddings", 100.0)
+        assert told(services, alice) == before
 
 
 def test_a_jobs_bank_check_takes_no_write_lock(services_for: Callable[..., Any], tmp_path: Path) -> None:

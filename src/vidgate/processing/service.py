@@ -26,7 +26,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,7 +109,6 @@ def _progress_statement(waiting_on: ColumnElement[bool]) -> Any:
 
 # Built once: the ORM's bulk UPDATE built and evaluated per report cost ~1 ms of the API's CPU.
 _PROGRESS_OF_CONTENT = _progress_statement(_VIDEOS.c.content_id == bindparam("of_content"))
-_PROGRESS_OF_VIDEO = _progress_statement(_VIDEOS.c.id == bindparam("of_video"))
 
 # A job's claim and its result's transaction, built once (as the upload's completion does): the
 # ORM's loads, flushes and bulk-UPDATE synchronisation cost the API ~6 ms of CPU per job (a 4
@@ -204,6 +203,50 @@ class JobOutcome:
 
     status: str  # "completed", "skipped", "failed", "retry", "superseded", "waiting" (another job analyses the content)
     retry_in: float | None = None
+
+
+class _ProgressWriter:
+    """An analysis's ``progress(stage, fraction)``: each report, at most every
+    ``PROGRESS_EVERY_SECONDS``, in a transaction that also checks the attempt still holds the
+    job (else :class:`LeaseLost`). The last report (fraction 1.0) is kept in :attr:`final`, for
+    the result's transaction to write with the completion: the owner hears of it as before, one
+    transaction fewer per job."""
+
+    def __init__(
+        self,
+        service: ProcessingService,
+        content_id: str,
+        current: lease.Lease,
+        keeper: lease.LeaseKeeper | None,
+    ) -> None:
+        self.service = service
+        self.current = current
+        self.keeper = keeper
+        self.target = {"of_content": content_id, "of_video": current.video_id, "attempt": current.attempt}
+        self.last = 0.0
+        #: the last report (stage, percent), not written yet: the completing transaction writes it
+        self.final: tuple[str, float] | None = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.keeper is not None:
+            self.keeper.check()  # a superseded attempt stops at its next report
+        percent = round(fraction * 100, 1)
+        if fraction >= 1.0:
+            self.final = (stage, percent)
+            return
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        current = self.current
+        with self.service.db.session() as session:
+            values = {**self.target, "new_stage": stage, "new_progress": percent}
+            waiting = [
+                (video_id, user_id) for video_id, user_id in session.connection().execute(_PROGRESS_OF_CONTENT, values)
+            ]
+            if all(video_id != current.video_id for video_id, _ in waiting):
+                raise lease.LeaseLost(f"attempt {current.attempt} of video {current.video_id} was superseded")
+            self.service._stage_progress(session, waiting, stage, percent)
 
 
 class ProcessingService:
@@ -389,10 +432,7 @@ class ProcessingService:
             if action == "reuse":
                 # The events of a short analysis (its first and last progress report), so reuse
                 # looks like a first processing to the owner; only its speed differs.
-                report = self._progress_writer(content_id, current, only=True)
-                for stage_name, fraction in REUSED_PROGRESS:
-                    report(stage_name, fraction)
-                self._complete_waiting(content_id, current, only=True)
+                self._complete_waiting(content_id, current, only=True, progress=REUSED_PROGRESS)
                 metrics.PROCESSING_JOBS.labels("reused").inc()
                 return JobOutcome("completed")
             if action == "wait":
@@ -436,17 +476,20 @@ class ProcessingService:
                     lease.LeaseKeeper(self.db, current, processing.lease_seconds, renew_seconds) as keeper,
                     self._stored_file(storage_key) as source,
                 ):
+                    report = self._progress_writer(content_id, current, keeper=keeper)
                     result = self.analyser.analyse(
                         source,
                         video_id=content_id,  # the stored analysis names no owner's video; readers put theirs in
                         content_hash=content_hash,
                         model_type=model_type,
                         config=self.config,
-                        progress=self._progress_writer(content_id, current, keeper=keeper),
+                        progress=report,
                         pictures_dir=Path(pictures),
                     )
                 self._match_banks(result)  # derived from the bytes too: the flag is the content's
-                done = self._store(result, content_id, model_type, current, pictures=Path(pictures))
+                done = self._store(
+                    result, content_id, model_type, current, pictures=Path(pictures), final_progress=report.final
+                )
         except PipelineError as exc:
             self.mark_failed(content_id, str(exc), current)
             metrics.PROCESSING_JOBS.labels("failed").inc()
@@ -565,41 +608,26 @@ class ProcessingService:
             add_matches(result, matches)
 
     def _progress_writer(
-        self, content_id: str, current: lease.Lease, only: bool = False, keeper: lease.LeaseKeeper | None = None
-    ) -> Any:
-        """Writes an analysis's progress to the videos waiting on it (with ``only``, to the job's
-        own video alone), while ``current`` is the job's attempt (else :class:`LeaseLost`)."""
-        last = [0.0]
-        statement = _PROGRESS_OF_VIDEO if only else _PROGRESS_OF_CONTENT
-        target = {"of_content": content_id, "of_video": current.video_id, "attempt": current.attempt}
+        self, content_id: str, current: lease.Lease, keeper: lease.LeaseKeeper | None = None
+    ) -> _ProgressWriter:
+        """Writes an analysis's progress to the videos waiting on it, while ``current`` is the
+        job's attempt (else :class:`LeaseLost`)."""
+        return _ProgressWriter(self, content_id, current, keeper)
 
-        def write(stage: str, fraction: float) -> None:
-            if keeper is not None:
-                keeper.check()  # a superseded attempt stops at its next report
-            now = time.monotonic()
-            if now - last[0] < PROGRESS_EVERY_SECONDS and fraction < 1.0:
-                return
-            last[0] = now
-            percent = round(fraction * 100, 1)
-            with self.db.session() as session:
-                values = {**target, "new_stage": stage, "new_progress": percent}
-                waiting = session.connection().execute(statement, values).all()
-                if all(video_id != current.video_id for video_id, _ in waiting):
-                    raise lease.LeaseLost(f"attempt {current.attempt} of video {current.video_id} was superseded")
-                if self.events is None:
-                    return
-                for video_id, user_id in waiting:  # every owner hears of their own video only
-                    if self.events.progress_due(f"video:{video_id}", final=fraction >= 1.0):
-                        self.events.to_user(
-                            ProcessingProgress(
-                                video_id=video_id,
-                                data=ProcessingProgressData(stage=stage, progress_percentage=percent),
-                            ),
-                            user_id,
-                            session,
-                        )
-
-        return write
+    def _stage_progress(self, session: Session, waiting: Sequence[tuple[str, str]], stage: str, percent: float) -> None:
+        """Each owner's ``processing_progress`` of their own video (throttled; the final one always)."""
+        if self.events is None:
+            return
+        for video_id, user_id in waiting:  # every owner hears of their own video only
+            if self.events.progress_due(f"video:{video_id}", final=percent >= 100.0):
+                self.events.to_user(
+                    ProcessingProgress(
+                        video_id=video_id,
+                        data=ProcessingProgressData(stage=stage, progress_percentage=percent),
+                    ),
+                    user_id,
+                    session,
+                )
 
     def _store(
         self,
@@ -608,11 +636,13 @@ class ProcessingService:
         model_type: str,
         current: lease.Lease | None = None,
         pictures: Path | None = None,
+        final_progress: tuple[str, float] | None = None,
     ) -> list[tuple[str, str]]:
         """Store the content's analysis once (frame hashes are replaced, never doubled) and
         complete every video waiting on it, in one transaction. With ``current``, only while
         that attempt holds the lease (else :class:`LeaseLost`, nothing stored). Returns the
-        completed videos (id, owner), each owner told in this transaction.
+        completed videos (id, owner), each owner told in this transaction: of the analysis's
+        ``final_progress`` (stage, percent: its last report, which waited for this) first.
 
         The files in ``pictures`` (poster, storyboard: derived from the bytes, shared by every
         owner) go into the blob store last in that transaction, under the content's row lock,
@@ -650,16 +680,21 @@ class ProcessingService:
             }
             connection.execute(_ANALYSIS_COMPLETED, completed)
             done = _complete_processing(connection, _COMPLETE_OF_CONTENT, {"of_content": content_id, "now": now})
+            if final_progress is not None:
+                self._stage_progress(session, done, *final_progress)
             self._stage_completed(session, done, stored, now)
             if pictures is not None:  # the database's errors came first (each statement ran): then nothing was put
                 for made in sorted(pictures.iterdir()):
                     self.blobs.put_derived(content.content_hash, made.name, made)
         return done
 
-    def _complete_waiting(self, content_id: str, current: lease.Lease, only: bool = False) -> None:
+    def _complete_waiting(
+        self, content_id: str, current: lease.Lease, only: bool = False, progress: Sequence[tuple[str, float]] = ()
+    ) -> None:
         """Complete the videos waiting on the content's stored analysis (with ``only``, just the
-        job's own video), each with its owner's own processing_completed event; only while
-        ``current`` holds the lease (else :class:`LeaseLost`)."""
+        job's own video), each with its owner's own processing_completed event, after the
+        ``progress`` events (stage, fraction) given; only while ``current`` holds the lease
+        (else :class:`LeaseLost`). One transaction."""
         with self.db.session() as session:
             connection = session.connection()
             _lock_existing_content(connection, content_id)
@@ -670,6 +705,8 @@ class ProcessingService:
                 done = _complete_processing(connection, _COMPLETE_VIDEO, {"of_video": current.video_id, "now": now})
             else:
                 done = _complete_processing(connection, _COMPLETE_OF_CONTENT, {"of_content": content_id, "now": now})
+            for stage, fraction in progress:
+                self._stage_progress(session, done, stage, round(fraction * 100, 1))
             self._stage_completed(session, done, dict(stored) if stored is not None else None, now)
         self._log_completed(content_id, done, reused=only)
 
