@@ -3,16 +3,26 @@
 The chunk goes straight to its offset in the part when the chunk size is known (or it is
 chunk 0, which teaches it), to a staging slot when it is not yet, and nowhere when its index was
 already received (then it is only hashed and compared).
+
+A chunk of a session that exists is planned as a tus PATCH is checked: its lock first, then a
+read (no write lock on SQLite, nothing committed), so no other request can record the same index
+between the decision and the write. A transaction writes only to create the session, to keep a
+``file_hash`` sent with a later chunk, or to move the last change of a session idle for
+``TOUCH_AFTER`` of its timeout before the body streams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +41,7 @@ from vidgate.errors import (
 )
 from vidgate.hashing import normalise_sha256
 from vidgate.uploads.models import ChunkRequest
-from vidgate.uploads.records import Records, insert_session
+from vidgate.uploads.records import TOUCH_AFTER, Records, insert_session
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writing import WriteMode, WritePlan, first_bytes_check, safe_filename
 
@@ -42,18 +52,39 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _SESSION_BY_UPLOAD_ID = (
     select(UploadSession).where(UploadSession.session_id == bindparam("upload_id")).with_for_update()
 )
-_CHUNK_AT = select(UploadChunk).where(
+_CHUNK_AT = select(UploadChunk.chunk_size, UploadChunk.chunk_hash).where(
     UploadChunk.session_id == bindparam("upload_id"), UploadChunk.chunk_index == bindparam("index")
 )
+_SESSIONS = cast(Table, UploadSession.__table__)
+_SESSION_AT = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id"))
+_OWNER_OF = select(UploadSession.id, UploadSession.user_id).where(UploadSession.session_id == bindparam("upload_id"))
+_MAX_REMEMBERED = 10_000  # session id -> (row id, owner): a row's id never changes, so none goes stale
 
 
 class ChunkPlanner(Step):
     def __init__(self, deps: UploadDeps, records: Records) -> None:
         super().__init__(deps)
         self.records = records
+        self._rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._rows_lock = threading.Lock()
 
     def plan(self, principal: Principal, request: ChunkRequest) -> WritePlan:
-        """Check the request against its session and the limits; create the session if new."""
+        """Check the request against its session and the limits (creating the session if new);
+        the returned plan holds the chunk's lock (else :class:`ChunkInProgress`)."""
+        priority, file_hash = self._checked(request)
+        plan = self._plan_by_reading(principal, request, file_hash)
+        if plan is not None:
+            return plan
+        plan = self._plan_writing(principal, request, priority, file_hash)
+        try:
+            plan.locks.enter_context(self.locker.hold(plan.row_id, f"chunk-{plan.chunk_index}"))
+        except BaseException:
+            plan.close()
+            raise
+        return plan
+
+    def _checked(self, request: ChunkRequest) -> tuple[int, str | None]:
+        """The request's own checks, before any session is looked at: its priority and file hash."""
         priority = request.priority if request.priority is not None else self.settings.processing.default_priority
         self.limits.check_priority(priority)
         file_hash = None
@@ -70,12 +101,74 @@ class ChunkPlanner(Step):
             value = getattr(request, name)
             if value is not None and value < 0:
                 raise InvalidParameter(f"{name} must not be negative, got {value}.")
+        return priority, file_hash
 
+    def _row_of(self, upload_id: str) -> tuple[str, str] | None:
+        """The row id and owner of session ``upload_id``: remembered, or read once."""
+        with self._rows_lock:
+            known = self._rows.get(upload_id)
+        if known is not None:
+            return known
+        with self.db.reading() as tx:
+            found = tx.execute(_OWNER_OF, {"upload_id": upload_id}).one_or_none()
+        if found is None:
+            return None
+        self._remember(upload_id, found.id, found.user_id)
+        return found.id, found.user_id
+
+    def _remember(self, upload_id: str, row_id: str, user_id: str) -> None:
+        with self._rows_lock:
+            self._rows[upload_id] = (row_id, user_id)
+            self._rows.move_to_end(upload_id)
+            while len(self._rows) > _MAX_REMEMBERED:
+                self._rows.popitem(last=False)
+
+    def _plan_by_reading(self, principal: Principal, request: ChunkRequest, file_hash: str | None) -> WritePlan | None:
+        """A chunk of an existing session, planned under its lock by a read; None when planning
+        must write (no such session yet, a ``file_hash`` to keep, an idle session to touch)."""
+        if request.session_id is None:
+            return None
+        known = self._row_of(request.session_id)
+        if known is None:
+            return None
+        row_id, owner = known
+        if owner != principal.user_id:
+            raise SessionNotFound(f"No upload session {request.session_id!r}.")
+        index = request.chunk_index if request.chunk_index is not None else 0
+        locks = contextlib.ExitStack()
+        locks.enter_context(self.locker.hold(row_id, f"chunk-{index}"))
+        try:
+            with self.db.reading() as tx:
+                found = tx.connection().execute(_SESSION_AT, {"row_id": row_id}).one_or_none()
+                if found is None or found.session_id != request.session_id:
+                    locks.close()
+                    return None  # purged since it was remembered: as a new session
+                row = UploadSession(**found._mapping)  # detached: only read
+                _check_against_session(row, request, file_hash)
+                idle = utcnow() - row.last_updated > self.settings.session_timeout * TOUCH_AFTER
+                if (file_hash is not None and row.file_hash is None) or (row.status is SessionStatus.ACTIVE and idle):
+                    locks.close()
+                    return None
+                plan = self._choose_target(tx, row, request, touch=False)
+                if plan.chunk_index == 0 and plan.mode is not WriteMode.VERIFY:
+                    plan.head_check = first_bytes_check(row.filename, row.content_type)
+        except BaseException:
+            locks.close()
+            raise
+        plan.locks = locks
+        plan.user_id = principal.user_id
+        return plan
+
+    def _plan_writing(
+        self, principal: Principal, request: ChunkRequest, priority: int, file_hash: str | None
+    ) -> WritePlan:
         for attempt in range(2):
             try:
                 plan = self._plan(principal, request, priority, file_hash)
                 plan.anonymous_new_session = plan.anonymous_new_session and request.session_id is None
                 plan.user_id = principal.user_id
+                if request.session_id is not None:  # committed: its next chunks are planned by reading
+                    self._remember(plan.upload_id, plan.row_id, principal.user_id)
                 return plan
             except IntegrityError:
                 # Two first chunks of a new session raced to create it: the second reads it now.
@@ -108,16 +201,17 @@ class ChunkPlanner(Step):
             return plan
 
     def _choose_target(
-        self, tx: Session, row: UploadSession, request: ChunkRequest, *, created: bool = False
+        self, tx: Session, row: UploadSession, request: ChunkRequest, *, created: bool = False, touch: bool = True
     ) -> WritePlan:
-        """Where this chunk's bytes go: its offset in the part, a staging slot, or nowhere."""
+        """Where this chunk's bytes go: its offset in the part, a staging slot, or nowhere. With
+        ``touch``, an active session's last change moves to now (``tx`` writes it)."""
         index = request.chunk_index if request.chunk_index is not None else 0
         self.limits.check_chunk_index(index, row.total_chunks)
 
         existing = (
             None  # a session made by this request has no chunks yet
             if created
-            else tx.scalar(_CHUNK_AT, {"upload_id": row.session_id, "index": index})
+            else tx.connection().execute(_CHUNK_AT, {"upload_id": row.session_id, "index": index}).first()
         )
         if row.status is not SessionStatus.ACTIVE and not (row.status is SessionStatus.COMPLETED and existing):
             raise SessionNotActive(
@@ -125,7 +219,7 @@ class ChunkPlanner(Step):
                 + (f" ({row.error_message})" if row.error_message else "")
             )
         now = utcnow()
-        if row.status is SessionStatus.ACTIVE and not created:  # a new row has just had them set
+        if touch and row.status is SessionStatus.ACTIVE and not created:  # a new row has just had them set
             row.last_updated = now
             row.expires_at = now + timedelta(seconds=self.settings.session_timeout_seconds)
 

@@ -79,11 +79,6 @@ class ChunkedUploads(Step):
     def begin_chunk(self, principal: Principal, request: ChunkRequest) -> WritePlan:
         """Check the request, create or find its session, lock the chunk and open its target."""
         plan = self.planner.plan(principal, request)
-        try:
-            plan.locks.enter_context(self.locker.hold(plan.row_id, f"chunk-{plan.chunk_index}"))
-        except BaseException:
-            plan.close()
-            raise
         self.writes.open(plan)
         return plan
 

@@ -39,6 +39,13 @@ _NEW_SESSION = {column.key: None for column in _SESSIONS.columns} | {
 _ENDED_WITHOUT_DATA = frozenset({SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED})
 
 
+#: a request moves its session's last change before its body streams only when the session has
+#: been idle for this share of the session timeout: the sweep expires a session by its last
+#: change, so it cannot end one under a streaming body; otherwise the request's check is a read
+#: (no write lock on SQLite, nothing committed). tus PATCHes and seed chunks alike.
+TOUCH_AFTER = 0.01
+
+
 def insert_session(connection: Connection, **values: object) -> UploadSession:
     """Make an ``upload_session`` row with a statement built once (the ORM's add and flush cost
     several times the insert) and return it as a transient object: what the caller goes on

@@ -39,7 +39,7 @@ from vidgate.uploads.ending import Endings
 from vidgate.uploads.frontier import TAKE_WAIT_SECONDS
 from vidgate.uploads.layouts import Assembly, progress_percent
 from vidgate.uploads.models import TusUpload
-from vidgate.uploads.records import Records
+from vidgate.uploads.records import TOUCH_AFTER, Records
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.tus_store import TusStore, check_alive, to_upload
 from vidgate.uploads.writer import ChunkSink, SinkResult
@@ -47,10 +47,6 @@ from vidgate.uploads.writing import Checksum, WritePath, WritePlan, first_bytes_
 from vidgate.validation.pipeline import ProbeInFlight
 
 log = logging.getLogger(__name__)
-
-#: a PATCH moves its upload's last change before its body streams only when the upload has been
-#: idle for this share of the session timeout (else its check is a read; see begin_patch)
-TOUCH_AFTER = 0.01
 
 
 class _Recorded(NamedTuple):
