@@ -129,6 +129,10 @@ class ChunkPlanner(Step):
         if request.session_id is None:
             return None
         known = self._row_of(request.session_id)
+        if known is not None and known[1] != principal.user_id:  # remembered wrongly (a row an operator
+            with self._rows_lock:  # removed, its id taken again)? read once more before refusing
+                self._rows.pop(request.session_id, None)
+            known = self._row_of(request.session_id)
         if known is None:
             return None
         row_id, owner = known
