@@ -17,8 +17,6 @@ import contextlib
 import logging
 import re
 import secrets
-import threading
-from collections import OrderedDict
 from datetime import timedelta
 from typing import cast
 
@@ -42,6 +40,7 @@ from vidgate.errors import (
 from vidgate.hashing import normalise_sha256
 from vidgate.uploads.models import ChunkRequest
 from vidgate.uploads.records import TOUCH_AFTER, Records, insert_session
+from vidgate.uploads.remembered import Remembered
 from vidgate.uploads.step import Step, UploadDeps
 from vidgate.uploads.writing import WriteMode, WritePlan, first_bytes_check, safe_filename
 
@@ -58,15 +57,14 @@ _CHUNK_AT = select(UploadChunk.chunk_size, UploadChunk.chunk_hash).where(
 _SESSIONS = cast(Table, UploadSession.__table__)
 _SESSION_AT = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("row_id"))
 _OWNER_OF = select(UploadSession.id, UploadSession.user_id).where(UploadSession.session_id == bindparam("upload_id"))
-_MAX_REMEMBERED = 10_000  # session id -> (row id, owner): a row's id never changes, so none goes stale
 
 
 class ChunkPlanner(Step):
     def __init__(self, deps: UploadDeps, records: Records) -> None:
         super().__init__(deps)
         self.records = records
-        self._rows: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self._rows_lock = threading.Lock()
+        #: session id -> (row id, owner): a row's id never changes, so none goes stale
+        self._rows: Remembered[str, tuple[str, str]] = Remembered()
 
     def plan(self, principal: Principal, request: ChunkRequest) -> WritePlan:
         """Check the request against its session and the limits (creating the session if new);
@@ -105,23 +103,15 @@ class ChunkPlanner(Step):
 
     def _row_of(self, upload_id: str) -> tuple[str, str] | None:
         """The row id and owner of session ``upload_id``: remembered, or read once."""
-        with self._rows_lock:
-            known = self._rows.get(upload_id)
+        known = self._rows.get(upload_id)
         if known is not None:
             return known
         with self.db.reading() as tx:
             found = tx.execute(_OWNER_OF, {"upload_id": upload_id}).one_or_none()
         if found is None:
             return None
-        self._remember(upload_id, found.id, found.user_id)
+        self._rows.put(upload_id, (found.id, found.user_id))
         return found.id, found.user_id
-
-    def _remember(self, upload_id: str, row_id: str, user_id: str) -> None:
-        with self._rows_lock:
-            self._rows[upload_id] = (row_id, user_id)
-            self._rows.move_to_end(upload_id)
-            while len(self._rows) > _MAX_REMEMBERED:
-                self._rows.popitem(last=False)
 
     def _plan_by_reading(self, principal: Principal, request: ChunkRequest, file_hash: str | None) -> WritePlan | None:
         """A chunk of an existing session, planned under its lock by a read; None when planning
@@ -129,9 +119,9 @@ class ChunkPlanner(Step):
         if request.session_id is None:
             return None
         known = self._row_of(request.session_id)
-        if known is not None and known[1] != principal.user_id:  # remembered wrongly (a row an operator
-            with self._rows_lock:  # removed, its id taken again)? read once more before refusing
-                self._rows.pop(request.session_id, None)
+        if known is not None and known[1] != principal.user_id:
+            # remembered from a row an operator removed, its id since taken again? read once more
+            self._rows.forget(request.session_id)
             known = self._row_of(request.session_id)
         if known is None:
             return None
@@ -172,7 +162,7 @@ class ChunkPlanner(Step):
                 plan.anonymous_new_session = plan.anonymous_new_session and request.session_id is None
                 plan.user_id = principal.user_id
                 if request.session_id is not None:  # committed: its next chunks are planned by reading
-                    self._remember(plan.upload_id, plan.row_id, principal.user_id)
+                    self._rows.put(plan.upload_id, (plan.row_id, principal.user_id))
                 return plan
             except IntegrityError:
                 # Two first chunks of a new session raced to create it: the second reads it now.

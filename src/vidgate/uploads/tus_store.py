@@ -8,8 +8,6 @@ its locked transaction) and builds what HEAD reports.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -21,6 +19,7 @@ from vidgate.errors import SessionNotFound, UploadGone
 from vidgate.uploads.completion import Completion
 from vidgate.uploads.layouts import progress_percent
 from vidgate.uploads.models import TusUpload
+from vidgate.uploads.remembered import Remembered
 from vidgate.uploads.step import Step, UploadDeps
 
 _GONE = (SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.EXPIRED)
@@ -175,9 +174,7 @@ class TusStore(Step):
         self.completion = completion
         # upload id -> identity, so a PATCH goes straight to its locked transaction instead of
         # first reading the row to learn which lock to take (one transaction less per PATCH)
-        self._identities: OrderedDict[str, Identity] = OrderedDict()
-        self._identities_lock = threading.Lock()
-        self._max_remembered = max_remembered
+        self._identities: Remembered[str, Identity] = Remembered(max_remembered)
 
     def row(self, principal: Principal, upload_id: str) -> UploadSession:
         """The tus upload ``upload_id`` of ``principal`` (detached), or SessionNotFound."""
@@ -190,16 +187,11 @@ class TusStore(Step):
         return row
 
     def remember(self, upload_id: str, identity: Identity) -> None:
-        with self._identities_lock:
-            self._identities[upload_id] = identity
-            self._identities.move_to_end(upload_id)
-            while len(self._identities) > self._max_remembered:
-                self._identities.popitem(last=False)
+        self._identities.put(upload_id, identity)
 
     def identity(self, principal: Principal, upload_id: str) -> Identity:
         """Who owns ``upload_id`` and which row it is: remembered, or read once."""
-        with self._identities_lock:
-            identity = self._identities.get(upload_id)
+        identity = self._identities.get(upload_id)
         if identity is None:
             row = self.row(principal, upload_id)
             identity = Identity(row.id, row.user_id, row.concat)
